@@ -1,0 +1,1 @@
+//! inetd-controller and inetctl.

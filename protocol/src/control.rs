@@ -1,0 +1,2 @@
+//! Messages of the control link (`control.sock`), between `inetctl` and
+//! `inetd-controller`. Same framing and codec as the core link.

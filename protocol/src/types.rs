@@ -1,0 +1,329 @@
+//! Messages of the core link. Numbers and paths only: the core resolves no
+//! names, so every user, group, address and port arrives here already
+//! numeric (DESIGN.md trust rule 2).
+//!
+//! Every enum is append-only: bincode encodes a variant by its index.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A request from the controller to the core. `Hello` must come first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreRequest {
+    /// The first message on every connection.
+    Hello { version: u32 },
+    /// The full desired state. Listeners not named here are closed.
+    Apply { listeners: Vec<ListenerSpec> },
+    /// What the core runs now.
+    Status,
+}
+
+/// The core's answer to one [`CoreRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreResponse {
+    Hello(HelloReply),
+    Applied(ApplyReport),
+    Status(StatusReport),
+    /// The request was refused as a whole; nothing changed.
+    Error {
+        reason: String,
+    },
+}
+
+/// The core's answer to `Hello`: who it is and what it allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The core's [`crate::PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The core's package version, for `inetctl status`.
+    pub software_version: String,
+    pub pid: u32,
+    /// The core's uid: 0 when it runs as root.
+    pub uid: u32,
+    pub policy: Policy,
+}
+
+/// What the core was started to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The core runs as root (and so can run services as other users).
+    pub root: bool,
+    /// `--allow-root-services`: listeners may name uid, gid or a group 0.
+    pub allow_root_services: bool,
+    /// `--allow-setuid-services`: non-root children run without `no_new_privs`.
+    pub allow_setuid_services: bool,
+}
+
+/// Address family handling of an internet listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum IpMode {
+    /// An IPv4 socket (`tcp4`, `udp4`, or the IPv4 half of `tcp`).
+    V4,
+    /// An IPv6 socket with `IPV6_V6ONLY` on (`tcp6`, the IPv6 half of `tcp`).
+    V6Only,
+    /// An IPv6 socket with `IPV6_V6ONLY` off (`tcp46`, `udp46`).
+    Dual,
+}
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Bind {
+    /// An internet socket. `addr` is IPv4 exactly when `mode` is `V4`.
+    Inet {
+        addr: IpAddr,
+        port: u16,
+        mode: IpMode,
+    },
+    /// A unix-domain socket at an absolute, canonical path.
+    Unix { path: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SocketType {
+    Stream,
+    Dgram,
+    Seqpacket,
+}
+
+/// The `internal` services, served by a forked child of the core that has
+/// dropped to the service's user and never execs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Builtin {
+    Echo,
+    Discard,
+    Chargen,
+    Daytime,
+    Time,
+}
+
+impl Builtin {
+    /// Every builtin, in the order they are listed to users.
+    pub const ALL: [Builtin; 5] = [
+        Builtin::Echo,
+        Builtin::Discard,
+        Builtin::Chargen,
+        Builtin::Daytime,
+        Builtin::Time,
+    ];
+
+    /// The official service name (as in `/etc/services`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Echo => "echo",
+            Builtin::Discard => "discard",
+            Builtin::Chargen => "chargen",
+            Builtin::Daytime => "daytime",
+            Builtin::Time => "time",
+        }
+    }
+
+    /// The builtin with this official name.
+    pub fn from_name(name: &str) -> Option<Builtin> {
+        Builtin::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// What runs for a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Exec `path` with `argv` (argv[0] included).
+    Exec {
+        path: String,
+        argv: Vec<String>,
+    },
+    Builtin(Builtin),
+}
+
+/// The ids a service's children run with, already resolved by the
+/// controller: the primary gid and the supplementary groups as
+/// `initgroups(user, gid)` gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Limits carried per listener. Zero means unlimited everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Connections (invocations) per minute before the service pauses.
+    pub max_per_minute: u32,
+    /// Live children of this service.
+    pub max_children: u32,
+    /// Connections per minute from one source prefix.
+    pub max_per_source_per_minute: u32,
+    /// Live children for one source prefix.
+    pub max_children_per_source: u32,
+    /// Sources are grouped by this IPv4 prefix length (32 or 24).
+    pub source_prefix_v4: u8,
+    /// Sources are grouped by this IPv6 prefix length (128 or 64).
+    pub source_prefix_v6: u8,
+}
+
+impl Default for Limits {
+    /// The classic default: 256 invocations per minute, nothing else.
+    fn default() -> Self {
+        Limits {
+            max_per_minute: 256,
+            max_children: 0,
+            max_per_source_per_minute: 0,
+            max_children_per_source: 0,
+            source_prefix_v4: 32,
+            source_prefix_v6: 128,
+        }
+    }
+}
+
+/// An access list compiled by the controller: the first rule that matches
+/// the peer decides; no match means `default_allow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acl {
+    pub rules: Vec<AclRule>,
+    pub default_allow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclRule {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub allow: bool,
+}
+
+/// One listener as the controller wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerSpec {
+    pub bind: Bind,
+    pub socket_type: SocketType,
+    /// `wait`: the child gets the listening socket and the core stops
+    /// polling it until that child exits.
+    pub wait: bool,
+    pub action: Action,
+    pub creds: Credentials,
+    pub limits: Limits,
+    pub acl: Option<Acl>,
+    /// Opaque to the core, bounded by [`crate::MAX_LABEL`]: the controller
+    /// puts the service name, FILE:LINE and user and group names here so a
+    /// restarted controller can show what runs before it reads its config.
+    pub label: String,
+}
+
+/// What identifies a listener across applies: two listeners with the same
+/// key cannot both exist, and a listener whose key is unchanged by an
+/// `Apply` keeps its socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BindKey {
+    pub bind: Bind,
+    pub socket_type: SocketType,
+}
+
+impl ListenerSpec {
+    pub fn key(&self) -> BindKey {
+        BindKey {
+            bind: self.bind.clone(),
+            socket_type: self.socket_type,
+        }
+    }
+}
+
+/// The core's answer to `Apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// The core's generation after this apply; it rises only when something
+    /// changed.
+    pub generation: u64,
+    /// One outcome per listener of the request, in the request's order.
+    pub outcomes: Vec<Outcome>,
+    /// Listeners the core ran before and closed because the request did not
+    /// name them.
+    pub removed: Vec<Removed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// New key, bound and listening.
+    Added,
+    /// Same key, new spec: new connections get the new spec; the socket and
+    /// the running children are kept.
+    Changed,
+    /// Same key, same spec: nothing touched.
+    Unchanged,
+    /// Refused by validation or policy; nothing was bound.
+    Rejected { reason: String },
+    /// Accepted, but the socket could not be set up (for example the address
+    /// is in use). The core retries at `retry_at` (unix seconds).
+    Failed { reason: String, retry_at: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub key: BindKey,
+    pub label: String,
+}
+
+/// The core's answer to `Status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub generation: u64,
+    pub software_version: String,
+    pub pid: u32,
+    pub uid: u32,
+    /// When the core started, unix seconds.
+    pub started_at: u64,
+    pub policy: Policy,
+    pub listeners: Vec<ListenerStatus>,
+    /// Live children, servers and builtins.
+    pub children: Vec<ChildInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub spec: ListenerSpec,
+    pub state: ListenerState,
+    pub counters: Counters,
+    /// The last problem seen on this listener (a failed exec, accept error).
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenerState {
+    Listening,
+    /// A `wait` child holds the socket; it is not polled until it exits.
+    Waiting,
+    /// Not accepting until `until` (unix seconds), for `reason`.
+    Paused {
+        reason: String,
+        until: u64,
+    },
+    /// Not bound, for `reason`; retried at `retry_at` (unix seconds).
+    Failed {
+        reason: String,
+        retry_at: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub accepted: u64,
+    pub exec_failures: u64,
+    pub refused_acl: u64,
+    pub refused_rate: u64,
+    pub refused_per_source: u64,
+    pub refused_max_children: u64,
+    /// Live children of this listener now.
+    pub children: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildInfo {
+    pub pid: u32,
+    /// Index into [`StatusReport::listeners`], if the listener still exists.
+    pub listener: Option<u32>,
+    /// The peer, as text (`192.0.2.1:4000`, `[2001:db8::1]:4000`, or a unix
+    /// peer's pid and uid); `None` for wait services.
+    pub peer: Option<String>,
+    pub uid: u32,
+    /// Unix seconds.
+    pub started_at: u64,
+}
