@@ -1,0 +1,493 @@
+//! Benchmark: this inetd against its peers, in the same run, on loopback.
+//!
+//! Run as root (the peers bind and drop like in production):
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo bench -p inetd-tests --bench peers
+//! ```
+//!
+//! The peers are Debian's own packages (openbsd-inetd, inetutils-inetd,
+//! xinetd, ucspi-tcp's tcpserver), fetched with `apt-get download` and
+//! unpacked under the target directory, never installed, so they cannot
+//! start as system services. Each workload runs for a fixed time against
+//! each daemon in turn and the ratios to ours are printed. Nothing here is a
+//! pass/fail test: targets are read from the ratios.
+//!
+//! Workloads:
+//! * `exec`: connect, read to EOF; the server is `/bin/true` (accept → fork
+//!   → drop → exec → exit, the path every real service pays).
+//! * `tcp-echo`: the builtin echo; connect, send 64 bytes, shut down the
+//!   write side, read the 64 bytes back and EOF.
+//! * `udp-echo`: the builtin echo over UDP from [::1] (Debian's
+//!   openbsd-inetd drops 127.0.0.1 sources for UDP builtins), 1 and 8
+//!   clients each with one request in flight.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const RUN_FOR: Duration = Duration::from_secs(3);
+const TCP_CLIENTS: usize = 4;
+const ECHO_PORT: u16 = 7;
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the benchmark runs the daemons as root, like in production: run it as root");
+        std::process::exit(2);
+    }
+    let target = target_dir();
+    let peers = match fetch_peers(&target) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot fetch the peer daemons: {e}");
+            std::process::exit(1);
+        }
+    };
+    let work = target.join("bench-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("work dir");
+
+    let daemons: Vec<Starter> = vec![
+        Box::new(|p| start_ours(&target, &work, p)),
+        Box::new(|p| start_openbsd(&peers, &work, p)),
+        Box::new(|p| start_inetutils(&peers, &work, p)),
+        Box::new(|p| start_xinetd(&peers, &work, p)),
+        Box::new(|p| start_tcpserver(&peers, p)),
+    ];
+
+    let mut rows: Vec<(String, Vec<Option<f64>>)> = Vec::new();
+    for start in &daemons {
+        let ports = Ports::new();
+        let Some(mut d) = start(&ports) else {
+            // Keep our row first even when it failed, so ratios stay honest.
+            if rows.is_empty() {
+                rows.push(("inetd-core (not running)".into(), vec![None; 4]));
+            }
+            continue;
+        };
+        let results = vec![
+            d.exec.then(|| bench_exec(ports.exec)),
+            d.echo.then(|| bench_tcp_echo(ports.echo)),
+            d.udp.then(|| bench_udp_echo(ports.echo, 1)),
+            d.udp.then(|| bench_udp_echo(ports.echo, 8)),
+        ];
+        rows.push((d.name.clone(), results));
+        d.stop();
+    }
+
+    let heads = [
+        "exec conn/s",
+        "tcp-echo conn/s",
+        "udp-echo req/s x1",
+        "udp-echo req/s x8",
+    ];
+    println!();
+    println!(
+        "{:<18}{}",
+        "daemon",
+        heads.map(|h| format!("{h:>20}")).join("")
+    );
+    for (name, res) in &rows {
+        let cells: Vec<String> = res
+            .iter()
+            .map(|r| match r {
+                Some(v) => format!("{v:>20.0}"),
+                None => format!("{:>20}", "-"),
+            })
+            .collect();
+        println!("{name:<18}{}", cells.join(""));
+    }
+    let ours = &rows[0].1;
+    println!();
+    println!("ratios (ours / peer; above 1.0 means ours is faster):");
+    for (name, res) in rows.iter().skip(1) {
+        let cells: Vec<String> = res
+            .iter()
+            .zip(ours)
+            .map(|(p, o)| match (p, o) {
+                (Some(p), Some(o)) if *p > 0.0 => format!("{:>20.2}", o / p),
+                _ => format!("{:>20}", "-"),
+            })
+            .collect();
+        println!("{name:<18}{}", cells.join(""));
+    }
+}
+
+type Starter<'a> = Box<dyn Fn(&Ports) -> Option<Running> + 'a>;
+
+struct Ports {
+    exec: u16,
+    echo: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            exec: free_port(),
+            echo: ECHO_PORT,
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Running {
+    name: String,
+    child: Child,
+    exec: bool,
+    echo: bool,
+    udp: bool,
+    pidfile: Option<PathBuf>,
+}
+
+impl Running {
+    fn stop(&mut self) {
+        if let Some(pf) = &self.pidfile {
+            if let Ok(s) = std::fs::read_to_string(pf) {
+                if let Ok(pid) = s.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn target_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// Unpacks the peers' Debian packages under `target/bench-peers/root`.
+fn fetch_peers(target: &Path) -> Result<PathBuf, String> {
+    let dir = target.join("bench-peers");
+    let root = dir.join("root");
+    if root.join("usr/sbin/inetd").exists() && root.join("usr/bin/tcpserver").exists() {
+        return Ok(root);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let pkgs = [
+        "openbsd-inetd",
+        "inetutils-inetd",
+        "xinetd",
+        "ucspi-tcp",
+        "libwrap0",
+    ];
+    let st = Command::new("apt-get")
+        .arg("download")
+        .args(pkgs)
+        .current_dir(&dir)
+        .status()
+        .map_err(|e| format!("apt-get: {e}"))?;
+    if !st.success() {
+        return Err("apt-get download failed (try apt-get update first)".into());
+    }
+    for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
+        let p = entry.map_err(|e| e.to_string())?.path();
+        if p.extension().is_some_and(|e| e == "deb") {
+            let st = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&p)
+                .arg(&root)
+                .status()
+                .map_err(|e| format!("dpkg-deb: {e}"))?;
+            if !st.success() {
+                return Err(format!("dpkg-deb -x {} failed", p.display()));
+            }
+        }
+    }
+    Ok(root)
+}
+
+fn peer_command(peers: &Path, bin: &str) -> Command {
+    let mut c = Command::new(peers.join(bin));
+    c.env(
+        "LD_LIBRARY_PATH",
+        format!(
+            "{}:{}",
+            peers.join("usr/lib/x86_64-linux-gnu").display(),
+            peers.join("lib/x86_64-linux-gnu").display()
+        ),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
+fn wait_tcp(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn ready(mut r: Running, ports: &Ports) -> Option<Running> {
+    let ok = (!r.exec || wait_tcp(ports.exec)) && (!r.echo || wait_tcp(ports.echo));
+    if ok {
+        Some(r)
+    } else {
+        eprintln!("{}: did not start listening; skipped", r.name);
+        r.stop();
+        None
+    }
+}
+
+/// The classic lines, for the daemons that read inetd.conf. The builtins
+/// are on the real echo port (7): classic inetds pick a builtin by service
+/// name, so a numeric port cannot name one.
+fn classic_conf(ports: &Ports, rate: &str) -> String {
+    format!(
+        "127.0.0.1:{e}\tstream\ttcp4\tnowait{rate}\tnobody\t/bin/true\ttrue\n\
+         127.0.0.1:echo\tstream\ttcp4\tnowait{rate}\tnobody\tinternal\n\
+         [::1]:echo\tdgram\tudp6\twait{rate}\tnobody\tinternal\n",
+        e = ports.exec,
+    )
+}
+
+fn start_ours(target: &Path, work: &Path, ports: &Ports) -> Option<Running> {
+    let bin = ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("inetd-core"))
+        .find(|p| p.exists())?;
+    let conf = work.join("ours.conf");
+    std::fs::write(&conf, classic_conf(ports, ".1000000")).ok()?;
+    // The controller (user inetd) must be able to read it.
+    let _ = std::fs::set_permissions(work, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let _ = std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let child = Command::new(&bin)
+        .arg("--config")
+        .arg(&conf)
+        .arg("--log-level")
+        .arg("warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    ready(
+        Running {
+            name: format!(
+                "inetd-core ({})",
+                bin.parent()?.file_name()?.to_string_lossy()
+            ),
+            child,
+            exec: true,
+            echo: true,
+            udp: true,
+            pidfile: None,
+        },
+        ports,
+    )
+}
+
+fn start_openbsd(peers: &Path, work: &Path, ports: &Ports) -> Option<Running> {
+    let conf = work.join("openbsd.conf");
+    std::fs::write(&conf, classic_conf(ports, ".100000")).ok()?;
+    let child = peer_command(peers, "usr/sbin/inetd")
+        .args(["-i", "-R", "100000000"])
+        .arg(&conf)
+        .spawn()
+        .ok()?;
+    ready(
+        Running {
+            name: "openbsd-inetd".into(),
+            child,
+            exec: true,
+            echo: true,
+            udp: true,
+            pidfile: None,
+        },
+        ports,
+    )
+}
+
+fn start_inetutils(peers: &Path, work: &Path, ports: &Ports) -> Option<Running> {
+    let conf = work.join("inetutils.conf");
+    // inetutils writes IPv6 addresses without brackets.
+    let text = classic_conf(ports, "").replace("[::1]:", "::1:");
+    std::fs::write(&conf, text).ok()?;
+    let pidfile = work.join("inetutils.pid");
+    let child = peer_command(peers, "usr/sbin/inetutils-inetd")
+        .arg(format!("--pidfile={}", pidfile.display()))
+        .arg("--rate=100000000")
+        .arg(&conf)
+        .spawn()
+        .ok()?;
+    ready(
+        Running {
+            name: "inetutils-inetd".into(),
+            child,
+            exec: true,
+            echo: true,
+            udp: true,
+            pidfile: Some(pidfile),
+        },
+        ports,
+    )
+}
+
+fn start_xinetd(peers: &Path, work: &Path, ports: &Ports) -> Option<Running> {
+    let conf = work.join("xinetd.conf");
+    let text = format!(
+        "defaults\n{{\n  instances = UNLIMITED\n  cps = 1000000 1\n  per_source = UNLIMITED\n  log_type = FILE /dev/null\n}}\n\
+         service bench-exec\n{{\n  type = UNLISTED\n  socket_type = stream\n  protocol = tcp\n  port = {e}\n  bind = 127.0.0.1\n  wait = no\n  user = nobody\n  server = /bin/true\n}}\n\
+         service echo\n{{\n  type = INTERNAL UNLISTED\n  id = echo-stream\n  socket_type = stream\n  protocol = tcp\n  port = {p}\n  bind = 127.0.0.1\n  wait = no\n  user = root\n}}\n",
+        e = ports.exec,
+        p = ports.echo
+    );
+    std::fs::write(&conf, text).ok()?;
+    let pidfile = work.join("xinetd.pid");
+    let child = peer_command(peers, "usr/sbin/xinetd")
+        .args(["-dontfork", "-f"])
+        .arg(&conf)
+        .arg("-pidfile")
+        .arg(&pidfile)
+        .spawn()
+        .ok()?;
+    ready(
+        Running {
+            name: "xinetd".into(),
+            child,
+            exec: true,
+            echo: true,
+            udp: false,
+            pidfile: None,
+        },
+        ports,
+    )
+}
+
+fn start_tcpserver(peers: &Path, ports: &Ports) -> Option<Running> {
+    let child = peer_command(peers, "usr/bin/tcpserver")
+        .args([
+            "-c",
+            "10000",
+            "-H",
+            "-R",
+            "-u",
+            "65534",
+            "-g",
+            "65534",
+            "127.0.0.1",
+        ])
+        .arg(ports.exec.to_string())
+        .arg("/bin/true")
+        .spawn()
+        .ok()?;
+    ready(
+        Running {
+            name: "tcpserver".into(),
+            child,
+            exec: true,
+            echo: false,
+            udp: false,
+            pidfile: None,
+        },
+        ports,
+    )
+}
+
+/// Runs `clients` threads doing `op` until RUN_FOR has passed; returns
+/// successful operations per second.
+fn run_clients(clients: usize, op: impl Fn() -> bool + Send + Sync + 'static) -> f64 {
+    let op = Arc::new(op);
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (op, done, stop) = (op.clone(), done.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if op() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(RUN_FOR);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn bench_exec(port: u16) -> f64 {
+    run_clients(TCP_CLIENTS, move || {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(0))
+    })
+}
+
+fn bench_tcp_echo(port: u16) -> f64 {
+    run_clients(TCP_CLIENTS, move || {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let msg = [b'x'; 64];
+        if s.write_all(&msg).is_err() || s.shutdown(Shutdown::Write).is_err() {
+            return false;
+        }
+        let mut back = Vec::with_capacity(64);
+        s.read_to_end(&mut back).is_ok() && back == msg
+    })
+}
+
+fn bench_udp_echo(port: u16, clients: usize) -> f64 {
+    let server: SocketAddr = ([0u16, 0, 0, 0, 0, 0, 0, 1], port).into();
+    run_clients(clients, move || {
+        thread_local! {
+            static SOCK: UdpSocket = {
+                let s = UdpSocket::bind("[::1]:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                s
+            };
+        }
+        SOCK.with(|s| {
+            let msg = [b'u'; 64];
+            if s.send_to(&msg, server).is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 128];
+            matches!(s.recv_from(&mut buf), Ok((64, from)) if from == server)
+        })
+    })
+}
