@@ -319,7 +319,15 @@ fn wait_for(
         let mut fds = [PollFd::new(fd, events)];
         match poll(&mut fds, timeout) {
             Ok(0) => return Ok(PollFlags::empty()),
-            Ok(_) => return Ok(fds[0].revents().unwrap_or(PollFlags::empty())),
+            Ok(_) => {
+                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                // Not an open descriptor: no call on it can succeed, so
+                // report it rather than spin on an event nobody consumes.
+                if revents.contains(PollFlags::POLLNVAL) {
+                    return Err(Errno::EBADF);
+                }
+                return Ok(revents);
+            }
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
         }
@@ -771,9 +779,15 @@ mod tests {
         let rx = spawn_stream(Builtin::Chargen, conn);
         let mut some = [0u8; 1000];
         client.read_exact(&mut some).expect("read");
-        // SO_LINGER 0: close sends RST.
+        set_linger_zero(&client);
+        drop(client);
+        assert_eq!(rx.recv_timeout(WAIT).expect("chargen returns"), 0);
+    }
+
+    /// SO_LINGER 0: closing the socket sends a reset.
+    fn set_linger_zero(s: &TcpStream) {
         nix::sys::socket::setsockopt(
-            &client,
+            s,
             nix::sys::socket::sockopt::Linger,
             &libc::linger {
                 l_onoff: 1,
@@ -781,6 +795,17 @@ mod tests {
             },
         )
         .expect("linger");
+    }
+
+    #[test]
+    fn chargen_tcp_goes_on_after_the_client_half_closes() {
+        let (mut client, conn) = tcp_pair();
+        let rx = spawn_stream(Builtin::Chargen, conn);
+        client.shutdown(NetShutdown::Write).expect("shutdown");
+        let mut got = vec![0u8; 3 * CHARGEN_PERIOD];
+        client.read_exact(&mut got).expect("still streaming");
+        assert_eq!(&got[..74], &chargen_line(0)[..]);
+        assert_eq!(&got[2 * CHARGEN_PERIOD..][..74], &chargen_line(0)[..]);
         drop(client);
         assert_eq!(rx.recv_timeout(WAIT).expect("chargen returns"), 0);
     }
@@ -853,6 +878,33 @@ mod tests {
         if ipv6_loopback() {
             echo_udp_sizes("[::1]:0");
         }
+    }
+
+    #[test]
+    fn echo_over_a_unix_socketpair_handed_over_nonblocking() {
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        // The core may hand the descriptor over in either mode.
+        server.set_nonblocking(true).expect("nonblocking");
+        client.set_read_timeout(Some(WAIT)).expect("timeout");
+        let rx = spawn_stream(Builtin::Echo, OwnedFd::from(server));
+        client.write_all(b"ping over a socketpair").expect("write");
+        client.shutdown(NetShutdown::Write).expect("shutdown");
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).expect("read to EOF");
+        assert_eq!(back, b"ping over a socketpair");
+        assert_eq!(rx.recv_timeout(WAIT).expect("echo returns"), 0);
+    }
+
+    #[test]
+    fn echo_tcp_returns_when_the_client_resets() {
+        let (mut client, conn) = tcp_pair();
+        let rx = spawn_stream(Builtin::Echo, conn);
+        client.write_all(b"x").expect("write");
+        let mut one = [0u8; 1];
+        client.read_exact(&mut one).expect("echoed");
+        set_linger_zero(&client);
+        drop(client);
+        assert_eq!(rx.recv_timeout(WAIT).expect("echo returns"), 0);
     }
 
     // ---- discard ----
