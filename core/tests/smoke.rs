@@ -508,3 +508,30 @@ fn unix_listener_in_a_safe_directory_and_refused_in_tmp() {
     apply(&mut s, vec![]);
     assert!(!path.exists());
 }
+
+#[test]
+fn access_lists_refuse_before_fork() {
+    need_root!();
+    use inetd_protocol::{Acl, AclRule};
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let port = free_port();
+    let mut spec = exec_spec(port, "echo served");
+    spec.acl = Some(Acl {
+        rules: vec![AclRule {
+            addr: "127.0.0.0".parse().unwrap(),
+            prefix: 8,
+            allow: false,
+        }],
+        default_allow: true,
+    });
+    assert_eq!(apply(&mut s, vec![spec]).outcomes, vec![Outcome::Added]);
+    assert_eq!(read_all(port), "");
+    match call(&mut s, &CoreRequest::Status) {
+        CoreResponse::Status(st) => {
+            assert_eq!(st.listeners[0].counters.refused_acl, 1);
+            assert_eq!(st.listeners[0].counters.accepted, 0);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
