@@ -51,13 +51,35 @@ struct Core {
 
 impl Core {
     fn start(extra: &[&str]) -> Core {
+        Core::start_as(None, extra)
+    }
+
+    /// Starts the core, as `user` (uid, gid) through setpriv if given.
+    fn start_as(user: Option<(u32, u32)>, extra: &[&str]) -> Core {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/run/inetd-core-smoke-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         let sock = dir.join("core.sock");
         let log = dir.join("core.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_inetd-core"))
+        let mut cmd = match user {
+            None => Command::new(env!("CARGO_BIN_EXE_inetd-core")),
+            Some((uid, gid)) => {
+                nix::unistd::chown(
+                    &dir,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                )
+                .unwrap();
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(env!("CARGO_BIN_EXE_inetd-core"));
+                c
+            }
+        };
+        let child = cmd
             .arg("--core-socket")
             .arg(&sock)
             .arg("--log-level")
@@ -534,4 +556,121 @@ fn access_lists_refuse_before_fork() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn a_user_core_runs_services_as_itself() {
+    need_root!();
+    let core = Core::start_as(Some((65534, 65534)), &[]);
+    let mut s = core.connect();
+    let port = free_port();
+    let mut spec = exec_spec(port, "id -u; id -g; grep NoNewPrivs /proc/self/status");
+    let r = apply(&mut s, vec![spec.clone()]);
+    assert_eq!(r.outcomes, vec![Outcome::Added]);
+    assert_eq!(read_all(port), "65534\n65534\nNoNewPrivs:\t1\n");
+    spec.creds.uid = 1;
+    let r = apply(&mut s, vec![spec]);
+    assert!(
+        matches!(&r.outcomes[0], Outcome::Rejected { reason } if reason.contains("itself")),
+        "{r:?}"
+    );
+}
+
+/// Acts as a core client when started by `a_peer_that_is_not_allowed_is_closed`
+/// (as another uid); a no-op otherwise.
+#[test]
+fn peer_client_helper() {
+    let Ok(path) = std::env::var("INETD_SMOKE_CLIENT") else {
+        return;
+    };
+    let mut c = UnixStream::connect(path).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = write_message(
+        &mut c,
+        &CoreRequest::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    );
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap_or(0);
+    println!("CLIENT-READ={n}");
+}
+
+#[test]
+fn a_peer_that_is_not_allowed_is_closed() {
+    need_root!();
+    use std::os::unix::process::CommandExt;
+    let core = Core::start(&[]);
+    // uid 995 (inetd-test-peer) with gid 995 (group inetd): the socket's
+    // mode lets it connect, SO_PEERCRED must not let it talk.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "peer_client_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("INETD_SMOKE_CLIENT", &core.sock)
+        .uid(995)
+        .gid(995)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CLIENT-READ=0"), "{text}");
+    wait_for("the refusal in the log", Duration::from_secs(10), || {
+        core.log().contains("refused a connection from uid 995")
+    });
+    let _ = core.connect();
+}
+
+#[test]
+fn wait_services_get_the_listening_socket() {
+    need_root!();
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let tport = free_port();
+    let uport = free_udp_port();
+    let mut t = exec_spec(tport, "");
+    t.wait = true;
+    t.action = Action::Exec {
+        path: "/usr/bin/perl".into(),
+        argv: vec![
+            "perl".into(),
+            "-e".into(),
+            "open(L, '+<&=0') or die; accept(C, L) or die; syswrite(C, \"waited\\n\"); close C;"
+                .into(),
+        ],
+    };
+    let mut u = t.clone();
+    u.bind = Bind::Inet {
+        addr: "127.0.0.1".parse().unwrap(),
+        port: uport,
+        mode: IpMode::V4,
+    };
+    u.socket_type = SocketType::Dgram;
+    u.action = Action::Exec {
+        path: "/usr/bin/perl".into(),
+        argv: vec![
+            "perl".into(),
+            "-e".into(),
+            "open(S, '+<&=0') or die; my $p = recv(S, my $b, 100, 0); send(S, \"got $b\", 0, $p);"
+                .into(),
+        ],
+    };
+    assert_eq!(
+        apply(&mut s, vec![t, u]).outcomes,
+        vec![Outcome::Added, Outcome::Added]
+    );
+    assert_eq!(read_all(tport), "waited\n");
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.send_to(b"x", ("127.0.0.1", uport)).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"got x");
+    // Both children exit; the listeners are polled again and serve again.
+    wait_for("two exits", Duration::from_secs(10), || {
+        core.log().matches("exit service=").count() >= 2
+    });
+    assert_eq!(read_all(tport), "waited\n");
 }
