@@ -56,15 +56,27 @@ impl Core {
 
     /// Starts the core, as `user` (uid, gid) through setpriv if given.
     fn start_as(user: Option<(u32, u32)>, extra: &[&str]) -> Core {
+        Core::start_with(user, None, extra)
+    }
+
+    /// Starts the core, as `user` (uid, gid) through setpriv if given, with
+    /// at most `nofile` descriptors through prlimit if given.
+    fn start_with(user: Option<(u32, u32)>, nofile: Option<u32>, extra: &[&str]) -> Core {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/run/inetd-core-smoke-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         let sock = dir.join("core.sock");
         let log = dir.join("core.log");
-        let mut cmd = match user {
-            None => Command::new(env!("CARGO_BIN_EXE_inetd-core")),
-            Some((uid, gid)) => {
+        let mut cmd = match (user, nofile) {
+            (None, Some(n)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}"))
+                    .arg(env!("CARGO_BIN_EXE_inetd-core"));
+                c
+            }
+            (None, None) => Command::new(env!("CARGO_BIN_EXE_inetd-core")),
+            (Some((uid, gid)), _) => {
                 nix::unistd::chown(
                     &dir,
                     Some(nix::unistd::Uid::from_raw(uid)),
@@ -673,4 +685,54 @@ fn wait_services_get_the_listening_socket() {
         core.log().matches("exit service=").count() >= 2
     });
     assert_eq!(read_all(tport), "waited\n");
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ")".
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_descriptors_pauses_accepting_without_spinning() {
+    need_root!();
+    // 0-2, core socket, /dev/null, signalfd, this client, the listener:
+    // eight descriptors, so accept fails with EMFILE.
+    let core = Core::start_with(None, Some(8), &[]);
+    let mut s = core.connect();
+    let port = free_port();
+    assert_eq!(
+        apply(&mut s, vec![exec_spec(port, "echo x")]).outcomes,
+        vec![Outcome::Added]
+    );
+    let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    wait_for("the pause", Duration::from_secs(10), || {
+        core.log().contains("not accepting")
+    });
+    let before = cpu_ticks(core.child.id());
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let used = cpu_ticks(core.child.id()) - before;
+    assert!(
+        used < 20,
+        "the core used {used} ticks in 2 s while out of descriptors"
+    );
+    assert_eq!(
+        core.log().matches("not accepting").count(),
+        1,
+        "{}",
+        core.log()
+    );
+    // The core socket still answers.
+    match call(&mut s, &CoreRequest::Status) {
+        CoreResponse::Status(st) => assert!(matches!(
+            st.listeners[0].state,
+            ListenerState::Paused { .. } | ListenerState::Listening
+        )),
+        other => panic!("unexpected {other:?}"),
+    }
 }
