@@ -264,13 +264,16 @@ pub fn has_ipv6() -> bool {
 pub fn free_port() -> u16 {
     let v6 = has_ipv6();
     for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let ok = UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("0.0.0.0", port)).is_ok()
-            && (!v6
-                || (TcpListener::bind(("::", port)).is_ok()
-                    && UdpSocket::bind(("::", port)).is_ok()));
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        // One at a time: each socket is closed before the next bind.
+        let free_tcp = |a: &str| TcpListener::bind((a, port)).is_ok();
+        let free_udp = |a: &str| UdpSocket::bind((a, port)).is_ok();
+        let ok = free_tcp("0.0.0.0")
+            && free_udp("0.0.0.0")
+            && (!v6 || (free_tcp("::") && free_udp("::")));
         if ok {
             return port;
         }
@@ -500,6 +503,15 @@ pub fn inet_spec(addr: IpAddr, port: u16, mode: IpMode, socket_type: SocketType)
         limits: Limits::default(),
         acl: None,
         label: format!("test {addr} {port} {mode:?} {socket_type:?}"),
+    }
+}
+
+/// Limits that never pause or refuse (for tests that make many
+/// connections quickly): zero is unlimited everywhere.
+pub fn no_limits() -> Limits {
+    Limits {
+        max_per_minute: 0,
+        ..Limits::default()
     }
 }
 
