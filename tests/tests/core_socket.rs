@@ -236,7 +236,6 @@ fn malformed_frames_end_the_connection_and_the_core_keeps_serving() {
     .unwrap();
     refused("apply before hello", false, &apply, false);
     assert!(connect4(p2).is_err(), "an Apply before Hello was applied");
-    drop(refused);
 
     // The core still serves its listener and a new control connection.
     Report::read_from(&mut connect4(port).unwrap());
