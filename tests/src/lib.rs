@@ -259,11 +259,13 @@ pub fn has_ipv6() -> bool {
 
 /// A port that is free right now for TCP and UDP on 127.0.0.1 and (where
 /// the host has IPv6) ::1 and the wildcards: bind port 0, read the port
-/// back, check the other families. Another process may still take it
-/// before the core binds; the range is large enough for that to be rare.
+/// back, check the other families. Never the same port twice in one test
+/// process. Another process may still take it before the core binds; the
+/// range is large enough for that to be rare.
 pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let v6 = has_ipv6();
-    for _ in 0..100 {
+    for _ in 0..1000 {
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -275,7 +277,11 @@ pub fn free_port() -> u16 {
             && free_udp("0.0.0.0")
             && (!v6 || (free_tcp("::") && free_udp("::")));
         if ok {
-            return port;
+            let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+            if !given.contains(&port) {
+                given.push(port);
+                return port;
+            }
         }
     }
     panic!("no free port found");
