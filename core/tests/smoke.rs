@@ -394,12 +394,31 @@ fn builtins_echo_over_tcp_and_udp() {
     assert_eq!(&buf[..n], b"ping");
     match call(&mut s, &CoreRequest::Status) {
         CoreResponse::Status(st) => {
-            let udp = st
+            let (i, udp) = st
                 .listeners
                 .iter()
-                .find(|l| l.spec.socket_type == SocketType::Dgram)
+                .enumerate()
+                .find(|(_, l)| l.spec.socket_type == SocketType::Dgram)
                 .unwrap();
             assert_eq!(udp.state, ListenerState::Waiting);
+            // The dgram builtin child: the service's user, no capabilities,
+            // and its socket as its only descriptor.
+            let child = st
+                .children
+                .iter()
+                .find(|c| c.listener == Some(i as u32))
+                .unwrap();
+            let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.pid))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(fds, vec!["0".to_string()]);
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid)).unwrap();
+            assert!(
+                status.contains("Uid:\t65534\t65534\t65534\t65534"),
+                "{status}"
+            );
+            assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
         }
         other => panic!("unexpected {other:?}"),
     }
