@@ -863,3 +863,33 @@ fn ten_thousand_listeners() {
     eprintln!("apply 10k: {t_apply:?}, unchanged: {t_same:?}");
     assert!(t_apply < Duration::from_secs(20) && t_same < Duration::from_secs(10));
 }
+
+#[test]
+fn root_services_only_with_allow_root_services() {
+    need_root!();
+    let core = Core::start(&["--allow-root-services"]);
+    let mut s = core.connect();
+    let port = free_port();
+    let mut spec = exec_spec(
+        port,
+        "id -u; grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status",
+    );
+    spec.creds = Credentials {
+        uid: 0,
+        gid: 0,
+        groups: vec![0],
+    };
+    assert_eq!(apply(&mut s, vec![spec]).outcomes, vec![Outcome::Added]);
+    let out = read_all(port);
+    assert!(out.starts_with("0\n"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+    // The bounding set is left as the core got it (not cut to the four).
+    assert!(!out.contains("CapBnd:\t00000000000004e0"), "{out}");
+    // The core's own permitted set is still cut.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", core.child.id())).unwrap();
+    assert!(status.contains("CapEff:\t00000000000004e0"), "{status}");
+    match call(&mut s, &CoreRequest::Status) {
+        CoreResponse::Status(st) => assert!(st.policy.allow_root_services),
+        other => panic!("unexpected {other:?}"),
+    }
+}
