@@ -37,7 +37,13 @@ impl Drop for Setup {
     }
 }
 
+/// Held while files that will be executed are written and while processes
+/// are spawned: a fork in one test thread while another holds a file open
+/// for writing would make exec of that file fail with ETXTBSY.
+static EXEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn setup(name: &str, script_body: &str) -> Setup {
+    let _g = EXEC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(format!("/tmp/inetd-onecmd-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir(&dir).unwrap();
@@ -57,6 +63,7 @@ fn setup(name: &str, script_body: &str) -> Setup {
 }
 
 fn start(s: &Setup, extra: &[&str]) -> Child {
+    let _g = EXEC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     Command::new(&s.core)
         .current_dir(&s.dir)
         // Relative on purpose: the core makes it absolute for the child.

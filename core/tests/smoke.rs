@@ -491,13 +491,24 @@ fn core_socket_is_0660_with_the_controller_group() {
     assert_eq!(m.mode() & 0o777, 0o660);
     assert_eq!(m.uid(), 0);
     assert_eq!(m.gid(), 995, "the inetd user's primary group");
-    // The core itself kept only the four capabilities.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", core.child.id())).unwrap();
-    assert!(
-        status.contains("CapEff:\t00000000000000e0")
-            || status.contains("CapEff:\t00000000000004e0"),
-        "{status}"
-    );
+    // The core itself keeps only the four capabilities. It binds the core
+    // socket before the cut, so wait for the cut rather than race it.
+    let status_path = format!("/proc/{}/status", core.child.id());
+    wait_for("the capability cut", Duration::from_secs(10), || {
+        std::fs::read_to_string(&status_path)
+            .unwrap()
+            .contains("CapEff:\t00000000000004e0")
+    });
+    let status = std::fs::read_to_string(&status_path).unwrap();
+    // NET_BIND_SERVICE (10), SETUID (7), SETGID (6), KILL (5).
+    for set in ["CapPrm", "CapEff", "CapBnd"] {
+        assert!(
+            status.contains(&format!("{set}:\t00000000000004e0")),
+            "{set}: {status}"
+        );
+    }
+    assert!(status.contains("CapInh:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapAmb:\t0000000000000000"), "{status}");
 }
 
 #[test]
