@@ -904,3 +904,63 @@ fn root_services_only_with_allow_root_services() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+fn zombies_of(pid: u32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if f.len() > 1 && f[0] == "Z" && f[1] == pid.to_string() {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_thousand_connections_leave_no_zombies() {
+    need_root!();
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let port = free_port();
+    let mut spec = exec_spec(port, "");
+    spec.action = Action::Exec {
+        path: "/bin/true".into(),
+        argv: vec!["true".into()],
+    };
+    assert_eq!(apply(&mut s, vec![spec]).outcomes, vec![Outcome::Added]);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..125 {
+                    if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+                        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        let mut b = Vec::new();
+                        let _ = c.read_to_end(&mut b);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let pid = core.child.id();
+    wait_for(
+        "all children reaped",
+        Duration::from_secs(10),
+        || match call(&mut s, &CoreRequest::Status) {
+            CoreResponse::Status(st) => {
+                st.children.is_empty() && st.listeners[0].counters.accepted == 1000
+            }
+            _ => false,
+        },
+    );
+    assert_eq!(zombies_of(pid), 0);
+    assert_eq!(core.log().matches("exit service=").count(), 1000);
+}
