@@ -530,6 +530,20 @@ fn missing_controller_user_and_bad_flags_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // A normal user's core runs the controller as itself and nobody else.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_inetd-core"))
+        .args([
+            "--controller-user",
+            "inetd",
+            "--core-socket",
+            "/tmp/never-bound.sock",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot name another"));
 }
 
 #[test]
