@@ -62,32 +62,42 @@ impl Core {
     /// Starts the core, as `user` (uid, gid) through setpriv if given, with
     /// at most `nofile` descriptors through prlimit if given.
     fn start_with(user: Option<(u32, u32)>, nofile: Option<&str>, extra: &[&str]) -> Core {
+        let prefix: Vec<String> = match (user, nofile) {
+            (None, Some(n)) => vec!["prlimit".into(), format!("--nofile={n}")],
+            (None, None) => vec![],
+            (Some((uid, gid)), _) => vec![
+                "setpriv".into(),
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+            ],
+        };
+        Core::start_wrapped(&prefix, user, extra)
+    }
+
+    /// Starts the core under the command `prefix` (empty: directly); the
+    /// private directory is given to `owner` if set.
+    fn start_wrapped(prefix: &[String], owner: Option<(u32, u32)>, extra: &[&str]) -> Core {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/run/inetd-core-smoke-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(
+                &dir,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .unwrap();
+        }
         let sock = dir.join("core.sock");
         let log = dir.join("core.log");
-        let mut cmd = match (user, nofile) {
-            (None, Some(n)) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}"))
-                    .arg(env!("CARGO_BIN_EXE_inetd-core"));
-                c
-            }
-            (None, None) => Command::new(env!("CARGO_BIN_EXE_inetd-core")),
-            (Some((uid, gid)), _) => {
-                nix::unistd::chown(
-                    &dir,
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                )
-                .unwrap();
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .arg("--clear-groups")
-                    .arg(env!("CARGO_BIN_EXE_inetd-core"));
+        let core_exe = env!("CARGO_BIN_EXE_inetd-core");
+        let mut cmd = match prefix.split_first() {
+            None => Command::new(core_exe),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(core_exe);
                 c
             }
         };
@@ -977,4 +987,55 @@ fn a_thousand_connections_leave_no_zombies() {
     );
     assert_eq!(zombies_of(pid), 0);
     assert_eq!(core.log().matches("exit service=").count(), 1000);
+}
+
+#[test]
+fn a_failing_setuid_stops_the_child_before_exec() {
+    need_root!();
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: no strace");
+        return;
+    }
+    // The core itself never calls setresuid or setgroups; its children do.
+    for (syscall, step) in [
+        ("setresuid", "step=setuid"),
+        ("setgroups", "step=setgroups"),
+    ] {
+        let prefix: Vec<String> = vec![
+            "strace".into(),
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-e".into(),
+            format!("inject={syscall}:error=EPERM"),
+        ];
+        let core = Core::start_wrapped(&prefix, None, &[]);
+        let mut s = UnixStream::connect(&core.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let core_pid = match call(
+            &mut s,
+            &CoreRequest::Hello {
+                version: PROTOCOL_VERSION,
+            },
+        ) {
+            CoreResponse::Hello(h) => h.pid,
+            other => panic!("unexpected {other:?}"),
+        };
+        let port = free_port();
+        apply(&mut s, vec![exec_spec(port, "echo the server ran")]);
+        assert_eq!(read_all(port), "", "the server must not run");
+        wait_for("the failure", Duration::from_secs(10), || {
+            core.log().contains(step)
+        });
+        match call(&mut s, &CoreRequest::Status) {
+            CoreResponse::Status(st) => assert_eq!(st.listeners[0].counters.exec_failures, 1),
+            other => panic!("unexpected {other:?}"),
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(core_pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
 }
