@@ -44,6 +44,9 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 
 struct Core {
     child: Child,
+    /// The core's own pid when `child` is a wrapper that does not pass
+    /// signals on (strace): killed on drop too.
+    real_pid: Option<u32>,
     dir: PathBuf,
     sock: PathBuf,
     log: PathBuf,
@@ -114,6 +117,7 @@ impl Core {
             .unwrap();
         let core = Core {
             child,
+            real_pid: None,
             dir,
             sock,
             log,
@@ -156,6 +160,12 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
+        if let Some(pid) = self.real_pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -1010,7 +1020,7 @@ fn a_failing_setuid_stops_the_child_before_exec() {
             "-e".into(),
             format!("inject={syscall}:error=EPERM"),
         ];
-        let core = Core::start_wrapped(&prefix, None, &[]);
+        let mut core = Core::start_wrapped(&prefix, None, &[]);
         let mut s = UnixStream::connect(&core.sock).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let core_pid = match call(
@@ -1022,6 +1032,7 @@ fn a_failing_setuid_stops_the_child_before_exec() {
             CoreResponse::Hello(h) => h.pid,
             other => panic!("unexpected {other:?}"),
         };
+        core.real_pid = Some(core_pid);
         let port = free_port();
         apply(&mut s, vec![exec_spec(port, "echo the server ran")]);
         assert_eq!(read_all(port), "", "the server must not run");
