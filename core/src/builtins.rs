@@ -31,7 +31,7 @@ use inetd_protocol::Builtin;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    recv, recvmsg, send, sendto, shutdown, MsgFlags, Shutdown, SockaddrStorage,
+    getsockname, recv, recvmsg, send, sendto, shutdown, MsgFlags, Shutdown, SockaddrStorage,
 };
 
 use crate::sys::clock;
@@ -457,6 +457,14 @@ fn dgram_loop(
     idle: Duration,
     guard: &UdpGuard,
 ) -> Result<(), Failure> {
+    // This socket's own port is refused even if the caller's list lacks it:
+    // a request spoofed from our own address and port would otherwise make
+    // the child answer itself forever.
+    let own_port = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .as_ref()
+        .and_then(inet_addr)
+        .map(|a| a.port());
     let mut buf = vec![0u8; DGRAM_BUF];
     let mut limiter = ReplyLimiter::new(Instant::now());
     // chargen's position advances by one line per answered datagram for the
@@ -501,7 +509,10 @@ fn dgram_loop(
             let Some(peer) = inet_addr(&src) else {
                 continue;
             };
-            if !udp_reply_allowed(peer, guard) || !limiter.allow(peer.ip(), now) {
+            if Some(peer.port()) == own_port
+                || !udp_reply_allowed(peer, guard)
+                || !limiter.allow(peer.ip(), now)
+            {
                 continue;
             }
             let chargen;
@@ -1188,6 +1199,30 @@ mod tests {
         assert_eq!(recv_reply(&allowed, addr), b"hello");
         assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
         assert_no_datagram(&refused);
+    }
+
+    #[test]
+    fn serve_dgram_never_answers_its_own_port() {
+        // The guard's list is empty: the socket's own port is refused anyway.
+        let (addr, rx) = spawn_dgram(
+            Builtin::Echo,
+            "127.0.0.1:0",
+            Duration::from_millis(300),
+            UdpGuard::default(),
+        )
+        .expect("bind");
+        // Same port on another loopback address: what a spoofed request
+        // from a twin inetd, or from ourselves, looks like.
+        let Ok(twin) = UdpSocket::bind(("127.0.0.2", addr.port())) else {
+            eprintln!("skipping: cannot bind 127.0.0.2:{}", addr.port());
+            return;
+        };
+        let honest = udp_client("127.0.0.1:0");
+        twin.send_to(b"loop?", addr).expect("send");
+        honest.send_to(b"hello", addr).expect("send");
+        assert_eq!(recv_reply(&honest, addr), b"hello");
+        assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
+        assert_no_datagram(&twin);
     }
 
     #[test]
