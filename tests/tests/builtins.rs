@@ -160,8 +160,50 @@ impl Core {
     }
 }
 
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state, ppid, ...
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
+        // The core leaves running services alone when it stops; a dgram
+        // builtin child would linger until its idle timeout. End the ones
+        // this core started, checked by parentage just before the signal.
+        let children: Vec<u32> = if let Ok(mut s) = UnixStream::connect(&self.sock) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let hello = CoreRequest::Hello {
+                version: PROTOCOL_VERSION,
+            };
+            match (
+                write_message(&mut s, &hello),
+                read_message::<CoreResponse, _>(&mut s),
+                write_message(&mut s, &CoreRequest::Status),
+                read_message::<CoreResponse, _>(&mut s),
+            ) {
+                (Ok(()), Ok(_), Ok(()), Ok(CoreResponse::Status(st))) => {
+                    st.children.iter().map(|c| c.pid).collect()
+                }
+                _ => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        for pid in children {
+            if parent_of(pid) == Some(self.child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let end = Instant::now() + WAIT;
@@ -593,4 +635,99 @@ fn dgram_children_run_as_nobody_discard_stays_silent_and_idle_children_leave() {
     }
     // The core polls the socket again and starts a new child.
     assert_time(&udp_ask(&c, SocketAddr::new(lo, time_port), b"again"));
+}
+
+/// Every datagram queued on `c` now, without waiting.
+fn drain(c: &UdpSocket) -> Vec<Vec<u8>> {
+    c.set_nonblocking(true).expect("nonblocking");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while let Ok((n, _)) = c.recv_from(&mut buf) {
+        out.push(buf[..n].to_vec());
+    }
+    c.set_nonblocking(false).expect("blocking");
+    out
+}
+
+/// Waits until the dgram child of `b` has started and left again (idle).
+fn wait_for_idle_exit(core: &Core, b: Builtin) {
+    let (pid, _) = builtin_child(core, b);
+    wait_until("the idle dgram child to leave", WAIT, || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+}
+
+#[test]
+fn dgram_builtins_refuse_nfs_and_privileged_source_ports() {
+    let core = Core::start(1);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let port = free_port(lo, SocketType::Dgram);
+    core.apply(vec![spec(lo, port, SocketType::Dgram, Builtin::Echo)]);
+    let echo = SocketAddr::new(lo, port);
+    let mut refused = Vec::new();
+    match UdpSocket::bind((Ipv4Addr::LOCALHOST, 2049)) {
+        Ok(s) => refused.push(s),
+        Err(e) => eprintln!("skipping source port 2049: {e}"),
+    }
+    if is_root() {
+        // Some privileged port that is free here.
+        if let Some(s) = (600..1024).find_map(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).ok()) {
+            refused.push(s);
+        }
+    } else {
+        eprintln!("skipping a privileged source port: needs root");
+    }
+    let honest = udp_client(lo);
+    assert_eq!(udp_ask(&honest, echo, b"first"), b"first");
+    for s in &refused {
+        s.send_to(b"reflect me", echo).expect("send");
+    }
+    // Same child, arrival order: once this is answered the others were judged.
+    assert_eq!(udp_ask(&honest, echo, b"second"), b"second");
+    for s in &refused {
+        let from = s.local_addr().expect("addr");
+        assert!(
+            drain(s).is_empty(),
+            "echo answered source port {}",
+            from.port()
+        );
+    }
+}
+
+#[test]
+fn udp_chargen_one_line_per_request_and_a_per_source_cap() {
+    // TA14-017A: an empty datagram gets exactly one reply of at most 512
+    // bytes, and one source cannot draw an unbounded stream of them.
+    let core = Core::start(1);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let port = free_port(lo, SocketType::Dgram);
+    core.apply(vec![spec(lo, port, SocketType::Dgram, Builtin::Chargen)]);
+    let to = SocketAddr::new(lo, port);
+    let c = udp_client(lo);
+    assert_eq!(udp_ask(&c, to, b""), chargen_line(0));
+    let sent = 200usize;
+    let start = Instant::now();
+    for _ in 0..sent {
+        c.send_to(b"", to).expect("send");
+    }
+    let sending = start.elapsed();
+    // The child leaves (--dgram-idle 1) only after reading every request:
+    // all its answers are queued by then.
+    wait_for_idle_exit(&core, Builtin::Chargen);
+    let replies = drain(&c);
+    assert!(
+        replies.iter().all(|r| r.len() == 74),
+        "one 74-byte line each"
+    );
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(*r, chargen_line(i + 1), "line {}", i + 1);
+    }
+    // Burst of 32 per source (one used above), then 16 per second.
+    let allowed = 31 + (sending.as_millis() as usize) * 16 / 1000 + 1;
+    assert!(replies.len() >= 16, "{} replies", replies.len());
+    assert!(
+        replies.len() <= allowed && replies.len() < sent,
+        "{} replies to {sent} requests in {sending:?}: not capped",
+        replies.len()
+    );
 }
