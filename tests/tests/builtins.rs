@@ -71,6 +71,10 @@ static CORES: AtomicU32 = AtomicU32::new(0);
 
 impl Core {
     fn start(dgram_idle: u32) -> Core {
+        Core::start_with_env(dgram_idle, &[])
+    }
+
+    fn start_with_env(dgram_idle: u32, env: &[(&str, &str)]) -> Core {
         let bin = bin_dir().join("inetd-core");
         assert!(
             bin.exists(),
@@ -90,6 +94,7 @@ impl Core {
             .arg(dgram_idle.to_string())
             .arg("--log-level")
             .arg("debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -360,13 +365,22 @@ fn unix_now() -> i64 {
 /// `Www Mmm dd hh:mm:ss yyyy\r\n`, and the same instant as date(1) prints
 /// it in this host's zone (the core's), within 2 s of now.
 fn assert_daytime(answer: &[u8]) {
+    assert_daytime_in(answer, None);
+}
+
+/// As [`assert_daytime`], in the zone `tz` (a TZ value) if given.
+fn assert_daytime_in(answer: &[u8], tz: Option<&str>) {
     let text = String::from_utf8(answer.to_vec()).expect("ASCII");
     assert_eq!(text.len(), 26, "{text:?}");
     assert!(text.ends_with("\r\n"), "{text:?}");
     let now = unix_now();
     let near: Vec<String> = (now - 2..=now + 2)
         .filter_map(|t| {
-            let out = Command::new("date")
+            let mut date = Command::new("date");
+            if let Some(tz) = tz {
+                date.env("TZ", tz);
+            }
+            let out = date
                 .env("LC_ALL", "C")
                 .arg("-d")
                 .arg(format!("@{t}"))
@@ -730,4 +744,19 @@ fn udp_chargen_one_line_per_request_and_a_per_source_cap() {
         "{} replies to {sent} requests in {sending:?}: not capped",
         replies.len()
     );
+}
+
+#[test]
+fn daytime_follows_the_cores_time_zone() {
+    // A POSIX TZ string needs no zone files: UTC+05:30, which differs from
+    // any whole-hour host zone.
+    let tz = "XST-05:30";
+    let core = Core::start_with_env(30, &[("TZ", tz)]);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let port = free_port(lo, SocketType::Stream);
+    core.apply(vec![spec(lo, port, SocketType::Stream, Builtin::Daytime)]);
+    let mut s = connect(SocketAddr::new(lo, port));
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("daytime to EOF");
+    assert_daytime_in(&answer, Some(tz));
 }
