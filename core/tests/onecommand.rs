@@ -171,3 +171,25 @@ fn gives_up_with_exit_1_after_three_early_failures() {
     );
     assert!(log.contains("failed 3 times"), "{log}");
 }
+
+#[test]
+fn a_controller_that_dies_after_hello_is_restarted_without_limit() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the controller runs as the inetd user)");
+        return;
+    }
+    let body = format!("printf '{HELLO}' >&3\necho started >> $OUT/starts\nsleep 0.2\nexit 1");
+    let s = setup("restart", &body);
+    let mut core = start(&s, &[]);
+    let log = s.dir.join("core.log");
+    // Three deaths after Hello: not "failed before reaching the core", so
+    // the core restarts it again (after 1 s, 2 s, then 4 s).
+    wait_for(
+        "the third restart to be scheduled",
+        Duration::from_secs(20),
+        || read(&log).contains("restarting inetd-controller in 4"),
+    );
+    assert_eq!(core.0.try_wait().unwrap(), None, "{}", read(&log));
+    assert_eq!(read(&s.dir.join("out/starts")).lines().count(), 3);
+    assert!(read(&log).contains("listeners keep serving meanwhile"));
+}
