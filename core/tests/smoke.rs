@@ -1050,3 +1050,70 @@ fn a_failing_setuid_stops_the_child_before_exec() {
         .unwrap();
     }
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn garbage_on_the_core_socket_changes_nothing() {
+    need_root!();
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let port = free_port();
+    apply(&mut s, vec![exec_spec(port, "echo still")]);
+    let pid = core.child.id();
+    let before = rss_kib(pid);
+    // A deterministic xorshift stream: frames with random lengths (some
+    // huge, some zero) and random payloads, 300 connections.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..300 {
+        let Ok(mut c) = UnixStream::connect(&core.sock) else {
+            continue;
+        };
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut bytes = Vec::new();
+        if i % 3 == 0 {
+            // A valid Hello first, then garbage.
+            bytes.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0]);
+        }
+        let len = (next() % 64) as u32;
+        let declared = match i % 4 {
+            0 => len,
+            1 => u32::MAX,
+            2 => 0,
+            _ => 16 * 1024 * 1024,
+        };
+        bytes.extend_from_slice(&declared.to_be_bytes());
+        for _ in 0..len {
+            bytes.push(next() as u8);
+        }
+        let _ = c.write_all(&bytes);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    // Still serving, on both planes, with the same listener.
+    let mut s2 = core.connect();
+    match call(&mut s2, &CoreRequest::Status) {
+        CoreResponse::Status(st) => {
+            assert_eq!(st.listeners.len(), 1);
+            assert_eq!(st.generation, 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(read_all(port), "still\n");
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
