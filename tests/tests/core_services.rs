@@ -1,0 +1,210 @@
+//! Listeners as the core runs them: wait dgram services, dual-stack and
+//! single-family sockets, removal by Apply, and bind failures with retry
+//! (DESIGN.md "Child contract", "Start and reload").
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::Duration;
+
+use inetd_protocol::{ListenerState, Outcome};
+use inetd_tests::*;
+
+fn udp_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends `msg` and returns the reply's pid and payload (`pid P payload`).
+fn ask(s: &UdpSocket, port: u16, msg: &str) -> (u32, String) {
+    s.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = s
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no reply to {msg:?}: {e}"));
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let rest = text.strip_prefix("pid ").expect("a probe reply");
+    let (pid, payload) = rest.split_once(' ').unwrap();
+    (pid.parse().unwrap(), payload.to_string())
+}
+
+#[test]
+fn wait_dgram_socket_is_not_polled_while_its_child_runs() {
+    let core = Core::start();
+    let port = free_port();
+    let spec = udp4(port).probe(&["udp-echo"]);
+    let bind = spec.bind.clone();
+    assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);
+    assert!(matches!(
+        core.wait_state(&bind, Duration::from_secs(1), |_| true)
+            .state,
+        ListenerState::Listening
+    ));
+
+    let c = udp_client();
+    let (pid, p) = ask(&c, port, "a");
+    assert_eq!(p, "a");
+    // The child holds the socket: the core shows Waiting and does not
+    // start a second child for the next datagrams.
+    let st = core.wait_state(&bind, Duration::from_secs(2), |s| {
+        *s == ListenerState::Waiting
+    });
+    assert_eq!(st.counters.children, 1);
+    for m in ["b", "c", "d"] {
+        let (p2, payload) = ask(&c, port, m);
+        assert_eq!(
+            (p2, payload.as_str()),
+            (pid, m),
+            "answered by another child"
+        );
+    }
+    assert_eq!(core.children().len(), 1, "{:?}", core.children());
+
+    // The child leaves; the core polls again and the next datagram starts
+    // a new child.
+    assert_eq!(ask(&c, port, "quit"), (pid, "quit".to_string()));
+    core.wait_state(&bind, Duration::from_secs(5), |s| {
+        *s == ListenerState::Listening
+    });
+    let (pid2, p) = ask(&c, port, "again");
+    assert_eq!(p, "again");
+    assert_ne!(pid2, pid);
+}
+
+#[test]
+fn wait_dgram_once_services_start_per_datagram() {
+    let core = Core::start();
+    let port = free_port();
+    core.apply(vec![udp4(port)]);
+    let c = udp_client();
+    let (p1, _) = ask(&c, port, "one");
+    // The core may need a moment to see the child exit and poll again; a
+    // datagram sent meanwhile waits in the socket for the next child.
+    let (p2, m) = ask(&c, port, "two");
+    assert_eq!(m, "two");
+    assert_ne!(p1, p2);
+}
+
+#[test]
+fn dual_stack_listener_shows_plain_ipv4_and_ipv6_peers() {
+    if !has_ipv6() {
+        eprintln!("skipped: no IPv6 on this host");
+        return;
+    }
+    let core = Core::start();
+    let port = free_port();
+    assert_eq!(
+        core.apply(vec![tcp_dual(port)]).outcomes,
+        vec![Outcome::Added]
+    );
+
+    let rep = Report::read_from(&mut connect4(port).unwrap());
+    let env = rep.env();
+    assert_eq!(env["TCPREMOTEIP"], "127.0.0.1", "{env:?}");
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1", "{env:?}");
+    assert_eq!(env["TCPLOCALIP"], "127.0.0.1", "{env:?}");
+
+    let rep = Report::read_from(&mut connect6(port).unwrap());
+    let env = rep.env();
+    assert_eq!(env["TCPREMOTEIP"], "::1", "{env:?}");
+    assert_eq!(env["REMOTE_ADDR"], "::1", "{env:?}");
+    assert_eq!(env["TCPLOCALIP"], "::1", "{env:?}");
+}
+
+#[test]
+fn ipv4_and_ipv6_only_listeners_share_a_port() {
+    if !has_ipv6() {
+        eprintln!("skipped: no IPv6 on this host");
+        return;
+    }
+    let core = Core::start();
+    let port = free_port();
+    let r = core.apply(vec![
+        tcp4(port).probe(&["report", "v4"]),
+        tcp6(port).probe(&["report", "v6"]),
+    ]);
+    assert_eq!(r.outcomes, vec![Outcome::Added, Outcome::Added]);
+    let r4 = Report::read_from(&mut connect4(port).unwrap());
+    assert_eq!(r4.all("arg")[2], "v4");
+    assert_eq!(r4.sock(0).unwrap()["family"], "inet");
+    let r6 = Report::read_from(&mut connect6(port).unwrap());
+    assert_eq!(r6.all("arg")[2], "v6");
+    assert_eq!(r6.sock(0).unwrap()["family"], "inet6");
+    assert_eq!(r6.env()["TCPREMOTEIP"], "::1");
+}
+
+#[test]
+fn removed_listener_refuses_new_connections_and_keeps_its_children() {
+    let core = Core::start();
+    let (p1, p2) = (free_port(), free_port());
+    let keep = tcp4(p2);
+    core.apply(vec![tcp4(p1).probe(&["echo"]), keep.clone()]);
+
+    let mut s = connect4(p1).unwrap();
+    s.write_all(b"one\n").unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"one\n");
+
+    let r = core.apply(vec![keep]);
+    assert_eq!(r.outcomes, vec![Outcome::Unchanged]);
+    assert_eq!(r.removed.len(), 1, "{:?}", r.removed);
+    assert_eq!(r.removed[0].key.bind, tcp4(p1).bind);
+
+    let e = connect4(p1).expect_err("the removed listener still accepts");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+
+    // The running child keeps its connection and still echoes.
+    s.write_all(b"two\n").unwrap();
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"two\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut s), "");
+    // The other listener is untouched.
+    Report::read_from(&mut connect4(p2).unwrap());
+}
+
+#[test]
+fn a_failed_bind_is_reported_and_retried() {
+    let core = Core::start();
+    let (p1, p2) = (free_port(), free_port());
+    let holder = TcpListener::bind(("127.0.0.1", p1)).unwrap();
+    let busy = tcp4(p1);
+    let r = core.apply(vec![busy.clone(), tcp4(p2)]);
+    match &r.outcomes[0] {
+        Outcome::Failed { reason, retry_at } => {
+            assert!(
+                reason.to_lowercase().contains("in use"),
+                "reason does not give the bind error: {reason}"
+            );
+            assert!(*retry_at >= now_unix(), "retry_at in the past: {retry_at}");
+        }
+        other => panic!("a busy port should fail: {other:?}"),
+    }
+    assert_eq!(r.outcomes[1], Outcome::Added);
+    Report::read_from(&mut connect4(p2).unwrap());
+    core.wait_state(&busy.bind, Duration::from_secs(1), |s| {
+        matches!(s, ListenerState::Failed { .. })
+    });
+
+    drop(holder);
+    // Retried every 10 s.
+    core.wait_state(&busy.bind, Duration::from_secs(16), |s| {
+        *s == ListenerState::Listening
+    });
+    Report::read_from(&mut connect4(p1).unwrap());
+}
+
+#[test]
+fn dgram_child_answers_from_the_listening_socket() {
+    let core = Core::start();
+    let port = free_port();
+    // The probe answers on fd 0: a reply from the listener's own address
+    // means fd 0 is the bound socket itself.
+    core.apply(vec![udp4(port)]);
+    let c = udp_client();
+    c.send_to(b"x", ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 64];
+    let (_, from) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)));
+}
