@@ -22,16 +22,16 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use inetd_protocol::Builtin;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    recv, recvfrom, send, sendto, shutdown, MsgFlags, Shutdown, SockaddrStorage,
+    getsockname, recv, recvmsg, send, sendto, shutdown, MsgFlags, Shutdown, SockaddrStorage,
 };
 
 use crate::sys::clock;
@@ -81,9 +81,14 @@ pub struct UdpGuard {
 }
 
 /// Serve one accepted stream connection; returns the exit code.
+///
+/// echo, discard and chargen run until the client goes away; daytime and
+/// time answer, send FIN and wait at most [`CLOSE_LINGER`] for the client's.
+/// `conn` may be blocking or not: every call passes MSG_DONTWAIT and waits in
+/// poll, and the descriptor's flags are left as they are.
 pub fn serve_stream(b: Builtin, conn: OwnedFd) -> i32 {
     let fd = conn.as_fd();
-    let result = set_nonblocking(fd, false).and_then(|()| match b {
+    let result = match b {
         Builtin::Echo => echo_stream(fd),
         Builtin::Discard => discard_stream(fd),
         Builtin::Chargen => chargen_stream(fd),
@@ -94,16 +99,21 @@ pub fn serve_stream(b: Builtin, conn: OwnedFd) -> i32 {
             None => Err(Failure::Clock),
         },
         Builtin::Time => answer_and_close(fd, &time_bytes(unix_now())),
-    });
+    };
     drop(conn);
     exit_code(result)
 }
 
 /// Serve datagrams on the bound `sock` until no datagram arrived for `idle`;
 /// returns the exit code.
+///
+/// `sock` shares its open file description with the core's copy, so its
+/// flags (O_NONBLOCK) are left as they are. Replies go only to sources that
+/// pass [`udp_reply_allowed`] and fit the [`ReplyLimiter`] budget; discard
+/// never replies.
 pub fn serve_dgram(b: Builtin, sock: OwnedFd, idle: Duration, guard: &UdpGuard) -> i32 {
     let fd = sock.as_fd();
-    let result = set_nonblocking(fd, true).and_then(|()| dgram_loop(b, fd, idle, guard));
+    let result = dgram_loop(b, fd, idle, guard);
     drop(sock);
     exit_code(result)
 }
@@ -256,41 +266,54 @@ fn exit_code(result: Result<(), Failure>) -> i32 {
     }
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Failure> {
-    let raw = fd.as_raw_fd();
-    let flags = OFlag::from_bits_retain(fcntl(raw, FcntlArg::F_GETFL)?);
-    let wanted = if on {
-        flags | OFlag::O_NONBLOCK
-    } else {
-        flags & !OFlag::O_NONBLOCK
-    };
-    if wanted != flags {
-        fcntl(raw, FcntlArg::F_SETFL(wanted))?;
-    }
-    Ok(())
-}
-
-/// `recv` retried on EINTR.
-fn recv_some(fd: BorrowedFd<'_>, buf: &mut [u8], flags: MsgFlags) -> Result<usize, Errno> {
+/// Receive into `buf`, waiting in poll while nothing is there.
+///
+/// Every socket call here passes MSG_DONTWAIT and waits in poll instead of
+/// blocking, whatever O_NONBLOCK says: that flag belongs to the open file
+/// description, which the core's copy of a datagram socket shares, so the
+/// child never changes it.
+fn recv_wait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
-        match recv(fd.as_raw_fd(), buf, flags) {
-            Err(Errno::EINTR) => continue,
+        match recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Err(Errno::EINTR) => {}
+            // POLLHUP and POLLERR end the wait too; the next recv reports them.
+            Err(Errno::EAGAIN) => {
+                wait_for(fd, PollFlags::POLLIN, PollTimeout::NONE)?;
+            }
             other => return other,
         }
     }
 }
 
-/// Send all of `data` on a blocking socket. MSG_NOSIGNAL: a client that went
-/// away gives EPIPE, never SIGPIPE (which is at its default in the child).
+/// Send all of `data`, waiting in poll while the socket is full.
+/// MSG_NOSIGNAL: a client that went away gives EPIPE, never SIGPIPE (which
+/// is at its default in the child).
 fn send_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
     while !data.is_empty() {
-        match send(fd.as_raw_fd(), data, MsgFlags::MSG_NOSIGNAL) {
+        match send(
+            fd.as_raw_fd(),
+            data,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
             Ok(n) => data = data.get(n..).unwrap_or_default(),
-            Err(Errno::EINTR) => continue,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                wait_for(fd, PollFlags::POLLOUT, PollTimeout::NONE)?;
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One nonblocking receive, retried on EINTR.
+fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+    loop {
+        match recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Err(Errno::EINTR) => {}
+            other => return other,
+        }
+    }
 }
 
 /// Shut down our sending side; a peer that is already gone is not an error.
@@ -340,7 +363,7 @@ fn wait_for(
 fn echo_stream(fd: BorrowedFd<'_>) -> Result<(), Failure> {
     let mut buf = vec![0u8; STREAM_BUF];
     loop {
-        let n = recv_some(fd, &mut buf, MsgFlags::empty())?;
+        let n = recv_wait(fd, &mut buf)?;
         if n == 0 {
             break;
         }
@@ -353,7 +376,7 @@ fn echo_stream(fd: BorrowedFd<'_>) -> Result<(), Failure> {
 /// discard over a stream: read and drop until the client's FIN.
 fn discard_stream(fd: BorrowedFd<'_>) -> Result<(), Failure> {
     let mut buf = vec![0u8; STREAM_BUF];
-    while recv_some(fd, &mut buf, MsgFlags::empty())? != 0 {}
+    while recv_wait(fd, &mut buf)? != 0 {}
     shutdown_write(fd)?;
     Ok(())
 }
@@ -376,7 +399,7 @@ fn chargen_stream(fd: BorrowedFd<'_>) -> Result<(), Failure> {
         }
         let ready = wait_for(fd, events, PollTimeout::NONE)?;
         if ready.contains(PollFlags::POLLIN) {
-            match recv_some(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+            match recv_now(fd, &mut sink) {
                 // Half-closed by the client: keep sending (RFC 864 runs until
                 // the client closes the connection), stop watching input.
                 Ok(0) => client_sending = false,
@@ -415,7 +438,7 @@ fn answer_and_close(fd: BorrowedFd<'_>, answer: &[u8]) -> Result<(), Failure> {
         if left.is_zero() || wait_for(fd, PollFlags::POLLIN, poll_timeout(left))?.is_empty() {
             break;
         }
-        match recv_some(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+        match recv_now(fd, &mut sink) {
             Ok(0) => break,
             Ok(n) => drained += n,
             Err(Errno::EAGAIN) => {}
@@ -434,6 +457,14 @@ fn dgram_loop(
     idle: Duration,
     guard: &UdpGuard,
 ) -> Result<(), Failure> {
+    // This socket's own port is refused even if the caller's list lacks it:
+    // a request spoofed from our own address and port would otherwise make
+    // the child answer itself forever.
+    let own_port = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .as_ref()
+        .and_then(inet_addr)
+        .map(|a| a.port());
     let mut buf = vec![0u8; DGRAM_BUF];
     let mut limiter = ReplyLimiter::new(Instant::now());
     // chargen's position advances by one line per answered datagram for the
@@ -451,14 +482,14 @@ fn dgram_loop(
         }
         // Drain the queue without polling between datagrams.
         loop {
-            let (len, src) = match recvfrom::<SockaddrStorage>(fd.as_raw_fd(), &mut buf) {
-                Ok((len, Some(src))) => (len, src),
+            let (len, src, truncated) = match recv_datagram(fd, &mut buf) {
+                Ok((len, Some(src), truncated)) => (len, src, truncated),
                 // No source address (not an inet socket): nothing to answer.
-                Ok((_, None)) => {
+                Ok((_, None, _)) => {
                     last_datagram = Instant::now();
                     continue;
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => break,
+                Err(Errno::EAGAIN) => break,
                 // Errors queued by ICMP for an earlier reply, or transient
                 // memory pressure: the socket is still good, go back to poll.
                 Err(
@@ -478,13 +509,19 @@ fn dgram_loop(
             let Some(peer) = inet_addr(&src) else {
                 continue;
             };
-            if !udp_reply_allowed(peer, guard) || !limiter.allow(peer.ip(), now) {
+            if Some(peer.port()) == own_port
+                || !udp_reply_allowed(peer, guard)
+                || !limiter.allow(peer.ip(), now)
+            {
                 continue;
             }
             let chargen;
             let daytime;
             let time;
             let answer: &[u8] = match b {
+                // Cannot happen below 64 KiB (no jumbograms), but a cut
+                // datagram is never echoed as if it were whole.
+                Builtin::Echo if truncated => continue,
                 Builtin::Echo => buf.get(..len).unwrap_or_default(),
                 Builtin::Chargen => {
                     chargen = chargen_line(chargen_next);
@@ -512,6 +549,22 @@ fn dgram_loop(
                 &src,
                 MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
             );
+        }
+    }
+}
+
+/// One datagram without blocking: its length, its source and whether it was
+/// cut to fit `buf`. EINTR is retried.
+fn recv_datagram(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Option<SockaddrStorage>, bool), Errno> {
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<SockaddrStorage>(fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT) {
+            Ok(m) => return Ok((m.bytes, m.address, m.flags.contains(MsgFlags::MSG_TRUNC))),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -1149,6 +1202,30 @@ mod tests {
     }
 
     #[test]
+    fn serve_dgram_never_answers_its_own_port() {
+        // The guard's list is empty: the socket's own port is refused anyway.
+        let (addr, rx) = spawn_dgram(
+            Builtin::Echo,
+            "127.0.0.1:0",
+            Duration::from_millis(300),
+            UdpGuard::default(),
+        )
+        .expect("bind");
+        // Same port on another loopback address: what a spoofed request
+        // from a twin inetd, or from ourselves, looks like.
+        let Ok(twin) = UdpSocket::bind(("127.0.0.2", addr.port())) else {
+            eprintln!("skipping: cannot bind 127.0.0.2:{}", addr.port());
+            return;
+        };
+        let honest = udp_client("127.0.0.1:0");
+        twin.send_to(b"loop?", addr).expect("send");
+        honest.send_to(b"hello", addr).expect("send");
+        assert_eq!(recv_reply(&honest, addr), b"hello");
+        assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
+        assert_no_datagram(&twin);
+    }
+
+    #[test]
     fn serve_dgram_leaves_after_idle() {
         let idle = Duration::from_millis(200);
         // Without any datagram.
@@ -1166,6 +1243,38 @@ mod tests {
         assert_eq!(recv_reply(&c, addr), b"a");
         assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
         assert!(sent.elapsed() >= idle);
+    }
+
+    #[test]
+    fn serve_dgram_leaves_the_shared_file_flags_alone() {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = |s: &UdpSocket| {
+            OFlag::from_bits_retain(fcntl(s.as_raw_fd(), FcntlArg::F_GETFL).expect("F_GETFL"))
+        };
+        for nonblocking in [false, true] {
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.set_nonblocking(nonblocking).expect("set");
+            // The core's copy: same open file description.
+            let cores_copy = sock.try_clone().expect("dup");
+            let before = flags(&cores_copy);
+            let addr = sock.local_addr().expect("addr");
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                let guard = UdpGuard::default();
+                let idle = Duration::from_millis(200);
+                let _ = tx.send(serve_dgram(
+                    Builtin::Echo,
+                    OwnedFd::from(sock),
+                    idle,
+                    &guard,
+                ));
+            });
+            let c = udp_client("127.0.0.1:0");
+            c.send_to(b"x", addr).expect("send");
+            assert_eq!(recv_reply(&c, addr), b"x");
+            assert_eq!(flags(&cores_copy), before, "nonblocking = {nonblocking}");
+            assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
+        }
     }
 
     #[test]

@@ -122,11 +122,12 @@ struct Listener {
 impl Listener {
     /// Puts the socket in the mode its next use needs: nonblocking when the
     /// core accepts from it, blocking when a child gets it (servers expect
-    /// the classic blocking socket, and the flag is shared with our copy;
-    /// the core does not poll a socket while a child holds it).
+    /// the classic blocking socket; the flag is shared with the core's copy,
+    /// which is not polled while a child holds it). A child may change the
+    /// flag itself, so it is set every time a child gets the socket.
     fn set_blocking_for(&mut self, child_gets_it: bool) {
         let want_nb = !child_gets_it;
-        if self.nonblocking == want_nb {
+        if self.nonblocking == want_nb && !child_gets_it {
             return;
         }
         if let Some(s) = &self.sock {
@@ -702,7 +703,6 @@ impl Daemon {
         // bounding set; no_new_privs would not stop that, but it would stop
         // setuid programs they are meant to run, so they go without.
         let no_new_privs = !(self.policy.allow_setuid_services || ids.uid == 0);
-        let dn = self.devnull.as_raw_fd();
         let result = match &l.prep {
             Prepared::Exec { path, argv, env } => child::spawn(Spawn {
                 ids: &ids,
@@ -718,13 +718,13 @@ impl Daemon {
             }),
             Prepared::Builtin(b) => {
                 let program = self.builtin_program(*b, l.spec.socket_type);
-                // Only the socket stays open in a builtin child; 1 and 2 are
-                // /dev/null so nothing it might print reaches the peer.
+                // Only the socket stays open in a builtin child, on fd 0: it
+                // never execs and never prints, so it needs no stdio.
                 child::spawn(Spawn {
                     ids: &ids,
                     change_ids,
                     no_new_privs,
-                    fds: &[fd, dn, dn],
+                    fds: &[fd],
                     program,
                 })
             }

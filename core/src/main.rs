@@ -43,6 +43,7 @@ fn main() {
     if sys::ensure_std_fds().is_err() {
         std::process::exit(1);
     }
+    sys::close_inherited_fds();
     let cli = cli::Cli::parse();
     logger::init(cli.log_level.filter());
     let code = match startup::start(&cli) {

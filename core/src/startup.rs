@@ -284,10 +284,20 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
         .iter()
         .map(cstr)
         .collect::<Result<Vec<_>, _>>()?;
-        let ids = Ids {
-            uid: ctl.uid,
-            gid: ctl.gid,
-            groups: if root { ctl.groups.clone() } else { Vec::new() },
+        // A core that is not root cannot change ids: the child keeps the
+        // core's own, which is what the child path checks it has.
+        let ids = if root {
+            Ids {
+                uid: ctl.uid,
+                gid: ctl.gid,
+                groups: ctl.groups.clone(),
+            }
+        } else {
+            Ids {
+                uid,
+                gid: sys::getegid(),
+                groups: Vec::new(),
+            }
         };
         info!(
             "one-command mode: the controller runs as {} (uid {}), control socket {}",

@@ -37,7 +37,13 @@ impl Drop for Setup {
     }
 }
 
+/// Held while files that will be executed are written and while processes
+/// are spawned: a fork in one test thread while another holds a file open
+/// for writing would make exec of that file fail with ETXTBSY.
+static EXEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn setup(name: &str, script_body: &str) -> Setup {
+    let _g = EXEC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(format!("/tmp/inetd-onecmd-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir(&dir).unwrap();
@@ -56,8 +62,24 @@ fn setup(name: &str, script_body: &str) -> Setup {
     Setup { dir, core }
 }
 
-fn start(s: &Setup, extra: &[&str]) -> Child {
-    Command::new(&s.core)
+/// The core under test; killed if a test ends early.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(s: &Setup, extra: &[&str]) -> Running {
+    let _g = EXEC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let child = Command::new(&s.core)
         .current_dir(&s.dir)
         // Relative on purpose: the core makes it absolute for the child.
         .args(["--config", "inetd.conf", "--control-socket"])
@@ -68,7 +90,8 @@ fn start(s: &Setup, extra: &[&str]) -> Child {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(s.dir.join("core.log")).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
 fn read(p: &Path) -> String {
@@ -114,13 +137,13 @@ while :; do sleep 0.05; done"#
     assert!(info.contains("0 -> /dev/null"), "{info}");
     // 0-3, and 4 is ls's own handle on the directory it lists.
     assert_eq!(info.matches(" -> ").count(), 5, "{info}");
-    let core_pid = nix::unistd::Pid::from_raw(core.id() as i32);
+    let core_pid = nix::unistd::Pid::from_raw(core.0.id() as i32);
     nix::sys::signal::kill(core_pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     wait_for("SIGHUP at the controller", Duration::from_secs(10), || {
         read(&out.join("signals")).contains("HUP")
     });
     nix::sys::signal::kill(core_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let st = core.wait().unwrap();
+    let st = core.0.wait().unwrap();
     assert_eq!(st.code(), Some(0), "{}", read(&s.dir.join("core.log")));
     assert!(read(&out.join("signals")).contains("TERM"));
 }
@@ -137,7 +160,7 @@ fn gives_up_with_exit_1_after_three_early_failures() {
     );
     let mut core = start(&s, &[]);
     let t0 = Instant::now();
-    let st = core.wait().unwrap();
+    let st = core.0.wait().unwrap();
     assert_eq!(st.code(), Some(1));
     assert!(t0.elapsed() < Duration::from_secs(20));
     let log = read(&s.dir.join("core.log"));
@@ -147,4 +170,26 @@ fn gives_up_with_exit_1_after_three_early_failures() {
         "{log}"
     );
     assert!(log.contains("failed 3 times"), "{log}");
+}
+
+#[test]
+fn a_controller_that_dies_after_hello_is_restarted_without_limit() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the controller runs as the inetd user)");
+        return;
+    }
+    let body = format!("printf '{HELLO}' >&3\necho started >> $OUT/starts\nsleep 0.2\nexit 1");
+    let s = setup("restart", &body);
+    let mut core = start(&s, &[]);
+    let log = s.dir.join("core.log");
+    // Three deaths after Hello: not "failed before reaching the core", so
+    // the core restarts it again (after 1 s, 2 s, then 4 s).
+    wait_for(
+        "the third restart to be scheduled",
+        Duration::from_secs(20),
+        || read(&log).contains("restarting inetd-controller in 4"),
+    );
+    assert_eq!(core.0.try_wait().unwrap(), None, "{}", read(&log));
+    assert_eq!(read(&s.dir.join("out/starts")).lines().count(), 3);
+    assert!(read(&log).contains("listeners keep serving meanwhile"));
 }

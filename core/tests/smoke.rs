@@ -44,6 +44,9 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 
 struct Core {
     child: Child,
+    /// The core's own pid when `child` is a wrapper that does not pass
+    /// signals on (strace): killed on drop too.
+    real_pid: Option<u32>,
     dir: PathBuf,
     sock: PathBuf,
     log: PathBuf,
@@ -62,32 +65,42 @@ impl Core {
     /// Starts the core, as `user` (uid, gid) through setpriv if given, with
     /// at most `nofile` descriptors through prlimit if given.
     fn start_with(user: Option<(u32, u32)>, nofile: Option<&str>, extra: &[&str]) -> Core {
+        let prefix: Vec<String> = match (user, nofile) {
+            (None, Some(n)) => vec!["prlimit".into(), format!("--nofile={n}")],
+            (None, None) => vec![],
+            (Some((uid, gid)), _) => vec![
+                "setpriv".into(),
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+            ],
+        };
+        Core::start_wrapped(&prefix, user, extra)
+    }
+
+    /// Starts the core under the command `prefix` (empty: directly); the
+    /// private directory is given to `owner` if set.
+    fn start_wrapped(prefix: &[String], owner: Option<(u32, u32)>, extra: &[&str]) -> Core {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/run/inetd-core-smoke-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(
+                &dir,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .unwrap();
+        }
         let sock = dir.join("core.sock");
         let log = dir.join("core.log");
-        let mut cmd = match (user, nofile) {
-            (None, Some(n)) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}"))
-                    .arg(env!("CARGO_BIN_EXE_inetd-core"));
-                c
-            }
-            (None, None) => Command::new(env!("CARGO_BIN_EXE_inetd-core")),
-            (Some((uid, gid)), _) => {
-                nix::unistd::chown(
-                    &dir,
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                )
-                .unwrap();
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .arg("--clear-groups")
-                    .arg(env!("CARGO_BIN_EXE_inetd-core"));
+        let core_exe = env!("CARGO_BIN_EXE_inetd-core");
+        let mut cmd = match prefix.split_first() {
+            None => Command::new(core_exe),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(core_exe);
                 c
             }
         };
@@ -104,6 +117,7 @@ impl Core {
             .unwrap();
         let core = Core {
             child,
+            real_pid: None,
             dir,
             sock,
             log,
@@ -146,6 +160,12 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
+        if let Some(pid) = self.real_pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -394,12 +414,31 @@ fn builtins_echo_over_tcp_and_udp() {
     assert_eq!(&buf[..n], b"ping");
     match call(&mut s, &CoreRequest::Status) {
         CoreResponse::Status(st) => {
-            let udp = st
+            let (i, udp) = st
                 .listeners
                 .iter()
-                .find(|l| l.spec.socket_type == SocketType::Dgram)
+                .enumerate()
+                .find(|(_, l)| l.spec.socket_type == SocketType::Dgram)
                 .unwrap();
             assert_eq!(udp.state, ListenerState::Waiting);
+            // The dgram builtin child: the service's user, no capabilities,
+            // and its socket as its only descriptor.
+            let child = st
+                .children
+                .iter()
+                .find(|c| c.listener == Some(i as u32))
+                .unwrap();
+            let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.pid))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(fds, vec!["0".to_string()]);
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid)).unwrap();
+            assert!(
+                status.contains("Uid:\t65534\t65534\t65534\t65534"),
+                "{status}"
+            );
+            assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -472,13 +511,24 @@ fn core_socket_is_0660_with_the_controller_group() {
     assert_eq!(m.mode() & 0o777, 0o660);
     assert_eq!(m.uid(), 0);
     assert_eq!(m.gid(), 995, "the inetd user's primary group");
-    // The core itself kept only the four capabilities.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", core.child.id())).unwrap();
-    assert!(
-        status.contains("CapEff:\t00000000000000e0")
-            || status.contains("CapEff:\t00000000000004e0"),
-        "{status}"
-    );
+    // The core itself keeps only the four capabilities. It binds the core
+    // socket before the cut, so wait for the cut rather than race it.
+    let status_path = format!("/proc/{}/status", core.child.id());
+    wait_for("the capability cut", Duration::from_secs(10), || {
+        std::fs::read_to_string(&status_path)
+            .unwrap()
+            .contains("CapEff:\t00000000000004e0")
+    });
+    let status = std::fs::read_to_string(&status_path).unwrap();
+    // NET_BIND_SERVICE (10), SETUID (7), SETGID (6), KILL (5).
+    for set in ["CapPrm", "CapEff", "CapBnd"] {
+        assert!(
+            status.contains(&format!("{set}:\t00000000000004e0")),
+            "{set}: {status}"
+        );
+    }
+    assert!(status.contains("CapInh:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapAmb:\t0000000000000000"), "{status}");
 }
 
 #[test]
@@ -500,6 +550,20 @@ fn missing_controller_user_and_bad_flags_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // A normal user's core runs the controller as itself and nobody else.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_inetd-core"))
+        .args([
+            "--controller-user",
+            "inetd",
+            "--core-socket",
+            "/tmp/never-bound.sock",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot name another"));
 }
 
 #[test]
@@ -843,4 +907,213 @@ fn ten_thousand_listeners() {
     assert_eq!(r.removed.len(), 10_000);
     eprintln!("apply 10k: {t_apply:?}, unchanged: {t_same:?}");
     assert!(t_apply < Duration::from_secs(20) && t_same < Duration::from_secs(10));
+}
+
+#[test]
+fn root_services_only_with_allow_root_services() {
+    need_root!();
+    let core = Core::start(&["--allow-root-services"]);
+    let mut s = core.connect();
+    let port = free_port();
+    let mut spec = exec_spec(
+        port,
+        "id -u; grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status",
+    );
+    spec.creds = Credentials {
+        uid: 0,
+        gid: 0,
+        groups: vec![0],
+    };
+    assert_eq!(apply(&mut s, vec![spec]).outcomes, vec![Outcome::Added]);
+    let out = read_all(port);
+    assert!(out.starts_with("0\n"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+    // The bounding set is left as the core got it (not cut to the four).
+    assert!(!out.contains("CapBnd:\t00000000000004e0"), "{out}");
+    // The core's own permitted set is still cut.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", core.child.id())).unwrap();
+    assert!(status.contains("CapEff:\t00000000000004e0"), "{status}");
+    match call(&mut s, &CoreRequest::Status) {
+        CoreResponse::Status(st) => assert!(st.policy.allow_root_services),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn zombies_of(pid: u32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if f.len() > 1 && f[0] == "Z" && f[1] == pid.to_string() {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_thousand_connections_leave_no_zombies() {
+    need_root!();
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let port = free_port();
+    let mut spec = exec_spec(port, "");
+    spec.action = Action::Exec {
+        path: "/bin/true".into(),
+        argv: vec!["true".into()],
+    };
+    assert_eq!(apply(&mut s, vec![spec]).outcomes, vec![Outcome::Added]);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..125 {
+                    if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+                        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        let mut b = Vec::new();
+                        let _ = c.read_to_end(&mut b);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let pid = core.child.id();
+    wait_for(
+        "all children reaped",
+        Duration::from_secs(10),
+        || match call(&mut s, &CoreRequest::Status) {
+            CoreResponse::Status(st) => {
+                st.children.is_empty() && st.listeners[0].counters.accepted == 1000
+            }
+            _ => false,
+        },
+    );
+    assert_eq!(zombies_of(pid), 0);
+    assert_eq!(core.log().matches("exit service=").count(), 1000);
+}
+
+#[test]
+fn a_failing_setuid_stops_the_child_before_exec() {
+    need_root!();
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: no strace");
+        return;
+    }
+    // The core itself never calls setresuid or setgroups; its children do.
+    for (syscall, step) in [
+        ("setresuid", "step=setuid"),
+        ("setgroups", "step=setgroups"),
+    ] {
+        let prefix: Vec<String> = vec![
+            "strace".into(),
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-e".into(),
+            format!("inject={syscall}:error=EPERM"),
+        ];
+        let mut core = Core::start_wrapped(&prefix, None, &[]);
+        let mut s = UnixStream::connect(&core.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let core_pid = match call(
+            &mut s,
+            &CoreRequest::Hello {
+                version: PROTOCOL_VERSION,
+            },
+        ) {
+            CoreResponse::Hello(h) => h.pid,
+            other => panic!("unexpected {other:?}"),
+        };
+        core.real_pid = Some(core_pid);
+        let port = free_port();
+        apply(&mut s, vec![exec_spec(port, "echo the server ran")]);
+        assert_eq!(read_all(port), "", "the server must not run");
+        wait_for("the failure", Duration::from_secs(10), || {
+            core.log().contains(step)
+        });
+        match call(&mut s, &CoreRequest::Status) {
+            CoreResponse::Status(st) => assert_eq!(st.listeners[0].counters.exec_failures, 1),
+            other => panic!("unexpected {other:?}"),
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(core_pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn garbage_on_the_core_socket_changes_nothing() {
+    need_root!();
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let port = free_port();
+    apply(&mut s, vec![exec_spec(port, "echo still")]);
+    let pid = core.child.id();
+    let before = rss_kib(pid);
+    // A deterministic xorshift stream: frames with random lengths (some
+    // huge, some zero) and random payloads, 300 connections.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..300 {
+        let Ok(mut c) = UnixStream::connect(&core.sock) else {
+            continue;
+        };
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut bytes = Vec::new();
+        if i % 3 == 0 {
+            // A valid Hello first, then garbage.
+            bytes.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0]);
+        }
+        let len = (next() % 64) as u32;
+        let declared = match i % 4 {
+            0 => len,
+            1 => u32::MAX,
+            2 => 0,
+            _ => 16 * 1024 * 1024,
+        };
+        bytes.extend_from_slice(&declared.to_be_bytes());
+        for _ in 0..len {
+            bytes.push(next() as u8);
+        }
+        let _ = c.write_all(&bytes);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    // Still serving, on both planes, with the same listener.
+    let mut s2 = core.connect();
+    match call(&mut s2, &CoreRequest::Status) {
+        CoreResponse::Status(st) => {
+            assert_eq!(st.listeners.len(), 1);
+            assert_eq!(st.generation, 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(read_all(port), "still\n");
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
 }

@@ -90,6 +90,32 @@ pub fn original_nofile() -> Option<(u64, u64)> {
     ORIGINAL_NOFILE.get().copied()
 }
 
+/// Closes every descriptor above 2 that the core inherited: whatever its
+/// parent leaked would otherwise stay open in the core for its whole life.
+/// Run at the very start, before the core opens anything itself.
+pub fn close_inherited_fds() {
+    // SAFETY: close_range takes plain integers; at this point the process
+    // owns no descriptor above 2 through any Rust object.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, libc::c_uint::MAX, 0u32) };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.9: close what /proc lists. Collect first, close after,
+    // so the directory's own descriptor is not closed under the iterator.
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .filter(|fd| *fd > 2)
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        // SAFETY: as above; a number that is no longer open gives EBADF.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Opens `/dev/null` read-write, close-on-exec, for children's unused stdio.
 pub fn open_dev_null() -> io::Result<OwnedFd> {
     let f = std::fs::OpenOptions::new()
