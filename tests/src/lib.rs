@@ -607,6 +607,9 @@ pub struct CoreOptions {
     pub no_wait: bool,
     /// Use this core socket path instead of one in the core's directory.
     pub socket: Option<PathBuf>,
+    /// Give the core's directory to this uid and gid (for a core started
+    /// as another user through `wrapper`).
+    pub dir_owner: Option<(u32, u32)>,
 }
 
 /// A running `inetd-core`. Dropping it stops the core (SIGTERM, then
@@ -640,6 +643,14 @@ impl Core {
     /// 10 s until its socket accepts a connection.
     pub fn start_with(opts: CoreOptions) -> Core {
         let dir = TempDir::new("core");
+        if let Some((uid, gid)) = opts.dir_owner {
+            nix::unistd::chown(
+                dir.path(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .expect("chown the core's directory");
+        }
         let socket = opts.socket.clone().unwrap_or_else(|| dir.join("core.sock"));
         let log_path = dir.join("core.log");
         let core = bin_path("inetd-core");

@@ -13,6 +13,8 @@
 //!   one datagram, answer `pid P <payload>`, exit.
 //! * `udp-echo`: like `udp-echo-once`, but keep answering until a datagram
 //!   `quit` has been answered.
+//! * `udp-report`: fd 0 is a datagram socket (a `wait` service): take the
+//!   report, receive one datagram, answer with the report, exit.
 //! * `accept-once`: fd 0 is a listening stream socket (a `wait` service):
 //!   take the report, accept one connection, write the report to it, exit.
 //! * `core-client SOCKET [BIND-PATH]`: connect to a core socket (after
@@ -64,6 +66,7 @@ fn main() {
         "udp-echo-once" => udp_echo(true),
         "udp-echo" => udp_echo(false),
         "accept-once" => accept_once(),
+        "udp-report" => udp_report(),
         "core-client" => core_client(&args[1..]),
         other => {
             eprintln!("inetd-test-probe: unknown mode {other:?}");
@@ -122,6 +125,24 @@ fn udp_echo(once: bool) -> i32 {
         if once || payload == b"quit" {
             return 0;
         }
+    }
+}
+
+/// The `wait` dgram server that answers with its report.
+fn udp_report() -> i32 {
+    let r = report();
+    let fd = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => return 1,
+    };
+    let sock = UdpSocket::from(fd);
+    let mut buf = [0u8; 2048];
+    let Ok((_, from)) = sock.recv_from(&mut buf) else {
+        return 1;
+    };
+    match sock.send_to(r.as_bytes(), from) {
+        Ok(_) => 0,
+        Err(_) => 1,
     }
 }
 
