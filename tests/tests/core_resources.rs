@@ -202,6 +202,9 @@ fn a_core_started_with_stdio_closed_still_serves() {
     let (tp, up) = (free_port(), free_port());
     let r = core.apply(vec![tcp4(tp), udp4(up)]);
     assert_eq!(r.outcomes, vec![Outcome::Added, Outcome::Added]);
+    // The core put something (/dev/null) on 0-2 itself.
+    let fds = open_fds(core.pid());
+    assert!(fds.starts_with(&[0, 1, 2]), "core descriptors: {fds:?}");
     let rep = Report::read_from(&mut connect4(tp).unwrap());
     assert_eq!(rep.fds(), vec![0, 1, 2]);
     for fd in 0..3 {
@@ -355,14 +358,49 @@ fn sigterm_closes_listeners_and_sockets_and_leaves_servers_running() {
 }
 
 #[test]
-fn the_status_report_shows_listening_listeners() {
+fn the_status_report_shows_listeners_and_live_children() {
     let core = Core::start();
     let port = free_port();
-    let spec = tcp4(port);
+    let spec = tcp4(port).probe(&["sleep", "30"]);
     core.apply(vec![spec.clone()]);
     let st = core.status();
     assert_eq!(st.listeners.len(), 1);
     assert_eq!(st.listeners[0].spec, spec);
     assert_eq!(st.listeners[0].state, ListenerState::Listening);
     assert_eq!(st.pid, u32::try_from(core.pid()).unwrap());
+    assert!(st.started_at <= now_unix() && st.started_at + 60 > now_unix());
+
+    let mut s = connect4(port).unwrap();
+    let me = s.local_addr().unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let pid: u32 = String::from_utf8_lossy(&buf[..n])
+        .trim()
+        .strip_prefix("pid ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let st = core.status();
+    assert_eq!(st.children.len(), 1, "{:?}", st.children);
+    let c = &st.children[0];
+    assert_eq!(c.pid, pid);
+    assert_eq!(c.listener, Some(0));
+    assert_eq!(c.uid, service_creds().uid);
+    assert_eq!(c.peer.as_deref(), Some(me.to_string().as_str()));
+    assert_eq!(st.listeners[0].counters.children, 1);
+    assert_eq!(st.listeners[0].counters.accepted, 1);
+}
+
+#[test]
+fn sighup_is_ignored_in_packaged_mode() {
+    let mut core = Core::start();
+    let port = free_port();
+    core.apply(vec![tcp4(port)]);
+    core.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("a log line about SIGHUP", Duration::from_secs(5), || {
+        core.log().contains("SIGHUP")
+    });
+    assert!(core.exit_status().is_none(), "the core exited on SIGHUP");
+    Report::read_from(&mut connect4(port).unwrap());
+    assert_eq!(core.status().listeners.len(), 1);
 }

@@ -98,7 +98,9 @@ fn dual_stack_listener_shows_plain_ipv4_and_ipv6_peers() {
         vec![Outcome::Added]
     );
 
-    let rep = Report::read_from(&mut connect4(port).unwrap());
+    let mut s = connect4(port).unwrap();
+    let me = s.local_addr().unwrap();
+    let rep = Report::read_from(&mut s);
     let env = rep.env();
     assert_eq!(env["TCPREMOTEIP"], "127.0.0.1", "{env:?}");
     assert_eq!(env["REMOTE_ADDR"], "127.0.0.1", "{env:?}");
@@ -109,6 +111,12 @@ fn dual_stack_listener_shows_plain_ipv4_and_ipv6_peers() {
     assert_eq!(env["TCPREMOTEIP"], "::1", "{env:?}");
     assert_eq!(env["REMOTE_ADDR"], "::1", "{env:?}");
     assert_eq!(env["TCPLOCALIP"], "::1", "{env:?}");
+
+    // The log writes the mapped peer as plain IPv4 too.
+    wait_for("the accept log line", Duration::from_secs(5), || {
+        core.log().contains(&format!("127.0.0.1:{}", me.port()))
+    });
+    assert!(!core.log().contains("::ffff:"), "{}", core.log());
 }
 
 #[test]
