@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use inetd_protocol::{
-    Action, Bind, CoreResponse, IpMode, ListenerSpec, Outcome, SocketType, MAX_LABEL,
-    MAX_LISTENERS, PROTOCOL_VERSION,
+    Action, Bind, CoreResponse, IpMode, ListenerSpec, Outcome, SocketType, MAX_ARGS, MAX_ARG_LEN,
+    MAX_GROUPS, MAX_LABEL, MAX_LISTENERS, MAX_PATH, MAX_UNIX_PATH, PROTOCOL_VERSION,
 };
 use inetd_tests::*;
 
@@ -83,6 +83,33 @@ fn invalid_listeners_are_refused_one_by_one() {
             "NUL in an argument",
             tcp4(p()).exec("/bin/echo", &["echo", "a\0b"]),
         ),
+        ("too many arguments", {
+            let argv: Vec<String> = (0..=MAX_ARGS).map(|i| format!("a{i}")).collect();
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            tcp4(p()).exec("/bin/echo", &argv)
+        }),
+        ("an argument over the bound", {
+            let long = "x".repeat(MAX_ARG_LEN + 1);
+            tcp4(p()).exec("/bin/echo", &["echo", &long])
+        }),
+        ("a server path over the bound", {
+            let long = format!("/{}", "x".repeat(MAX_PATH));
+            tcp4(p()).exec(&long, &["x"])
+        }),
+        ("a unix path over the bound", {
+            let mut s = tcp4(p());
+            s.bind = Bind::Unix {
+                path: format!("/run/{}", "x".repeat(MAX_UNIX_PATH)),
+            };
+            s
+        }),
+        ("too many groups", {
+            let mut c = service_creds();
+            c.groups = (0..=u32::try_from(MAX_GROUPS).unwrap())
+                .map(|g| g + 70000)
+                .collect();
+            tcp4(p()).creds(c)
+        }),
         ("label over the bound", {
             let mut s = tcp4(p());
             s.label = "x".repeat(MAX_LABEL + 1);
@@ -248,4 +275,57 @@ fn a_failed_exec_is_logged_and_counted() {
     wait_for("the second failure", Duration::from_secs(5), || {
         core.status().listeners[0].counters.exec_failures == 2
     });
+}
+
+#[test]
+fn a_new_controller_connection_resending_the_same_set_touches_nothing() {
+    // Trust rule 7: the data plane does not depend on the control plane.
+    let core = Core::start();
+    let (p1, p2) = (free_port(), free_port());
+    let set = || vec![tcp4(p1).probe(&["echo"]), tcp4(p2)];
+    let first = {
+        let mut c = core.client();
+        c.apply(set())
+    };
+    // The controller is gone; the listeners serve.
+    let mut old = connect4(p1).unwrap();
+    old.write_all(b"a\n").unwrap();
+    let mut buf = [0u8; 2];
+    old.read_exact(&mut buf).unwrap();
+    let inode = listen_inode(p1).unwrap();
+
+    // A restarted controller asks first, then sends the same state.
+    let mut c = core.client();
+    let st = c.status();
+    assert_eq!(st.generation, first.generation);
+    let specs: Vec<ListenerSpec> = st.listeners.iter().map(|l| l.spec.clone()).collect();
+    assert_eq!(specs.len(), 2);
+    let r = c.apply(set());
+    assert_eq!(r.outcomes, vec![Outcome::Unchanged; 2]);
+    assert_eq!(r.generation, first.generation);
+    assert_eq!(listen_inode(p1), Some(inode));
+    old.write_all(b"b\n").unwrap();
+    old.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"b\n");
+}
+
+#[test]
+fn labels_cannot_forge_log_lines() {
+    let core = Core::start();
+    let port = free_port();
+    let label = "evil\n<3>inetd-core: FORGED\r\u{1b}[2J";
+    core.apply(vec![tcp4(port).label(label)]);
+    Report::read_from(&mut connect4(port).unwrap());
+    wait_for("the accept log line", Duration::from_secs(5), || {
+        core.log()
+            .lines()
+            .any(|l| l.contains("accept") && l.contains("evil"))
+    });
+    let log = core.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("<3>inetd-core: FORGED")),
+        "a label forged a log line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "raw escape in the log");
+    assert!(!log.contains('\r'), "raw carriage return in the log");
 }

@@ -404,3 +404,20 @@ fn sighup_is_ignored_in_packaged_mode() {
     Report::read_from(&mut connect4(port).unwrap());
     assert_eq!(core.status().listeners.len(), 1);
 }
+
+#[test]
+fn listeners_past_fd_setsize_serve() {
+    // samhocevar/rinetd#1: select() with descriptors >= FD_SETSIZE.
+    let _g = serial();
+    let core = Core::start();
+    let ports: Vec<u16> = (0..1100).map(|_| free_port()).collect();
+    let specs = ports.iter().map(|&p| tcp4(p)).collect();
+    let r = core.apply(specs);
+    assert!(r.outcomes.iter().all(|o| *o == Outcome::Added));
+    assert!(
+        open_fds(core.pid()).iter().any(|&f| f >= 1024),
+        "no descriptor above FD_SETSIZE"
+    );
+    Report::read_from(&mut connect4(*ports.last().unwrap()).unwrap());
+    Report::read_from(&mut connect4(ports[0]).unwrap());
+}

@@ -56,6 +56,27 @@ fn unix_listener_in_a_writable_directory_is_refused() {
 }
 
 #[test]
+fn unix_listener_in_a_directory_of_another_user_is_refused() {
+    require_root!("a directory owned by nobody");
+    let dir = TempDir::secure("unix-o");
+    let theirs = subdir(&dir, "theirs", 0o755);
+    nix::unistd::chown(
+        &theirs,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    let core = Core::start();
+    let r = core.apply(vec![unix_stream(&theirs.join("s.sock"))]);
+    assert!(
+        matches!(r.outcomes[0], Outcome::Rejected { .. }),
+        "{:?}",
+        r.outcomes[0]
+    );
+    assert!(!theirs.join("s.sock").exists());
+}
+
+#[test]
 fn unix_listener_through_a_symlink_is_refused() {
     let dir = TempDir::secure("unix-l");
     let real = subdir(&dir, "real", 0o755);
