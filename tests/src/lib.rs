@@ -343,7 +343,7 @@ pub fn connect4(port: u16) -> std::io::Result<TcpStream> {
     connect_to(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
 }
 
-/// Connects to [::1]:`port`, with 5 s read and write timeouts.
+/// Connects to `[::1]:port`, with 5 s read and write timeouts.
 pub fn connect6(port: u16) -> std::io::Result<TcpStream> {
     connect_to(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port))
 }
@@ -438,7 +438,7 @@ pub fn command_as_user(u: &User, program: impl AsRef<std::ffi::OsStr>) -> Comman
 }
 
 /// The credentials services run with in the tests: `nobody` (65534,
-/// group 65534, groups [65534]) as root; our own uid and gid otherwise (a
+/// group 65534, groups `[65534]`) as root; our own uid and gid otherwise (a
 /// normal user's core runs everything as itself).
 pub fn service_creds() -> Credentials {
     if is_root() {
@@ -474,7 +474,7 @@ pub fn tcp4(port: u16) -> ListenerSpec {
     )
 }
 
-/// A stream listener on [::1]:`port`, IPv6 only.
+/// A stream listener on `[::1]:port`, IPv6 only.
 pub fn tcp6(port: u16) -> ListenerSpec {
     inet_spec(
         IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -484,7 +484,7 @@ pub fn tcp6(port: u16) -> ListenerSpec {
     )
 }
 
-/// A dual-stack stream listener on [::]:`port` (IPV6_V6ONLY off): reached
+/// A dual-stack stream listener on `[::]:port` (IPV6_V6ONLY off): reached
 /// from 127.0.0.1 and ::1.
 pub fn tcp_dual(port: u16) -> ListenerSpec {
     inet_spec(
@@ -508,7 +508,7 @@ pub fn udp4(port: u16) -> ListenerSpec {
     .probe(&["udp-echo-once"])
 }
 
-/// A `wait` datagram listener on [::1]:`port`, IPv6 only.
+/// A `wait` datagram listener on `[::1]:port`, IPv6 only.
 pub fn udp6(port: u16) -> ListenerSpec {
     inet_spec(
         IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -520,7 +520,7 @@ pub fn udp6(port: u16) -> ListenerSpec {
     .probe(&["udp-echo-once"])
 }
 
-/// A `wait` dual-stack datagram listener on [::]:`port`.
+/// A `wait` dual-stack datagram listener on `[::]:port`.
 pub fn udp_dual(port: u16) -> ListenerSpec {
     inet_spec(
         IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -572,7 +572,7 @@ pub fn no_limits() -> Limits {
     }
 }
 
-/// Exec the probe with `args` (argv[0] is `inetd-test-probe`).
+/// Exec the probe with `args` (`argv[0]` is `inetd-test-probe`).
 pub fn probe_action(args: &[&str]) -> Action {
     let mut argv = vec!["inetd-test-probe".to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
@@ -584,7 +584,7 @@ pub fn probe_action(args: &[&str]) -> Action {
 
 /// Chainable changes to a [`ListenerSpec`].
 pub trait SpecExt: Sized {
-    /// Exec `path` with `argv` (argv[0] included).
+    /// Exec `path` with `argv` (`argv[0]` included).
     fn exec(self, path: &str, argv: &[&str]) -> Self;
     /// Exec the probe with `args`.
     fn probe(self, args: &[&str]) -> Self;
