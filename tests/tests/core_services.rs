@@ -216,3 +216,62 @@ fn dgram_child_answers_from_the_listening_socket() {
     let (_, from) = c.recv_from(&mut buf).unwrap();
     assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)));
 }
+
+#[test]
+fn wait_stream_socket_is_not_polled_while_its_child_runs() {
+    let core = Core::start();
+    let port = free_port();
+    // A child that never accepts: the connections wait in the backlog and
+    // the core must not start a second child for them.
+    let spec = tcp4(port).wait(true).probe(&["sleep", "30"]);
+    let bind = spec.bind.clone();
+    core.apply(vec![spec]);
+    let _a = connect4(port).unwrap();
+    let st = core.wait_state(&bind, Duration::from_secs(5), |s| {
+        *s == ListenerState::Waiting
+    });
+    assert_eq!(st.counters.children, 1);
+    let _b = connect4(port).unwrap();
+    let _c = connect4(port).unwrap();
+    let kids = core.children();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    // When it leaves, the core polls again and the next child accepts.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(kids[0].0),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    core.wait_state(&bind, Duration::from_secs(5), |s| {
+        *s == ListenerState::Waiting
+    });
+    wait_for("a second wait child", Duration::from_secs(5), || {
+        core.children().iter().any(|(p, _)| *p != kids[0].0)
+    });
+}
+
+#[test]
+fn wait_dgram_over_ipv6_and_dual_stack() {
+    if !has_ipv6() {
+        eprintln!("skipped: no IPv6 on this host");
+        return;
+    }
+    let core = Core::start();
+    let (p6, pd) = (free_port(), free_port());
+    let r = core.apply(vec![udp6(p6), udp_dual(pd)]);
+    assert_eq!(r.outcomes, vec![Outcome::Added, Outcome::Added]);
+    let ask = |to: SocketAddr| {
+        let reply = udp_request(to, b"x", Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no reply from {to}"));
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    assert!(ask(format!("[::1]:{p6}").parse().unwrap()).ends_with(" x"));
+    assert!(ask(format!("[::1]:{pd}").parse().unwrap()).ends_with(" x"));
+    assert!(ask(format!("127.0.0.1:{pd}").parse().unwrap()).ends_with(" x"));
+    // The IPv6-only socket is not reachable over IPv4.
+    assert!(udp_request(
+        format!("127.0.0.1:{p6}").parse().unwrap(),
+        b"x",
+        Duration::from_millis(300)
+    )
+    .is_none());
+}
