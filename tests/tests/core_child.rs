@@ -304,8 +304,21 @@ fn root_ids_are_accepted_with_allow_root_services() {
     let rep = Report::read_from(&mut connect4(port).unwrap());
     assert_eq!(rep.value("uid"), "0 0 0 0");
     assert_eq!(rep.value("gid"), "0 0 0 0");
-    // Root services take their capabilities back at exec: no no_new_privs.
+    // Root services take their capabilities back at exec: no no_new_privs,
+    // and the bounding set as the core was given it (not cut), so they get
+    // all of it back.
     assert_eq!(rep.value("nonewprivs"), "0");
+    let ours = format!(
+        "{:016x}",
+        proc_caps(std::process::id() as i32, "CapBnd").unwrap()
+    );
+    assert_eq!(
+        format!("{:016x}", proc_caps(core.pid(), "CapBnd").unwrap()),
+        ours,
+        "the core cut its bounding set although it runs root services"
+    );
+    assert_eq!(rep.value("capbnd"), ours);
+    assert_eq!(rep.value("capeff"), ours);
 }
 
 #[test]
