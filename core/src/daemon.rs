@@ -1309,12 +1309,20 @@ impl Daemon {
                 }
                 (CoreResponse::Hello(self.hello_reply()), false)
             }
-            _ if !hello => (
-                CoreResponse::Error {
-                    reason: "the first message on a core connection must be Hello".into(),
-                },
-                true,
-            ),
+            _ if !hello => {
+                let who = self
+                    .conns
+                    .get(&cid)
+                    .map(|c| c.who.clone())
+                    .unwrap_or_default();
+                warn!("core connection from {who}: a request before Hello; answering with an error and closing it");
+                (
+                    CoreResponse::Error {
+                        reason: "the first message on a core connection must be Hello".into(),
+                    },
+                    true,
+                )
+            }
             CoreRequest::Apply { listeners } => (self.apply(listeners), false),
             CoreRequest::Status => (CoreResponse::Status(self.status()), false),
         };
