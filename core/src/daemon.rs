@@ -40,7 +40,7 @@ use crate::builtins::{self, UdpGuard};
 use crate::logger::escape;
 use crate::peer;
 use crate::plan::{self, Step};
-use crate::sys::child::{self, ChildStatus, Ids, Program, Spawn};
+use crate::sys::child::{self, ChildStatus, Ids, Program, Spawn, StatusPipe};
 use crate::sys::net::{self, AcceptError, Family, Kind};
 use crate::sys::unixsock::{self, SocketFile, UnixError};
 use crate::sys::{self, ExitStatus};
@@ -235,6 +235,9 @@ pub struct Daemon {
     ctl: Option<CtlState>,
     quit: Option<i32>,
     rbuf: Vec<u8>,
+    /// A status pipe made before an accept that found nothing, kept for
+    /// the next one.
+    spare_pipe: Option<StatusPipe>,
 }
 
 pub fn unix_now() -> u64 {
@@ -358,6 +361,7 @@ impl Daemon {
             ctl,
             quit: None,
             rbuf: vec![0; 64 * 1024],
+            spare_pipe: None,
         }
     }
 
@@ -543,24 +547,36 @@ impl Daemon {
             return;
         }
         for _ in 0..ACCEPT_BATCH {
+            // The child's status pipe first: out of descriptors, the
+            // connection stays queued in the kernel instead of being
+            // accepted and then dropped for want of a pipe.
+            let pipe = match self.spare_pipe.take() {
+                Some(p) => p,
+                None => match StatusPipe::new() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.pause_accepts(&format!("cannot make a status pipe: {e}"));
+                        return;
+                    }
+                },
+            };
             let Some(sock) = self.listeners.get(&id).and_then(|l| l.sock.as_ref()) else {
+                self.spare_pipe = Some(pipe);
                 return;
             };
             match net::accept(sock.as_fd()) {
-                Ok(conn) => {
-                    if self.in_burst {
-                        self.in_burst = false;
-                        self.pause_backoff.reset();
-                        info!("accepting connections again");
-                    }
-                    self.serve_connection(id, conn);
+                Ok(conn) => self.spare_pipe = self.serve_connection(id, conn, pipe),
+                Err(AcceptError::Nothing) => {
+                    self.spare_pipe = Some(pipe);
+                    return;
                 }
-                Err(AcceptError::Nothing) => return,
                 Err(AcceptError::Resources(e)) => {
+                    self.spare_pipe = Some(pipe);
                     self.pause_accepts(&format!("accept failed: {e}"));
                     return;
                 }
                 Err(AcceptError::Other(e)) => {
+                    self.spare_pipe = Some(pipe);
                     let l = self.listeners.get_mut(&id).expect("checked above");
                     warn!("accept failed service=\"{}\": {e}", l.label());
                     l.last_error = Some(format!("accept: {e}"));
@@ -573,13 +589,22 @@ impl Daemon {
         }
     }
 
+    /// A child started: a burst of resource failures, if any, is over.
+    fn end_burst(&mut self) {
+        if self.in_burst {
+            self.in_burst = false;
+            self.pause_backoff.reset();
+            info!("starting children again");
+        }
+    }
+
     /// Stops polling every listener for a while: out of descriptors or
     /// memory, accept would fail again at once and the loop would spin.
     fn pause_accepts(&mut self, why: &str) {
         let d = self.pause_backoff.next_delay();
         if !self.in_burst {
             warn!(
-                "{why}; not accepting for {} ms (doubling up to 1 s until an accept succeeds)",
+                "{why}; not accepting for {} ms (doubling up to 1 s until a child starts; logged once)",
                 d.as_millis()
             );
             self.in_burst = true;
@@ -588,7 +613,8 @@ impl Daemon {
     }
 
     /// One accepted connection of a nowait (or builtin stream) service.
-    fn serve_connection(&mut self, id: u64, conn: OwnedFd) {
+    /// Returns the status pipe if no child was started with it.
+    fn serve_connection(&mut self, id: u64, conn: OwnedFd, pipe: StatusPipe) -> Option<StatusPipe> {
         let l = &self.listeners[&id];
         let (peer_text, env) = match &l.spec.bind {
             Bind::Inet { .. } => {
@@ -599,7 +625,7 @@ impl Daemon {
                         "connection to service=\"{}\" gone before it was served",
                         l.label()
                     );
-                    return;
+                    return Some(pipe);
                 };
                 if p.port() == 20 {
                     // OpenBSD's gettcp(): an ftp-data source port means an
@@ -609,7 +635,7 @@ impl Daemon {
                         l.label(),
                         peer::fmt_addr(p)
                     );
-                    return;
+                    return Some(pipe);
                 }
                 if let Some(acl) = &l.spec.acl {
                     if !crate::validate::acl_allows(acl, peer::unmap(p.ip())) {
@@ -620,7 +646,7 @@ impl Daemon {
                         );
                         let l = self.listeners.get_mut(&id).expect("present");
                         l.counters.refused_acl += 1;
-                        return;
+                        return Some(pipe);
                     }
                 }
                 (peer::fmt_addr(p), peer::tcp_env(p, local))
@@ -634,11 +660,17 @@ impl Daemon {
                         "connection to service=\"{}\": no peer credentials: {e}",
                         l.label()
                     );
-                    return;
+                    return Some(pipe);
                 }
             },
         };
-        if let Some(pid) = self.spawn_for(id, conn.as_raw_fd(), &env, Some(peer_text.clone())) {
+        if let Some(pid) = self.spawn_for(
+            id,
+            conn.as_raw_fd(),
+            &env,
+            Some(peer_text.clone()),
+            Some(pipe),
+        ) {
             let l = self.listeners.get_mut(&id).expect("present");
             l.counters.accepted += 1;
             info!(
@@ -648,6 +680,7 @@ impl Daemon {
             );
         }
         // The parent's copy of the connection is closed here.
+        None
     }
 
     /// A wait service (or a dgram builtin): the child gets the socket.
@@ -656,7 +689,17 @@ impl Daemon {
             Some(s) => s.as_raw_fd(),
             None => return,
         };
-        if let Some(pid) = self.spawn_for(id, raw, &[], None) {
+        let pipe = match self.spare_pipe.take() {
+            Some(p) => p,
+            None => match StatusPipe::new() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.pause_accepts(&format!("cannot make a status pipe: {e}"));
+                    return;
+                }
+            },
+        };
+        if let Some(pid) = self.spawn_for(id, raw, &[], None, Some(pipe)) {
             let l = self.listeners.get_mut(&id).expect("present");
             l.state = LState::Waiting(pid);
             l.counters.accepted += 1;
@@ -675,6 +718,7 @@ impl Daemon {
         fd: RawFd,
         env_conn: &[CString],
         peer: Option<String>,
+        pipe: Option<StatusPipe>,
     ) -> Option<i32> {
         let l = &self.listeners[&id];
         let c = &l.spec.creds;
@@ -715,6 +759,7 @@ impl Daemon {
                     env_fixed: env,
                     env_conn,
                 },
+                pipe,
             }),
             Prepared::Builtin(b) => {
                 let program = self.builtin_program(*b, l.spec.socket_type);
@@ -726,12 +771,14 @@ impl Daemon {
                     no_new_privs,
                     fds: &[fd],
                     program,
+                    pipe,
                 })
             }
         };
         let label = l.label();
         match result {
             Ok(sp) => {
+                self.end_burst();
                 let l = self.listeners.get_mut(&id).expect("present");
                 l.counters.children += 1;
                 self.children.insert(
@@ -750,12 +797,16 @@ impl Daemon {
                 Some(sp.pid)
             }
             Err(e) => {
-                error!("fork failed service=\"{label}\": {e}");
+                // Logged once per burst (by pause_accepts) and kept as the
+                // listener's last error.
                 let l = self.listeners.get_mut(&id).expect("present");
-                l.last_error = Some(format!("fork: {e}"));
-                // Out of processes or memory: the socket stays readable, so
-                // back off like an accept that fails for lack of resources.
-                self.pause_accepts(&format!("fork failed: {e}"));
+                l.last_error = Some(format!("cannot start a child: {e}"));
+                // Out of processes, descriptors or memory: the socket stays
+                // readable, so back off like an accept that fails for lack
+                // of resources.
+                self.pause_accepts(&format!(
+                    "cannot start a child for service=\"{label}\": {e}"
+                ));
                 None
             }
         }
@@ -925,6 +976,7 @@ impl Daemon {
                 env_fixed: &env,
                 env_conn: &[],
             },
+            pipe: None,
         });
         drop(theirs);
         match r {

@@ -60,6 +60,29 @@ pub enum Program<'a> {
     Builtin(Box<dyn FnOnce(OwnedFd) -> i32 + 'a>),
 }
 
+/// A child's status pipe, made before the child is needed: the core makes
+/// it before it accepts a connection, so that running out of descriptors
+/// shows before a connection is taken (and would have to be dropped), not
+/// after.
+#[derive(Debug)]
+pub struct StatusPipe {
+    rd: OwnedFd,
+    wr: OwnedFd,
+}
+
+impl StatusPipe {
+    /// A close-on-exec pipe; the read end nonblocking.
+    pub fn new() -> io::Result<StatusPipe> {
+        let mut pipe = [-1 as RawFd; 2];
+        // SAFETY: `pipe` is a valid array of two ints for pipe2 to fill.
+        cvt(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: pipe2 succeeded; both descriptors are new and ours alone.
+        let (rd, wr) = unsafe { (owned(pipe[0]), owned(pipe[1])) };
+        super::set_nonblocking(rd.as_fd(), true)?;
+        Ok(StatusPipe { rd, wr })
+    }
+}
+
 /// One child to start.
 pub struct Spawn<'a> {
     /// The ids to take. With `change_ids` false (a non-root core, which
@@ -71,6 +94,8 @@ pub struct Spawn<'a> {
     /// `fds[i]` becomes descriptor `i` in the child; nothing else stays open.
     pub fds: &'a [RawFd],
     pub program: Program<'a>,
+    /// The status pipe, made in advance; `None` makes one now.
+    pub pipe: Option<StatusPipe>,
 }
 
 /// A started child and the read end of its status pipe (nonblocking): end
@@ -176,7 +201,7 @@ pub fn read_status(fd: &OwnedFd) -> ChildStatus {
 }
 
 /// Forks a child that follows the path described at the top of this file.
-pub fn spawn(s: Spawn<'_>) -> io::Result<Spawned> {
+pub fn spawn(mut s: Spawn<'_>) -> io::Result<Spawned> {
     // Everything the child needs, allocated now.
     let (path_ptr, argv_ptrs, env_ptrs) = match &s.program {
         Program::Exec {
@@ -205,11 +230,10 @@ pub fn spawn(s: Spawn<'_>) -> io::Result<Spawned> {
     want_groups.dedup();
     let mut got_groups: Vec<libc::gid_t> = vec![0; want_groups.len() + 1];
 
-    let mut pipe = [-1 as RawFd; 2];
-    // SAFETY: `pipe` is a valid array of two ints for pipe2 to fill.
-    cvt(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 succeeded; both descriptors are new and ours alone.
-    let (rd, wr) = unsafe { (owned(pipe[0]), owned(pipe[1])) };
+    let StatusPipe { rd, wr } = match s.pipe.take() {
+        Some(p) => p,
+        None => StatusPipe::new()?,
+    };
 
     // SAFETY: the core is single-threaded (no other thread can hold a lock
     // the child would need); the child runs only `child_main`, which never
@@ -231,7 +255,6 @@ pub fn spawn(s: Spawn<'_>) -> io::Result<Spawned> {
         child_main(ctx, s);
     }
     drop(wr);
-    super::set_nonblocking(rd.as_fd(), true)?;
     Ok(Spawned { pid, status: rd })
 }
 
@@ -453,12 +476,30 @@ fn verify_ids(c: &mut ChildCtx<'_>, ids: &Ids, changed: bool) {
 /// right above them) when `keep_status`, and closes everything else.
 fn setup_fds(c: &mut ChildCtx<'_>, fds: &[RawFd], keep_status: bool) {
     let n = fds.len() as libc::c_int;
-    // First copy every source (and the status pipe) above the target range,
-    // so that placing one target can never overwrite a source not yet placed.
     let mut high = [0 as libc::c_int; 8];
     if fds.len() > high.len() {
         fail(c.status_fd, Step::Descriptors, libc::EINVAL);
     }
+    // Close everything but the sources and the status pipe first: the core
+    // may be at its descriptor limit, and the copies below need room.
+    let mut keep = [0 as libc::c_int; 9];
+    keep[..fds.len()].copy_from_slice(fds);
+    keep[fds.len()] = c.status_fd;
+    let keep = &mut keep[..=fds.len()];
+    keep.sort_unstable();
+    // SAFETY: in the child between fork and exec, see `close_between`.
+    unsafe {
+        let mut from: libc::c_int = 3;
+        for &k in keep.iter() {
+            if k >= from {
+                close_between(from, k - 1);
+                from = k + 1;
+            }
+        }
+        close_between(from, libc::c_int::MAX);
+    }
+    // Then copy every source (and the status pipe) above the target range,
+    // so that placing one target can never overwrite a source not yet placed.
     // SAFETY: fcntl/dup3 on descriptors of this process; failures reported.
     unsafe {
         for (i, &fd) in fds.iter().enumerate() {
@@ -485,6 +526,44 @@ fn setup_fds(c: &mut ChildCtx<'_>, fds: &[RawFd], keep_status: bool) {
         }
         let first = if keep_status { n + 1 } else { n };
         close_from(first as libc::c_uint);
+    }
+}
+
+/// Closes the descriptors `first..=last` (nothing if `first > last`).
+///
+/// # Safety
+///
+/// As for [`close_from`].
+unsafe fn close_between(first: libc::c_int, last: libc::c_int) {
+    if first > last || first < 0 {
+        return;
+    }
+    // SAFETY: close_range takes plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            last as libc::c_uint,
+            0,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.9: close one by one, up to the descriptor limit.
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        1024
+    };
+    for fd in first..=last.min(max) {
+        // SAFETY: closing descriptors of this child; see the contract.
+        unsafe { libc::close(fd) };
     }
 }
 
@@ -547,6 +626,7 @@ mod tests {
                 env_fixed: &env,
                 env_conn: &[],
             },
+            pipe: None,
         })
         .unwrap();
         drop(w);
