@@ -275,3 +275,50 @@ fn wait_dgram_over_ipv6_and_dual_stack() {
     )
     .is_none());
 }
+
+#[test]
+fn a_wait_dgram_server_that_cannot_start_does_not_loop() {
+    // OpenBSD inetd reads the datagram away when the server cannot start;
+    // otherwise the socket stays readable and the core forks forever.
+    let core = Core::start();
+    let port = free_port();
+    let spec = udp4(port).exec("/nonexistent/inetd-test-server", &["server"]);
+    let bind = spec.bind.clone();
+    core.apply(vec![spec]);
+    let c = udp_client();
+    c.send_to(b"x", ("127.0.0.1", port)).unwrap();
+    wait_for("the exec failure", Duration::from_secs(5), || {
+        core.status().listeners[0].counters.exec_failures >= 1
+    });
+    core.wait_state(&bind, Duration::from_secs(5), |s| {
+        *s == ListenerState::Listening
+    });
+    // A measurement window: a looping core would fail again and again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(core.status().listeners[0].counters.exec_failures, 1);
+    c.send_to(b"y", ("127.0.0.1", port)).unwrap();
+    wait_for("the second exec failure", Duration::from_secs(5), || {
+        core.status().listeners[0].counters.exec_failures >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(core.status().listeners[0].counters.exec_failures, 2);
+}
+
+#[test]
+fn removing_a_wait_dgram_listener_leaves_its_child_serving() {
+    let core = Core::start();
+    let port = free_port();
+    core.apply(vec![udp4(port).probe(&["udp-echo"])]);
+    let c = udp_client();
+    let (pid, _) = ask(&c, port, "a");
+    let r = core.apply(vec![]);
+    assert_eq!(r.removed.len(), 1);
+    // The child still holds the socket and answers.
+    assert_eq!(ask(&c, port, "b"), (pid, "b".to_string()));
+    assert_eq!(ask(&c, port, "quit"), (pid, "quit".to_string()));
+    // Once it has gone, nothing holds the port.
+    wait_for("the port to be free", Duration::from_secs(5), || {
+        UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    });
+    assert!(core.status().listeners.is_empty());
+}
