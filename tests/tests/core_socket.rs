@@ -299,3 +299,30 @@ fn a_second_core_on_the_same_socket_exits_1() {
     assert!(first.socket_path().exists());
     first.client().status();
 }
+
+#[test]
+fn the_core_has_no_abstract_socket() {
+    // CVE-2020-15257: an abstract socket has no file mode; anyone in the
+    // network namespace could connect.
+    let core = Core::start();
+    let dir = TempDir::secure("abstract");
+    core.apply(vec![tcp4(free_port()), unix_stream(&dir.join("s.sock"))]);
+    let _held = core.client();
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", core.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            let t = t.display().to_string();
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    assert!(inodes.len() >= 3, "{inodes:?}");
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 8 && inodes.iter().any(|i| i == f[6]) {
+            assert!(!f[7].starts_with('@'), "abstract socket: {line}");
+        }
+    }
+}
