@@ -421,3 +421,68 @@ fn listeners_past_fd_setsize_serve() {
     Report::read_from(&mut connect4(*ports.last().unwrap()).unwrap());
     Report::read_from(&mut connect4(ports[0]).unwrap());
 }
+
+#[test]
+fn signals_applies_and_exits_at_once_leave_a_consistent_core() {
+    // CVE-2006-5051 / CVE-2024-6387, cups#1072, keepalived#209: signal
+    // handling that does real work breaks under load. 1000 SIGHUPs, 100
+    // applies and 500 connections whose children exit at once, together.
+    let _g = serial();
+    let core = Core::start();
+    let stable = free_port();
+    let extra: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let set = |n: usize| {
+        let mut v = vec![tcp4(stable)
+            .exec("/bin/true", &["true"])
+            .limits(no_limits())];
+        v.extend(extra.iter().take(n % 5).map(|&p| tcp4(p)));
+        v
+    };
+    core.apply(set(0));
+    let pid = core.pid();
+    let hup = std::thread::spawn(move || {
+        for _ in 0..1000 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGHUP,
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    });
+    let sock = core.socket_path().to_path_buf();
+    let sets: Vec<_> = (0..100).map(set).collect();
+    let applier = std::thread::spawn(move || {
+        let mut c = CoreClient::connect(&sock).unwrap();
+        let mut last = None;
+        for s in sets {
+            last = Some(c.apply(s).generation);
+        }
+        last
+    });
+    for i in 0..500 {
+        let mut s = connect4(stable).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        read_all(&mut s);
+    }
+    hup.join().unwrap();
+    let last_gen = applier.join().unwrap().unwrap();
+
+    assert!(core_alive(&core), "the core died; log:\n{}", core.log());
+    let st = core.status();
+    assert_eq!(st.generation, last_gen);
+    // The last set was set(99): the stable listener and 99 % 5 = 4 others.
+    assert_eq!(st.listeners.len(), 5);
+    assert_eq!(
+        st.listeners
+            .iter()
+            .find(|l| l.spec.bind == tcp4(stable).bind)
+            .unwrap()
+            .counters
+            .accepted,
+        500
+    );
+    let ok = wait_until(Duration::from_secs(2), || zombies(&core).is_empty());
+    assert!(ok, "zombies: {:?}", zombies(&core));
+    wait_for("all children reaped", Duration::from_secs(5), || {
+        core.children().is_empty() && core.status().children.is_empty()
+    });
+}
