@@ -57,7 +57,9 @@
 //! | CVE-2016-7795/-7796, bincode#41 etc. (bad frames, 2^62 Vec) | `core_socket::malformed_frames_end_the_connection_and_the_core_keeps_serving` |
 //! | CVE-2018-15686 (text forging state/log lines) | `core_apply::labels_cannot_forge_log_lines`, `invalid_listeners_are_refused_one_by_one` |
 //! | CVE-2019-7304 dirty_sock | `core_socket::a_client_is_judged_by_its_uid_not_its_socket_path` |
-//! | CVE-2020-15257 (who reaches the socket) | `core_socket::only_root_and_the_controller_are_served`, `core_socket_is_0660_root_and_the_controllers_group` |
+//! | CVE-2020-15257 (who reaches the socket) | `core_socket::only_root_and_the_controller_are_served`, `core_socket_is_0660_root_and_the_controllers_group`, `the_core_has_no_abstract_socket` |
+//! | CVE-2006-5051, CVE-2024-6387, cups#1072, keepalived#209 (signal handlers) | `core_resources::signals_applies_and_exits_at_once_leave_a_consistent_core` |
+//! | OpenBSD `spawn()` (a dgram server that cannot start) | `core_services::a_wait_dgram_server_that_cannot_start_does_not_loop` |
 //! | unlink/bind TOCTOU on unix paths | `core_unix::*` |
 //! | openSUSE/xinetd PR #7 (ACL with no peer) | `core_acl::an_access_list_where_no_peer_can_be_checked_is_refused` |
 //! | OpenBSD `gettcp()` port 20 | `core_policy::a_connection_from_source_port_20_is_closed_at_once` |
