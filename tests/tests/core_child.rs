@@ -391,3 +391,17 @@ fn a_core_given_fewer_capabilities_drops_only_what_is_present() {
     let rep = Report::read_from(&mut connect4(port).unwrap());
     assert_eq!(rep.value("uid"), "65534 65534 65534 65534");
 }
+
+#[test]
+fn child_gets_the_descriptor_limit_the_core_was_started_with() {
+    // The core may raise its own soft limit for many listeners; servers
+    // (some still use select) get the limit the core was given.
+    let core = Core::start_with(CoreOptions {
+        wrapper: vec!["prlimit".into(), "--nofile=1000:4000".into(), "--".into()],
+        ..CoreOptions::default()
+    });
+    let port = free_port();
+    core.apply(vec![tcp4(port)]);
+    let rep = Report::read_from(&mut connect4(port).unwrap());
+    assert_eq!(rep.value("nofile"), "1000 4000");
+}

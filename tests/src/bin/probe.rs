@@ -26,7 +26,7 @@
 //! `pid`, `ppid`, `sid`, `pgid`, `uid`/`gid` (real effective saved fs),
 //! `groups`, `umask`, `cwd`, `nonewprivs`, `capeff`, `capprm`, `capbnd`,
 //! `capinh`, `capamb`, `sigign`, `sigblk`, `sigcgt` (hex masks as in
-//! /proc/self/status), `fd N TARGET` per open descriptor,
+//! /proc/self/status), `nofile SOFT HARD`, `fd N TARGET` per open descriptor,
 //! `sock N type=T local=A peer=B` for each of fds 0-2 that is a socket,
 //! `env NAME=VALUE` per environment variable, `arg S` per argument.
 //!
@@ -282,6 +282,13 @@ fn report() -> String {
             .unwrap_or_else(|| "missing".into());
         line(key, &v);
     }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let nofile = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .map(|v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "missing".into());
+    line("nofile", &nofile);
     line(
         "cwd",
         &std::env::current_dir()
