@@ -304,8 +304,21 @@ fn root_ids_are_accepted_with_allow_root_services() {
     let rep = Report::read_from(&mut connect4(port).unwrap());
     assert_eq!(rep.value("uid"), "0 0 0 0");
     assert_eq!(rep.value("gid"), "0 0 0 0");
-    // Root services take their capabilities back at exec: no no_new_privs.
+    // Root services take their capabilities back at exec: no no_new_privs,
+    // and the bounding set as the core was given it (not cut), so they get
+    // all of it back.
     assert_eq!(rep.value("nonewprivs"), "0");
+    let ours = format!(
+        "{:016x}",
+        proc_caps(std::process::id() as i32, "CapBnd").unwrap()
+    );
+    assert_eq!(
+        format!("{:016x}", proc_caps(core.pid(), "CapBnd").unwrap()),
+        ours,
+        "the core cut its bounding set although it runs root services"
+    );
+    assert_eq!(rep.value("capbnd"), ours);
+    assert_eq!(rep.value("capeff"), ours);
 }
 
 #[test]
@@ -341,4 +354,40 @@ fn core_keeps_exactly_four_capabilities() {
     for f in ["CapInh", "CapAmb"] {
         assert_eq!(proc_caps(core.pid(), f), Some(0), "{f}");
     }
+}
+
+#[test]
+fn a_core_given_fewer_capabilities_drops_only_what_is_present() {
+    require_root!("capabilities of a root core");
+    require_probe_for_others!();
+    // A unit that already took CAP_KILL and CAP_SETPCAP away: the bounding
+    // set cannot be cut (no CAP_SETPCAP), which the core must say, and it
+    // runs with the three that are left.
+    let core = Core::start_with(CoreOptions {
+        wrapper: vec![
+            "setpriv".into(),
+            "--bounding-set=-kill,-setpcap".into(),
+            "--".into(),
+        ],
+        ..CoreOptions::default()
+    });
+    let want = cap::mask(&[cap::NET_BIND_SERVICE, cap::SETUID, cap::SETGID]);
+    for f in ["CapEff", "CapPrm"] {
+        let got = proc_caps(core.pid(), f).unwrap();
+        assert_eq!(got, want, "{f} is {got:016x}, expected {want:016x}");
+    }
+    let bnd = proc_caps(core.pid(), "CapBnd").unwrap();
+    assert_eq!(bnd & cap::mask(&[cap::KILL, cap::SETPCAP]), 0);
+    assert!(
+        core.log()
+            .lines()
+            .any(|l| l.to_lowercase().contains("bounding")),
+        "the core does not say it could not cut the bounding set:\n{}",
+        core.log()
+    );
+    // And it still serves as nobody.
+    let port = free_port();
+    core.apply(vec![tcp4(port)]);
+    let rep = Report::read_from(&mut connect4(port).unwrap());
+    assert_eq!(rep.value("uid"), "65534 65534 65534 65534");
 }
