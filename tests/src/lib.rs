@@ -761,9 +761,18 @@ impl Core {
         c
     }
 
-    /// The core's pid (wrappers exec it, so it is the spawned process).
+    /// The core's pid. Wrappers that exec (setpriv, prlimit, sh) keep the
+    /// spawned pid; one that stays as the parent (strace) has the core as
+    /// its child, which is found by name.
     pub fn pid(&self) -> i32 {
-        self.pid
+        if comm(self.pid).as_deref() == Some("inetd-core") {
+            return self.pid;
+        }
+        children_of(self.pid)
+            .into_iter()
+            .map(|(p, _)| p)
+            .find(|&p| comm(p).as_deref() == Some("inetd-core"))
+            .unwrap_or(self.pid)
     }
 
     /// The core socket's path.
@@ -837,7 +846,7 @@ impl Core {
 
     /// Sends `sig` to the core.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
     }
 
     /// The core's exit status, if it has exited (reaps it).
@@ -864,21 +873,26 @@ impl Core {
 
     /// The core's live children: (pid, state letter).
     pub fn children(&self) -> Vec<(i32, char)> {
-        children_of(self.pid)
+        children_of(self.pid())
     }
 
     /// The core's open descriptors.
     pub fn fd_count(&self) -> usize {
-        open_fds(self.pid).len()
+        open_fds(self.pid()).len()
     }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        let kids: Vec<(i32, Option<u64>)> = children_of(self.pid)
+        // The core's children, and the core itself when a wrapper stayed.
+        let core = self.pid();
+        let mut kids: Vec<(i32, Option<u64>)> = children_of(core)
             .into_iter()
             .map(|(p, _)| (p, start_time(p)))
             .collect();
+        if core != self.pid {
+            kids.push((core, start_time(core)));
+        }
         if self.exit_status().is_none() {
             self.signal(nix::sys::signal::Signal::SIGTERM);
             if self.wait_exit(Duration::from_secs(5)).is_none() {
@@ -1130,6 +1144,13 @@ pub fn proc_stat(pid: i32) -> Option<Vec<String>> {
 /// a reused one).
 pub fn start_time(pid: i32) -> Option<u64> {
     proc_stat(pid)?.get(19)?.parse().ok()
+}
+
+/// The command name of `pid` (`/proc/PID/comm`).
+pub fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
 }
 
 /// utime + stime of `pid`, in clock ticks.

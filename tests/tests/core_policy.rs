@@ -229,3 +229,68 @@ fn wait_and_reloaded_services_see_only_their_descriptors() {
     assert_eq!(udp.sock(0).unwrap()["local"], format!("127.0.0.1:{u}"));
     assert_eq!(udp.env().len(), 1, "{:?}", udp.env());
 }
+
+#[test]
+fn the_core_resolves_no_names_for_a_request() {
+    // Trust rule 2: numbers in, no NSS, DNS or /etc/services on behalf of
+    // a request. Traced from after start-up (which may resolve the
+    // controller user) through an Apply and connections.
+    let dir = TempDir::new("nss");
+    let trace = dir.join("trace");
+    let core = Core::start_with(CoreOptions {
+        wrapper: vec![
+            "strace".into(),
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            trace.display().to_string(),
+            "-e".into(),
+            "trace=open,openat,connect".into(),
+            "--".into(),
+        ],
+        ..CoreOptions::default()
+    });
+    let started = std::fs::read_to_string(&trace).unwrap_or_default().len();
+    let port = free_port();
+    let unix_dir = TempDir::secure("nss-unix");
+    let r = core.apply(vec![
+        tcp4(port).exec("/bin/true", &["true"]),
+        unix_stream(&unix_dir.join("s.sock")),
+    ]);
+    assert_eq!(r.outcomes, vec![Outcome::Added; 2]);
+    for _ in 0..3 {
+        read_all(&mut connect4(port).unwrap());
+    }
+    Report::read_from(
+        &mut std::os::unix::net::UnixStream::connect(unix_dir.join("s.sock")).unwrap(),
+    );
+    core.status();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let after = &text[started.min(text.len())..];
+    let names = [
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/shadow",
+        "/etc/services",
+        "/etc/hosts",
+        "/etc/nsswitch.conf",
+        "/etc/resolv.conf",
+        "/etc/host.conf",
+        "nscd",
+        "/run/systemd/userdb",
+        "htons(53)",
+    ];
+    let hits: Vec<&str> = after
+        .lines()
+        .filter(|l| names.iter().any(|n| l.contains(n)))
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "name resolution for a request:\n{}",
+        hits.join("\n")
+    );
+    assert!(
+        after.contains("openat") || after.contains("connect"),
+        "empty trace"
+    );
+}

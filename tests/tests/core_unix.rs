@@ -174,3 +174,45 @@ fn unix_stream_listener_mode_environment_and_removal() {
         std::fs::symlink_metadata(&path).is_err()
     });
 }
+
+#[test]
+fn unix_seqpacket_listener_hands_over_the_connection() {
+    use nix::sys::socket::{
+        connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::secure("unix-sp");
+    let path = dir.join("sp.sock");
+    let core = Core::start();
+    let mut spec = unix_stream(&path);
+    spec.socket_type = inetd_protocol::SocketType::Seqpacket;
+    assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(5, 0),
+    )
+    .unwrap();
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).expect("recv (5 s timeout)");
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let rep = Report::parse(&String::from_utf8_lossy(&text));
+    assert!(rep.complete, "incomplete report");
+    assert_eq!(rep.fds(), vec![0, 1, 2]);
+    assert_eq!(rep.sock(0).unwrap()["type"], "seqpacket");
+    assert_eq!(rep.env()["PROTO"], "UNIX");
+}
