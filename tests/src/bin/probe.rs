@@ -1,0 +1,393 @@
+//! `inetd-test-probe`: a server for the black-box tests. The core runs it as
+//! a service; it tells the test what it was given (descriptors, ids,
+//! capabilities, environment, ...) in a line-based report, or plays a
+//! simple server role. It is also a small client the tests run as other
+//! users (through `setpriv`) to see how the core socket treats them.
+//!
+//! Modes (the first argument):
+//!
+//! * `report`: write the report to fd 1, exit 0.
+//! * `echo`: copy fd 0 to fd 1 until end of file.
+//! * `sleep N`: write `pid P` to fd 1, then hold everything for N seconds.
+//! * `udp-echo-once`: fd 0 is a datagram socket (a `wait` service): receive
+//!   one datagram, answer `pid P <payload>`, exit.
+//! * `udp-echo`: like `udp-echo-once`, but keep answering until a datagram
+//!   `quit` has been answered.
+//! * `udp-report`: fd 0 is a datagram socket (a `wait` service): take the
+//!   report, receive one datagram, answer with the report, exit.
+//! * `accept-once`: fd 0 is a listening stream socket (a `wait` service):
+//!   take the report, accept one connection, write the report to it, exit.
+//! * `core-client SOCKET [BIND-PATH]`: connect to a core socket (after
+//!   binding the client socket to BIND-PATH, if given), send a `Hello` and
+//!   print on stdout what happened: `connect ok|err ERRNO`, then `reply ...`,
+//!   `eof`, `err ERRNO` or `timeout`.
+//!
+//! The report is one `KEY VALUE` pair per line, ending with `end`:
+//! `pid`, `ppid`, `sid`, `pgid`, `uid`/`gid` (real effective saved fs),
+//! `groups`, `umask`, `cwd`, `nonewprivs`, `capeff`, `capprm`, `capbnd`,
+//! `capinh`, `capamb`, `sigign`, `sigblk`, `sigcgt` (hex masks as in
+//! /proc/self/status), `nofile SOFT HARD`, `fd N TARGET` per open descriptor,
+//! `sock N type=T local=A peer=B` for each of fds 0-2 that is a socket,
+//! `env NAME=VALUE` per environment variable, `arg S` per argument.
+//!
+//! The Rust runtime sets SIGPIPE to ignored and installs SIGSEGV/SIGBUS
+//! handlers before `main`, so the probe's own `sigign` and `sigcgt` do not
+//! show what the core gave it; tests that check signal dispositions read
+//! `/proc/PID/status` of a C program (`cat`, `sleep`) instead. `sigblk` is
+//! not touched by the runtime and is exact.
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    getpeername, getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike,
+    SockaddrStorage, UnixAddr,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().map(String::as_str).unwrap_or("report");
+    let code = match mode {
+        "report" => {
+            let r = report();
+            write_out(&r)
+        }
+        "echo" => echo(),
+        "sleep" => {
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(30);
+            let _ = write_out(&format!("pid {}\n", std::process::id()));
+            std::thread::sleep(Duration::from_secs(secs));
+            0
+        }
+        "udp-echo-once" => udp_echo(true),
+        "udp-echo" => udp_echo(false),
+        "accept-once" => accept_once(),
+        "udp-report" => udp_report(),
+        "core-client" => core_client(&args[1..]),
+        other => {
+            eprintln!("inetd-test-probe: unknown mode {other:?}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn write_out(s: &str) -> i32 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+fn echo() -> i32 {
+    let mut buf = [0u8; 4096];
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::stdout().lock();
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return 0,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    return 1;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return 1,
+        }
+    }
+}
+
+/// The `wait` dgram server: fd 0 is the bound datagram socket.
+fn udp_echo(once: bool) -> i32 {
+    let fd = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => return 1,
+    };
+    let sock = UdpSocket::from(fd);
+    let pid = std::process::id();
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(_) => return 1,
+        };
+        let payload = &buf[..n];
+        let mut reply = format!("pid {pid} ").into_bytes();
+        reply.extend_from_slice(payload);
+        if sock.send_to(&reply, from).is_err() {
+            return 1;
+        }
+        if once || payload == b"quit" {
+            return 0;
+        }
+    }
+}
+
+/// The `wait` dgram server that answers with its report.
+fn udp_report() -> i32 {
+    let r = report();
+    let fd = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => return 1,
+    };
+    let sock = UdpSocket::from(fd);
+    let mut buf = [0u8; 2048];
+    let Ok((_, from)) = sock.recv_from(&mut buf) else {
+        return 1;
+    };
+    match sock.send_to(r.as_bytes(), from) {
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// The `wait` stream server: fd 0 is the listening socket.
+fn accept_once() -> i32 {
+    let r = report();
+    let conn = match nix::sys::socket::accept(0) {
+        Ok(fd) => fd,
+        Err(_) => return 1,
+    };
+    // The accepted connection becomes fd 1 so it can be written safely
+    // through stdout; fd 1 was only another copy of the listening socket.
+    if nix::unistd::dup2(conn, 1).is_err() {
+        return 1;
+    }
+    let _ = nix::unistd::close(conn);
+    write_out(&r)
+}
+
+fn core_client(args: &[String]) -> i32 {
+    let Some(target) = args.first() else {
+        eprintln!("usage: inetd-test-probe core-client SOCKET [BIND-PATH]");
+        return 2;
+    };
+    let stream = match connect_unix(target, args.get(1).map(String::as_str)) {
+        Ok(s) => {
+            println!("connect ok");
+            s
+        }
+        Err(e) => {
+            println!("connect err {}", e.desc_name());
+            return 0;
+        }
+    };
+    let mut stream = stream;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let hello = inetd_protocol::CoreRequest::Hello {
+        version: inetd_protocol::PROTOCOL_VERSION,
+    };
+    // A write may fail if the core already closed the connection.
+    let _ = inetd_protocol::write_message(&mut stream, &hello);
+    let mut header = [0u8; 4];
+    match stream.read(&mut header) {
+        Ok(0) => println!("eof"),
+        Ok(_) => match inetd_protocol::read_payload(&mut (&header[..]).chain(&mut stream)) {
+            Ok(Some(p)) => match inetd_protocol::decode_payload::<inetd_protocol::CoreResponse>(&p)
+            {
+                Ok(r) => println!("reply {r:?}"),
+                Err(e) => println!("reply undecodable {e}"),
+            },
+            Ok(None) => println!("eof"),
+            Err(e) => println!("reply broken {e}"),
+        },
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            println!("timeout")
+        }
+        Err(e) => println!(
+            "err {}",
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)).desc_name()
+        ),
+    }
+    0
+}
+
+trait ErrnoName {
+    fn desc_name(&self) -> String;
+}
+
+impl ErrnoName for nix::errno::Errno {
+    /// The symbolic name (`EACCES`), which tests match on.
+    fn desc_name(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+fn connect_unix(target: &str, bind: Option<&str>) -> Result<UnixStream, nix::errno::Errno> {
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    use std::os::fd::AsRawFd;
+    if let Some(b) = bind {
+        nix::sys::socket::bind(fd.as_raw_fd(), &UnixAddr::new(b)?)?;
+    }
+    nix::sys::socket::connect(fd.as_raw_fd(), &UnixAddr::new(target)?)?;
+    Ok(UnixStream::from(fd))
+}
+
+/// Builds the report. Read-only: it changes nothing in the process.
+fn report() -> String {
+    let mut r = String::new();
+    let mut line = |k: &str, v: &str| {
+        r.push_str(k);
+        r.push(' ');
+        r.push_str(v);
+        r.push('\n');
+    };
+    // Descriptors first, before anything else here opens one.
+    let fds = open_fds();
+    let pid = std::process::id();
+    line("pid", &pid.to_string());
+    line("ppid", &nix::unistd::getppid().to_string());
+    line(
+        "sid",
+        &nix::unistd::getsid(None)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|e| format!("error {e}")),
+    );
+    line("pgid", &nix::unistd::getpgrp().to_string());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for (field, key) in [
+        ("Uid", "uid"),
+        ("Gid", "gid"),
+        ("Groups", "groups"),
+        ("Umask", "umask"),
+        ("NoNewPrivs", "nonewprivs"),
+        ("CapInh", "capinh"),
+        ("CapPrm", "capprm"),
+        ("CapEff", "capeff"),
+        ("CapBnd", "capbnd"),
+        ("CapAmb", "capamb"),
+        ("SigBlk", "sigblk"),
+        ("SigIgn", "sigign"),
+        ("SigCgt", "sigcgt"),
+    ] {
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| "missing".into());
+        line(key, &v);
+    }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let nofile = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .map(|v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "missing".into());
+    line("nofile", &nofile);
+    line(
+        "cwd",
+        &std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|e| format!("error {e}")),
+    );
+    for (fd, target) in &fds {
+        line("fd", &format!("{fd} {target}"));
+    }
+    for fd in 0..3 {
+        if let Some(s) = sock_info(fd) {
+            line("sock", &format!("{fd} {s}"));
+        }
+    }
+    for (k, v) in std::env::vars_os() {
+        line(
+            "env",
+            &format!("{}={}", k.to_string_lossy(), v.to_string_lossy()),
+        );
+    }
+    for a in std::env::args_os() {
+        line("arg", &a.to_string_lossy());
+    }
+    r.push_str("end\n");
+    r
+}
+
+/// Open descriptors with their targets, without the one that reads the
+/// directory.
+fn open_fds() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return out;
+    };
+    let own = std::fs::canonicalize("/proc/self/fd")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let target = std::fs::read_link(e.path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        if target == own {
+            continue;
+        }
+        out.push((fd, target));
+    }
+    out.sort();
+    out
+}
+
+fn sock_info(fd: i32) -> Option<String> {
+    let local: SockaddrStorage = getsockname(fd).ok()?;
+    let ty = match fd {
+        0 => getsockopt(&std::io::stdin().as_fd(), sockopt::SockType),
+        1 => getsockopt(&std::io::stdout().as_fd(), sockopt::SockType),
+        _ => getsockopt(&std::io::stderr().as_fd(), sockopt::SockType),
+    };
+    let ty = match ty {
+        Ok(SockType::Stream) => "stream",
+        Ok(SockType::Datagram) => "dgram",
+        Ok(SockType::SeqPacket) => "seqpacket",
+        Ok(_) => "other",
+        Err(_) => "?",
+    };
+    let peer = match getpeername::<SockaddrStorage>(fd) {
+        Ok(p) => addr_text(&p),
+        Err(e) => format!("none({e:?})"),
+    };
+    Some(format!(
+        "type={ty} family={} local={} peer={peer}",
+        family_name(&local),
+        addr_text(&local)
+    ))
+}
+
+fn family_name(a: &SockaddrStorage) -> &'static str {
+    match a.family() {
+        Some(AddressFamily::Inet) => "inet",
+        Some(AddressFamily::Inet6) => "inet6",
+        Some(AddressFamily::Unix) => "unix",
+        _ => "other",
+    }
+}
+
+fn addr_text(a: &SockaddrStorage) -> String {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return std::net::SocketAddrV4::from(*v4).to_string();
+    }
+    if let Some(v6) = a.as_sockaddr_in6() {
+        return std::net::SocketAddrV6::from(*v6).to_string();
+    }
+    if let Some(u) = a.as_unix_addr() {
+        return match u.path() {
+            Some(p) => p.display().to_string(),
+            None => "unnamed".into(),
+        };
+    }
+    "?".into()
+}

@@ -1,0 +1,119 @@
+//! Access lists checked by the core after accept, before fork (DESIGN.md
+//! "What comes after the first capabilities"; notes/security-history.md
+//! CVE-2003-0211 and openSUSE/xinetd PR #7).
+
+use std::time::Duration;
+
+use inetd_protocol::{Acl, AclRule, Outcome};
+use inetd_tests::*;
+
+fn rule(addr: &str, prefix: u8, allow: bool) -> AclRule {
+    AclRule {
+        addr: addr.parse().unwrap(),
+        prefix,
+        allow,
+    }
+}
+
+fn acl(rules: Vec<AclRule>, default_allow: bool) -> Option<Acl> {
+    Some(Acl {
+        rules,
+        default_allow,
+    })
+}
+
+#[test]
+fn access_lists_decide_before_a_child_starts() {
+    let core = Core::start();
+    let (deny_all, allow_lo, deny_lo) = (free_port(), free_port(), free_port());
+    let mut specs = vec![tcp4(deny_all), tcp4(allow_lo), tcp4(deny_lo)];
+    specs[0].acl = acl(vec![], false);
+    specs[1].acl = acl(vec![rule("127.0.0.1", 32, true)], false);
+    specs[2].acl = acl(
+        vec![rule("127.0.0.0", 8, false), rule("0.0.0.0", 0, true)],
+        true,
+    );
+    let r = core.apply(specs);
+    assert_eq!(r.outcomes, vec![Outcome::Added; 3]);
+
+    assert_eq!(read_all(&mut connect4(deny_all).unwrap()), "");
+    Report::read_from(&mut connect4(allow_lo).unwrap());
+    assert_eq!(read_all(&mut connect4(deny_lo).unwrap()), "");
+
+    let st = core.status();
+    let c: Vec<(u64, u64)> = st
+        .listeners
+        .iter()
+        .map(|l| (l.counters.accepted, l.counters.refused_acl))
+        .collect();
+    let by_port = |p: u16| {
+        st.listeners
+            .iter()
+            .position(|l| l.spec.bind == tcp4(p).bind)
+            .unwrap()
+    };
+    assert_eq!(c[by_port(deny_all)], (0, 1));
+    assert_eq!(c[by_port(allow_lo)], (1, 0));
+    assert_eq!(c[by_port(deny_lo)], (0, 1));
+}
+
+#[test]
+fn a_dual_stack_access_list_sees_mapped_peers_as_ipv4() {
+    if !has_ipv6() {
+        eprintln!("skipped: no IPv6 on this host");
+        return;
+    }
+    let core = Core::start();
+    let port = free_port();
+    let mut spec = tcp_dual(port);
+    spec.acl = acl(vec![rule("127.0.0.1", 32, true)], false);
+    assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);
+    Report::read_from(&mut connect4(port).unwrap());
+    assert_eq!(read_all(&mut connect6(port).unwrap()), "");
+}
+
+#[test]
+fn an_access_list_where_no_peer_can_be_checked_is_refused() {
+    let core = Core::start();
+    let (t, u) = (free_port(), free_port());
+    let mut wait_stream = tcp4(t).wait(true).probe(&["accept-once"]);
+    wait_stream.acl = acl(vec![], false);
+    let mut dgram = udp4(u);
+    dgram.acl = acl(vec![], false);
+    let r = core.apply(vec![wait_stream, dgram]);
+    for (i, o) in r.outcomes.iter().enumerate() {
+        assert!(
+            matches!(o, Outcome::Rejected { .. }),
+            "listener {i} would run unfiltered: {o:?}"
+        );
+    }
+}
+
+#[test]
+fn refused_connections_cost_no_memory() {
+    let _g = serial();
+    let core = Core::start();
+    let port = free_port();
+    let mut spec = tcp4(port).limits(no_limits());
+    spec.acl = acl(vec![], false);
+    core.apply(vec![spec]);
+    for _ in 0..200 {
+        read_all(&mut connect4(port).unwrap());
+    }
+    let rss_before = rss_kib(core.pid()).unwrap();
+    const N: u64 = 3000;
+    for _ in 0..N {
+        read_all(&mut connect4(port).unwrap());
+    }
+    wait_for(
+        "the refusals to be counted",
+        Duration::from_secs(10),
+        || core.status().listeners[0].counters.refused_acl == N + 200,
+    );
+    let rss_after = rss_kib(core.pid()).unwrap();
+    assert!(
+        rss_after < rss_before + 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB over {N} refused connections"
+    );
+    assert!(core.children().is_empty());
+}
