@@ -186,6 +186,10 @@ fn a_failed_bind_is_reported_and_retried() {
                 "reason does not give the bind error: {reason}"
             );
             assert!(*retry_at >= now_unix(), "retry_at in the past: {retry_at}");
+            assert!(
+                *retry_at <= now_unix() + 11,
+                "the first retry is not in about 10 s: {retry_at}"
+            );
         }
         other => panic!("a busy port should fail: {other:?}"),
     }
@@ -321,4 +325,26 @@ fn removing_a_wait_dgram_listener_leaves_its_child_serving() {
         UdpSocket::bind(("127.0.0.1", port)).is_ok()
     });
     assert!(core.status().listeners.is_empty());
+}
+
+#[test]
+fn a_failed_listener_that_is_removed_is_not_retried() {
+    let core = Core::start();
+    let port = free_port();
+    let holder = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let r = core.apply(vec![tcp4(port)]);
+    let retry_at = match &r.outcomes[0] {
+        Outcome::Failed { retry_at, .. } => *retry_at,
+        other => panic!("a busy port should fail: {other:?}"),
+    };
+    let r = core.apply(vec![]);
+    assert!(core.status().listeners.is_empty(), "{r:?}");
+    drop(holder);
+    // Past the retry time the port must still be free.
+    wait_for("the retry time to pass", Duration::from_secs(20), || {
+        now_unix() > retry_at + 1
+    });
+    let e = connect4(port).expect_err("a removed listener was bound by its retry");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
 }

@@ -326,3 +326,38 @@ fn the_core_has_no_abstract_socket() {
         }
     }
 }
+
+#[test]
+fn a_stale_core_socket_is_replaced() {
+    let dir = TempDir::new("stale");
+    let path = dir.join("core.sock");
+    let mut first = Core::start_with(CoreOptions {
+        socket: Some(path.clone()),
+        ..CoreOptions::default()
+    });
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(5)).expect("killed");
+    assert!(path.exists(), "SIGKILL left no socket file to test with");
+    let second = Core::start_with(CoreOptions {
+        socket: Some(path.clone()),
+        ..CoreOptions::default()
+    });
+    second.client().status();
+}
+
+#[test]
+fn a_core_refuses_to_remove_a_file_that_is_not_a_socket() {
+    let dir = TempDir::new("notsock");
+    let path = dir.join("core.sock");
+    std::fs::write(&path, "keep").unwrap();
+    let mut core = Core::start_with(CoreOptions {
+        socket: Some(path.clone()),
+        no_wait: true,
+        ..CoreOptions::default()
+    });
+    let st = core
+        .wait_exit(Duration::from_secs(10))
+        .expect("the core started over a regular file");
+    assert_eq!(st.code(), Some(1), "log:\n{}", core.log());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep");
+}
