@@ -477,7 +477,7 @@ fn default_address_is_per_file() {
         "discard stream tcp4 nowait nobody internal\n",
     )
     .unwrap();
-    let c = load_with(&[dir.clone()], &names(), &options()).unwrap();
+    let c = load_with(std::slice::from_ref(&dir), &names(), &options()).unwrap();
     assert_eq!(
         rows(&c),
         vec![
@@ -665,7 +665,7 @@ fn overlap_across_files_names_the_other_file() {
         "echo stream tcp4 nowait nobody internal\n",
     )
     .unwrap();
-    let c = load_with(&[dir.clone()], &names(), &options()).unwrap();
+    let c = load_with(std::slice::from_ref(&dir), &names(), &options()).unwrap();
     let e = &c.diagnostics[0];
     assert_eq!(e.severity, Severity::Error);
     assert_eq!(e.file, dir.join("20-b.conf").display().to_string());
