@@ -101,7 +101,7 @@ fn unreadable_file_fails_the_load() {
     let f = dir.join("x.conf");
     std::fs::write(&f, ECHO).unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let err = load_with(&[dir.clone()], &names(), &options()).unwrap_err();
+    let err = load_with(std::slice::from_ref(&dir), &names(), &options()).unwrap_err();
     assert!(err.to_string().contains("Permission denied"), "{err}");
 }
 
