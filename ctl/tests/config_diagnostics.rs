@@ -949,3 +949,29 @@ fn diagnostics_are_in_file_and_line_order() {
         .to_string()
         .contains("inetd.conf:1: warning: server"));
 }
+
+#[test]
+fn bracket_without_service() {
+    table(&[(
+        "[::1] stream tcp nowait nobody internal\n",
+        1,
+        &["field 1 (service): found \"[::1]\", expected [IPV6-ADDRESS]:SERVICE"],
+    )]);
+}
+
+/// The core refuses an Apply over MAX_LISTENERS as a whole: the entries
+/// past the bound are rejected, the others run.
+#[test]
+fn listener_bound() {
+    let max = inetd_protocol::MAX_LISTENERS;
+    let mut text = String::new();
+    for port in 1..=(max + 2) {
+        text.push_str(&format!("{port} stream tcp4 nowait nobody internal echo\n"));
+    }
+    let c = load_text(&text);
+    assert_eq!(c.entries.len(), max);
+    let e = errors(&c);
+    assert_eq!(e.len(), 2);
+    assert_eq!(e[0].0 as usize, max + 1);
+    assert!(e[0].1.contains("too many listeners"));
+}

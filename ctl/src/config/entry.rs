@@ -455,6 +455,9 @@ impl EntryParser<'_> {
             ));
         };
         let transport = if udp { "udp" } else { "tcp" };
+        if field.starts_with('[') && !field.contains("]:") {
+            return Err(Problem::field(1, field, "[IPV6-ADDRESS]:SERVICE"));
+        }
         let (host_text, service) = split_host(field);
         if service.is_empty() {
             return Err(Problem::field(

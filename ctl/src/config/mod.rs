@@ -30,7 +30,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use inetd_protocol::ListenerSpec;
+use inetd_protocol::{ListenerSpec, MAX_LISTENERS};
 
 pub use label::Label;
 
@@ -203,6 +203,7 @@ pub fn load_with(
     }
 
     overlap::resolve(&mut parsed);
+    limit_listeners(&mut parsed);
 
     for p in parsed {
         match p.result {
@@ -236,6 +237,25 @@ pub fn load_with(
     diags.sort_by_key(|(index, d)| (*index, d.line));
     config.diagnostics = diags.into_iter().map(|(_, d)| d).collect();
     Ok(config)
+}
+
+/// The core refuses an `Apply` of more than [`MAX_LISTENERS`] listeners as
+/// a whole; the entries that would go past it are rejected here instead,
+/// so the others can run.
+fn limit_listeners(parsed: &mut [entry::Parsed]) {
+    let mut count = 0usize;
+    for p in parsed.iter_mut() {
+        let Ok(listeners) = &p.result else { continue };
+        let n = listeners.iter().filter(|l| l.entry.is_some()).count();
+        if count + n > MAX_LISTENERS {
+            p.result = Err(format!(
+                "too many listeners: at most {MAX_LISTENERS} in one configuration"
+            ));
+            p.warnings.clear();
+        } else {
+            count += n;
+        }
+    }
 }
 
 /// Reads one file whole, bounded by [`MAX_FILE`].

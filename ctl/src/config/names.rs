@@ -179,6 +179,8 @@ pub(crate) struct Names {
     users: HashMap<String, Result<Option<UserInfo>, String>>,
     groups: HashMap<String, Result<Option<GroupInfo>, String>>,
     group_names: HashMap<u32, Option<String>>,
+    /// The resolver can be slow (DNS): each name is asked once per load.
+    host_cache: HashMap<String, Result<Vec<IpAddr>, String>>,
 }
 
 impl Names {
@@ -227,6 +229,7 @@ impl Names {
             users: HashMap::new(),
             groups: HashMap::new(),
             group_names: HashMap::new(),
+            host_cache: HashMap::new(),
         })
     }
 
@@ -332,17 +335,27 @@ impl Names {
                 .cloned()
                 .ok_or_else(|| "not found in the hosts file".to_owned());
         }
-        let found = (name, 0u16).to_socket_addrs().map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for a in found {
-            if !out.contains(&a.ip()) {
-                out.push(a.ip());
+        if let Some(r) = self.host_cache.get(name) {
+            return r.clone();
+        }
+        let r = match (name, 0u16).to_socket_addrs() {
+            Err(e) => Err(e.to_string()),
+            Ok(found) => {
+                let mut out = Vec::new();
+                for a in found {
+                    if !out.contains(&a.ip()) {
+                        out.push(a.ip());
+                    }
+                }
+                if out.is_empty() {
+                    Err("no addresses".to_owned())
+                } else {
+                    Ok(out)
+                }
             }
-        }
-        if out.is_empty() {
-            return Err("no addresses".to_owned());
-        }
-        Ok(out)
+        };
+        self.host_cache.insert(name.to_owned(), r.clone());
+        r
     }
 
     /// Whether the host can make IPv6 sockets (probed once).
