@@ -975,3 +975,17 @@ fn listener_bound() {
     assert_eq!(e[0].0 as usize, max + 1);
     assert!(e[0].1.contains("too many listeners"));
 }
+
+#[test]
+fn field_order_of_the_one_error() {
+    // Fields 4 and 5 both wrong: field 4 is reported.
+    let (_, msg) = only_error("tftp dgram udp nowait nosuchuser /usr/sbin/present\n");
+    assert!(msg.starts_with("field 4 (wait)"), "{msg}");
+    // Fields 5 and 6 both wrong: field 5.
+    let (_, msg) = only_error("ftp stream tcp nowait nosuchuser tcpd\n");
+    assert!(msg.starts_with("field 5 (user)"), "{msg}");
+    // Builtins are bounded like servers.
+    let many = vec!["echo"; 300].join(" ");
+    let (_, msg) = only_error(&format!("8007 stream tcp nowait nobody internal {many}\n"));
+    assert!(msg.starts_with("field 7 (arguments)"), "{msg}");
+}

@@ -260,9 +260,19 @@ impl EntryParser<'_> {
         let proto = self.parse_protocol(&fields[2], socket_type)?;
         let (service_text, place) = self.parse_service(&fields[0], proto)?;
         let (wait_word, mut wait, limits) = parse_wait(&fields[3])?;
+        // A datagram server gets the socket itself (there is nothing to
+        // accept); builtins are the exception, they ignore the field.
+        if socket_type == SocketType::Dgram && !wait && fields[5] != "internal" {
+            return Err(Problem::field(
+                4,
+                &fields[3],
+                "wait: a datagram server is handed the socket itself",
+            ));
+        }
         let (user, group, creds) = self.parse_user(&fields[4])?;
         let server = fields[5].clone();
         let args = &fields[6..];
+        self.check_args(args)?;
         let (action, argv) = if server == "internal" {
             let builtin = self.builtin(&service_text, proto, &place, args)?;
             // Builtins are run per connection (stream) or by one child per
@@ -296,14 +306,6 @@ impl EntryParser<'_> {
                     format!("a path of at most {MAX_PATH} bytes"),
                 ));
             }
-            if socket_type == SocketType::Dgram && !wait {
-                return Err(Problem::field(
-                    4,
-                    &fields[3],
-                    "wait: a datagram server is handed the socket itself",
-                ));
-            }
-            self.check_args(args)?;
             self.check_server(&server);
             let argv = if args.is_empty() {
                 vec![Path::new(&server)
