@@ -469,6 +469,13 @@ impl EntryParser<'_> {
                  an address alone on a line sets the default address",
             ));
         }
+        if service.starts_with('/') {
+            return Err(Problem::field(
+                1,
+                service,
+                "a service name or a port number (a socket path needs protocol unix)",
+            ));
+        }
         if service.contains('/') {
             let what = if service.starts_with("tcpmux/") {
                 "tcpmux services are unsupported"
