@@ -269,6 +269,14 @@ fn services_and_ports() {
             &["RPC services (NAME/VERSION) are unsupported"],
         ),
         (
+            "/run/x.sock stream tcp nowait nobody /usr/sbin/present\n",
+            1,
+            &[
+                "found \"/run/x.sock\"",
+                "(a socket path needs protocol unix)",
+            ],
+        ),
+        (
             "127.0.0.1: stream tcp nowait nobody /usr/sbin/present\n",
             1,
             &["field 1 (service): found \"127.0.0.1:\", expected a service after the address"],
