@@ -179,6 +179,7 @@ pub(crate) struct Names {
     users: HashMap<String, Result<Option<UserInfo>, String>>,
     groups: HashMap<String, Result<Option<GroupInfo>, String>>,
     group_names: HashMap<u32, Option<String>>,
+    group_lists: HashMap<(String, u32), Result<Vec<u32>, String>>,
     /// The resolver can be slow (DNS): each name is asked once per load.
     host_cache: HashMap<String, Result<Vec<IpAddr>, String>>,
 }
@@ -230,6 +231,7 @@ impl Names {
             groups: HashMap::new(),
             group_names: HashMap::new(),
             host_cache: HashMap::new(),
+            group_lists: HashMap::new(),
         })
     }
 
@@ -304,6 +306,16 @@ impl Names {
     /// The groups `initgroups(user, gid)` would set: `gid` first, then
     /// every other group that lists the user as a member, each once.
     pub fn group_list(&mut self, user: &str, gid: u32) -> Result<Vec<u32>, String> {
+        let key = (user.to_owned(), gid);
+        if let Some(r) = self.group_lists.get(&key) {
+            return r.clone();
+        }
+        let r = self.group_list_uncached(user, gid);
+        self.group_lists.insert(key, r.clone());
+        r
+    }
+
+    fn group_list_uncached(&self, user: &str, gid: u32) -> Result<Vec<u32>, String> {
         let mut list = vec![gid];
         match &self.group {
             Some(db) => {
