@@ -115,7 +115,14 @@ fn localhost_through_the_system_resolver() {
 /// with IPv6, the IPv6 half; without, a warning.
 #[test]
 fn ipv6_probe() {
-    let has_v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let has_v6 = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .is_ok();
     let c = load_system("8007 stream tcp nowait nobody internal echo\n");
     if has_v6 {
         assert_eq!(c.entries.len(), 2);
