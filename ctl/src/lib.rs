@@ -1,1 +1,3 @@
 //! inetd-controller and inetctl.
+
+pub mod config;
