@@ -1,1 +1,56 @@
-fn main() {}
+//! inetd-core: the privileged half of inetd.
+//!
+//! Process model. The core is one single-threaded process that runs in the
+//! foreground and logs to stderr. At start, as root, it resolves the
+//! controller user (once, from its own command line), makes its runtime
+//! directories and its core socket, then cuts its capabilities to
+//! NET_BIND_SERVICE, SETUID, SETGID and KILL. After that it only reacts,
+//! in one poll loop, to:
+//!
+//! * its controller: in packaged mode any number (bounded) of connections
+//!   on the core socket, each checked with SO_PEERCRED before a byte is
+//!   read; in one-command mode (`--config`) one socketpair to an
+//!   `inetd-controller` child it starts, supervises and restarts. The
+//!   controller sends the full desired state (`Apply`); the core validates
+//!   every listener, diffs by bind key and binds;
+//! * its listeners: for each connection (nowait) or readable socket (wait,
+//!   dgram builtins) it forks a child that drops to the service's ids and
+//!   execs the server, or runs the builtin, with the connection on 0, 1, 2;
+//! * signals, read from a signalfd: SIGCHLD reaps, SIGTERM and SIGINT close
+//!   the listeners and exit (servers keep running), SIGHUP is ignored in
+//!   packaged mode and forwarded to the controller in one-command mode.
+//!
+//! The core never reads configuration and never resolves names on a
+//! request's behalf; it trusts nothing the controller sends. All unsafe
+//! code and system calls are in `sys`; every other module forbids unsafe.
+#![deny(unsafe_code)]
+
+mod backoff;
+mod builtins;
+mod cli;
+mod daemon;
+mod logger;
+mod peer;
+mod plan;
+mod startup;
+mod sys;
+mod validate;
+
+use clap::Parser;
+
+fn main() {
+    // First of all, so that nothing opened later lands on 0, 1 or 2.
+    if sys::ensure_std_fds().is_err() {
+        std::process::exit(1);
+    }
+    let cli = cli::Cli::parse();
+    logger::init(cli.log_level.filter());
+    let code = match startup::start(&cli) {
+        Ok(setup) => daemon::Daemon::new(setup).run(),
+        Err(e) => {
+            log::error!("{}", e.message);
+            e.code
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,115 @@
+//! Peers: how they are written in logs and in the children's environment
+//! (pure).
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::net::{IpAddr, SocketAddr};
+
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`) as plain IPv4; any
+/// other address unchanged.
+pub fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// A peer for the log: `192.0.2.1:4000` or `[2001:db8::1]:4000`.
+pub fn fmt_addr(sa: SocketAddr) -> String {
+    SocketAddr::new(unmap(sa.ip()), sa.port()).to_string()
+}
+
+/// A unix peer for the log.
+pub fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
+    format!("unix:pid={pid},uid={uid},gid={gid}")
+}
+
+fn var(name: &str, value: impl std::fmt::Display) -> CString {
+    // Names and values are built from numbers and addresses here: no NUL.
+    CString::new(format!("{name}={value}")).unwrap_or_default()
+}
+
+/// The per-connection variables of a TCP connection: ucspi's and systemd's.
+pub fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
+    let rip = unmap(peer.ip());
+    let lip = unmap(local.ip());
+    vec![
+        var("PROTO", "TCP"),
+        var("TCPREMOTEIP", rip),
+        var("TCPREMOTEPORT", peer.port()),
+        var("TCPLOCALIP", lip),
+        var("TCPLOCALPORT", local.port()),
+        var("REMOTE_ADDR", rip),
+        var("REMOTE_PORT", peer.port()),
+    ]
+}
+
+/// The per-connection variables of a unix stream connection.
+pub fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
+    vec![
+        var("PROTO", "UNIX"),
+        var("UNIXREMOTEPID", pid),
+        var("UNIXREMOTEEUID", uid),
+        var("UNIXREMOTEEGID", gid),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strs(v: &[CString]) -> Vec<&str> {
+        v.iter().map(|c| c.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn v4_mapped_peers_are_written_as_ipv4() {
+        let sa: SocketAddr = "[::ffff:192.0.2.1]:4000".parse().unwrap();
+        assert_eq!(fmt_addr(sa), "192.0.2.1:4000");
+        let sa: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+        assert_eq!(fmt_addr(sa), "[2001:db8::1]:4000");
+        assert_eq!(
+            unmap("::1".parse().unwrap()),
+            "::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn tcp_environment() {
+        let env = tcp_env(
+            "[::ffff:10.0.0.2]:5555".parse().unwrap(),
+            "[::ffff:10.0.0.1]:79".parse().unwrap(),
+        );
+        assert_eq!(
+            strs(&env),
+            vec![
+                "PROTO=TCP",
+                "TCPREMOTEIP=10.0.0.2",
+                "TCPREMOTEPORT=5555",
+                "TCPLOCALIP=10.0.0.1",
+                "TCPLOCALPORT=79",
+                "REMOTE_ADDR=10.0.0.2",
+                "REMOTE_PORT=5555",
+            ]
+        );
+        let env = tcp_env("[::1]:1".parse().unwrap(), "[::1]:2".parse().unwrap());
+        assert_eq!(strs(&env)[1], "TCPREMOTEIP=::1");
+    }
+
+    #[test]
+    fn unix_environment() {
+        assert_eq!(
+            strs(&unix_env(42, 1000, 100)),
+            vec![
+                "PROTO=UNIX",
+                "UNIXREMOTEPID=42",
+                "UNIXREMOTEEUID=1000",
+                "UNIXREMOTEEGID=100"
+            ]
+        );
+        assert_eq!(fmt_unix(1, 2, 3), "unix:pid=1,uid=2,gid=3");
+    }
+}

@@ -1,0 +1,107 @@
+//! The diff of an `Apply` against what runs, by bind key (pure).
+//!
+//! Rules: a listener whose key and spec are unchanged is left alone (same
+//! socket, same children); same key with another spec is changed in place
+//! (new connections get the new spec); keys no longer wanted are removed,
+//! and removals happen before any new bind so a port or path can move
+//! between entries in one apply. A key whose new spec is rejected is
+//! removed too: the controller no longer wants what ran there.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+
+use inetd_protocol::{BindKey, ListenerSpec};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Add,
+    Change,
+    Unchanged,
+    Reject(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One step per requested listener, in the request's order.
+    pub steps: Vec<Step>,
+    /// Running keys to close, before any bind.
+    pub removals: Vec<BindKey>,
+}
+
+/// Plans an apply. `current` maps each running key to its spec; `verdicts`
+/// holds, per requested listener, `Ok` or the reason it was rejected.
+pub fn plan(
+    current: &HashMap<BindKey, &ListenerSpec>,
+    requested: &[ListenerSpec],
+    verdicts: &[Result<(), String>],
+) -> Plan {
+    let mut wanted = HashSet::with_capacity(requested.len());
+    let mut steps = Vec::with_capacity(requested.len());
+    for (spec, verdict) in requested.iter().zip(verdicts) {
+        let key = spec.key();
+        let step = match verdict {
+            Err(reason) => Step::Reject(reason.clone()),
+            Ok(()) => {
+                let step = match current.get(&key) {
+                    None => Step::Add,
+                    Some(old) if **old == *spec => Step::Unchanged,
+                    Some(_) => Step::Change,
+                };
+                wanted.insert(key);
+                step
+            }
+        };
+        steps.push(step);
+    }
+    let mut removals: Vec<BindKey> = current
+        .keys()
+        .filter(|k| !wanted.contains(*k))
+        .cloned()
+        .collect();
+    removals.sort();
+    Plan { steps, removals }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::tests::spec;
+
+    #[test]
+    fn diff_by_bind_key() {
+        let a = spec(7001);
+        let b = spec(7002);
+        let c = spec(7003);
+        let mut b2 = b.clone();
+        b2.label = "other".into();
+        let current: HashMap<BindKey, &ListenerSpec> =
+            [(a.key(), &a), (b.key(), &b), (c.key(), &c)]
+                .into_iter()
+                .collect();
+        let d = spec(7004);
+        let requested = vec![a.clone(), b2, d];
+        let p = plan(&current, &requested, &[Ok(()), Ok(()), Ok(())]);
+        assert_eq!(p.steps, vec![Step::Unchanged, Step::Change, Step::Add]);
+        assert_eq!(p.removals, vec![c.key()]);
+    }
+
+    #[test]
+    fn a_rejected_replacement_removes_the_old_listener() {
+        let a = spec(7001);
+        let current: HashMap<BindKey, &ListenerSpec> = [(a.key(), &a)].into_iter().collect();
+        let p = plan(&current, std::slice::from_ref(&a), &[Err("no".into())]);
+        assert_eq!(p.steps, vec![Step::Reject("no".into())]);
+        assert_eq!(p.removals, vec![a.key()]);
+    }
+
+    #[test]
+    fn empty_apply_removes_everything() {
+        let a = spec(7001);
+        let b = spec(7002);
+        let current: HashMap<BindKey, &ListenerSpec> =
+            [(a.key(), &a), (b.key(), &b)].into_iter().collect();
+        let p = plan(&current, &[], &[]);
+        assert!(p.steps.is_empty());
+        assert_eq!(p.removals.len(), 2);
+    }
+}

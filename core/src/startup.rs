@@ -1,0 +1,418 @@
+//! Start-up, in the order that matters: resolve the controller user (the
+//! only name the core ever resolves, from its own command line), make the
+//! runtime directories and the core socket (these need CAP_CHOWN and
+//! CAP_SETGID-as-root), then cut the capabilities, then block the handled
+//! signals and make the signalfd. Everything after that is the poll loop.
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::{info, warn};
+
+use crate::cli::Cli;
+use crate::daemon::{ControllerPlan, Mode, Setup};
+use crate::sys::{self, child::Ids, UserInfo};
+use crate::validate::CorePolicy;
+
+/// A start-up failure: printed once, then the process exits with `code`
+/// (DESIGN.md: 1 refused or failed, 2 usage or a bad flag value).
+#[derive(Debug)]
+pub struct StartError {
+    pub code: i32,
+    pub message: String,
+}
+
+fn fail<T>(code: i32, message: impl Into<String>) -> Result<T, StartError> {
+    Err(StartError {
+        code,
+        message: message.into(),
+    })
+}
+
+/// The default controller user of a root core.
+pub const DEFAULT_CONTROLLER_USER: &str = "inetd";
+
+/// The runtime directory: `/run/inetd` for root; for anyone else
+/// `$XDG_RUNTIME_DIR/inetd` or `/tmp/inetd-$UID`.
+pub fn runtime_dir(root: bool, uid: u32, xdg: Option<&std::ffi::OsStr>) -> PathBuf {
+    if root {
+        return PathBuf::from("/run/inetd");
+    }
+    match xdg.map(Path::new) {
+        Some(x) if x.is_absolute() => x.join("inetd"),
+        _ => PathBuf::from(format!("/tmp/inetd-{uid}")),
+    }
+}
+
+fn resolve_controller(cli: &Cli, root: bool, uid: u32) -> Result<UserInfo, StartError> {
+    if root {
+        let spec = cli
+            .controller_user
+            .as_deref()
+            .unwrap_or(DEFAULT_CONTROLLER_USER);
+        return match sys::lookup_user(spec) {
+            Ok(Some(u)) if u.uid == 0 => fail(
+                2,
+                format!("--controller-user {spec:?} is root; the controller must run as a dedicated unprivileged user"),
+            ),
+            Ok(Some(u)) => Ok(u),
+            Ok(None) => fail(
+                2,
+                format!(
+                    "controller user {spec:?} does not exist: create it (useradd --system inetd) \
+                     or name another dedicated user with --controller-user"
+                ),
+            ),
+            Err(e) => fail(1, format!("cannot look up controller user {spec:?}: {e}")),
+        };
+    }
+    let me = match sys::lookup_user(&uid.to_string()) {
+        Ok(Some(u)) => u,
+        _ => UserInfo {
+            name: uid.to_string(),
+            uid,
+            gid: sys::getegid(),
+            groups: sys::getgroups().unwrap_or_default(),
+        },
+    };
+    if let Some(spec) = &cli.controller_user {
+        let same = *spec == uid.to_string()
+            || *spec == me.name
+            || matches!(sys::lookup_user(spec), Ok(Some(u)) if u.uid == uid);
+        if !same {
+            return fail(
+                2,
+                format!(
+                    "--controller-user {spec:?}: a core that is not root runs the controller as its own user \
+                     (uid {uid}) and cannot name another"
+                ),
+            );
+        }
+    }
+    Ok(me)
+}
+
+/// Makes `path` a directory if it is missing. `private` directories (a
+/// normal user's runtime directory) must be the user's and closed to others
+/// if they already exist: /tmp is shared, and someone else may have made it.
+fn ensure_dir(path: &Path, mode: u32, private_uid: Option<u32>) -> Result<(), StartError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .or_else(|e| fail(1, format!("cannot set the mode of {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let m = std::fs::symlink_metadata(path)
+                .or_else(|e| fail(1, format!("cannot stat {}: {e}", path.display())))?;
+            if !m.file_type().is_dir() {
+                return fail(
+                    1,
+                    format!("{} exists and is not a directory", path.display()),
+                );
+            }
+            if let Some(uid) = private_uid {
+                if m.uid() != uid || m.mode() & 0o077 != 0 {
+                    return fail(
+                        1,
+                        format!(
+                            "runtime directory {} is not private (owner uid {}, mode {:04o}); remove it or use another path",
+                            path.display(),
+                            m.uid(),
+                            m.mode() & 0o7777
+                        ),
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => fail(1, format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// Binds the core socket: refuses if another core answers there, removes a
+/// stale socket (never anything else), and creates the new one mode 0660
+/// with group `gid` by binding with that effective gid and umask 0117, so
+/// no chown is needed.
+fn bind_core_socket(
+    path: &Path,
+    gid: u32,
+    root: bool,
+) -> Result<(UnixListener, (u64, u64)), StartError> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return fail(
+                1,
+                format!(
+                    "{} exists and is not a socket; not removing it",
+                    path.display()
+                ),
+            );
+        }
+        if sys::net::unix_answers(path) {
+            return fail(
+                1,
+                format!("another core is running: {} answers", path.display()),
+            );
+        }
+        std::fs::remove_file(path).or_else(|e| {
+            fail(
+                1,
+                format!("cannot remove the stale socket {}: {e}", path.display()),
+            )
+        })?;
+    }
+    let old = sys::umask(0o117);
+    let switched = root && sys::setegid(gid).is_ok();
+    let r = UnixListener::bind(path);
+    if switched {
+        let _ = sys::setegid(0);
+    }
+    sys::umask(old);
+    if root && !switched {
+        return fail(
+            1,
+            format!("cannot set the effective gid to {gid} to create the core socket"),
+        );
+    }
+    let l = r.or_else(|e| {
+        fail(
+            1,
+            format!("cannot bind the core socket {}: {e}", path.display()),
+        )
+    })?;
+    l.set_nonblocking(true)
+        .or_else(|e| fail(1, format!("core socket: {e}")))?;
+    let m = std::fs::symlink_metadata(path)
+        .or_else(|e| fail(1, format!("cannot stat {}: {e}", path.display())))?;
+    Ok((l, (m.dev(), m.ino())))
+}
+
+use std::os::unix::fs::FileTypeExt;
+
+fn cstr(s: impl AsRef<std::ffi::OsStr>) -> Result<CString, StartError> {
+    CString::new(s.as_ref().as_bytes()).or_else(|_| fail(2, "an argument contains a NUL byte"))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, StartError> {
+    std::path::absolute(p).or_else(|e| fail(2, format!("{}: {e}", p.display())))
+}
+
+/// The controller's argv: `--core-fd 3`, then what is passed on.
+pub fn controller_argv(
+    configs: &[PathBuf],
+    control_socket: &Path,
+    log_level: &str,
+    extra: &[std::ffi::OsString],
+) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> =
+        vec!["inetd-controller".into(), "--core-fd".into(), "3".into()];
+    for c in configs {
+        v.push("--config".into());
+        v.push(c.as_os_str().to_owned());
+    }
+    v.push("--control-socket".into());
+    v.push(control_socket.as_os_str().to_owned());
+    v.push("--log-level".into());
+    v.push(log_level.into());
+    v.extend(extra.iter().cloned());
+    v
+}
+
+pub fn start(cli: &Cli) -> Result<Setup, StartError> {
+    let uid = sys::geteuid();
+    let root = uid == 0;
+    let ctl = resolve_controller(cli, root, uid)?;
+    let one_command = !cli.config.is_empty();
+    if !one_command && (cli.control_socket.is_some() || !cli.controller_args.is_empty()) {
+        warn!("--control-socket and controller arguments are only used with --config; ignored");
+    }
+    if one_command && cli.core_socket.is_some() {
+        warn!("--core-socket is not used with --config (the controller is joined by a socketpair); ignored");
+    }
+    let run = runtime_dir(root, uid, std::env::var_os("XDG_RUNTIME_DIR").as_deref());
+    sys::umask(0o022);
+    let private = if root { None } else { Some(uid) };
+    let run_mode = if root { 0o755 } else { 0o700 };
+
+    let mode = if one_command {
+        // The child runs in `/`: relative paths are made absolute here.
+        let configs = cli
+            .config
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let control_socket = match &cli.control_socket {
+            Some(p) => absolute(p)?,
+            None => {
+                ensure_dir(&run, run_mode, private)?;
+                let dir = run.join("control");
+                ensure_dir(&dir, 0o755, None)?;
+                if root {
+                    // Before the capability cut: this needs CAP_CHOWN.
+                    sys::chown(&dir, ctl.uid, ctl.gid)
+                        .or_else(|e| fail(1, format!("cannot chown {}: {e}", dir.display())))?;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                        .or_else(|e| fail(1, format!("cannot chmod {}: {e}", dir.display())))?;
+                }
+                dir.join("control.sock")
+            }
+        };
+        let exe = std::env::current_exe()
+            .or_else(|e| fail(1, format!("cannot find the core's own executable: {e}")))?;
+        let ctl_path = exe
+            .parent()
+            .map(|d| d.join("inetd-controller"))
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/inetd-controller"));
+        if !ctl_path.is_file() {
+            return fail(
+                1,
+                format!(
+                    "inetd-controller not found beside the core: {} is missing",
+                    ctl_path.display()
+                ),
+            );
+        }
+        let argv = controller_argv(
+            &configs,
+            &control_socket,
+            cli.log_level.as_str(),
+            &cli.controller_args,
+        )
+        .iter()
+        .map(cstr)
+        .collect::<Result<Vec<_>, _>>()?;
+        let ids = Ids {
+            uid: ctl.uid,
+            gid: ctl.gid,
+            groups: if root { ctl.groups.clone() } else { Vec::new() },
+        };
+        info!(
+            "one-command mode: the controller runs as {} (uid {}), control socket {}",
+            ctl.name,
+            ctl.uid,
+            control_socket.display()
+        );
+        Mode::OneCommand(ControllerPlan {
+            path: cstr(&ctl_path)?,
+            argv,
+            ids,
+            change_ids: root,
+        })
+    } else {
+        let path = match &cli.core_socket {
+            Some(p) => absolute(p)?,
+            None => {
+                ensure_dir(&run, run_mode, private)?;
+                run.join("core.sock")
+            }
+        };
+        let (listener, file_id) = bind_core_socket(&path, ctl.gid, root)?;
+        let mut allowed_uids = vec![0, ctl.uid, uid];
+        allowed_uids.sort_unstable();
+        allowed_uids.dedup();
+        info!(
+            "core socket {} (mode 0660, group {}); serving uids {:?}",
+            path.display(),
+            ctl.gid,
+            allowed_uids
+        );
+        Mode::Packaged {
+            listener,
+            path,
+            file_id,
+            allowed_uids,
+        }
+    };
+    sys::chdir_root().or_else(|e| fail(1, format!("chdir /: {e}")))?;
+    // Load the local time zone (for the daytime builtin) while files are
+    // still readable without question; children inherit it.
+    sys::clock::init();
+
+    if root {
+        let r = sys::caps::cut(cli.allow_root_services)
+            .or_else(|e| fail(1, format!("cannot cut capabilities: {e}")))?;
+        if r.bounding_skipped {
+            info!("capability bounding set left as it is (--allow-root-services: root services take their capabilities from it)");
+        } else if let Some(why) = &r.bounding_not_cut {
+            warn!("cannot cut the capability bounding set ({why}); cut it in the service manager instead");
+        }
+        info!("capabilities kept: {}", r.permitted.join(" "));
+    } else {
+        info!("running as uid {uid}, not root: no capabilities to drop; every service runs as uid {uid}");
+    }
+
+    let devnull =
+        sys::open_dev_null().or_else(|e| fail(1, format!("cannot open /dev/null: {e}")))?;
+    let sigfd = sys::signal_fd().or_else(|e| fail(1, format!("cannot set up signals: {e}")))?;
+    let policy = CorePolicy {
+        root,
+        allow_root_services: cli.allow_root_services,
+        allow_setuid_services: cli.allow_setuid_services,
+        uid,
+        gid: sys::getegid(),
+        groups: sys::getgroups().unwrap_or_default(),
+        controller_uid: ctl.uid,
+        builtins: true,
+    };
+    Ok(Setup {
+        policy,
+        dgram_idle: Duration::from_secs(cli.dgram_idle),
+        devnull,
+        sigfd,
+        mode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_dirs() {
+        assert_eq!(runtime_dir(true, 0, None), PathBuf::from("/run/inetd"));
+        assert_eq!(
+            runtime_dir(false, 1000, Some("/run/user/1000".as_ref())),
+            PathBuf::from("/run/user/1000/inetd")
+        );
+        assert_eq!(
+            runtime_dir(false, 1000, Some("rel".as_ref())),
+            PathBuf::from("/tmp/inetd-1000")
+        );
+        assert_eq!(
+            runtime_dir(false, 1000, None),
+            PathBuf::from("/tmp/inetd-1000")
+        );
+    }
+
+    #[test]
+    fn controller_arguments() {
+        let v = controller_argv(
+            &[PathBuf::from("/a.conf"), PathBuf::from("/d")],
+            Path::new("/run/inetd/control/control.sock"),
+            "debug",
+            &["--services".into(), "/s".into()],
+        );
+        let v: Vec<&str> = v.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            v,
+            vec![
+                "inetd-controller",
+                "--core-fd",
+                "3",
+                "--config",
+                "/a.conf",
+                "--config",
+                "/d",
+                "--control-socket",
+                "/run/inetd/control/control.sock",
+                "--log-level",
+                "debug",
+                "--services",
+                "/s"
+            ]
+        );
+    }
+}

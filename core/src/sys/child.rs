@@ -1,0 +1,470 @@
+//! The child path: fork, and between fork and exec exactly the steps of
+//! DESIGN.md trust rule 6, in this order:
+//!
+//! 1. `setsid`: the child leads its own session, so a signal to the core's
+//!    process group never reaches servers and a server's terminal games
+//!    never reach the core.
+//! 2. Every signal back to its default disposition, SIGPIPE included (the
+//!    Rust runtime ignores SIGPIPE, and an ignored signal survives exec),
+//!    then an empty signal mask (the core blocks the signals it reads
+//!    through its signalfd, and a mask survives exec too).
+//! 3. `setgroups` → `setresgid` → `setresuid`, each checked. Groups first
+//!    and gid before uid because each of those calls needs privilege that
+//!    the uid change takes away. Then the ids are read back and compared,
+//!    and for a non-root uid we check that uid 0 cannot be regained.
+//! 4. `no_new_privs` when asked.
+//! 5. umask 022 and working directory `/`.
+//! 6. The planned descriptors onto 0, 1, 2, ... (close-on-exec cleared),
+//!    every other descriptor closed.
+//! 7. `execve` with the prepared argv and environment, or the builtin.
+//!
+//! Any failure writes the step and errno to a close-on-exec pipe and calls
+//! `_exit(127)`: the child never returns into the core's code, never unwinds
+//! (the workspace builds with `panic = "abort"`) and never logs; the parent
+//! reads the pipe from its poll loop and logs. A successful exec closes the
+//! pipe, so the parent sees end-of-file.
+//!
+//! Everything that allocates (argv and environment pointer arrays, the
+//! sorted group list) is prepared before `fork`. The core is
+//! single-threaded, so allocating in the child would be safe too, but the
+//! builtin path is the only one that does.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use super::{cvt, owned};
+
+/// The ids a child runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// What the child runs once it is set up.
+pub enum Program<'a> {
+    /// `execve(path, argv, env)`.
+    Exec {
+        path: &'a CStr,
+        argv: &'a [CString],
+        /// The fixed environment, built when the listener was applied.
+        env_fixed: &'a [CString],
+        /// The per-connection variables, built for this connection.
+        env_conn: &'a [CString],
+    },
+    /// Call this with descriptor 0 and `_exit` with what it returns. The
+    /// closure runs after the ids are dropped and every other descriptor
+    /// is closed, and never returns into the core.
+    Builtin(Box<dyn FnOnce(OwnedFd) -> i32 + 'a>),
+}
+
+/// One child to start.
+pub struct Spawn<'a> {
+    /// The ids to take. With `change_ids` false (a non-root core, which
+    /// cannot change them) the child keeps the core's ids and `ids` is only
+    /// checked against what it reads back.
+    pub ids: &'a Ids,
+    pub change_ids: bool,
+    pub no_new_privs: bool,
+    /// `fds[i]` becomes descriptor `i` in the child; nothing else stays open.
+    pub fds: &'a [RawFd],
+    pub program: Program<'a>,
+}
+
+/// A started child and the read end of its status pipe (nonblocking): end
+/// of file means it reached exec (or its builtin); eight bytes mean it
+/// failed, see [`read_status`].
+pub struct Spawned {
+    pub pid: i32,
+    pub status: OwnedFd,
+}
+
+/// The step of the child path that failed, as sent over the status pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    Setsid = 1,
+    Signals = 2,
+    Setgroups = 3,
+    Setgid = 4,
+    Setuid = 5,
+    VerifyIds = 6,
+    RegainRoot = 7,
+    NoNewPrivs = 8,
+    Chdir = 9,
+    Descriptors = 10,
+    Exec = 11,
+    Unknown = 0,
+}
+
+impl Step {
+    fn from_u32(n: u32) -> Step {
+        match n {
+            1 => Step::Setsid,
+            2 => Step::Signals,
+            3 => Step::Setgroups,
+            4 => Step::Setgid,
+            5 => Step::Setuid,
+            6 => Step::VerifyIds,
+            7 => Step::RegainRoot,
+            8 => Step::NoNewPrivs,
+            9 => Step::Chdir,
+            10 => Step::Descriptors,
+            11 => Step::Exec,
+            _ => Step::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Setsid => "setsid",
+            Step::Signals => "signal reset",
+            Step::Setgroups => "setgroups",
+            Step::Setgid => "setgid",
+            Step::Setuid => "setuid",
+            Step::VerifyIds => "id check",
+            Step::RegainRoot => "uid 0 could be regained",
+            Step::NoNewPrivs => "no_new_privs",
+            Step::Chdir => "chdir /",
+            Step::Descriptors => "descriptor set-up",
+            Step::Exec => "execve",
+            Step::Unknown => "unknown step",
+        }
+    }
+}
+
+/// What the status pipe said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildStatus {
+    /// Nothing yet.
+    Pending,
+    /// End of file: the child reached exec or its builtin.
+    Started,
+    /// The child failed at `step` with `errno` and exits 127.
+    Failed { step: Step, errno: i32 },
+}
+
+/// Reads the status pipe without blocking.
+pub fn read_status(fd: &OwnedFd) -> ChildStatus {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    // The 8 bytes are written by one write(2) of less than PIPE_BUF, so they
+    // arrive together; loop only for EINTR.
+    while got < buf.len() {
+        match super::read_nb(fd.as_fd(), &mut buf[got..]) {
+            Ok(None) => {
+                if got == 0 {
+                    return ChildStatus::Pending;
+                }
+            }
+            Ok(Some(0)) => break,
+            Ok(Some(n)) => got += n,
+            Err(_) => return ChildStatus::Started,
+        }
+    }
+    if got < buf.len() {
+        return ChildStatus::Started;
+    }
+    let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    ChildStatus::Failed {
+        step: Step::from_u32(step),
+        errno,
+    }
+}
+
+/// Forks a child that follows the path described at the top of this file.
+pub fn spawn(s: Spawn<'_>) -> io::Result<Spawned> {
+    // Everything the child needs, allocated now.
+    let (path_ptr, argv_ptrs, env_ptrs) = match &s.program {
+        Program::Exec {
+            path,
+            argv,
+            env_fixed,
+            env_conn,
+        } => {
+            if argv.is_empty() {
+                return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            }
+            let mut a: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+            a.push(std::ptr::null());
+            let mut e: Vec<*const libc::c_char> = env_fixed
+                .iter()
+                .chain(env_conn.iter())
+                .map(|c| c.as_ptr())
+                .collect();
+            e.push(std::ptr::null());
+            (path.as_ptr(), a, e)
+        }
+        Program::Builtin(_) => (std::ptr::null(), Vec::new(), Vec::new()),
+    };
+    let mut want_groups = s.ids.groups.clone();
+    want_groups.sort_unstable();
+    want_groups.dedup();
+    let mut got_groups: Vec<libc::gid_t> = vec![0; want_groups.len() + 1];
+
+    let mut pipe = [-1 as RawFd; 2];
+    // SAFETY: `pipe` is a valid array of two ints for pipe2 to fill.
+    cvt(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded; both descriptors are new and ours alone.
+    let (rd, wr) = unsafe { (owned(pipe[0]), owned(pipe[1])) };
+
+    // SAFETY: the core is single-threaded (no other thread can hold a lock
+    // the child would need); the child runs only `child_main`, which never
+    // returns and leaves with `_exit` or exec.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let ctx = ChildCtx {
+            status_fd: wr.as_raw_fd(),
+            path: path_ptr,
+            argv: &argv_ptrs,
+            env: &env_ptrs,
+            want_groups: &want_groups,
+            got_groups: &mut got_groups,
+        };
+        child_main(ctx, s);
+    }
+    drop(wr);
+    super::set_nonblocking(rd.as_fd(), true)?;
+    Ok(Spawned { pid, status: rd })
+}
+
+struct ChildCtx<'a> {
+    status_fd: RawFd,
+    path: *const libc::c_char,
+    argv: &'a [*const libc::c_char],
+    env: &'a [*const libc::c_char],
+    want_groups: &'a [u32],
+    got_groups: &'a mut [libc::gid_t],
+}
+
+/// Reports `step` and `errno` to the parent and leaves.
+fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    msg[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: `msg` is a valid 8-byte buffer; a failed write cannot be
+    // reported anywhere, and the exit status says 127 anyway. `_exit` skips
+    // atexit handlers and stdio flushing that belong to the parent.
+    unsafe {
+        libc::write(fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The child side of [`spawn`]. Never returns.
+fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
+    // 1. New session.
+    // SAFETY: plain system call.
+    if unsafe { libc::setsid() } == -1 {
+        fail(c.status_fd, Step::Setsid, errno());
+    }
+
+    // 2. Default dispositions for every signal, then an empty mask.
+    // SAFETY: a zeroed sigaction with SIG_DFL and an empty mask is a valid
+    // argument; errors (SIGKILL, SIGSTOP, the C library's reserved real-time
+    // signals) are expected and harmless, those keep their defaults.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in 1..libc::SIGRTMAX() + 1 {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) == -1 {
+            fail(c.status_fd, Step::Signals, errno());
+        }
+    }
+
+    // 3. Ids: groups, then gid, then uid; each checked.
+    let ids = s.ids;
+    if s.change_ids {
+        // SAFETY: `want_groups` is a valid slice of gid_t-sized values.
+        if unsafe { libc::setgroups(c.want_groups.len(), c.want_groups.as_ptr()) } == -1 {
+            fail(c.status_fd, Step::Setgroups, errno());
+        }
+        // SAFETY: plain system calls with integer arguments.
+        if unsafe { libc::setresgid(ids.gid, ids.gid, ids.gid) } == -1 {
+            fail(c.status_fd, Step::Setgid, errno());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::setresuid(ids.uid, ids.uid, ids.uid) } == -1 {
+            fail(c.status_fd, Step::Setuid, errno());
+        }
+    }
+    verify_ids(&mut c, ids, s.change_ids);
+
+    // 4. no_new_privs: setuid binaries cannot lift the child any more.
+    if s.no_new_privs {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
+            fail(c.status_fd, Step::NoNewPrivs, errno());
+        }
+    }
+
+    // 5. umask and working directory, whatever the core was started with.
+    // SAFETY: plain system calls; the path is a NUL-terminated literal.
+    unsafe {
+        libc::umask(0o022);
+        if libc::chdir(c"/".as_ptr()) == -1 {
+            fail(c.status_fd, Step::Chdir, errno());
+        }
+    }
+
+    // 6. Descriptors.
+    let keep_status = matches!(s.program, Program::Exec { .. });
+    setup_fds(&mut c, s.fds, keep_status);
+
+    // 7. Run.
+    match s.program {
+        Program::Exec { .. } => {
+            // SAFETY: path, argv and env are NUL-terminated arrays of
+            // pointers to NUL-terminated strings, built before fork and alive
+            // in this (copied) address space.
+            unsafe { libc::execve(c.path, c.argv.as_ptr(), c.env.as_ptr()) };
+            fail(c.status_fd, Step::Exec, errno());
+        }
+        Program::Builtin(run) => {
+            // SAFETY: descriptor 0 was just set up by `setup_fds` and
+            // nothing else in this process owns it.
+            let fd = unsafe { owned(0) };
+            let code = run(fd);
+            // SAFETY: leaving the child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// Reads the ids back and compares them with what was asked for.
+fn verify_ids(c: &mut ChildCtx<'_>, ids: &Ids, changed: bool) {
+    let (mut r, mut e, mut sv) = (0, 0, 0);
+    // SAFETY: three valid out-pointers.
+    if unsafe { libc::getresuid(&mut r, &mut e, &mut sv) } == -1
+        || r != ids.uid
+        || e != ids.uid
+        || sv != ids.uid
+    {
+        fail(c.status_fd, Step::VerifyIds, libc::EPERM);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::getresgid(&mut r, &mut e, &mut sv) } == -1
+        || r != ids.gid
+        || e != ids.gid
+        || sv != ids.gid
+    {
+        fail(c.status_fd, Step::VerifyIds, libc::EPERM);
+    }
+    if changed {
+        let cap = i32::try_from(c.got_groups.len()).unwrap_or(i32::MAX);
+        // SAFETY: `got_groups` has room for `cap` entries.
+        let n = unsafe { libc::getgroups(cap, c.got_groups.as_mut_ptr()) };
+        if n < 0 {
+            fail(c.status_fd, Step::VerifyIds, errno());
+        }
+        let got = &mut c.got_groups[..n as usize];
+        got.sort_unstable();
+        let mut ok = true;
+        let mut k = 0;
+        for (i, g) in got.iter().enumerate() {
+            if i > 0 && got[i - 1] == *g {
+                continue;
+            }
+            if c.want_groups.get(k) != Some(g) {
+                ok = false;
+                break;
+            }
+            k += 1;
+        }
+        if !ok || k != c.want_groups.len() {
+            fail(c.status_fd, Step::VerifyIds, libc::EPERM);
+        }
+    }
+    if ids.uid != 0 {
+        // SAFETY: plain system calls. Both must fail for a non-root child;
+        // success would mean the drop is not permanent.
+        if unsafe { libc::setuid(0) } != -1 || unsafe { libc::seteuid(0) } != -1 {
+            fail(c.status_fd, Step::RegainRoot, 0);
+        }
+    }
+}
+
+/// Puts `fds[i]` on descriptor `i`, keeps the status pipe (close-on-exec,
+/// right above them) when `keep_status`, and closes everything else.
+fn setup_fds(c: &mut ChildCtx<'_>, fds: &[RawFd], keep_status: bool) {
+    let n = fds.len() as libc::c_int;
+    // First copy every source (and the status pipe) above the target range,
+    // so that placing one target can never overwrite a source not yet placed.
+    let mut high = [0 as libc::c_int; 8];
+    if fds.len() > high.len() {
+        fail(c.status_fd, Step::Descriptors, libc::EINVAL);
+    }
+    // SAFETY: fcntl/dup3 on descriptors of this process; failures reported.
+    unsafe {
+        let st = libc::fcntl(c.status_fd, libc::F_DUPFD_CLOEXEC, n + 1);
+        if st == -1 {
+            fail(c.status_fd, Step::Descriptors, errno());
+        }
+        if libc::dup3(st, n, libc::O_CLOEXEC) == -1 {
+            fail(st, Step::Descriptors, errno());
+        }
+        c.status_fd = n;
+        for (i, &fd) in fds.iter().enumerate() {
+            let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n + 1);
+            if h == -1 {
+                fail(c.status_fd, Step::Descriptors, errno());
+            }
+            high[i] = h;
+        }
+        for (i, &h) in high[..fds.len()].iter().enumerate() {
+            // dup2 onto a different number clears close-on-exec on the copy.
+            if libc::dup2(h, i as libc::c_int) == -1 {
+                fail(c.status_fd, Step::Descriptors, errno());
+            }
+        }
+        let first = if keep_status { n + 1 } else { n };
+        close_from(first as libc::c_uint);
+    }
+}
+
+/// Closes every descriptor from `first` up.
+///
+/// # Safety
+///
+/// Only for the child between fork and exec: it closes descriptors that
+/// Rust objects of the parent's copy still believe they own, which is fine
+/// only because those objects are never used again in this process.
+unsafe fn close_from(first: libc::c_uint) {
+    // SAFETY: close_range takes plain integers.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.9: close up to the descriptor limit, bounded so a
+    // huge RLIMIT_NOFILE cannot make this take minutes.
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur.min(1 << 20) as libc::c_uint
+    } else {
+        1024
+    };
+    for fd in first..max {
+        // SAFETY: closing descriptors of this child; see the contract.
+        unsafe { libc::close(fd as libc::c_int) };
+    }
+}

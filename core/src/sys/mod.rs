@@ -1,0 +1,294 @@
+//! The operating-system layer of the core: every `unsafe` block of the crate
+//! lives under this module, and so do the system calls the rest of the core
+//! makes. Everything above it is `#![forbid(unsafe_code)]` and works on owned
+//! descriptors and plain values.
+//!
+//! Where nix offers a safe call it is used; raw `libc` is used where nix has
+//! no wrapper or where the call happens between `fork` and `exec` (see
+//! [`child`]), where only async-signal-safe calls are wanted.
+#![allow(unsafe_code)]
+
+pub mod caps;
+pub mod child;
+pub mod clock;
+pub mod net;
+pub mod unixsock;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// Converts a `-1` return into the thread's errno.
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn nix_err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open, on `/dev/null` where they
+/// were not. Run first thing: a socket opened while one of them is closed
+/// would take its number, and a later `dup2` of a connection onto 0, 1 or 2
+/// in a child would then be a no-op that leaves the socket unset.
+pub fn ensure_std_fds() -> io::Result<()> {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the descriptor table; any int is a
+        // valid argument.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        // Not CLOEXEC: this is meant to stay as fd 0, 1 or 2.
+        // SAFETY: the path is a NUL-terminated literal.
+        let n = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) })?;
+        if n != fd {
+            // The lowest free number was not `fd` (cannot happen when the
+            // lower ones are open, which the loop order ensures); move it.
+            // SAFETY: both are descriptors of this process; dup2 then close
+            // of our own temporary.
+            unsafe {
+                let r = libc::dup2(n, fd);
+                libc::close(n);
+                cvt(r)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens `/dev/null` read-write, close-on-exec, for children's unused stdio.
+pub fn open_dev_null() -> io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    Ok(OwnedFd::from(f))
+}
+
+pub fn geteuid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+pub fn getegid() -> u32 {
+    nix::unistd::getegid().as_raw()
+}
+
+pub fn getpid() -> u32 {
+    nix::unistd::getpid().as_raw().unsigned_abs()
+}
+
+/// The process's supplementary groups.
+pub fn getgroups() -> io::Result<Vec<u32>> {
+    nix::unistd::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .map_err(nix_err)
+}
+
+/// Sets the file mode creation mask, returning the previous one.
+pub fn umask(mask: u32) -> u32 {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask)).bits()
+}
+
+/// Sets the effective gid (the core keeps CAP_SETGID for this).
+pub fn setegid(gid: u32) -> io::Result<()> {
+    nix::unistd::setegid(nix::unistd::Gid::from_raw(gid)).map_err(nix_err)
+}
+
+pub fn chdir_root() -> io::Result<()> {
+    nix::unistd::chdir("/").map_err(nix_err)
+}
+
+/// Changes the owner of a path (only used at start, before the capability
+/// cut, for the runtime directories).
+pub fn chown(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+}
+
+/// A user as the core needs it: resolved once at start, from the core's own
+/// command line (DESIGN.md trust rule 2 allows exactly this).
+#[derive(Debug, Clone)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Looks a user up by name, or by number when `spec` is all digits.
+pub fn lookup_user(spec: &str) -> io::Result<Option<UserInfo>> {
+    use nix::unistd::{Uid, User};
+    let user = if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+        let uid: u32 = spec
+            .parse()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        User::from_uid(Uid::from_raw(uid)).map_err(nix_err)?
+    } else {
+        User::from_name(spec).map_err(nix_err)?
+    };
+    let Some(user) = user else { return Ok(None) };
+    let cname = CString::new(user.name.clone())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let groups = nix::unistd::getgrouplist(&cname, user.gid)
+        .map_err(nix_err)?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    Ok(Some(UserInfo {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups,
+    }))
+}
+
+/// One entry of a poll set. `revents` is filled by [`poll`].
+pub type PollEntry = libc::pollfd;
+
+pub const POLLIN: i16 = libc::POLLIN;
+pub const POLLOUT: i16 = libc::POLLOUT;
+pub const POLLERR: i16 = libc::POLLERR;
+pub const POLLHUP: i16 = libc::POLLHUP;
+pub const POLLNVAL: i16 = libc::POLLNVAL;
+
+pub fn poll_entry(fd: RawFd, events: i16) -> PollEntry {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Waits for events on `fds`, at most `timeout_ms` (-1: no limit). EINTR is
+/// reported as zero events: the caller's loop simply goes round again.
+pub fn poll(fds: &mut [PollEntry], timeout_ms: i32) -> io::Result<usize> {
+    let n = libc::nfds_t::try_from(fds.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `n` pollfd
+    // structures for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), n, timeout_ms) };
+    if r == -1 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(r as usize)
+}
+
+/// The signals the core handles through its signalfd.
+pub const HANDLED_SIGNALS: [Signal; 4] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+];
+
+/// Blocks [`HANDLED_SIGNALS`] and returns a nonblocking, close-on-exec
+/// signalfd for them. The core has no signal handlers at all: signals are
+/// read in the poll loop like any other event, so no code runs
+/// asynchronously (the regreSSHion class of bugs cannot happen here).
+pub fn signal_fd() -> io::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in HANDLED_SIGNALS {
+        set.add(s);
+    }
+    set.thread_block().map_err(nix_err)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(nix_err)
+}
+
+/// Reads every pending signal number from the signalfd.
+pub fn read_signals(sfd: &SignalFd) -> io::Result<Vec<i32>> {
+    let mut out = Vec::new();
+    loop {
+        match sfd.read_signal() {
+            Ok(Some(info)) => out.push(i32::try_from(info.ssi_signo).unwrap_or(0)),
+            Ok(None) => return Ok(out),
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(nix_err(e)),
+        }
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exit {c}"),
+            ExitStatus::Signaled(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// Reaps one exited child without blocking, if there is one.
+pub fn reap_one() -> Option<(i32, ExitStatus)> {
+    loop {
+        match nix::sys::wait::waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                return Some((pid.as_raw(), ExitStatus::Exited(code)))
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                return Some((pid.as_raw(), ExitStatus::Signaled(sig as i32)))
+            }
+            Ok(WaitStatus::StillAlive) => return None,
+            // Stopped/continued children are not exits; look for more.
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends `sig` to a child that has not been reaped yet (so the pid cannot
+/// have been reused).
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    let sig = Signal::try_from(sig).map_err(nix_err)?;
+    nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(nix_err)
+}
+
+/// Nonblocking read into `buf`; `Ok(None)` when it would block.
+pub fn read_nb(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(nix::Error::EAGAIN) => return Ok(None),
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(nix_err(e)),
+        }
+    }
+}
+
+/// Sets or clears O_NONBLOCK.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(nix_err)?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(nix_err)?;
+    Ok(())
+}
+
+/// Wraps a descriptor this process just received from the kernel.
+///
+/// # Safety
+///
+/// `fd` must be an open descriptor that nothing else owns.
+unsafe fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller guarantees exclusive ownership of an open fd.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

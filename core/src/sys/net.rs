@@ -1,0 +1,179 @@
+//! Internet and unix sockets: bind, listen, accept, peer information.
+//!
+//! Every socket the core makes is nonblocking and close-on-exec. Accepted
+//! connections are blocking (they go to a child as its stdio) and
+//! close-on-exec (the child's copy is made by dup2, which clears the flag).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    SockaddrStorage,
+};
+
+use super::{nix_err, owned};
+
+/// Listen backlog of every stream listener (Debian's openbsd-inetd `-q`
+/// default, and busybox's).
+pub const BACKLOG: i32 = 128;
+
+/// The socket kinds the core binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stream,
+    Dgram,
+    Seqpacket,
+}
+
+impl Kind {
+    fn sock_type(self) -> SockType {
+        match self {
+            Kind::Stream => SockType::Stream,
+            Kind::Dgram => SockType::Datagram,
+            Kind::Seqpacket => SockType::SeqPacket,
+        }
+    }
+
+    /// Whether the socket is listened on and accepted from.
+    pub fn connected(self) -> bool {
+        !matches!(self, Kind::Dgram)
+    }
+}
+
+/// The address family handling of an internet listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    /// IPv6 with IPV6_V6ONLY on.
+    V6Only,
+    /// IPv6 with IPV6_V6ONLY off (dual stack).
+    Dual,
+}
+
+/// Makes a nonblocking, close-on-exec socket of `kind`.
+pub fn new_socket(af: AddressFamily, kind: Kind) -> io::Result<OwnedFd> {
+    socket::socket(
+        af,
+        kind.sock_type(),
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(nix_err)
+}
+
+/// Binds (and for stream sockets, listens on) an internet socket.
+pub fn bind_inet(addr: IpAddr, port: u16, family: Family, kind: Kind) -> io::Result<OwnedFd> {
+    let af = match family {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6Only | Family::Dual => AddressFamily::Inet6,
+    };
+    let fd = new_socket(af, kind)?;
+    if kind.connected() {
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(nix_err)?;
+    }
+    match (family, addr) {
+        (Family::V4, IpAddr::V4(a)) => {
+            let sa = SockaddrIn::from(SocketAddrV4::new(a, port));
+            socket::bind(fd.as_raw_fd(), &sa).map_err(nix_err)?;
+        }
+        (Family::V6Only | Family::Dual, IpAddr::V6(a)) => {
+            // Set explicitly either way: the system default
+            // (net.ipv6.bindv6only) must not decide what a listener is.
+            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &(family == Family::V6Only))
+                .map_err(nix_err)?;
+            let sa = SockaddrIn6::from(SocketAddrV6::new(a, port, 0, 0));
+            socket::bind(fd.as_raw_fd(), &sa).map_err(nix_err)?;
+        }
+        _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+    }
+    if kind.connected() {
+        listen(&fd)?;
+    }
+    Ok(fd)
+}
+
+pub fn listen(fd: &OwnedFd) -> io::Result<()> {
+    let backlog = Backlog::new(BACKLOG).map_err(nix_err)?;
+    socket::listen(fd, backlog).map_err(nix_err)
+}
+
+/// Why an accept produced no connection.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// Nothing (more) to accept, or the client went away first
+    /// (EAGAIN, ECONNABORTED, EPROTO, EINTR): harmless.
+    Nothing,
+    /// Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): the
+    /// caller stops polling listeners for a while.
+    Resources(io::Error),
+    Other(io::Error),
+}
+
+/// Accepts one connection: blocking (it becomes a child's stdio), close-on-exec.
+pub fn accept(listener: BorrowedFd<'_>) -> Result<OwnedFd, AcceptError> {
+    match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        Ok(fd) => Ok(unsafe { owned(fd) }),
+        Err(
+            nix::Error::EAGAIN
+            | nix::Error::ECONNABORTED
+            | nix::Error::EPROTO
+            | nix::Error::EINTR
+            | nix::Error::EPERM,
+        ) => Err(AcceptError::Nothing),
+        Err(
+            e
+            @ (nix::Error::EMFILE | nix::Error::ENFILE | nix::Error::ENOBUFS | nix::Error::ENOMEM),
+        ) => Err(AcceptError::Resources(nix_err(e))),
+        Err(e) => Err(AcceptError::Other(nix_err(e))),
+    }
+}
+
+fn to_std(sa: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = sa.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    if let Some(v6) = sa.as_sockaddr_in6() {
+        return Some(SocketAddr::V6(SocketAddrV6::from(*v6)));
+    }
+    None
+}
+
+/// The peer of an internet connection.
+pub fn peer_inet(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    socket::getpeername::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|s| to_std(&s))
+}
+
+/// The local address of an internet socket.
+pub fn local_inet(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|s| to_std(&s))
+}
+
+/// The credentials of a unix peer, as the kernel recorded them at connect
+/// time (SO_PEERCRED): pid, uid, gid.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
+    let c = socket::getsockopt(&fd, sockopt::PeerCredentials).map_err(nix_err)?;
+    Ok((c.pid(), c.uid(), c.gid()))
+}
+
+/// Reads one datagram away and drops it, so a dgram service whose server
+/// cannot start does not make the socket readable forever.
+pub fn discard_datagram(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 1];
+    let _ = socket::recv(
+        fd.as_raw_fd(),
+        &mut buf,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+    );
+}
+
+/// Whether a unix socket path has a live listener behind it.
+pub fn unix_answers(path: &std::path::Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}

@@ -1,0 +1,496 @@
+//! Field-by-field validation of a listener received from the controller
+//! (DESIGN.md trust rules 1 and 4). The controller is treated as hostile:
+//! everything the core will act on is checked here, once, and turned into
+//! a [`Prepared`] value (argv and the fixed environment as C strings) that
+//! the child path uses without further checks.
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::net::IpAddr;
+
+use inetd_protocol::{
+    Action, Bind, Builtin, IpMode, ListenerSpec, SocketType, MAX_ACL_RULES, MAX_ARGS, MAX_ARG_LEN,
+    MAX_GROUPS, MAX_LABEL, MAX_PATH, MAX_UNIX_PATH,
+};
+
+/// The fixed search path every child gets.
+pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the core was started as and allows: the rules validation applies.
+#[derive(Debug, Clone)]
+pub struct CorePolicy {
+    /// The core runs as root and changes ids for its children.
+    pub root: bool,
+    pub allow_root_services: bool,
+    pub allow_setuid_services: bool,
+    /// The core's own uid, gid and supplementary groups.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// The controller user's uid: a root core runs no listener as it.
+    pub controller_uid: u32,
+    /// Whether this build has the builtins.
+    pub builtins: bool,
+}
+
+/// What runs, ready for the child path.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    Exec {
+        path: CString,
+        argv: Vec<CString>,
+        /// The fixed part of the environment (PATH).
+        env: Vec<CString>,
+    },
+    Builtin(Builtin),
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+/// Checks that `path` is an absolute, canonical unix socket path.
+pub fn check_unix_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_UNIX_PATH {
+        return Err(format!(
+            "unix socket path too long: {} bytes (at most {MAX_UNIX_PATH})",
+            path.len()
+        ));
+    }
+    if path.contains('\0') {
+        return Err("unix socket path contains a NUL byte".into());
+    }
+    if !path.starts_with('/') {
+        return Err("unix socket path is not absolute".into());
+    }
+    let rest = &path[1..];
+    if rest.is_empty() {
+        return Err("unix socket path has no file name".into());
+    }
+    for comp in rest.split('/') {
+        if comp.is_empty() || comp == "." || comp == ".." {
+            return Err(
+                "unix socket path is not canonical (empty, \".\" or \"..\" component)".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_bind(spec: &ListenerSpec) -> Result<(), String> {
+    match &spec.bind {
+        Bind::Inet { addr, port, mode } => {
+            if *port == 0 {
+                return Err("port 0".into());
+            }
+            match (mode, addr) {
+                (IpMode::V4, IpAddr::V4(_)) => {}
+                (IpMode::V6Only | IpMode::Dual, IpAddr::V6(a)) => {
+                    if *mode == IpMode::V6Only && a.to_ipv4_mapped().is_some() {
+                        return Err("an IPv4-mapped address on an IPv6-only socket".into());
+                    }
+                }
+                _ => return Err("address family does not match the IP mode".into()),
+            }
+            if spec.socket_type == SocketType::Seqpacket {
+                return Err("seqpacket is only for unix sockets".into());
+            }
+            Ok(())
+        }
+        Bind::Unix { path } => check_unix_path(path),
+    }
+}
+
+fn check_creds(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
+    let c = &spec.creds;
+    if c.groups.len() > MAX_GROUPS {
+        return Err(format!(
+            "too many groups: {} (at most {MAX_GROUPS})",
+            c.groups.len()
+        ));
+    }
+    // u32::MAX is (uid_t)-1: "no change" to the set*id calls.
+    if c.uid == u32::MAX || c.gid == u32::MAX || c.groups.contains(&u32::MAX) {
+        return Err("uid or gid 4294967295 (-1) is not a valid id".into());
+    }
+    if !p.allow_root_services && (c.uid == 0 || c.gid == 0 || c.groups.contains(&0)) {
+        return Err(
+            "runs with uid, gid or a group 0, and the core was not started with --allow-root-services"
+                .into(),
+        );
+    }
+    if p.root {
+        if c.uid == p.controller_uid {
+            return Err(format!(
+                "runs as the controller user (uid {}), which the core refuses",
+                c.uid
+            ));
+        }
+    } else {
+        if c.uid != p.uid {
+            return Err(format!(
+                "runs as uid {}, but a core that is not root runs everything as itself (uid {})",
+                c.uid, p.uid
+            ));
+        }
+        if c.gid != p.gid {
+            return Err(format!(
+                "runs with gid {}, but a core that is not root keeps its own gid {}",
+                c.gid, p.gid
+            ));
+        }
+        if let Some(g) = c
+            .groups
+            .iter()
+            .find(|g| **g != p.gid && !p.groups.contains(g))
+        {
+            return Err(format!("group {g} is not one of the core's own groups"));
+        }
+    }
+    Ok(())
+}
+
+fn check_action(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String> {
+    match &spec.action {
+        Action::Exec { path, argv } => {
+            if path.len() > MAX_PATH {
+                return Err(format!(
+                    "server path too long: {} bytes (at most {MAX_PATH})",
+                    path.len()
+                ));
+            }
+            if !path.starts_with('/') {
+                return Err("server path is not absolute".into());
+            }
+            let cpath = cstring("server path", path)?;
+            if argv.is_empty() {
+                return Err("empty argv".into());
+            }
+            if argv.len() > MAX_ARGS {
+                return Err(format!(
+                    "too many arguments: {} (at most {MAX_ARGS})",
+                    argv.len()
+                ));
+            }
+            let mut cargv = Vec::with_capacity(argv.len());
+            for a in argv {
+                if a.len() > MAX_ARG_LEN {
+                    return Err(format!(
+                        "argument too long: {} bytes (at most {MAX_ARG_LEN})",
+                        a.len()
+                    ));
+                }
+                cargv.push(cstring("an argument", a)?);
+            }
+            if spec.socket_type == SocketType::Dgram && !spec.wait {
+                return Err("a dgram service must be wait".into());
+            }
+            Ok(Prepared::Exec {
+                path: cpath,
+                argv: cargv,
+                env: vec![cstring("PATH", PATH_ENV)?],
+            })
+        }
+        Action::Builtin(b) => {
+            if !p.builtins {
+                return Err("builtins not available in this build".into());
+            }
+            if spec.socket_type == SocketType::Seqpacket {
+                return Err("builtins serve stream and dgram sockets only".into());
+            }
+            Ok(Prepared::Builtin(*b))
+        }
+    }
+}
+
+fn check_limits(spec: &ListenerSpec) -> Result<(), String> {
+    let l = &spec.limits;
+    if l.source_prefix_v4 > 32 || l.source_prefix_v6 > 128 {
+        return Err("source prefix length out of range".into());
+    }
+    if let Some(acl) = &spec.acl {
+        if acl.rules.len() > MAX_ACL_RULES {
+            return Err(format!(
+                "too many access rules: {} (at most {MAX_ACL_RULES})",
+                acl.rules.len()
+            ));
+        }
+        for r in &acl.rules {
+            let max = if r.addr.is_ipv4() { 32 } else { 128 };
+            if r.prefix > max {
+                return Err(format!("access rule prefix /{} out of range", r.prefix));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates one listener. The error is the reason reported as
+/// `Outcome::Rejected`.
+pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String> {
+    if spec.label.len() > MAX_LABEL {
+        return Err(format!(
+            "label too long: {} bytes (at most {MAX_LABEL})",
+            spec.label.len()
+        ));
+    }
+    check_bind(spec)?;
+    check_creds(spec, p)?;
+    check_limits(spec)?;
+    check_action(spec, p)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use inetd_protocol::{Credentials, Limits};
+
+    pub fn spec(port: u16) -> ListenerSpec {
+        ListenerSpec {
+            bind: Bind::Inet {
+                addr: "127.0.0.1".parse().unwrap(),
+                port,
+                mode: IpMode::V4,
+            },
+            socket_type: SocketType::Stream,
+            wait: false,
+            action: Action::Exec {
+                path: "/bin/cat".into(),
+                argv: vec!["cat".into()],
+            },
+            creds: Credentials {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534],
+            },
+            limits: Limits::default(),
+            acl: None,
+            label: "echo /etc/inetd.conf:1".into(),
+        }
+    }
+
+    pub fn root_policy() -> CorePolicy {
+        CorePolicy {
+            root: true,
+            allow_root_services: false,
+            allow_setuid_services: false,
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            controller_uid: 998,
+            builtins: true,
+        }
+    }
+
+    fn rejected(s: &ListenerSpec, p: &CorePolicy) -> String {
+        validate(s, p).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn accepts_a_plain_service() {
+        let p = validate(&spec(7000), &root_policy()).unwrap();
+        match p {
+            Prepared::Exec { path, argv, env } => {
+                assert_eq!(path.to_str().unwrap(), "/bin/cat");
+                assert_eq!(argv.len(), 1);
+                assert_eq!(env[0].to_str().unwrap(), PATH_ENV);
+            }
+            Prepared::Builtin(_) => panic!("wrong kind"),
+        }
+    }
+
+    #[test]
+    fn refuses_root_ids_unless_allowed() {
+        let p = root_policy();
+        for f in [
+            |s: &mut ListenerSpec| s.creds.uid = 0,
+            |s: &mut ListenerSpec| s.creds.gid = 0,
+            |s: &mut ListenerSpec| s.creds.groups.push(0),
+        ] {
+            let mut s = spec(7000);
+            f(&mut s);
+            assert!(rejected(&s, &p).contains("--allow-root-services"));
+            let mut allow = p.clone();
+            allow.allow_root_services = true;
+            assert!(validate(&s, &allow).is_ok());
+        }
+    }
+
+    #[test]
+    fn refuses_minus_one_ids_even_when_root_is_allowed() {
+        let mut p = root_policy();
+        p.allow_root_services = true;
+        let mut s = spec(7000);
+        s.creds.uid = u32::MAX;
+        assert!(rejected(&s, &p).contains("4294967295"));
+        let mut s = spec(7000);
+        s.creds.groups = vec![u32::MAX];
+        assert!(rejected(&s, &p).contains("4294967295"));
+    }
+
+    #[test]
+    fn root_core_refuses_the_controller_uid() {
+        let mut s = spec(7000);
+        s.creds.uid = 998;
+        assert!(rejected(&s, &root_policy()).contains("controller"));
+    }
+
+    #[test]
+    fn user_core_runs_only_itself() {
+        let p = CorePolicy {
+            root: false,
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 24],
+            controller_uid: 1000,
+            ..root_policy()
+        };
+        let mut s = spec(7000);
+        s.creds = inetd_protocol::Credentials {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![24],
+        };
+        assert!(validate(&s, &p).is_ok());
+        s.creds.uid = 1001;
+        assert!(rejected(&s, &p).contains("itself"));
+        s.creds.uid = 1000;
+        s.creds.gid = 24;
+        assert!(rejected(&s, &p).contains("gid"));
+        s.creds.gid = 1000;
+        s.creds.groups = vec![27];
+        assert!(rejected(&s, &p).contains("group 27"));
+    }
+
+    #[test]
+    fn checks_exec_fields() {
+        let p = root_policy();
+        let cases: Vec<(Action, &str)> = vec![
+            (
+                Action::Exec {
+                    path: "bin/cat".into(),
+                    argv: vec!["cat".into()],
+                },
+                "absolute",
+            ),
+            (
+                Action::Exec {
+                    path: "/bin/c\0t".into(),
+                    argv: vec!["cat".into()],
+                },
+                "NUL",
+            ),
+            (
+                Action::Exec {
+                    path: "/bin/cat".into(),
+                    argv: vec![],
+                },
+                "empty argv",
+            ),
+            (
+                Action::Exec {
+                    path: "/bin/cat".into(),
+                    argv: vec!["a\0b".into()],
+                },
+                "NUL",
+            ),
+            (
+                Action::Exec {
+                    path: format!("/{}", "x".repeat(MAX_PATH)),
+                    argv: vec!["x".into()],
+                },
+                "too long",
+            ),
+            (
+                Action::Exec {
+                    path: "/bin/cat".into(),
+                    argv: vec!["x".into(); MAX_ARGS + 1],
+                },
+                "too many",
+            ),
+            (
+                Action::Exec {
+                    path: "/bin/cat".into(),
+                    argv: vec!["x".repeat(MAX_ARG_LEN + 1)],
+                },
+                "too long",
+            ),
+        ];
+        for (a, why) in cases {
+            let mut s = spec(7000);
+            s.action = a;
+            let r = rejected(&s, &p);
+            assert!(r.contains(why), "{r} should say {why}");
+        }
+        let mut s = spec(7000);
+        s.label = "l".repeat(MAX_LABEL + 1);
+        assert!(rejected(&s, &p).contains("label"));
+    }
+
+    #[test]
+    fn checks_bind_fields() {
+        let p = root_policy();
+        let mut s = spec(0);
+        assert!(rejected(&s, &p).contains("port 0"));
+        s = spec(7000);
+        s.bind = Bind::Inet {
+            addr: "::1".parse().unwrap(),
+            port: 7000,
+            mode: IpMode::V4,
+        };
+        assert!(rejected(&s, &p).contains("family"));
+        s.bind = Bind::Inet {
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 7000,
+            mode: IpMode::Dual,
+        };
+        assert!(rejected(&s, &p).contains("family"));
+        s.bind = Bind::Inet {
+            addr: "::1".parse().unwrap(),
+            port: 7000,
+            mode: IpMode::V6Only,
+        };
+        assert!(validate(&s, &p).is_ok());
+        s.socket_type = SocketType::Seqpacket;
+        assert!(rejected(&s, &p).contains("seqpacket"));
+        s = spec(7000);
+        s.socket_type = SocketType::Dgram;
+        assert!(rejected(&s, &p).contains("wait"));
+        s.wait = true;
+        assert!(validate(&s, &p).is_ok());
+    }
+
+    #[test]
+    fn checks_unix_paths() {
+        assert!(check_unix_path("/run/x.sock").is_ok());
+        for (bad, why) in [
+            ("run/x", "absolute"),
+            ("/run//x", "canonical"),
+            ("/run/./x", "canonical"),
+            ("/run/../x", "canonical"),
+            ("/run/x/", "canonical"),
+            ("/", "no file name"),
+            ("/r\0x", "NUL"),
+        ] {
+            let e = check_unix_path(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_UNIX_PATH));
+        assert!(check_unix_path(&long).unwrap_err().contains("too long"));
+        assert!(check_unix_path(&long[..MAX_UNIX_PATH]).is_ok());
+    }
+
+    #[test]
+    fn builtins_follow_the_build() {
+        let mut s = spec(7000);
+        s.action = Action::Builtin(Builtin::Echo);
+        s.socket_type = SocketType::Dgram;
+        assert!(
+            validate(&s, &root_policy()).is_ok(),
+            "dgram builtins need not say wait"
+        );
+        let mut p = root_policy();
+        p.builtins = false;
+        assert!(rejected(&s, &p).contains("builtins not available"));
+    }
+}
