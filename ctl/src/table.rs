@@ -117,19 +117,19 @@ pub fn status_text(s: &StatusReply) -> String {
     let c = &s.controller;
     let mut out = String::new();
     let _ = writeln!(out, "controller");
-    let _ = writeln!(out, "  version:      {}", c.version);
-    let _ = writeln!(out, "  pid:          {}", c.pid);
-    let _ = writeln!(out, "  uptime:       {}s", c.uptime_s);
-    let _ = writeln!(out, "  admin group:  {}", c.admin_group);
+    let _ = writeln!(out, "  version:          {}", c.version);
+    let _ = writeln!(out, "  pid:              {}", c.pid);
+    let _ = writeln!(out, "  uptime:           {}s", c.uptime_s);
+    let _ = writeln!(out, "  admin group:      {}", c.admin_group);
     for f in &c.config {
         let m = f.mtime.map_or_else(|| "-".to_owned(), rfc3339);
-        let _ = writeln!(out, "  config:       {} (modified {m})", clean(&f.path));
+        let _ = writeln!(out, "  config:           {} (modified {m})", clean(&f.path));
     }
     match &c.last_reload {
         Some(l) => {
             let _ = writeln!(
                 out,
-                "  last reload:  {} at {}",
+                "  last reload:      {} at {}",
                 l.result.as_str(),
                 rfc3339(l.at)
             );
@@ -138,21 +138,21 @@ pub fn status_text(s: &StatusReply) -> String {
             }
         }
         None => {
-            let _ = writeln!(out, "  last reload:  none");
+            let _ = writeln!(out, "  last reload:      none");
         }
     }
     let _ = writeln!(out, "core");
     match &s.core {
         Some(k) => {
-            let _ = writeln!(out, "  reachable:    yes");
-            let _ = writeln!(out, "  version:      {}", k.version);
-            let _ = writeln!(out, "  pid:          {}", k.pid);
-            let _ = writeln!(out, "  uid:          {}", k.uid);
-            let _ = writeln!(out, "  uptime:       {}s", k.uptime_s);
-            let _ = writeln!(out, "  generation:   {}", k.generation);
+            let _ = writeln!(out, "  reachable:        yes");
+            let _ = writeln!(out, "  version:          {}", k.version);
+            let _ = writeln!(out, "  pid:              {}", k.pid);
+            let _ = writeln!(out, "  uid:              {}", k.uid);
+            let _ = writeln!(out, "  uptime:           {}s", k.uptime_s);
+            let _ = writeln!(out, "  generation:       {}", k.generation);
             let _ = writeln!(
                 out,
-                "  root services: {}",
+                "  root services:    {}",
                 if k.allow_root_services {
                     "allowed"
                 } else {
@@ -168,11 +168,11 @@ pub fn status_text(s: &StatusReply) -> String {
                     "no_new_privs"
                 }
             );
-            let _ = writeln!(out, "  listeners:    {}", k.listeners);
-            let _ = writeln!(out, "  children:     {}", k.children);
+            let _ = writeln!(out, "  listeners:        {}", k.listeners);
+            let _ = writeln!(out, "  children:         {}", k.children);
         }
         None => {
-            let _ = writeln!(out, "  reachable:    no");
+            let _ = writeln!(out, "  reachable:        no");
         }
     }
     out
