@@ -79,6 +79,11 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
+        Scratch::owned_by(tag, "inetd")
+    }
+
+    /// `control/` belongs to `owner` when root (the controller's user).
+    fn owned_by(tag: &str, owner: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!(
             "inetd-ctl-{tag}-{}-{}",
             std::process::id(),
@@ -91,7 +96,7 @@ impl Scratch {
         fs::create_dir(&control).unwrap();
         fs::set_permissions(&control, fs::Permissions::from_mode(0o755)).unwrap();
         if is_root() {
-            let inetd = nix::unistd::User::from_name("inetd").unwrap().unwrap();
+            let inetd = nix::unistd::User::from_name(owner).unwrap().unwrap();
             nix::unistd::chown(&control, Some(inetd.uid), Some(inetd.gid)).unwrap();
         }
         Scratch(d)
@@ -727,4 +732,153 @@ fn one_command_mode_restarts_a_killed_controller() {
     assert!(answers(pa));
     core.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(core.wait_exit(10).success());
+}
+
+#[test]
+fn controller_restarted_with_a_broken_file_keeps_what_runs() {
+    let pa = free_port();
+    let mut t = setup("restart-broken", &cat_line(pa, ""), &[pa]);
+    t.controller.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(t.controller.wait_exit(5).success(), "SIGTERM exits 0");
+    assert!(!t.s.control().exists(), "the control socket is removed");
+    assert!(answers(pa), "the core keeps serving");
+    t.s.write(
+        "inetd.conf",
+        &format!(
+            "{}127.0.0.1:{} stream tcq nowait nobody /bin/cat cat\n",
+            cat_line(free_port(), ""),
+            free_port()
+        ),
+    );
+    t.controller = start_controller(&t.s, &t.config);
+    wait_for("the new controller's last reload", 15, || {
+        let out = inetctl(&t.s, &["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|v| v["controller"]["last_reload"]["result"] == "rejected")
+    });
+    assert!(answers(pa), "all or nothing: the running set is unchanged");
+    let v = list_json(&t.s).unwrap();
+    let rows = v["services"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["port"], pa);
+    assert_eq!(rows[0]["state"], "listening");
+    assert_eq!(rows[0]["source"]["line"], 1, "shown from the core's label");
+    assert_eq!(rows[0]["server"], "/bin/cat");
+}
+
+#[test]
+fn controller_survives_bad_frames_and_answers_other_versions() {
+    use std::os::unix::net::UnixStream;
+    let pa = free_port();
+    let t = setup("frames", &cat_line(pa, ""), &[pa]);
+    // Garbage, a huge length, and a truncated frame: each ends only that
+    // connection.
+    for bytes in [
+        &b"\xff\xff\xff\xffxxxx"[..],
+        b"\x00\x00\x00\x00",
+        b"\x00\x00\x00\x09abc",
+    ] {
+        let mut c = UnixStream::connect(t.s.control()).unwrap();
+        c.write_all(bytes).unwrap();
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    // A request of another protocol version is told which versions differ.
+    let mut c = UnixStream::connect(t.s.control()).unwrap();
+    let mut frame = 8u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&999u32.to_le_bytes());
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    c.write_all(&frame).unwrap();
+    let answer: inetd_protocol::control::CtlResponse =
+        inetd_protocol::read_message(&mut c).unwrap();
+    match answer {
+        inetd_protocol::control::CtlResponse::Error { kind, message } => {
+            assert_eq!(kind, inetd_protocol::control::CtlErrorKind::VersionMismatch);
+            assert!(message.contains("999"), "{message}");
+            assert!(message.contains(&inetd_protocol::PROTOCOL_VERSION.to_string()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(inetctl(&t.s, &["list"]).status.code(), Some(0));
+}
+
+#[test]
+fn controller_one_user_cannot_starve_the_control_socket() {
+    use std::os::unix::net::UnixStream;
+    if !is_root() {
+        eprintln!("skipped: needs root to ask as another user");
+        return;
+    }
+    let pa = free_port();
+    let t = setup("starve", &cat_line(pa, ""), &[pa]);
+    // This process (root) opens 1000 idle connections.
+    let held: Vec<UnixStream> = (0..1000)
+        .filter_map(|_| UnixStream::connect(t.s.control()).ok())
+        .collect();
+    assert!(held.len() >= 32);
+    let start = Instant::now();
+    let out = inetctl_as(Some("nobody"), &t.s, &["list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(held);
+}
+
+#[test]
+fn controller_with_a_core_that_is_not_root_runs_entries_as_itself() {
+    let user = if is_root() {
+        Some("inetd-test-peer")
+    } else {
+        None
+    };
+    let pa = free_port();
+    let s = Scratch::owned_by("nonroot", user.unwrap_or("inetd"));
+    if is_root() {
+        let pw = nix::unistd::User::from_name("inetd-test-peer")
+            .unwrap()
+            .unwrap();
+        nix::unistd::chown(&s.0, Some(pw.uid), Some(pw.gid)).unwrap();
+    }
+    let config = s.write("inetd.conf", &cat_line(pa, ""));
+    let mut c = as_user(user, &bin("inetd-core"));
+    c.arg("--core-socket")
+        .arg(s.path("core.sock"))
+        .stdin(Stdio::null());
+    let _core = Proc(c.spawn().unwrap());
+    wait_for("the core socket", 10, || s.path("core.sock").exists());
+    let mut c = as_user(user, &bin("inetd-controller"));
+    c.arg("--core-socket")
+        .arg(s.path("core.sock"))
+        .arg("--control-socket")
+        .arg(s.control())
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null());
+    let _controller = Proc(c.spawn().unwrap());
+    wait_for("the listener", 15, || {
+        state_of(&s, pa).as_deref() == Some("listening")
+    });
+    assert!(answers(pa));
+    let v = list_json(&s).unwrap();
+    let row = &v["services"][0];
+    let me = match user {
+        Some(u) => u.to_owned(),
+        None => nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .map_or_else(|| nix::unistd::getuid().to_string(), |u| u.name),
+    };
+    assert_eq!(row["user"], me.as_str(), "{v}");
+    if me != "nobody" {
+        let w = row["warnings"].as_array().unwrap();
+        assert!(
+            w.iter()
+                .any(|w| w.as_str().unwrap().contains("the core is not root")),
+            "{v}"
+        );
+    }
 }
