@@ -1,148 +1,288 @@
-//! Placeholder with the interface of the configuration parser (CONFIG-API),
-//! replaced by the parser's module when it is merged.
+//! inetd.conf: reading, parsing and name resolution.
+//!
+//! The controller turns the configuration into numeric
+//! [`ListenerSpec`]s here; the core never sees a name (DESIGN.md trust
+//! rule 2). The work happens in four steps, one module each:
+//!
+//! * [`lexer`] splits a file into records: entries (with their
+//!   continuation lines joined), `addr:` default lines, and lines that
+//!   cannot be read as text at all;
+//! * [`entry`] checks an entry field by field and resolves its names
+//!   through [`names`], giving one listener per address;
+//! * [`overlap`] checks bind keys across every file, splitting
+//!   `tcp`/`tcp6` twins and refusing every other overlap;
+//! * [`label`] encodes what a restarted controller shows before it has
+//!   read its configuration.
+//!
+//! Nothing here panics on any input and nothing is skipped silently: every
+//! problem is one [`Diagnostic`], and a bad entry is one error and one
+//! [`RejectedEntry`].
+#![forbid(unsafe_code)]
+
+mod entry;
+mod label;
+mod lexer;
+mod names;
+mod overlap;
+
 use std::fmt;
-use std::path::PathBuf;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use inetd_protocol::ListenerSpec;
 
+pub use label::Label;
+
+/// Longest physical line accepted, in bytes (without its newline). Classic
+/// inetds read lines with a fixed buffer and parse the rest of an overlong
+/// line as a new line; here such a line is an error instead.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Largest configuration file read, in bytes. A larger one (or a device
+/// that never ends) makes the whole configuration unreadable.
+pub const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// The default configuration file.
+pub const DEFAULT_FILE: &str = "/etc/inetd.conf";
+/// The default configuration directory (its `*.conf` files, in name order).
+pub const DEFAULT_DIR: &str = "/etc/inetd.d";
+
+/// Where names come from. `None` = the system (NSS for users/groups, /etc/services).
 #[derive(Debug, Clone, Default)]
 pub struct NameSources {
+    /// `--services FILE`, in `/etc/services` format.
     pub services: Option<PathBuf>,
+    /// `--passwd FILE`, in `/etc/passwd` format.
     pub passwd: Option<PathBuf>,
+    /// `--group FILE`, in `/etc/group` format; also the source of
+    /// supplementary groups.
     pub group: Option<PathBuf>,
 }
 
-pub fn default_paths() -> Vec<PathBuf> {
-    vec![
-        PathBuf::from("/etc/inetd.conf"),
-        PathBuf::from("/etc/inetd.d"),
-    ]
+/// What [`load_with`] may do beyond [`NameSources`]: hooks that make a
+/// load independent of the host, for tests and for checking a
+/// configuration meant for another machine.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Host names are looked up in this file (`/etc/hosts` format) instead
+    /// of the system resolver.
+    pub hosts: Option<PathBuf>,
+    /// Whether the host has IPv6, instead of probing with a socket.
+    pub ipv6: Option<bool>,
+    /// Server paths are checked (exists, executable) below this directory
+    /// instead of `/`.
+    pub server_root: Option<PathBuf>,
 }
 
-/// Minimal reader for `ADDR:PORT stream tcp4 nowait USER PATH ARGV...`
-/// lines only, until the parser is merged.
-pub fn load(paths: &[PathBuf], _names: &NameSources) -> Result<Config, ConfigError> {
-    use inetd_protocol::*;
-    let mut c = Config::default();
-    for p in paths {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
-        let file = p.display().to_string();
-        c.files.push(ConfigFile {
-            path: p.clone(),
-            mtime: std::fs::metadata(p).and_then(|m| m.modified()).ok(),
-        });
-        for (n, line) in text.lines().enumerate() {
-            let line_no = n as u32 + 1;
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.is_empty() || line.starts_with('#') {
-                continue;
+/// /etc/inetd.conf and /etc/inetd.d (either may be missing).
+pub fn default_paths() -> Vec<PathBuf> {
+    vec![PathBuf::from(DEFAULT_FILE), PathBuf::from(DEFAULT_DIR)]
+}
+
+/// Reads, parses and resolves the configuration. Err only when the
+/// configuration cannot be read as a whole (a named file or directory that
+/// exists but is unreadable, or a named path that does not exist): the
+/// controller exits 1 at start and a reload is refused. Both defaults missing
+/// is Ok with a warning and no entries.
+///
+/// `paths` equal to [`default_paths`] (or empty) means the defaults: a
+/// missing one is skipped rather than an error.
+pub fn load(paths: &[PathBuf], names: &NameSources) -> Result<Config, ConfigError> {
+    load_with(paths, names, &LoadOptions::default())
+}
+
+/// [`load`] with [`LoadOptions`].
+pub fn load_with(
+    paths: &[PathBuf],
+    names: &NameSources,
+    options: &LoadOptions,
+) -> Result<Config, ConfigError> {
+    let defaults = default_paths();
+    let (paths, optional) = if paths.is_empty() || paths == defaults.as_slice() {
+        (defaults.as_slice(), true)
+    } else {
+        (paths, false)
+    };
+
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    // Problems found while listing directories: warnings, with the file index
+    // they sort under.
+    let mut listing_warnings: Vec<(usize, Diagnostic)> = Vec::new();
+    for path in paths {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if optional && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound { path: path.clone() })
             }
-            let mut bad = |msg: String| {
-                c.rejected.push(RejectedEntry {
-                    source: Source {
-                        file: file.clone(),
-                        line: line_no,
-                    },
-                    service: f[0].rsplit(':').next().unwrap_or("").into(),
-                    protocol: f.get(2).unwrap_or(&"").to_string(),
-                    reason: msg.clone(),
-                });
-                c.diagnostics.push(Diagnostic {
-                    file: file.clone(),
-                    line: line_no,
-                    severity: Severity::Error,
-                    message: msg,
-                });
-            };
-            if f.len() < 6 {
-                bad("too few fields".into());
-                continue;
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.clone(),
+                    source: e,
+                })
             }
-            if f[2] != "tcp4" {
-                bad(format!(
-                    "field 3 (protocol): found \"{}\", expected tcp4",
-                    f[2]
-                ));
-                continue;
+        };
+        if meta.is_dir() {
+            let dir = std::fs::read_dir(path).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                source: e,
+            })?;
+            let mut found = Vec::new();
+            for item in dir {
+                let item = item.map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                let name = item.file_name();
+                let bytes = name.as_encoded_bytes();
+                // `*.conf` only; dot files are editor and package-manager
+                // leftovers (as run-parts skips them).
+                if !bytes.ends_with(b".conf") || bytes.starts_with(b".") {
+                    continue;
+                }
+                found.push(name);
             }
-            let Some((addr, port)) = f[0].rsplit_once(':') else {
-                bad("no address".into());
-                continue;
-            };
-            let (Ok(addr), Ok(port)) = (addr.parse::<std::net::IpAddr>(), port.parse::<u16>())
-            else {
-                bad("bad address".into());
-                continue;
-            };
-            let Ok(Some(u)) = nix::unistd::User::from_name(f[4]) else {
-                bad(format!(
-                    "field 5 (user): found \"{}\", expected a user",
-                    f[4]
-                ));
-                continue;
-            };
-            let argv: Vec<String> = f[6..].iter().map(|s| s.to_string()).collect();
-            let label = Label {
-                service: port.to_string(),
-                file: file.clone(),
-                line: line_no,
-                protocol: "tcp4".into(),
-                user: f[4].into(),
-                group: u.gid.to_string(),
-            };
-            c.entries.push(Entry {
-                source: Source {
-                    file: file.clone(),
-                    line: line_no,
-                },
-                service: port.to_string(),
-                protocol: "tcp4".into(),
-                user: f[4].into(),
-                group: u.gid.to_string(),
-                server: f[5].into(),
-                argv: argv.clone(),
-                warnings: vec![],
-                spec: ListenerSpec {
-                    bind: Bind::Inet {
-                        addr,
-                        port,
-                        mode: IpMode::V4,
-                    },
-                    socket_type: SocketType::Stream,
-                    wait: false,
-                    action: Action::Exec {
-                        path: f[5].into(),
-                        argv,
-                    },
-                    creds: Credentials {
-                        uid: u.uid.as_raw(),
-                        gid: u.gid.as_raw(),
-                        groups: vec![u.gid.as_raw()],
-                    },
-                    limits: Limits::default(),
-                    acl: None,
-                    label: label.encode(),
-                },
-            });
+            found.sort();
+            for name in found {
+                let full = path.join(&name);
+                let shown = full.to_string_lossy().into_owned();
+                match std::fs::metadata(&full) {
+                    Ok(m) if m.is_dir() => listing_warnings.push((
+                        files.len(),
+                        Diagnostic::warning(
+                            &shown,
+                            0,
+                            "a directory, not a configuration file: skipped".into(),
+                        ),
+                    )),
+                    _ => files.push((shown, full)),
+                }
+            }
+        } else {
+            files.push((path.to_string_lossy().into_owned(), path.clone()));
         }
     }
-    Ok(c)
+
+    let mut names = names::Names::open(names, options)?;
+    let mut config = Config {
+        files: Vec::new(),
+        entries: Vec::new(),
+        rejected: Vec::new(),
+        diagnostics: Vec::new(),
+    };
+    if files.is_empty() && optional && listing_warnings.is_empty() {
+        config.diagnostics.push(Diagnostic::warning(
+            DEFAULT_FILE,
+            0,
+            format!("neither {DEFAULT_FILE} nor {DEFAULT_DIR} exists: no services are configured"),
+        ));
+        return Ok(config);
+    }
+
+    let mut parsed = Vec::new();
+    let mut diags: Vec<(usize, Diagnostic)> = listing_warnings;
+    for (index, (shown, path)) in files.iter().enumerate() {
+        let (data, mtime) = read_file(path)?;
+        config.files.push(ConfigFile {
+            path: path.clone(),
+            mtime,
+        });
+        let records = lexer::records(&data);
+        let mut state = entry::FileState::default();
+        for record in records {
+            let out = entry::parse_record(shown, index, record, &mut state, &mut names, options);
+            match out {
+                entry::Outcome::None => {}
+                entry::Outcome::Error(d) => diags.push((index, d)),
+                entry::Outcome::Parsed(p) => parsed.push(p),
+            }
+        }
+    }
+
+    overlap::resolve(&mut parsed);
+
+    for p in parsed {
+        match p.result {
+            Err(reason) => {
+                diags.push((
+                    p.file_index,
+                    Diagnostic::error(&p.source.file, p.source.line, reason.clone()),
+                ));
+                config.rejected.push(RejectedEntry {
+                    source: p.source,
+                    service: p.service,
+                    protocol: p.protocol,
+                    reason,
+                });
+            }
+            Ok(listeners) => {
+                for w in &p.warnings {
+                    diags.push((
+                        p.file_index,
+                        Diagnostic::warning(&p.source.file, p.source.line, w.clone()),
+                    ));
+                }
+                config
+                    .entries
+                    .extend(listeners.into_iter().filter_map(|l| l.entry));
+            }
+        }
+    }
+
+    // Stable: problems of one line keep the order they were found in.
+    diags.sort_by_key(|(index, d)| (*index, d.line));
+    config.diagnostics = diags.into_iter().map(|(_, d)| d).collect();
+    Ok(config)
 }
 
-#[derive(Debug, Clone, Default)]
+/// Reads one file whole, bounded by [`MAX_FILE`].
+fn read_file(path: &Path) -> Result<(Vec<u8>, Option<SystemTime>), ConfigError> {
+    let read_err = |e| ConfigError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mtime = file.metadata().and_then(|m| m.modified()).ok();
+    let mut data = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() as u64 > MAX_FILE {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE,
+        });
+    }
+    Ok((data, mtime))
+}
+
+#[derive(Debug, Clone)]
 pub struct Config {
+    /// Every file read, in order.
     pub files: Vec<ConfigFile>,
+    /// Good entries, one per listener, file order.
     pub entries: Vec<Entry>,
+    /// Bad entries; each also has an error [`Diagnostic`].
     pub rejected: Vec<RejectedEntry>,
+    /// Errors and warnings, in file/line order.
     pub diagnostics: Vec<Diagnostic>,
 }
+
 impl Config {
+    /// Whether any diagnostic is an error. Some errors belong to no entry
+    /// (an `addr:` default line that does not resolve), so this, not
+    /// `rejected.is_empty()`, is what `check` and an all-or-nothing reload
+    /// should test.
     pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
             .any(|d| d.severity == Severity::Error)
+    }
+
+    /// The listeners to send to the core, in entry order.
+    pub fn specs(&self) -> Vec<ListenerSpec> {
+        self.entries.iter().map(|e| e.spec.clone()).collect()
     }
 }
 
@@ -154,28 +294,48 @@ pub struct ConfigFile {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// As given on the command line, or `DIR/NAME` for a file found in a
+    /// directory (lossy UTF-8).
     pub file: String,
+    /// Where the entry starts, from 1.
     pub line: u32,
 }
 
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", escape_for_display(&self.file), self.line)
+    }
+}
+
+/// One listener of a good entry.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub source: Source,
+    /// The service field without addr prefix: "echo", "8007", "/run/x.sock".
     pub service: String,
+    /// The row's own: tcp4|tcp6|tcp46|udp4|udp6|udp46|unix.
     pub protocol: String,
+    /// User name as resolved.
     pub user: String,
+    /// Primary group name (its number when the group has no name).
     pub group: String,
+    /// Absolute path, or "internal".
     pub server: String,
     pub argv: Vec<String>,
+    /// The entry's warnings (also in [`Config::diagnostics`], once per entry).
     pub warnings: Vec<String>,
+    /// Numeric; `spec.label` = `Label{..}.encode()`.
     pub spec: ListenerSpec,
 }
 
 #[derive(Debug, Clone)]
 pub struct RejectedEntry {
     pub source: Source,
+    /// Field 1 as written ("" when the entry has none).
     pub service: String,
+    /// Field 3 as written ("" when the entry has none).
     pub protocol: String,
+    /// The error's message (without FILE:LINE).
     pub reason: String,
 }
 
@@ -188,62 +348,99 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub file: String,
+    /// Where the entry starts; 0 for a problem of a whole file or directory.
     pub line: u32,
     pub severity: Severity,
     pub message: String,
 }
+
+impl Diagnostic {
+    fn error(file: &str, line: u32, message: String) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            severity: Severity::Error,
+            message,
+        }
+    }
+
+    fn warning(file: &str, line: u32, message: String) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            severity: Severity::Warning,
+            message,
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
+    /// `FILE:LINE: error: MESSAGE` / `FILE:LINE: warning: MESSAGE`. A file
+    /// name with control characters is escaped so one diagnostic is one line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sev = match self.severity {
+        let severity = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}:{}: {}: {}", self.file, self.line, sev, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            escape_for_display(&self.file),
+            self.line,
+            severity,
+            escape_for_display(&self.message)
+        )
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Label {
-    pub service: String,
-    pub file: String,
-    pub line: u32,
-    pub protocol: String,
-    pub user: String,
-    pub group: String,
-}
-impl Label {
-    pub fn encode(&self) -> String {
-        [
-            self.service.as_str(),
-            &self.file,
-            &self.line.to_string(),
-            &self.protocol,
-            &self.user,
-            &self.group,
-        ]
-        .join("\t")
+/// Control characters as `\xNN`, everything else as is.
+fn escape_for_display(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control()) {
+        return std::borrow::Cow::Borrowed(s);
     }
-    pub fn decode(s: &str) -> Option<Label> {
-        let v: Vec<&str> = s.split('\t').collect();
-        if v.len() != 6 {
-            return None;
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
         }
-        Some(Label {
-            service: v[0].into(),
-            file: v[1].into(),
-            line: v[2].parse().ok()?,
-            protocol: v[3].into(),
-            user: v[4].into(),
-            group: v[5].into(),
-        })
     }
+    std::borrow::Cow::Owned(out)
 }
 
+/// The configuration cannot be read as a whole.
 #[derive(Debug)]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    /// A path named explicitly does not exist.
+    NotFound { path: PathBuf },
+    /// A file or directory exists but cannot be read.
+    Read { path: PathBuf, source: io::Error },
+    /// A file is larger than [`MAX_FILE`].
+    TooLarge { path: PathBuf, limit: u64 },
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ConfigError::NotFound { path } => {
+                write!(f, "{}: No such file or directory", path.display())
+            }
+            ConfigError::Read { path, source } => write!(f, "{}: {}", path.display(), source),
+            ConfigError::TooLarge { path, limit } => {
+                write!(f, "{}: larger than {} bytes", path.display(), limit)
+            }
+        }
     }
 }
-impl std::error::Error for ConfigError {}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
