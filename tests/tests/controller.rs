@@ -717,6 +717,14 @@ fn one_command_mode_restarts_a_killed_controller() {
     wait_for("the service", 15, || answers(pa));
     assert_eq!(state_of(&s, pa).as_deref(), Some("listening"));
     let first = controller_child(core.pid()).expect("a controller child");
+    // The adopted socketpair end is close-on-exec (fdinfo flags, octal).
+    let fdinfo = fs::read_to_string(format!("/proc/{first}/fdinfo/3")).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "fd 3 flags {flags:o}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first),
         nix::sys::signal::Signal::SIGKILL,

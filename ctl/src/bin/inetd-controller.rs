@@ -21,7 +21,7 @@ use std::thread;
 use clap::Parser;
 use log::{error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
-use nix::unistd::{getegid, geteuid, getgid, getgroups, getuid};
+use nix::unistd::{geteuid, getgid, getgroups, getuid};
 
 use inetd_ctl::admin::{Admins, FilesDb, GroupDb};
 use inetd_ctl::config::{self, NameSources};
@@ -118,10 +118,10 @@ fn run(args: Args, core: CoreTarget) -> Result<(), String> {
         passwd: args.passwd.clone(),
         group: args.group.clone(),
     });
-    let gid = getegid().as_raw();
+    let gid = getgid().as_raw();
     let me = Identity {
         uid,
-        gid: getgid().as_raw(),
+        gid,
         groups: getgroups()
             .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
             .unwrap_or_else(|_| vec![gid]),
