@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -19,8 +19,10 @@ use std::time::Duration;
 use log::{debug, warn};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use inetd_protocol::codec::{decode_payload, read_payload};
-use inetd_protocol::control::{request_version, CtlCommand, CtlErrorKind, CtlRequest, CtlResponse};
+use inetd_protocol::codec::{check_header, decode_payload, HEADER_LEN};
+use inetd_protocol::control::{
+    request_version, CtlCommand, CtlErrorKind, CtlRequest, CtlResponse, MAX_CTL_REQUEST,
+};
 use inetd_protocol::{write_message, PROTOCOL_VERSION};
 
 use crate::admin::{Admins, GroupDb};
@@ -221,7 +223,7 @@ fn serve(mut stream: UnixStream, uid: u32, admins: &Admins, db: &dyn GroupDb, di
         return;
     }
     loop {
-        let payload = match read_payload(&mut stream) {
+        let payload = match read_request(&mut stream) {
             Ok(Some(p)) => p,
             Ok(None) => return,
             Err(e) => {
@@ -251,6 +253,34 @@ fn serve(mut stream: UnixStream, uid: u32, admins: &Admins, db: &dyn GroupDb, di
             return;
         }
     }
+}
+
+/// Reads one request frame; `Ok(None)` on a clean close between frames.
+/// The declared length is checked against [`MAX_CTL_REQUEST`] before the
+/// payload buffer exists.
+fn read_request(stream: &mut UnixStream) -> Result<Option<Vec<u8>>, String> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match stream.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err("truncated frame header".into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let len = check_header(header).map_err(|e| e.to_string())?;
+    if len > MAX_CTL_REQUEST as usize {
+        return Err(format!(
+            "request of {len} bytes exceeds the maximum of {MAX_CTL_REQUEST} bytes"
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    stream
+        .read_exact(&mut payload)
+        .map_err(|e| format!("truncated request: {e}"))?;
+    Ok(Some(payload))
 }
 
 fn answer(

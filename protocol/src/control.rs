@@ -13,6 +13,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Largest control request payload, in bytes. Requests are a version and a
+/// command, a few bytes; the controller refuses a longer frame from its
+/// header, before allocating, so anyone who can reach the control socket
+/// can make it hold at most this much per connection.
+pub const MAX_CTL_REQUEST: u32 = 4096;
+
 /// A request from `inetctl` to the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CtlRequest {

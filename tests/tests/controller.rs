@@ -793,6 +793,14 @@ fn controller_survives_bad_frames_and_answers_other_versions() {
         let mut sink = Vec::new();
         let _ = c.read_to_end(&mut sink);
     }
+    // A header declaring 1 MiB is refused at once, before any payload.
+    let mut c = UnixStream::connect(t.s.control()).unwrap();
+    c.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let start = Instant::now();
+    let mut sink = Vec::new();
+    assert!(c.read_to_end(&mut sink).is_ok(), "closed, not timed out");
+    assert!(start.elapsed() < Duration::from_secs(4));
     // A request of another protocol version is told which versions differ.
     let mut c = UnixStream::connect(t.s.control()).unwrap();
     let mut frame = 8u32.to_be_bytes().to_vec();
