@@ -143,10 +143,7 @@ impl Listener {
     /// Whether the child gets the listening socket itself (`wait`
     /// services, and every dgram builtin) rather than one connection.
     fn hands_socket(&self) -> bool {
-        match self.prep {
-            Prepared::Builtin(_) => self.spec.socket_type == SocketType::Dgram,
-            Prepared::Exec { .. } => self.spec.wait || self.spec.socket_type == SocketType::Dgram,
-        }
+        crate::validate::hands_socket(&self.spec)
     }
 
     fn label(&self) -> String {
@@ -612,6 +609,18 @@ impl Daemon {
                         peer::fmt_addr(p)
                     );
                     return;
+                }
+                if let Some(acl) = &l.spec.acl {
+                    if !crate::validate::acl_allows(acl, peer::unmap(p.ip())) {
+                        info!(
+                            "refused service=\"{}\" peer={}: access list",
+                            l.label(),
+                            peer::fmt_addr(p)
+                        );
+                        let l = self.listeners.get_mut(&id).expect("present");
+                        l.counters.refused_acl += 1;
+                        return;
+                    }
                 }
                 (peer::fmt_addr(p), peer::tcp_env(p, local))
             }

@@ -203,12 +203,58 @@ fn check_action(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String>
     }
 }
 
+/// Whether the child gets the listening socket itself rather than one
+/// accepted connection: `wait` exec services, every dgram service, and
+/// dgram builtins.
+pub fn hands_socket(spec: &ListenerSpec) -> bool {
+    match spec.action {
+        Action::Builtin(_) => spec.socket_type == SocketType::Dgram,
+        Action::Exec { .. } => spec.wait || spec.socket_type == SocketType::Dgram,
+    }
+}
+
+/// Whether an access list admits `peer` (already unmapped from
+/// IPv4-mapped IPv6): the first rule whose prefix matches decides.
+pub fn acl_allows(acl: &inetd_protocol::Acl, peer: IpAddr) -> bool {
+    for r in &acl.rules {
+        if prefix_match(r.addr, r.prefix, peer) {
+            return r.allow;
+        }
+    }
+    acl.default_allow
+}
+
+fn prefix_match(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let p = u32::from(prefix.min(32));
+            let mask = u32::MAX.checked_shl(32 - p).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let p = u32::from(prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - p).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
 fn check_limits(spec: &ListenerSpec) -> Result<(), String> {
     let l = &spec.limits;
     if l.source_prefix_v4 > 32 || l.source_prefix_v6 > 128 {
         return Err("source prefix length out of range".into());
     }
     if let Some(acl) = &spec.acl {
+        // An access list is checked per accepted connection; a service
+        // that gets the socket itself (or a unix socket) has no peer the
+        // core could check, and must not run silently unfiltered.
+        if hands_socket(spec) || matches!(spec.bind, Bind::Unix { .. }) {
+            return Err(
+                "an access list needs a nowait stream service on an internet socket; this one cannot be filtered by the core"
+                    .into(),
+            );
+        }
         if acl.rules.len() > MAX_ACL_RULES {
             return Err(format!(
                 "too many access rules: {} (at most {MAX_ACL_RULES})",
@@ -478,6 +524,61 @@ pub(crate) mod tests {
         let long = format!("/{}", "a".repeat(MAX_UNIX_PATH));
         assert!(check_unix_path(&long).unwrap_err().contains("too long"));
         assert!(check_unix_path(&long[..MAX_UNIX_PATH]).is_ok());
+    }
+
+    #[test]
+    fn access_lists() {
+        use inetd_protocol::{Acl, AclRule};
+        let acl = Acl {
+            rules: vec![
+                AclRule {
+                    addr: "10.1.0.0".parse().unwrap(),
+                    prefix: 16,
+                    allow: false,
+                },
+                AclRule {
+                    addr: "10.0.0.0".parse().unwrap(),
+                    prefix: 8,
+                    allow: true,
+                },
+                AclRule {
+                    addr: "2001:db8::".parse().unwrap(),
+                    prefix: 32,
+                    allow: true,
+                },
+            ],
+            default_allow: false,
+        };
+        assert!(!acl_allows(&acl, "10.1.2.3".parse().unwrap()));
+        assert!(acl_allows(&acl, "10.2.2.3".parse().unwrap()));
+        assert!(acl_allows(&acl, "2001:db8::5".parse().unwrap()));
+        assert!(!acl_allows(&acl, "2001:db9::5".parse().unwrap()));
+        assert!(!acl_allows(&acl, "192.0.2.1".parse().unwrap()));
+        let all = Acl {
+            rules: vec![AclRule {
+                addr: "0.0.0.0".parse().unwrap(),
+                prefix: 0,
+                allow: true,
+            }],
+            default_allow: false,
+        };
+        assert!(acl_allows(&all, "192.0.2.1".parse().unwrap()));
+        // Not on services the core cannot filter.
+        let mut s = spec(7000);
+        s.acl = Some(acl.clone());
+        assert!(validate(&s, &root_policy()).is_ok());
+        s.wait = true;
+        assert!(rejected(&s, &root_policy()).contains("access list"));
+        let mut s = spec(7000);
+        s.acl = Some(Acl {
+            rules: vec![AclRule {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 33,
+                allow: true,
+            }],
+            default_allow: true,
+        });
+        assert!(rejected(&s, &root_policy()).contains("prefix"));
     }
 
     #[test]

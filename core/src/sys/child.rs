@@ -270,16 +270,9 @@ fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
     }
 
     // 2. Default dispositions for every signal, then an empty mask.
-    // SAFETY: a zeroed sigaction with SIG_DFL and an empty mask is a valid
-    // argument; errors (SIGKILL, SIGSTOP, the C library's reserved real-time
-    // signals) are expected and harmless, those keep their defaults.
+    reset_signals();
+    // SAFETY: a zeroed sigset emptied by sigemptyset is a valid argument.
     unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in 1..libc::SIGRTMAX() + 1 {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) == -1 {
@@ -343,6 +336,47 @@ fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
             // SAFETY: leaving the child without running the parent's
             // destructors or atexit handlers.
             unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// The kernel's `struct sigaction` (asm-generic layout), for the raw
+/// system call: the C library's wrapper refuses to touch the signals it
+/// reserves for itself (32 and 33 in glibc), yet an ignored 32 or 33
+/// inherited from whoever started the core would survive exec. SIG_DFL is
+/// 0, so the value used is all zeros, which means "default, no flags,
+/// empty mask" whatever the architecture's field order.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Sets every signal but SIGKILL and SIGSTOP to its default disposition.
+fn reset_signals() {
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid, fully initialised kernel
+        // sigaction for SIG_DFL and a null old-action pointer; the size
+        // argument is the kernel's sigset size (8 bytes on Linux).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
         }
     }
 }
