@@ -189,8 +189,6 @@ fn start_controller(s: &Scratch, config: &Path) -> Proc {
         .arg(s.control())
         .arg("--config")
         .arg(config)
-        .arg("--log-level")
-        .arg("debug")
         .stdin(Stdio::null());
     Proc(c.spawn().unwrap())
 }
