@@ -765,7 +765,7 @@ impl EntryParser<'_> {
             Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable".to_owned()),
             Ok(_) => None,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_owned()),
-            Err(e) => Some(format!("cannot be checked: {e}")),
+            Err(e) => Some(format!("cannot be checked: {}", io_text(&e))),
         };
         if let Some(p) = problem {
             self.warnings.push(format!("server {server:?} {p}"));
@@ -926,14 +926,16 @@ fn unix_path(field: &str, warnings: &mut Vec<String>) -> Result<String, Problem>
                     1,
                     field,
                     format!(
-                        "a socket path whose directory exists ({}: {e})",
-                        parent.display()
+                        "a socket path whose directory exists ({}: {})",
+                        parent.display(),
+                        io_text(&e)
                     ),
                 ));
             }
             warnings.push(format!(
-                "the directory {} of the socket path cannot be resolved ({e}); the path is used as written",
-                parent.display()
+                "the directory {} of the socket path cannot be resolved ({}); the path is used as written",
+                parent.display(),
+                io_text(&e)
             ));
             path.components().collect()
         }
@@ -956,6 +958,16 @@ fn unix_path(field: &str, warnings: &mut Vec<String>) -> Result<String, Problem>
         ));
     }
     Ok(text.to_owned())
+}
+
+/// An I/O error as a short phrase ("No such file or directory"), without
+/// the "(os error N)" suffix std adds.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
 }
 
 /// `[v6]:svc`, `host:svc`, `a,b:svc`, `svc`: the address part is
