@@ -896,3 +896,112 @@ fn controller_with_a_core_that_is_not_root_runs_entries_as_itself() {
         );
     }
 }
+
+#[test]
+fn controller_shows_what_the_core_refuses_and_applies_the_rest() {
+    let (pa, busy) = (free_port(), free_port());
+    // Holding the port makes the core's bind fail.
+    let _holder = TcpListener::bind(("127.0.0.1", busy)).unwrap();
+    let mut conf = cat_line(pa, "") + &cat_line(busy, "");
+    let root_port = free_port();
+    if is_root() {
+        conf += &format!("127.0.0.1:{root_port} stream tcp4 nowait root /bin/cat cat\n");
+    }
+    let t = setup("refused", &conf, &[pa]);
+    assert!(answers(pa));
+    wait_for("the failed row", 10, || {
+        state_of(&t.s, busy).as_deref() == Some("failed")
+    });
+    let v = list_json(&t.s).unwrap();
+    let rows = v["services"].as_array().unwrap();
+    let failed = rows.iter().find(|r| r["port"] == busy).unwrap();
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("in use"),
+        "{v}"
+    );
+    assert!(failed["until"].as_str().unwrap().ends_with('Z'), "{v}");
+    if is_root() {
+        let root = rows.iter().find(|r| r["port"] == root_port).unwrap();
+        assert_eq!(root["state"], "rejected");
+        assert!(root["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-root-services"));
+        assert!(refuses(root_port));
+    }
+    // A reload that changes nothing else still reports the failure: not a
+    // bad entry, so it does not block the reload, but it exits 1.
+    let pnew = free_port();
+    t.s.write("inetd.conf", &(conf.clone() + &cat_line(pnew, "")));
+    let out = inetctl(&t.s, &["reload"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout
+        .lines()
+        .any(|l| l.starts_with("added") && l.contains(&format!(":{pnew}"))));
+    assert!(answers(pnew), "the good part was applied");
+    let st: serde_json::Value =
+        serde_json::from_slice(&inetctl(&t.s, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["controller"]["last_reload"]["result"], "failed");
+}
+
+#[test]
+fn controller_exits_1_naming_both_versions_when_the_core_speaks_another() {
+    use inetd_protocol::{CoreRequest, CoreResponse, HelloReply, Policy};
+    use std::os::unix::net::UnixListener;
+    let s = Scratch::new("version");
+    let config = s.write("inetd.conf", "");
+    let fake = UnixListener::bind(s.path("core.sock")).unwrap();
+    fs::set_permissions(s.path("core.sock"), fs::Permissions::from_mode(0o666)).unwrap();
+    let mut c = as_user(Some("inetd"), &bin("inetd-controller"));
+    c.arg("--core-socket")
+        .arg(s.path("core.sock"))
+        .arg("--control-socket")
+        .arg(s.control())
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut controller = Proc(c.spawn().unwrap());
+    let (mut conn, _) = fake.accept().unwrap();
+    let hello: CoreRequest = inetd_protocol::read_message(&mut conn).unwrap();
+    assert_eq!(
+        hello,
+        CoreRequest::Hello {
+            version: inetd_protocol::PROTOCOL_VERSION
+        }
+    );
+    inetd_protocol::write_message(
+        &mut conn,
+        &CoreResponse::Hello(HelloReply {
+            version: 999,
+            software_version: "9.9.9".into(),
+            pid: 1,
+            uid: 0,
+            policy: Policy {
+                root: true,
+                allow_root_services: false,
+                allow_setuid_services: false,
+            },
+        }),
+    )
+    .unwrap();
+    assert_eq!(controller.wait_exit(10).code(), Some(1));
+    let mut err = String::new();
+    controller
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("999"), "{err}");
+    assert!(
+        err.contains(&format!("version {}", inetd_protocol::PROTOCOL_VERSION)),
+        "{err}"
+    );
+}
