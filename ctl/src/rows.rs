@@ -166,12 +166,13 @@ pub fn build_rows(applied: Option<&Applied>, status: &StatusReport) -> Vec<Servi
     let mut keyed: Vec<((usize, u32, usize), ServiceRow)> = Vec::new();
     if let Some(a) = applied {
         let cfg = &a.config;
-        let rank = |file: &str| {
-            cfg.files
-                .iter()
-                .position(|f| f.path.to_string_lossy() == file)
-                .unwrap_or(usize::MAX)
-        };
+        let ranks: HashMap<String, usize> = cfg
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.to_string_lossy().into_owned(), i))
+            .collect();
+        let rank = |file: &str| ranks.get(file).copied().unwrap_or(usize::MAX);
         let refused: HashMap<usize, &str> = a
             .core_refused
             .iter()
