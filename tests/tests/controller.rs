@@ -1005,3 +1005,29 @@ fn controller_exits_1_naming_both_versions_when_the_core_speaks_another() {
         "{err}"
     );
 }
+
+#[test]
+fn controller_resyncs_a_restarted_core_and_reloads_after_a_sighup_it_got_meanwhile() {
+    let (pa, pb) = (free_port(), free_port());
+    let mut t = setup("core-restart", &cat_line(pa, ""), &[pa]);
+    t.core.signal(nix::sys::signal::Signal::SIGKILL);
+    t.core.wait_exit(5);
+    wait_for("the listener to go with the core", 5, || refuses(pa));
+    assert_eq!(inetctl(&t.s, &["list"]).status.code(), Some(3), "core down");
+    t.core = start_core(&t.s);
+    wait_for("the desired set on the new core", 15, || answers(pa));
+    // A SIGHUP while the core is down is carried out once it is back.
+    t.core.signal(nix::sys::signal::Signal::SIGKILL);
+    t.core.wait_exit(5);
+    wait_for("the listener to go with the core", 5, || refuses(pa));
+    t.s.write("inetd.conf", &(cat_line(pa, "") + &cat_line(pb, "")));
+    // The controller must have seen the core go before the SIGHUP.
+    wait_for("the controller to notice", 10, || {
+        inetctl(&t.s, &["list"]).status.code() == Some(3)
+    });
+    t.controller.signal(nix::sys::signal::Signal::SIGHUP);
+    t.core = start_core(&t.s);
+    wait_for("the reloaded set on the new core", 15, || {
+        answers(pa) && answers(pb)
+    });
+}
