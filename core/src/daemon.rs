@@ -849,11 +849,19 @@ impl Daemon {
         if let Some(l) = listener.and_then(|id| self.listeners.get_mut(&id)) {
             l.counters.exec_failures += 1;
             l.last_error = Some(format!("{what} at {}{err_text}", step.name()));
-            // A dgram server that never ran leaves its datagram queued: read
-            // it away so the socket does not start a child for it forever.
-            if l.spec.socket_type == SocketType::Dgram {
-                if let Some(s) = &l.sock {
-                    net::discard_datagram(s.as_fd());
+            // A wait server that never ran leaves what woke it queued: read
+            // the datagram (or take the connection) away, so the socket does
+            // not start a failing child for it again and again.
+            if l.hands_socket() {
+                if l.spec.socket_type == SocketType::Dgram {
+                    if let Some(s) = &l.sock {
+                        net::discard_datagram(s.as_fd());
+                    }
+                } else {
+                    l.set_blocking_for(false);
+                    if let Some(s) = &l.sock {
+                        drop(net::accept(s.as_fd()));
+                    }
                 }
             }
         }

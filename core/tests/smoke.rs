@@ -736,3 +736,59 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn a_failing_wait_server_does_not_loop() {
+    need_root!();
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let port = free_port();
+    let mut spec = exec_spec(port, "");
+    spec.wait = true;
+    spec.action = Action::Exec {
+        path: "/nonexistent/server".into(),
+        argv: vec!["server".into()],
+    };
+    apply(&mut s, vec![spec]);
+    let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    wait_for("the exec failure", Duration::from_secs(10), || {
+        core.log().contains("exec failed")
+    });
+    wait_for("the exit", Duration::from_secs(10), || {
+        core.log().contains("exit service=")
+    });
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        core.log().matches("exec failed").count(),
+        1,
+        "{}",
+        core.log()
+    );
+}
+
+#[test]
+fn dual_stack_peers_are_written_as_ipv4() {
+    need_root!();
+    let core = Core::start(&[]);
+    let mut s = core.connect();
+    let port = TcpListener::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut spec = exec_spec(port, "echo $TCPREMOTEIP $TCPLOCALIP");
+    spec.bind = Bind::Inet {
+        addr: "::".parse().unwrap(),
+        port,
+        mode: IpMode::Dual,
+    };
+    assert_eq!(apply(&mut s, vec![spec]).outcomes, vec![Outcome::Added]);
+    assert_eq!(read_all(port), "127.0.0.1 127.0.0.1\n");
+    wait_for("the accept line", Duration::from_secs(10), || {
+        core.log().contains("peer=127.0.0.1:")
+    });
+    assert!(!core.log().contains("::ffff:"), "{}", core.log());
+}

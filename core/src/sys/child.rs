@@ -446,6 +446,14 @@ fn setup_fds(c: &mut ChildCtx<'_>, fds: &[RawFd], keep_status: bool) {
     }
     // SAFETY: fcntl/dup3 on descriptors of this process; failures reported.
     unsafe {
+        for (i, &fd) in fds.iter().enumerate() {
+            let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n + 1);
+            if h == -1 {
+                fail(c.status_fd, Step::Descriptors, errno());
+            }
+            high[i] = h;
+        }
+        // Only now, with every source safe above `n`, may `n` be reused.
         let st = libc::fcntl(c.status_fd, libc::F_DUPFD_CLOEXEC, n + 1);
         if st == -1 {
             fail(c.status_fd, Step::Descriptors, errno());
@@ -454,13 +462,6 @@ fn setup_fds(c: &mut ChildCtx<'_>, fds: &[RawFd], keep_status: bool) {
             fail(st, Step::Descriptors, errno());
         }
         c.status_fd = n;
-        for (i, &fd) in fds.iter().enumerate() {
-            let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n + 1);
-            if h == -1 {
-                fail(c.status_fd, Step::Descriptors, errno());
-            }
-            high[i] = h;
-        }
         for (i, &h) in high[..fds.len()].iter().enumerate() {
             // dup2 onto a different number clears close-on-exec on the copy.
             if libc::dup2(h, i as libc::c_int) == -1 {
@@ -500,5 +501,78 @@ unsafe fn close_from(first: libc::c_uint) {
     for fd in first..max {
         // SAFETY: closing descriptors of this child; see the contract.
         unsafe { libc::close(fd as libc::c_int) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Runs `argv` through the child path as the current user with a pipe
+    /// on 0, 1 and 2; returns the status pipe's verdict, the exit status
+    /// and the output.
+    fn run(path: &CStr, argv: &[&str]) -> (ChildStatus, i32, String) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let argv: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
+        let env = [CString::new("PATH=/usr/bin:/bin").unwrap()];
+        let ids = Ids {
+            uid: super::super::geteuid(),
+            gid: super::super::getegid(),
+            groups: Vec::new(),
+        };
+        let sp = spawn(Spawn {
+            ids: &ids,
+            change_ids: false,
+            no_new_privs: true,
+            fds: &[w.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()],
+            program: Program::Exec {
+                path,
+                argv: &argv,
+                env_fixed: &env,
+                env_conn: &[],
+            },
+        })
+        .unwrap();
+        drop(w);
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(sp.pid), None).unwrap();
+        let code = match st {
+            nix::sys::wait::WaitStatus::Exited(_, c) => c,
+            other => panic!("{other:?}"),
+        };
+        (read_status(&sp.status), code, out)
+    }
+
+    #[test]
+    fn exec_reports_success_by_end_of_file() {
+        let (st, code, out) = run(
+            c"/bin/sh",
+            &["sh", "-c", "echo $PATH; ls /proc/self/fd | wc -l; grep NoNewPrivs /proc/self/status; umask; pwd"],
+        );
+        assert_eq!(st, ChildStatus::Started);
+        assert_eq!(code, 0);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "/usr/bin:/bin");
+        // 0, 1, 2 and ls's handle on the directory.
+        assert_eq!(lines[1].trim(), "4");
+        assert_eq!(lines[2], "NoNewPrivs:\t1");
+        assert_eq!(lines[3], "0022");
+        assert_eq!(lines[4], "/");
+    }
+
+    #[test]
+    fn exec_failure_reaches_the_parent() {
+        let (st, code, out) = run(c"/nonexistent/server", &["server"]);
+        assert_eq!(
+            st,
+            ChildStatus::Failed {
+                step: Step::Exec,
+                errno: libc::ENOENT
+            }
+        );
+        assert_eq!(code, 127);
+        assert_eq!(out, "", "nothing is written to the peer");
     }
 }
