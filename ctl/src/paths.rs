@@ -54,6 +54,19 @@ pub fn inetctl_candidates(uid: u32, xdg_runtime_dir: Option<&str>) -> Vec<PathBu
     v
 }
 
+/// Whether `inetctl` may trust the control socket at `sock`: it exists and
+/// the runtime directory two levels up belongs to the caller or root. In
+/// `/tmp` anyone could have made `/tmp/inetd-UID` first and put a fake
+/// controller there.
+pub fn trusted_socket(sock: &Path, uid: u32) -> bool {
+    let run_owned = sock
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|run| std::fs::symlink_metadata(run).ok())
+        .is_some_and(|m| m.is_dir() && (m.uid() == uid || m.uid() == 0));
+    run_owned && sock.exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +94,28 @@ mod tests {
                 PathBuf::from("/run/inetd/control/control.sock"),
             ]
         );
+    }
+
+    #[test]
+    fn inetctl_trusts_only_a_runtime_directory_of_the_caller_or_root() {
+        let base = std::env::temp_dir().join(format!("inetd-paths-{}", std::process::id()));
+        let sock = base.join("control").join("control.sock");
+        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        std::fs::write(&sock, b"").unwrap();
+        let me = nix::unistd::getuid().as_raw();
+        let owner = if me == 0 {
+            // Root: give the directory to someone else to see the refusal.
+            nix::unistd::chown(&base, Some(nix::unistd::Uid::from_raw(12345)), None).unwrap();
+            12345
+        } else {
+            me
+        };
+        assert!(trusted_socket(&sock, owner));
+        assert!(
+            !trusted_socket(&sock, owner + 1),
+            "someone else's directory"
+        );
+        assert!(!trusted_socket(&base.join("control/missing.sock"), owner));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -66,7 +66,7 @@ fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
     let candidates = paths::inetctl_candidates(uid, xdg.as_deref());
     candidates
         .iter()
-        .find(|p| p.exists())
+        .find(|p| paths::trusted_socket(p, uid))
         .unwrap_or_else(|| {
             candidates
                 .last()
