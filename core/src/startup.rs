@@ -344,6 +344,13 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
         info!("running as uid {uid}, not root: no capabilities to drop; every service runs as uid {uid}");
     }
 
+    match sys::raise_nofile() {
+        Ok((old, new)) if old < new => {
+            info!("descriptor limit raised from {old} to {new} for listeners; children get {old}")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot raise the descriptor limit: {e}"),
+    }
     let devnull =
         sys::open_dev_null().or_else(|e| fail(1, format!("cannot open /dev/null: {e}")))?;
     let sigfd = sys::signal_fd().or_else(|e| fail(1, format!("cannot set up signals: {e}")))?;

@@ -61,7 +61,7 @@ impl Core {
 
     /// Starts the core, as `user` (uid, gid) through setpriv if given, with
     /// at most `nofile` descriptors through prlimit if given.
-    fn start_with(user: Option<(u32, u32)>, nofile: Option<u32>, extra: &[&str]) -> Core {
+    fn start_with(user: Option<(u32, u32)>, nofile: Option<&str>, extra: &[&str]) -> Core {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/run/inetd-core-smoke-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -700,7 +700,7 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
     need_root!();
     // 0-2, core socket, /dev/null, signalfd, this client, the listener:
     // eight descriptors, so accept fails with EMFILE.
-    let core = Core::start_with(None, Some(8), &[]);
+    let core = Core::start_with(None, Some("8"), &[]);
     let mut s = core.connect();
     let port = free_port();
     assert_eq!(
@@ -791,4 +791,56 @@ fn dual_stack_peers_are_written_as_ipv4() {
         core.log().contains("peer=127.0.0.1:")
     });
     assert!(!core.log().contains("::ffff:"), "{}", core.log());
+}
+
+#[test]
+fn ten_thousand_listeners() {
+    need_root!();
+    // A service manager's usual soft limit: the core raises its own to the
+    // hard limit and gives children the original back.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 10_100 {
+        eprintln!("skipped: the hard descriptor limit ({hard}) is below 10,100");
+        return;
+    }
+    let core = Core::start_with(None, Some(&format!("1024:{hard}")), &[]);
+    let mut s = core.connect();
+    let port = free_port();
+    let specs: Vec<ListenerSpec> = (0..10_000u32)
+        .map(|i| {
+            let mut sp = exec_spec(port, "echo many $(ulimit -n)");
+            sp.bind = Bind::Inet {
+                addr: std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8).into(),
+                port,
+                mode: IpMode::V4,
+            };
+            sp
+        })
+        .collect();
+    let t0 = Instant::now();
+    let r = apply(&mut s, specs.clone());
+    assert!(
+        r.outcomes.iter().all(|o| *o == Outcome::Added),
+        "{:?}",
+        r.outcomes.iter().find(|o| **o != Outcome::Added)
+    );
+    let t_apply = t0.elapsed();
+    let t0 = Instant::now();
+    let r = apply(&mut s, specs);
+    assert!(r.outcomes.iter().all(|o| *o == Outcome::Unchanged));
+    let t_same = t0.elapsed();
+    let mut c = TcpStream::connect(("127.1.39.250", port)).unwrap();
+    let mut out = String::new();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "many 1024\n");
+    match call(&mut s, &CoreRequest::Status) {
+        CoreResponse::Status(st) => assert_eq!(st.listeners.len(), 10_000),
+        other => panic!("unexpected {other:?}"),
+    }
+    let r = apply(&mut s, vec![]);
+    assert_eq!(r.removed.len(), 10_000);
+    eprintln!("apply 10k: {t_apply:?}, unchanged: {t_same:?}");
+    assert!(t_apply < Duration::from_secs(20) && t_same < Duration::from_secs(10));
 }

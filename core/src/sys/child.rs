@@ -226,6 +226,7 @@ pub fn spawn(s: Spawn<'_>) -> io::Result<Spawned> {
             env: &env_ptrs,
             want_groups: &want_groups,
             got_groups: &mut got_groups,
+            nofile: super::original_nofile(),
         };
         child_main(ctx, s);
     }
@@ -241,6 +242,7 @@ struct ChildCtx<'a> {
     env: &'a [*const libc::c_char],
     want_groups: &'a [u32],
     got_groups: &'a mut [libc::gid_t],
+    nofile: Option<(u64, u64)>,
 }
 
 /// Reports `step` and `errno` to the parent and leaves.
@@ -318,6 +320,19 @@ fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
     // 6. Descriptors.
     let keep_status = matches!(s.program, Program::Exec { .. });
     setup_fds(&mut c, s.fds, keep_status);
+
+    // The descriptor limit the core was started with (it raised its own
+    // for its listeners), after the descriptors are closed so the fallback
+    // close loop sees the high limit. A failure leaves the higher limit, which is
+    // harmless, so it is not fatal.
+    if let Some((soft, hard)) = c.nofile {
+        let rl = libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: valid pointer to an initialised rlimit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+    }
 
     // 7. Run.
     match s.program {

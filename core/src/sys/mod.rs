@@ -65,6 +65,31 @@ pub fn ensure_std_fds() -> io::Result<()> {
     Ok(())
 }
 
+/// The descriptor limit the core was started with, restored in children.
+static ORIGINAL_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises the soft descriptor limit to the hard one: each listener is a
+/// descriptor and DESIGN.md asks for at least 10,000 of them, while service
+/// managers start daemons with a soft limit of 1024. The core uses poll,
+/// not select, so high descriptor numbers are fine. Children get the
+/// original limit back (see [`original_nofile`]): servers that use select
+/// or close descriptors up to the limit expect the usual value. Returns
+/// (old soft, new soft).
+pub fn raise_nofile() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(nix_err)?;
+    let _ = ORIGINAL_NOFILE.set((soft, hard));
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(nix_err)?;
+    }
+    Ok((soft, hard))
+}
+
+/// The descriptor limit the core started with, if it raised its own.
+pub fn original_nofile() -> Option<(u64, u64)> {
+    ORIGINAL_NOFILE.get().copied()
+}
+
 /// Opens `/dev/null` read-write, close-on-exec, for children's unused stdio.
 pub fn open_dev_null() -> io::Result<OwnedFd> {
     let f = std::fs::OpenOptions::new()
