@@ -109,6 +109,7 @@ pub fn load_with(
     // Problems found while listing directories: warnings, with the file index
     // they sort under.
     let mut listing_warnings: Vec<(usize, Diagnostic)> = Vec::new();
+    let mut any_exists = false;
     for path in paths {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
@@ -123,6 +124,7 @@ pub fn load_with(
                 })
             }
         };
+        any_exists = true;
         if meta.is_dir() {
             let dir = std::fs::read_dir(path).map_err(|e| ConfigError::Read {
                 path: path.clone(),
@@ -171,7 +173,7 @@ pub fn load_with(
         rejected: Vec::new(),
         diagnostics: Vec::new(),
     };
-    if files.is_empty() && optional && listing_warnings.is_empty() {
+    if !any_exists {
         config.diagnostics.push(Diagnostic::warning(
             DEFAULT_FILE,
             0,
