@@ -1,3 +1,22 @@
-//! inetd-controller and inetctl.
+//! inetd-controller and inetctl: the unprivileged half of inetd.
+//!
+//! `unsafe` is denied in the whole crate and allowed in exactly one
+//! function, [`corelink::adopt_core_fd`], which takes ownership of the
+//! descriptor a one-command core passes; every other module forbids it.
+#![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod corelink;
+pub mod ctlserver;
+pub mod daemon;
+pub mod json;
+pub mod logger;
+pub mod paths;
+pub mod plan;
+pub mod rows;
+pub mod table;
+pub mod timefmt;
+
+#[cfg(test)]
+mod testutil;

@@ -1,2 +1,284 @@
 //! Messages of the control link (`control.sock`), between `inetctl` and
 //! `inetd-controller`. Same framing and codec as the core link.
+//!
+//! Every request carries the protocol version as its first field, so a
+//! controller can tell an `inetctl` of another version what is wrong even
+//! when the rest of the request does not decode ([`request_version`]).
+//!
+//! The reply rows mirror the JSON that `inetctl list --json` and
+//! `inetctl status --json` print (DESIGN.md, "inetctl output"), field for
+//! field and in the same order; only the representation differs where JSON
+//! wants text (times are unix seconds here, RFC 3339 there; states are enums
+//! here, lowercase words there). Every enum is append-only.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest control request payload, in bytes. Requests are a version and a
+/// command, a few bytes; the controller refuses a longer frame from its
+/// header, before allocating, so anyone who can reach the control socket
+/// can make it hold at most this much per connection.
+pub const MAX_CTL_REQUEST: u32 = 4096;
+
+/// A request from `inetctl` to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtlRequest {
+    /// The sender's [`crate::PROTOCOL_VERSION`]. Must stay the first field.
+    pub version: u32,
+    pub command: CtlCommand,
+}
+
+impl CtlRequest {
+    pub fn new(command: CtlCommand) -> Self {
+        CtlRequest {
+            version: crate::PROTOCOL_VERSION,
+            command,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlCommand {
+    /// One row per listener, rejected entries included. Anyone may ask.
+    List,
+    /// The controller's and the core's state. Anyone may ask.
+    Status,
+    /// Reread the configuration and apply it. Admins only. Without
+    /// `partial`, a configuration with any bad entry changes nothing.
+    Reload { partial: bool },
+}
+
+/// The version a request claims, read from its first four payload bytes
+/// (a little-endian `u32`, as the codec encodes [`CtlRequest::version`]),
+/// without decoding the rest: a request of another version may not decode
+/// at all, and its sender should still be told which versions differ.
+pub fn request_version(payload: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = payload.get(..4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes))
+}
+
+/// The controller's answer to one [`CtlRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlResponse {
+    List(ListReply),
+    Status(StatusReply),
+    Reload(ReloadReply),
+    /// The request was not carried out.
+    Error {
+        kind: CtlErrorKind,
+        message: String,
+    },
+}
+
+/// Why a request was not carried out; each kind has its exit code
+/// (DESIGN.md: 1 refused or failed, 3 not reachable, 4 permission denied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlErrorKind {
+    /// Understood and refused, or it failed.
+    Failed,
+    /// The caller is not an admin (root, the controller's uid, or a member
+    /// of the admin group).
+    PermissionDenied,
+    /// The controller cannot reach the core, so it cannot answer.
+    CoreUnreachable,
+    /// The request's version differs from the controller's.
+    VersionMismatch,
+    /// The request did not decode.
+    Malformed,
+}
+
+impl CtlErrorKind {
+    /// The exit code `inetctl` leaves with for this error.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            CtlErrorKind::Failed | CtlErrorKind::VersionMismatch | CtlErrorKind::Malformed => 1,
+            CtlErrorKind::CoreUnreachable => 3,
+            CtlErrorKind::PermissionDenied => 4,
+        }
+    }
+}
+
+/// `list`: what runs, one row per listener, and what was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListReply {
+    /// The core's generation.
+    pub generation: u64,
+    pub services: Vec<ServiceRow>,
+}
+
+/// Where an entry comes from: `FILE:LINE` as the configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub file: String,
+    pub line: u32,
+}
+
+/// One listener (or one rejected entry). Fields in the JSON's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRow {
+    pub source: SourceRef,
+    /// The service field without its address: `echo`, `8007`, `/run/x.sock`.
+    pub service: String,
+    /// Numeric bind address; `None` for unix sockets and unparsed entries.
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    /// Socket path of a unix listener.
+    pub path: Option<String>,
+    /// `stream`, `dgram`, `seqpacket`; empty when the entry did not parse.
+    pub socket_type: String,
+    /// The row's own: `tcp4`, `tcp6`, `tcp46`, `udp4`, `udp6`, `udp46`, `unix`.
+    pub protocol: String,
+    pub wait: bool,
+    pub user: String,
+    pub group: String,
+    /// Absolute path, or `internal`.
+    pub server: String,
+    pub argv: Vec<String>,
+    pub state: RowState,
+    /// Why the row is paused, failed or rejected.
+    pub reason: Option<String>,
+    /// When a paused or failed row retries, unix seconds.
+    pub until: Option<u64>,
+    pub children: u32,
+    pub accepted: u64,
+    pub exec_failures: u64,
+    pub refused: Refused,
+    pub last_error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowState {
+    Listening,
+    /// A `wait` child holds the socket.
+    Waiting,
+    Paused,
+    Failed,
+    Rejected,
+}
+
+impl RowState {
+    /// The word `inetctl` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowState::Listening => "listening",
+            RowState::Waiting => "waiting",
+            RowState::Paused => "paused",
+            RowState::Failed => "failed",
+            RowState::Rejected => "rejected",
+        }
+    }
+}
+
+/// Connections refused before fork, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub acl: u64,
+    pub rate: u64,
+    pub per_source: u64,
+    pub max_children: u64,
+}
+
+/// `status`: the controller, and the core as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub controller: ControllerInfo,
+    /// `None` when the core is not reachable.
+    pub core: Option<CoreInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerInfo {
+    /// The controller's package version.
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub admin_group: String,
+    /// The files the last load read, in order.
+    pub config: Vec<ConfigFileInfo>,
+    /// `None` until the first configuration has been applied or refused.
+    pub last_reload: Option<LastReload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFileInfo {
+    pub path: String,
+    /// Modification time when it was read, unix seconds.
+    pub mtime: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReload {
+    /// Unix seconds.
+    pub at: u64,
+    pub result: ReloadResult,
+    /// Every error of that reload, one line each.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReloadResult {
+    /// Everything was applied.
+    Ok,
+    /// The configuration had errors; nothing was applied.
+    Rejected,
+    /// The configuration had errors; its good entries were applied.
+    Partial,
+    /// Applied, but the core refused or could not bind some listeners, or
+    /// refused the request as a whole.
+    Failed,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Rejected => "rejected",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreInfo {
+    /// The core's package version.
+    pub version: String,
+    pub pid: u32,
+    pub uid: u32,
+    pub uptime_s: u64,
+    pub generation: u64,
+    pub allow_root_services: bool,
+    pub allow_setuid_services: bool,
+    pub listeners: u32,
+    pub children: u32,
+}
+
+/// `reload`: what changed, or why nothing did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub result: ReloadResult,
+    /// The core's generation after the reload.
+    pub generation: u64,
+    pub added: Vec<ReloadItem>,
+    pub changed: Vec<ReloadItem>,
+    pub removed: Vec<ReloadItem>,
+    /// Refused by the core or its policy, or not bound.
+    pub failed: Vec<ReloadItem>,
+    /// Listeners left exactly as they were.
+    pub unchanged: u32,
+    /// Every diagnostic of the configuration (errors and warnings), in the
+    /// `FILE:LINE: error: ...` form, plus whole-request failures.
+    pub diagnostics: Vec<String>,
+}
+
+/// One listener named in a reload report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadItem {
+    pub source: SourceRef,
+    pub service: String,
+    pub protocol: String,
+    /// `ADDRESS:PORT` (`[v6]:PORT`) or the socket path.
+    pub bind: String,
+    /// Why it failed; `None` for added, changed and removed.
+    pub reason: Option<String>,
+}

@@ -1,1 +1,201 @@
-fn main() {}
+//! inetd-controller: the unprivileged half of inetd.
+//!
+//! Process model: one process, never root, never forks. The main thread
+//! owns the core link and all state and handles one event at a time; a
+//! signal thread turns SIGHUP, SIGTERM and SIGINT (blocked in every thread)
+//! into events; an accepting thread serves the control socket with one
+//! short-lived thread per connection, each of which hands its request to
+//! the main thread and waits for the answer.
+//!
+//! It reads the configuration, resolves every name, and sends the core the
+//! full desired state (numbers only). If the core is down it waits and
+//! retries; if the controller dies the core keeps serving, and a new
+//! controller asks the core what it runs before applying anything.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+use clap::Parser;
+use log::{error, info, warn};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{geteuid, getgid, getgroups, getuid};
+
+use inetd_ctl::admin::{Admins, FilesDb, GroupDb};
+use inetd_ctl::config::{self, NameSources};
+use inetd_ctl::corelink::adopt_core_fd;
+use inetd_ctl::ctlserver::{self, Dispatch};
+use inetd_ctl::daemon::{CoreTarget, Daemon, Event, Settings};
+use inetd_ctl::logger;
+use inetd_ctl::paths;
+use inetd_ctl::plan::Identity;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "inetd-controller",
+    version,
+    about = "The unprivileged half of inetd: reads inetd.conf, drives inetd-core, serves inetctl"
+)]
+struct Args {
+    /// A configuration file or directory (its *.conf files); repeatable.
+    /// Default: /etc/inetd.conf and /etc/inetd.d.
+    #[arg(long = "config", value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// The core's socket. Default: RUN/core.sock.
+    #[arg(long, value_name = "PATH", conflicts_with = "core_fd")]
+    core_socket: Option<PathBuf>,
+    /// An inherited socket to the core (one-command mode).
+    #[arg(long, value_name = "N")]
+    core_fd: Option<i32>,
+    /// The control socket. Default: RUN/control/control.sock.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+    /// Members of this group may reload.
+    #[arg(long, value_name = "GROUP", default_value = "inetd-admin")]
+    admin_group: String,
+    /// error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = logger::parse_level)]
+    log_level: log::LevelFilter,
+    /// Read service names from FILE instead of /etc/services.
+    #[arg(long, value_name = "FILE")]
+    services: Option<PathBuf>,
+    /// Read users from FILE instead of NSS.
+    #[arg(long, value_name = "FILE")]
+    passwd: Option<PathBuf>,
+    /// Read groups from FILE instead of NSS.
+    #[arg(long, value_name = "FILE")]
+    group: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logger::init("inetd-controller", args.log_level);
+
+    if getuid().is_root() || geteuid().is_root() {
+        error!("inetd-controller must not run as root: run it as the controller user (inetd)");
+        return ExitCode::from(2);
+    }
+    // The inherited core descriptor is adopted before anything else opens
+    // a descriptor (adopt_core_fd's safety contract).
+    let core = match args.core_fd {
+        Some(n) => match adopt_core_fd(n) {
+            Ok(s) => CoreTarget::Fd(s),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => CoreTarget::Socket(args.core_socket.clone().unwrap_or_else(|| {
+            paths::core_socket(&paths::controller_run(
+                getuid().as_raw(),
+                std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
+            ))
+        })),
+    };
+    match run(args, core) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args, core: CoreTarget) -> Result<(), String> {
+    // Block the signals we handle before any thread starts, so every
+    // thread inherits the mask and only the signal thread receives them.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        sigs.add(s);
+    }
+    sigs.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    let uid = getuid().as_raw();
+    let db: Arc<dyn GroupDb> = Arc::new(FilesDb {
+        passwd: args.passwd.clone(),
+        group: args.group.clone(),
+    });
+    let gid = getgid().as_raw();
+    let me = Identity {
+        uid,
+        gid,
+        groups: getgroups()
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|_| vec![gid]),
+        user: db.user_name(uid).unwrap_or_else(|| uid.to_string()),
+        group: db.group_name(gid).unwrap_or_else(|| gid.to_string()),
+    };
+    let admins = Admins::new(uid, &args.admin_group, db.as_ref());
+    if admins.group_gid.is_none() {
+        warn!(
+            "admin group {} does not exist: only root and {} (uid {uid}) may reload",
+            args.admin_group, me.user
+        );
+    }
+
+    let names = NameSources {
+        services: args.services.clone(),
+        passwd: args.passwd.clone(),
+        group: args.group.clone(),
+    };
+    let config_paths = if args.config.is_empty() {
+        config::default_paths()
+    } else {
+        args.config.clone()
+    };
+    let start_config = config::load(&config_paths, &names)
+        .map_err(|e| format!("cannot read the configuration: {e}"))?;
+
+    let control_path = args.control_socket.clone().unwrap_or_else(|| {
+        paths::control_socket(&paths::controller_run(
+            uid,
+            std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
+        ))
+    });
+    let listener = ctlserver::bind_control_socket(&control_path, uid)
+        .map_err(|e| format!("control socket: {e}"))?;
+    info!("serving inetctl on {}", control_path.display());
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let sig_tx = tx.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            match sigs.wait() {
+                Ok(sig) => {
+                    if sig_tx.send(Event::Signal(sig)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!("sigwait: {e}"),
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let req_tx = std::sync::Mutex::new(tx);
+    let dispatch: Dispatch = Arc::new(move |r| {
+        req_tx
+            .lock()
+            .map(|t| t.send(Event::Request(r)).is_ok())
+            .unwrap_or(false)
+    });
+    ctlserver::spawn(listener, Arc::new(admins), Arc::clone(&db), dispatch)
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+
+    let mut daemon = Daemon::new(
+        Settings {
+            config_paths,
+            names,
+            core,
+            admin_group: args.admin_group.clone(),
+            me,
+        },
+        start_config,
+    );
+    let result = daemon.run(&rx);
+    // Whatever the reason for leaving, the control socket goes with us.
+    let _ = std::fs::remove_file(&control_path);
+    result
+}

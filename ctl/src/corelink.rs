@@ -1,0 +1,146 @@
+//! The controller's link to the core: a connection to `core.sock`, or the
+//! socketpair end a one-command core passed as `--core-fd N`. Requests are
+//! strictly one at a time, each answered by one response.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::{fstat, SFlag};
+
+use inetd_protocol::{
+    read_message, write_message, CoreRequest, CoreResponse, HelloReply, PROTOCOL_VERSION,
+};
+
+/// How long one answer of the core may take. An `Apply` of many listeners
+/// binds them all; a core that takes longer than this is treated as gone.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// The link is broken (connection refused or closed, a timeout, a bad
+    /// frame): the core is not reachable.
+    Down(String),
+    /// The core speaks another protocol version.
+    VersionMismatch { ours: u32, theirs: u32 },
+    /// The core answered with something that is not the answer to the
+    /// request.
+    Unexpected(String),
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::Down(e) => write!(f, "the core is not reachable: {e}"),
+            LinkError::VersionMismatch { ours, theirs } => write!(
+                f,
+                "protocol version mismatch: the controller speaks version {ours}, the core speaks version {theirs}"
+            ),
+            LinkError::Unexpected(e) => write!(f, "unexpected answer from the core: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+/// Adopts the descriptor a one-command core passed as `--core-fd N`.
+///
+/// Checked before adoption: N is above the standard descriptors, open
+/// (`F_GETFD`), and a socket (`fstat`). It is then made close-on-exec, so
+/// nothing the controller might start could hold the core link.
+#[allow(unsafe_code)]
+pub fn adopt_core_fd(n: RawFd) -> Result<UnixStream, String> {
+    if n < 3 {
+        return Err(format!("--core-fd {n}: must be 3 or more"));
+    }
+    fcntl(n, FcntlArg::F_GETFD)
+        .map_err(|e| format!("--core-fd {n}: not an open descriptor: {e}"))?;
+    let st = fstat(n).map_err(|e| format!("--core-fd {n}: {e}"))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(format!("--core-fd {n}: not a socket"));
+    }
+    // SAFETY: `n` is open (F_GETFD succeeded) and is a socket. It was
+    // inherited from the core and this function runs once, at the start of
+    // main, before the process opens any descriptor of its own, so no other
+    // object in this process owns `n`: the OwnedFd becomes its sole owner
+    // and closes it exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(n) };
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| format!("--core-fd {n}: cannot set close-on-exec: {e}"))?;
+    Ok(UnixStream::from(fd))
+}
+
+/// An established link: the Hello exchange is done.
+pub struct CoreLink {
+    stream: UnixStream,
+    pub hello: HelloReply,
+}
+
+impl CoreLink {
+    /// Connects to `core.sock` (std sets SOCK_CLOEXEC) and says Hello.
+    pub fn connect(path: &Path) -> Result<CoreLink, LinkError> {
+        let stream = UnixStream::connect(path)
+            .map_err(|e| LinkError::Down(format!("{}: {e}", path.display())))?;
+        CoreLink::handshake(stream)
+    }
+
+    /// Says Hello on an open stream and checks the core's version.
+    pub fn handshake(stream: UnixStream) -> Result<CoreLink, LinkError> {
+        stream
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)))
+            .map_err(|e| LinkError::Down(e.to_string()))?;
+        let mut link = CoreLink {
+            stream,
+            hello: HelloReply {
+                version: 0,
+                software_version: String::new(),
+                pid: 0,
+                uid: 0,
+                policy: inetd_protocol::Policy {
+                    root: false,
+                    allow_root_services: false,
+                    allow_setuid_services: false,
+                },
+            },
+        };
+        match link.request(&CoreRequest::Hello {
+            version: PROTOCOL_VERSION,
+        })? {
+            CoreResponse::Hello(h) if h.version == PROTOCOL_VERSION => {
+                link.hello = h;
+                Ok(link)
+            }
+            CoreResponse::Hello(h) => Err(LinkError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: h.version,
+            }),
+            CoreResponse::Error { reason } => {
+                Err(LinkError::Unexpected(format!("Hello refused: {reason}")))
+            }
+            other => Err(LinkError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends one request and waits for its answer.
+    pub fn request(&mut self, req: &CoreRequest) -> Result<CoreResponse, LinkError> {
+        write_message(&mut self.stream, req).map_err(|e| LinkError::Down(e.to_string()))?;
+        read_message(&mut self.stream).map_err(|e| LinkError::Down(e.to_string()))
+    }
+
+    /// Whether the core closed the link. The core never speaks first, so
+    /// a readable link between requests means end of file or an error.
+    pub fn is_closed(&self) -> bool {
+        let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(nix::errno::Errno::EINTR) => false,
+            Err(_) => true,
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The control socket: anyone may connect (mode 0666) and ask `list` and
+//! `status`; `reload` is for admins. The caller is identified by
+//! SO_PEERCRED alone. One thread per connection, bounded per uid and in
+//! total, so one user cannot starve the others; a bad frame or an idle
+//! connection ends that connection only.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use log::{debug, warn};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use inetd_protocol::codec::{check_header, decode_payload, HEADER_LEN};
+use inetd_protocol::control::{
+    request_version, CtlCommand, CtlErrorKind, CtlRequest, CtlResponse, MAX_CTL_REQUEST,
+};
+use inetd_protocol::{write_message, PROTOCOL_VERSION};
+
+use crate::admin::{Admins, GroupDb};
+
+/// Connections one uid may hold at once.
+pub const MAX_PER_UID: u32 = 32;
+/// Connections in total.
+pub const MAX_CONNECTIONS: u32 = 512;
+/// A connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that does not read its answer for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request passed to the daemon's main thread, with where to answer.
+pub struct Request {
+    pub uid: u32,
+    pub command: CtlCommand,
+    pub reply: mpsc::Sender<CtlResponse>,
+}
+
+/// Hands a request to the main thread; false when it is gone.
+pub type Dispatch = Arc<dyn Fn(Request) -> bool + Send + Sync>;
+
+/// The socket's directory and the one above it must be ours or root's and
+/// not writable by group or others (unless sticky), or someone else could
+/// replace the socket under the users who trust it.
+fn check_dir(dir: &Path, uid: u32) -> Result<(), String> {
+    let m = fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !m.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    if m.uid() != uid && m.uid() != 0 {
+        return Err(format!(
+            "{}: owned by uid {}, expected {uid} or root",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    // A sticky directory (like /tmp) is fine: others cannot rename or
+    // remove what we own in it.
+    if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+        return Err(format!(
+            "{}: writable by group or others (mode {:o})",
+            dir.display(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the control socket at `path` with mode 0666, making its
+/// directory (0755) and the runtime directory above it (0700) when they are
+/// missing and it can. Refuses to take over a socket another controller
+/// still answers on.
+pub fn bind_control_socket(path: &Path, uid: u32) -> Result<UnixListener, String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| format!("{}: not a path in a directory", path.display()))?;
+    if !dir.exists() {
+        if let Some(run) = dir.parent().filter(|r| !r.exists()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(run)
+                .map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+        }
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    check_dir(dir, uid)?;
+    if let Some(run) = dir.parent().filter(|r| *r != Path::new("/")) {
+        check_dir(run, uid)?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "{}: another controller is already serving this socket",
+                    path.display()
+                ));
+            }
+            fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(_) => return Err(format!("{}: exists and is not a socket", path.display())),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Per-uid and total connection counts; a slot is released when its guard
+/// drops, whatever way the connection ends.
+#[derive(Default)]
+struct Counts {
+    per_uid: HashMap<u32, u32>,
+    total: u32,
+}
+
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    uid: u32,
+}
+
+impl Slot {
+    fn take(counts: &Arc<Mutex<Counts>>, uid: u32) -> Option<Slot> {
+        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.per_uid.get(&uid).copied().unwrap_or(0);
+        if n >= MAX_PER_UID || c.total >= MAX_CONNECTIONS {
+            return None;
+        }
+        c.per_uid.insert(uid, n + 1);
+        c.total += 1;
+        Some(Slot {
+            counts: Arc::clone(counts),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.per_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Starts the accepting thread.
+pub fn spawn(
+    listener: UnixListener,
+    admins: Arc<Admins>,
+    db: Arc<dyn GroupDb>,
+    dispatch: Dispatch,
+) -> std::io::Result<()> {
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    thread::Builder::new()
+        .name("control-accept".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let stream = match conn {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and the like: back off instead of spinning.
+                        warn!("control socket: accept: {e}");
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                let uid = match getsockopt(&stream, PeerCredentials) {
+                    Ok(c) => c.uid(),
+                    Err(e) => {
+                        debug!("control socket: SO_PEERCRED: {e}");
+                        continue;
+                    }
+                };
+                let Some(slot) = Slot::take(&counts, uid) else {
+                    debug!("control socket: uid {uid} is over its connection limit");
+                    continue;
+                };
+                let (admins, db, dispatch) =
+                    (Arc::clone(&admins), Arc::clone(&db), Arc::clone(&dispatch));
+                let spawned = thread::Builder::new()
+                    .name("control-conn".into())
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        serve(stream, uid, &admins, db.as_ref(), &dispatch);
+                        drop(slot);
+                    });
+                if let Err(e) = spawned {
+                    warn!("control socket: cannot start a connection thread: {e}");
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+fn error(kind: CtlErrorKind, message: String) -> CtlResponse {
+    CtlResponse::Error { kind, message }
+}
+
+/// Answers requests on one connection until the peer closes it, goes idle,
+/// or sends something that is not a request.
+fn serve(mut stream: UnixStream, uid: u32, admins: &Admins, db: &dyn GroupDb, dispatch: &Dispatch) {
+    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    loop {
+        let payload = match read_request(&mut stream) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                debug!("control socket: uid {uid}: {e}; closing the connection");
+                return;
+            }
+        };
+        let (answer, keep) = match request_version(&payload) {
+            Some(v) if v != PROTOCOL_VERSION => (
+                error(
+                    CtlErrorKind::VersionMismatch,
+                    format!(
+                        "protocol version mismatch: inetctl speaks version {v}, the controller speaks version {PROTOCOL_VERSION}"
+                    ),
+                ),
+                false,
+            ),
+            _ => match decode_payload::<CtlRequest>(&payload) {
+                Err(e) => {
+                    debug!("control socket: uid {uid}: {e}; closing the connection");
+                    (error(CtlErrorKind::Malformed, e.to_string()), false)
+                }
+                Ok(req) => (answer(req.command, uid, admins, db, dispatch), true),
+            },
+        };
+        if write_message(&mut stream, &answer).is_err() || !keep {
+            return;
+        }
+    }
+}
+
+/// Reads one request frame; `Ok(None)` on a clean close between frames.
+/// The declared length is checked against [`MAX_CTL_REQUEST`] before the
+/// payload buffer exists.
+fn read_request(stream: &mut UnixStream) -> Result<Option<Vec<u8>>, String> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match stream.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err("truncated frame header".into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let len = check_header(header).map_err(|e| e.to_string())?;
+    if len > MAX_CTL_REQUEST as usize {
+        return Err(format!(
+            "request of {len} bytes exceeds the maximum of {MAX_CTL_REQUEST} bytes"
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    stream
+        .read_exact(&mut payload)
+        .map_err(|e| format!("truncated request: {e}"))?;
+    Ok(Some(payload))
+}
+
+fn answer(
+    command: CtlCommand,
+    uid: u32,
+    admins: &Admins,
+    db: &dyn GroupDb,
+    dispatch: &Dispatch,
+) -> CtlResponse {
+    if let CtlCommand::Reload { .. } = command {
+        if !admins.is_admin(uid, db) {
+            warn!("control socket: reload refused to uid {uid}: not an admin");
+            return error(
+                CtlErrorKind::PermissionDenied,
+                format!(
+                    "permission denied: reload is for root, the controller's user and members of group {}",
+                    admins.group_name
+                ),
+            );
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    if !dispatch(Request {
+        uid,
+        command,
+        reply: tx,
+    }) {
+        return error(CtlErrorKind::Failed, "the controller is stopping".into());
+    }
+    rx.recv()
+        .unwrap_or_else(|_| error(CtlErrorKind::Failed, "the controller is stopping".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_per_uid_and_released() {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let held: Vec<Slot> = (0..MAX_PER_UID)
+            .map(|_| Slot::take(&counts, 1000).unwrap())
+            .collect();
+        assert!(
+            Slot::take(&counts, 1000).is_none(),
+            "33rd connection of one uid"
+        );
+        let other = Slot::take(&counts, 1001);
+        assert!(other.is_some(), "another uid still gets in");
+        drop(held);
+        assert!(Slot::take(&counts, 1000).is_some());
+        drop(other);
+        let c = counts.lock().unwrap();
+        assert_eq!(c.total, 0);
+        assert!(c.per_uid.is_empty());
+    }
+
+    #[test]
+    fn control_socket_is_0666_and_not_taken_over_while_served() {
+        let base = std::env::temp_dir().join(format!("inetd-ctl-bind-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let path = base.join("control").join("control.sock");
+        let uid = nix::unistd::getuid().as_raw();
+        let l = bind_control_socket(&path, uid).unwrap();
+        let mode = fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o666);
+        assert_eq!(fs::metadata(&base).unwrap().mode() & 0o777, 0o700);
+        let err = bind_control_socket(&path, uid).unwrap_err();
+        assert!(err.contains("another controller"), "{err}");
+        drop(l);
+        // A stale socket file is replaced.
+        let _l2 = bind_control_socket(&path, uid).unwrap();
+        fs::remove_dir_all(&base).unwrap();
+    }
+}

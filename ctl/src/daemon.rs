@@ -1,0 +1,501 @@
+//! The controller's state machine, run by its main thread: it owns the core
+//! link, the configuration in effect and the reload history, and handles
+//! one event at a time (a signal, or a request from the control socket).
+#![forbid(unsafe_code)]
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use nix::sys::signal::Signal;
+
+use inetd_protocol::control::{
+    ConfigFileInfo, ControllerInfo, CoreInfo, CtlCommand, CtlErrorKind, CtlResponse, LastReload,
+    ListReply, ReloadItem, ReloadReply, ReloadResult, StatusReply,
+};
+use inetd_protocol::{CoreRequest, CoreResponse, StatusReport};
+
+use crate::config::{self, Config, ConfigError, NameSources, Severity};
+use crate::corelink::{CoreLink, LinkError};
+use crate::ctlserver::Request;
+use crate::plan::{plan, result_of, should_apply, summarize, Identity, Mode};
+use crate::rows::{build_rows, Applied};
+use crate::timefmt::{unix_now, unix_secs};
+
+/// First retry delay after the core is found down, doubled up to the max.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle controller checks that the core link is still there.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The core could not be reached, so nothing changed.
+#[derive(Debug)]
+struct CoreDown;
+
+pub enum Event {
+    Signal(Signal),
+    Request(Request),
+}
+
+/// Where the core is.
+pub enum CoreTarget {
+    /// `core.sock`: reconnect whenever the link breaks.
+    Socket(PathBuf),
+    /// The socketpair of a one-command core: it cannot be reopened, so when
+    /// it breaks the controller exits and the core starts a new one.
+    Fd(UnixStream),
+}
+
+pub struct Settings {
+    pub config_paths: Vec<PathBuf>,
+    pub names: NameSources,
+    pub core: CoreTarget,
+    pub admin_group: String,
+    pub me: Identity,
+}
+
+pub struct Daemon {
+    config_paths: Vec<PathBuf>,
+    names: NameSources,
+    core_path: Option<PathBuf>,
+    core_fd: Option<UnixStream>,
+    admin_group: String,
+    me: Identity,
+    link: Option<CoreLink>,
+    /// The configuration the core was last given, and its outcome.
+    applied: Option<Applied>,
+    /// The configuration read at start, taken at the first sync.
+    start_config: Option<Config>,
+    /// A reload was asked for while the core was down.
+    reload_pending: bool,
+    files: Vec<ConfigFileInfo>,
+    last_reload: Option<LastReload>,
+    generation: u64,
+    started: Instant,
+    backoff: Duration,
+    next_attempt: Instant,
+    down_logged: bool,
+}
+
+fn link_down(what: &str) -> CtlResponse {
+    CtlResponse::Error {
+        kind: CtlErrorKind::CoreUnreachable,
+        message: format!("the core is not reachable; {what} (the controller keeps retrying)"),
+    }
+}
+
+fn failure_line(i: &ReloadItem) -> String {
+    let mut s = format!("{} {} {}", i.service, i.bind, i.protocol);
+    if !i.source.file.is_empty() {
+        s = format!("{}:{}: {s}", i.source.file, i.source.line);
+    }
+    format!("{s}: {}", i.reason.as_deref().unwrap_or("failed"))
+}
+
+impl Daemon {
+    /// `start_config` is the configuration read at start (an unreadable
+    /// one has already made the controller exit).
+    pub fn new(settings: Settings, start_config: Config) -> Daemon {
+        let (core_path, core_fd) = match settings.core {
+            CoreTarget::Socket(p) => (Some(p), None),
+            CoreTarget::Fd(s) => (None, Some(s)),
+        };
+        let files = file_infos(&start_config);
+        Daemon {
+            config_paths: settings.config_paths,
+            names: settings.names,
+            core_path,
+            core_fd,
+            admin_group: settings.admin_group,
+            me: settings.me,
+            link: None,
+            applied: None,
+            start_config: Some(start_config),
+            reload_pending: false,
+            files,
+            last_reload: None,
+            generation: 0,
+            started: Instant::now(),
+            backoff: BACKOFF_MIN,
+            next_attempt: Instant::now(),
+            down_logged: false,
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT (Ok) or a fatal link problem (Err).
+    pub fn run(&mut self, events: &Receiver<Event>) -> Result<(), String> {
+        loop {
+            if self.link.is_none() && Instant::now() >= self.next_attempt {
+                self.connect()?;
+            }
+            let wait = match self.link {
+                Some(_) => TICK,
+                None => self
+                    .next_attempt
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(10), TICK),
+            };
+            match events.recv_timeout(wait) {
+                Ok(Event::Signal(Signal::SIGHUP)) => self.sighup(),
+                Ok(Event::Signal(sig)) => {
+                    info!("{sig}: stopping; the core keeps serving");
+                    return Ok(());
+                }
+                Ok(Event::Request(r)) => {
+                    let answer = self.handle(r.command, r.uid);
+                    let _ = r.reply.send(answer);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if self.link.as_ref().is_some_and(CoreLink::is_closed) {
+                self.lost("the core closed the link");
+            }
+            if self.link.is_none() && self.core_path.is_none() && self.core_fd.is_none() {
+                return Err("the core closed the link".into());
+            }
+        }
+    }
+
+    fn lost(&mut self, why: &str) {
+        self.link = None;
+        if self.core_path.is_some() {
+            warn!("lost the core: {why}; reconnecting");
+            self.down_logged = true;
+        }
+        self.backoff = BACKOFF_MIN;
+        self.next_attempt = Instant::now();
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        let attempt = match (&self.core_path, self.core_fd.take()) {
+            (_, Some(stream)) => CoreLink::handshake(stream),
+            (Some(path), None) => CoreLink::connect(path),
+            (None, None) => return Err("the core closed the link".into()),
+        };
+        match attempt {
+            Ok(link) => {
+                let h = &link.hello;
+                info!(
+                    "connected to the core: pid {}, uid {}, version {}, root {}, root services {}, setuid services {}",
+                    h.pid,
+                    h.uid,
+                    h.software_version,
+                    h.policy.root,
+                    if h.policy.allow_root_services { "allowed" } else { "refused" },
+                    if h.policy.allow_setuid_services { "allowed" } else { "refused" },
+                );
+                if !h.policy.root {
+                    warn!(
+                        "the core is not root: every service runs as {} (uid {})",
+                        self.me.user, self.me.uid
+                    );
+                }
+                self.link = Some(link);
+                self.down_logged = false;
+                self.backoff = BACKOFF_MIN;
+                self.sync();
+                Ok(())
+            }
+            Err(e @ LinkError::Down(_)) if self.core_path.is_some() => {
+                if !self.down_logged {
+                    warn!("{e}; retrying with backoff");
+                    self.down_logged = true;
+                }
+                self.next_attempt = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn core_status(&mut self) -> Option<StatusReport> {
+        let link = self.link.as_mut()?;
+        match link.request(&CoreRequest::Status) {
+            Ok(CoreResponse::Status(s)) => {
+                self.generation = s.generation;
+                Some(s)
+            }
+            Ok(other) => {
+                warn!("the core answered Status with {other:?}");
+                None
+            }
+            Err(e) => {
+                self.lost(&e.to_string());
+                None
+            }
+        }
+    }
+
+    /// After (re)connecting: learn what the core runs, then give it the
+    /// desired set. A configuration applied before is applied again as it
+    /// was; otherwise the configuration is read and taken with start
+    /// semantics if the core runs nothing, reload semantics if it does.
+    fn sync(&mut self) {
+        let Some(status) = self.core_status() else {
+            return;
+        };
+        info!(
+            "the core runs {} listeners (generation {})",
+            status.listeners.len(),
+            status.generation
+        );
+        if let (Some(a), false) = (&self.applied, self.reload_pending) {
+            let config = a.config.clone();
+            let _ = self.apply(config, Mode::Start, "re-sync");
+            return;
+        }
+        self.reload_pending = false;
+        let mode = if status.listeners.is_empty() {
+            Mode::Start
+        } else {
+            Mode::Reload { partial: false }
+        };
+        let loaded = match self.start_config.take() {
+            Some(c) => Ok(c),
+            None => self.load(),
+        };
+        let what = if mode == Mode::Start {
+            "start"
+        } else {
+            "reload"
+        };
+        match loaded {
+            Ok(c) => {
+                let _ = self.apply(c, mode, what);
+            }
+            Err(e) => {
+                self.refuse_unreadable(&e);
+            }
+        }
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        config::load(&self.config_paths, &self.names)
+    }
+
+    fn refuse_unreadable(&mut self, e: &ConfigError) -> ReloadReply {
+        error!("reload refused, nothing changed: {e}");
+        self.last_reload = Some(LastReload {
+            at: unix_now(),
+            result: ReloadResult::Rejected,
+            errors: vec![e.to_string()],
+        });
+        ReloadReply {
+            result: ReloadResult::Rejected,
+            generation: self.generation,
+            added: vec![],
+            changed: vec![],
+            removed: vec![],
+            failed: vec![],
+            unchanged: 0,
+            diagnostics: vec![e.to_string()],
+        }
+    }
+
+    /// Takes a configuration by `mode`. `Err` only when the core could not
+    /// be reached (nothing changed).
+    fn apply(&mut self, config: Config, mode: Mode, what: &str) -> Result<ReloadReply, CoreDown> {
+        let has_errors = config.has_errors();
+        let diagnostics: Vec<String> = config.diagnostics.iter().map(|d| d.to_string()).collect();
+        let errors: Vec<String> = config
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        if what != "re-sync" {
+            for d in &config.diagnostics {
+                match d.severity {
+                    Severity::Error => error!("{d}"),
+                    Severity::Warning => warn!("{d}"),
+                }
+            }
+        }
+        self.files = file_infos(&config);
+        if !should_apply(has_errors, mode) {
+            error!(
+                "{what} rejected: {} errors in the configuration; nothing changed",
+                errors.len()
+            );
+            self.last_reload = Some(LastReload {
+                at: unix_now(),
+                result: ReloadResult::Rejected,
+                errors,
+            });
+            return Ok(ReloadReply {
+                result: ReloadResult::Rejected,
+                generation: self.generation,
+                added: vec![],
+                changed: vec![],
+                removed: vec![],
+                failed: vec![],
+                unchanged: 0,
+                diagnostics,
+            });
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Err(CoreDown);
+        };
+        let plan = plan(&config.entries, &link.hello.policy, &self.me);
+        let answer = link.request(&CoreRequest::Apply {
+            listeners: plan.specs(),
+        });
+        let report = match answer {
+            Ok(CoreResponse::Applied(r)) => r,
+            Ok(other) => {
+                let reason = match other {
+                    CoreResponse::Error { reason } => reason,
+                    o => format!("unexpected answer {o:?}"),
+                };
+                error!("{what} failed: the core refused the request: {reason}; nothing changed");
+                let mut errs = errors;
+                errs.push(format!("the core refused the request: {reason}"));
+                let mut diags = diagnostics;
+                diags.push(format!("the core refused the request: {reason}"));
+                self.last_reload = Some(LastReload {
+                    at: unix_now(),
+                    result: ReloadResult::Failed,
+                    errors: errs,
+                });
+                return Ok(ReloadReply {
+                    result: ReloadResult::Failed,
+                    generation: self.generation,
+                    added: vec![],
+                    changed: vec![],
+                    removed: vec![],
+                    failed: vec![],
+                    unchanged: 0,
+                    diagnostics: diags,
+                });
+            }
+            Err(e) => {
+                self.lost(&e.to_string());
+                return Err(CoreDown);
+            }
+        };
+        self.generation = report.generation;
+        let summary = summarize(&config.entries, &plan, &report);
+        let result = result_of(true, has_errors, !summary.failed.is_empty());
+        for i in &summary.failed {
+            warn!("{}", failure_line(i));
+        }
+        info!(
+            "{what}: {}, generation {}: {} added, {} changed, {} removed, {} failed, {} unchanged, {} entries rejected",
+            result.as_str(),
+            report.generation,
+            summary.added.len(),
+            summary.changed.len(),
+            summary.removed.len(),
+            summary.failed.len(),
+            summary.unchanged,
+            config.rejected.len()
+        );
+        let mut errs = errors;
+        errs.extend(summary.failed.iter().map(failure_line));
+        self.last_reload = Some(LastReload {
+            at: unix_now(),
+            result,
+            errors: errs,
+        });
+        let reply = ReloadReply {
+            result,
+            generation: report.generation,
+            added: summary.added,
+            changed: summary.changed,
+            removed: summary.removed,
+            failed: summary.failed,
+            unchanged: summary.unchanged,
+            diagnostics,
+        };
+        self.applied = Some(Applied {
+            config,
+            plan,
+            core_refused: summary.core_refused,
+        });
+        Ok(reply)
+    }
+
+    fn reload(&mut self, partial: bool) -> Result<ReloadReply, CoreDown> {
+        if self.link.is_none() {
+            return Err(CoreDown);
+        }
+        match self.load() {
+            Ok(c) => self.apply(c, Mode::Reload { partial }, "reload"),
+            Err(e) => Ok(self.refuse_unreadable(&e)),
+        }
+    }
+
+    fn sighup(&mut self) {
+        info!("SIGHUP: reloading");
+        if self.link.is_none() {
+            warn!("the core is not reachable: reloading once it is");
+            self.reload_pending = true;
+            return;
+        }
+        if self.reload(false).is_err() {
+            warn!("the core went away during the reload: reloading once it is back");
+            self.reload_pending = true;
+        }
+    }
+
+    fn handle(&mut self, command: CtlCommand, uid: u32) -> CtlResponse {
+        match command {
+            CtlCommand::List => match self.core_status() {
+                Some(status) => CtlResponse::List(ListReply {
+                    generation: status.generation,
+                    services: build_rows(self.applied.as_ref(), &status),
+                }),
+                None => link_down("cannot tell what runs"),
+            },
+            CtlCommand::Status => {
+                let core = self.core_status().map(|s| CoreInfo {
+                    version: s.software_version.clone(),
+                    pid: s.pid,
+                    uid: s.uid,
+                    uptime_s: unix_now().saturating_sub(s.started_at),
+                    generation: s.generation,
+                    allow_root_services: s.policy.allow_root_services,
+                    allow_setuid_services: s.policy.allow_setuid_services,
+                    listeners: u32::try_from(s.listeners.len()).unwrap_or(u32::MAX),
+                    children: u32::try_from(s.children.len()).unwrap_or(u32::MAX),
+                });
+                CtlResponse::Status(StatusReply {
+                    controller: ControllerInfo {
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        pid: std::process::id(),
+                        uptime_s: self.started.elapsed().as_secs(),
+                        admin_group: self.admin_group.clone(),
+                        config: self.files.clone(),
+                        last_reload: self.last_reload.clone(),
+                    },
+                    core,
+                })
+            }
+            CtlCommand::Reload { partial } => {
+                info!(
+                    "reload{} asked by uid {uid}",
+                    if partial { " --partial" } else { "" }
+                );
+                match self.reload(partial) {
+                    Ok(r) => CtlResponse::Reload(r),
+                    Err(CoreDown) => link_down("nothing changed"),
+                }
+            }
+        }
+    }
+}
+
+fn file_infos(config: &Config) -> Vec<ConfigFileInfo> {
+    config
+        .files
+        .iter()
+        .map(|f| ConfigFileInfo {
+            path: f.path.to_string_lossy().into_owned(),
+            mtime: f.mtime.and_then(unix_secs),
+        })
+        .collect()
+}

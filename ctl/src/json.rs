@@ -1,0 +1,319 @@
+//! The JSON of `inetctl list --json` and `inetctl status --json`: a stable
+//! interface (DESIGN.md "inetctl output"). The structs below are the
+//! documents, field for field in the documented key order (serde_json keeps
+//! declaration order); times are RFC 3339 UTC, states lowercase words.
+#![forbid(unsafe_code)]
+
+use serde::Serialize;
+
+use inetd_protocol::control::{ListReply, ServiceRow, StatusReply};
+
+use crate::timefmt::rfc3339;
+
+#[derive(Serialize)]
+pub struct JsonList<'a> {
+    pub generation: u64,
+    pub services: Vec<JsonService<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct JsonSource<'a> {
+    pub file: &'a str,
+    pub line: u32,
+}
+
+#[derive(Serialize)]
+pub struct JsonRefused {
+    pub acl: u64,
+    pub rate: u64,
+    pub per_source: u64,
+    pub max_children: u64,
+}
+
+#[derive(Serialize)]
+pub struct JsonService<'a> {
+    pub source: JsonSource<'a>,
+    pub service: &'a str,
+    pub address: Option<&'a str>,
+    pub port: Option<u16>,
+    pub path: Option<&'a str>,
+    pub socket_type: &'a str,
+    pub protocol: &'a str,
+    pub wait: bool,
+    pub user: &'a str,
+    pub group: &'a str,
+    pub server: &'a str,
+    pub argv: &'a [String],
+    pub state: &'static str,
+    pub reason: Option<&'a str>,
+    pub until: Option<String>,
+    pub children: u32,
+    pub accepted: u64,
+    pub exec_failures: u64,
+    pub refused: JsonRefused,
+    pub last_error: Option<&'a str>,
+    pub warnings: &'a [String],
+}
+
+impl<'a> From<&'a ServiceRow> for JsonService<'a> {
+    fn from(r: &'a ServiceRow) -> Self {
+        JsonService {
+            source: JsonSource {
+                file: &r.source.file,
+                line: r.source.line,
+            },
+            service: &r.service,
+            address: r.address.as_deref(),
+            port: r.port,
+            path: r.path.as_deref(),
+            socket_type: &r.socket_type,
+            protocol: &r.protocol,
+            wait: r.wait,
+            user: &r.user,
+            group: &r.group,
+            server: &r.server,
+            argv: &r.argv,
+            state: r.state.as_str(),
+            reason: r.reason.as_deref(),
+            until: r.until.map(rfc3339),
+            children: r.children,
+            accepted: r.accepted,
+            exec_failures: r.exec_failures,
+            refused: JsonRefused {
+                acl: r.refused.acl,
+                rate: r.refused.rate,
+                per_source: r.refused.per_source,
+                max_children: r.refused.max_children,
+            },
+            last_error: r.last_error.as_deref(),
+            warnings: &r.warnings,
+        }
+    }
+}
+
+pub fn list_json(reply: &ListReply) -> String {
+    let doc = JsonList {
+        generation: reply.generation,
+        services: reply.services.iter().map(JsonService::from).collect(),
+    };
+    serde_json::to_string_pretty(&doc).expect("plain structs serialize")
+}
+
+#[derive(Serialize)]
+pub struct JsonStatus<'a> {
+    pub controller: JsonController<'a>,
+    pub core: JsonCore<'a>,
+}
+
+#[derive(Serialize)]
+pub struct JsonConfigFile<'a> {
+    pub path: &'a str,
+    pub mtime: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct JsonLastReload<'a> {
+    pub at: String,
+    pub result: &'static str,
+    pub errors: &'a [String],
+}
+
+#[derive(Serialize)]
+pub struct JsonController<'a> {
+    pub version: &'a str,
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub admin_group: &'a str,
+    pub config: Vec<JsonConfigFile<'a>>,
+    pub last_reload: Option<JsonLastReload<'a>>,
+}
+
+/// The core as the controller sees it; every field but `reachable` is
+/// null when the core is not reachable.
+#[derive(Serialize)]
+pub struct JsonCore<'a> {
+    pub reachable: bool,
+    pub version: Option<&'a str>,
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub uptime_s: Option<u64>,
+    pub generation: Option<u64>,
+    pub allow_root_services: Option<bool>,
+    pub allow_setuid_services: Option<bool>,
+    pub listeners: Option<u32>,
+    pub children: Option<u32>,
+}
+
+pub fn status_json(reply: &StatusReply) -> String {
+    let c = &reply.controller;
+    let core = reply.core.as_ref();
+    let doc = JsonStatus {
+        controller: JsonController {
+            version: &c.version,
+            pid: c.pid,
+            uptime_s: c.uptime_s,
+            admin_group: &c.admin_group,
+            config: c
+                .config
+                .iter()
+                .map(|f| JsonConfigFile {
+                    path: &f.path,
+                    mtime: f.mtime.map(rfc3339),
+                })
+                .collect(),
+            last_reload: c.last_reload.as_ref().map(|l| JsonLastReload {
+                at: rfc3339(l.at),
+                result: l.result.as_str(),
+                errors: &l.errors,
+            }),
+        },
+        core: JsonCore {
+            reachable: core.is_some(),
+            version: core.map(|k| k.version.as_str()),
+            pid: core.map(|k| k.pid),
+            uid: core.map(|k| k.uid),
+            uptime_s: core.map(|k| k.uptime_s),
+            generation: core.map(|k| k.generation),
+            allow_root_services: core.map(|k| k.allow_root_services),
+            allow_setuid_services: core.map(|k| k.allow_setuid_services),
+            listeners: core.map(|k| k.listeners),
+            children: core.map(|k| k.children),
+        },
+    };
+    serde_json::to_string_pretty(&doc).expect("plain structs serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inetd_protocol::control::*;
+
+    fn row() -> ServiceRow {
+        ServiceRow {
+            source: SourceRef {
+                file: "/etc/inetd.conf".into(),
+                line: 12,
+            },
+            service: "echo".into(),
+            address: Some("127.0.0.1".into()),
+            port: Some(7),
+            path: None,
+            socket_type: "stream".into(),
+            protocol: "tcp4".into(),
+            wait: false,
+            user: "nobody".into(),
+            group: "nogroup".into(),
+            server: "internal".into(),
+            argv: vec!["echo".into()],
+            state: RowState::Listening,
+            reason: None,
+            until: None,
+            children: 0,
+            accepted: 12,
+            exec_failures: 0,
+            refused: Refused::default(),
+            last_error: None,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn list_json_has_the_documented_shape_and_key_order() {
+        let mut failed = row();
+        failed.state = RowState::Failed;
+        failed.reason = Some("Address already in use".into());
+        failed.until = Some(1_700_000_000);
+        failed.warnings = vec!["w".into()];
+        let got = list_json(&ListReply {
+            generation: 7,
+            services: vec![row(), failed],
+        });
+        let one = |state: &str, reason: &str, until: &str, warnings: &str| {
+            format!(
+                r#"    {{
+      "source": {{
+        "file": "/etc/inetd.conf",
+        "line": 12
+      }},
+      "service": "echo",
+      "address": "127.0.0.1",
+      "port": 7,
+      "path": null,
+      "socket_type": "stream",
+      "protocol": "tcp4",
+      "wait": false,
+      "user": "nobody",
+      "group": "nogroup",
+      "server": "internal",
+      "argv": [
+        "echo"
+      ],
+      "state": "{state}",
+      "reason": {reason},
+      "until": {until},
+      "children": 0,
+      "accepted": 12,
+      "exec_failures": 0,
+      "refused": {{
+        "acl": 0,
+        "rate": 0,
+        "per_source": 0,
+        "max_children": 0
+      }},
+      "last_error": null,
+      "warnings": {warnings}
+    }}"#
+            )
+        };
+        let want = format!(
+            "{{\n  \"generation\": 7,\n  \"services\": [\n{},\n{}\n  ]\n}}",
+            one("listening", "null", "null", "[]"),
+            one(
+                "failed",
+                "\"Address already in use\"",
+                "\"2023-11-14T22:13:20Z\"",
+                "[\n        \"w\"\n      ]"
+            )
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn status_json_has_the_documented_shape_and_nulls_when_the_core_is_down() {
+        let s = StatusReply {
+            controller: ControllerInfo {
+                version: "0.1.0".into(),
+                pid: 42,
+                uptime_s: 3,
+                admin_group: "inetd-admin".into(),
+                config: vec![ConfigFileInfo {
+                    path: "/etc/inetd.conf".into(),
+                    mtime: Some(0),
+                }],
+                last_reload: Some(LastReload {
+                    at: 60,
+                    result: ReloadResult::Rejected,
+                    errors: vec!["e".into()],
+                }),
+            },
+            core: None,
+        };
+        // No value here has a space, so dropping whitespace compacts it
+        // while keeping the key order exactly as printed.
+        let compact: String = status_json(&s)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        assert_eq!(
+            compact,
+            concat!(
+                r#"{"controller":{"version":"0.1.0","pid":42,"uptime_s":3,"admin_group":"inetd-admin","#,
+                r#""config":[{"path":"/etc/inetd.conf","mtime":"1970-01-01T00:00:00Z"}],"#,
+                r#""last_reload":{"at":"1970-01-01T00:01:00Z","result":"rejected","errors":["e"]}},"#,
+                r#""core":{"reachable":false,"version":null,"pid":null,"uid":null,"uptime_s":null,"#,
+                r#""generation":null,"allow_root_services":null,"allow_setuid_services":null,"#,
+                r#""listeners":null,"children":null}}"#
+            )
+        );
+    }
+}

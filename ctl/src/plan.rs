@@ -1,0 +1,382 @@
+//! What to send to the core for a configuration, whether to send it at
+//! all, and how to read the core's answer. Pure: no sockets, no clock.
+#![forbid(unsafe_code)]
+
+use inetd_protocol::control::{ReloadItem, ReloadResult, SourceRef};
+use inetd_protocol::{ApplyReport, Bind, ListenerSpec, Outcome, Policy, Removed};
+
+use crate::config::{Entry, Label, Source};
+
+/// The controller's own ids and names: what every entry runs as when the
+/// core is not root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub user: String,
+    pub group: String,
+}
+
+/// One entry as it goes to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Index into `Config::entries`.
+    pub entry: usize,
+    pub spec: ListenerSpec,
+    /// The user and group it runs as (the entry's, or the controller's).
+    pub user: String,
+    pub group: String,
+    /// The entry's warnings and the controller's about this entry.
+    pub warnings: Vec<String>,
+}
+
+/// An entry held back because the core would refuse it anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub entry: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub send: Vec<Planned>,
+    pub refused: Vec<Refusal>,
+}
+
+impl Plan {
+    pub fn specs(&self) -> Vec<ListenerSpec> {
+        self.send.iter().map(|p| p.spec.clone()).collect()
+    }
+}
+
+fn is_root_creds(spec: &ListenerSpec) -> bool {
+    spec.creds.uid == 0 || spec.creds.gid == 0 || spec.creds.groups.contains(&0)
+}
+
+/// Adapts the good entries to the core's policy (from its Hello):
+///
+/// * a core that is not root runs everything as itself, so every entry
+///   runs as the controller's user (the same uid in one-command mode), with
+///   a warning where that differs from the configured user;
+/// * a root core without `--allow-root-services` refuses uid, gid or a
+///   supplementary group 0, so such entries are held back and shown
+///   rejected with that reason instead of being sent.
+pub fn plan(entries: &[Entry], policy: &Policy, me: &Identity) -> Plan {
+    let mut out = Plan::default();
+    for (i, e) in entries.iter().enumerate() {
+        let mut spec = e.spec.clone();
+        let mut warnings = e.warnings.clone();
+        let (mut user, mut group) = (e.user.clone(), e.group.clone());
+        if !policy.root {
+            if spec.creds.uid != me.uid || spec.creds.gid != me.gid {
+                warnings.push(format!(
+                    "runs as {} ({}:{}) instead of {}:{}: the core is not root",
+                    me.user, me.uid, me.gid, e.user, e.group
+                ));
+            }
+            spec.creds.uid = me.uid;
+            spec.creds.gid = me.gid;
+            spec.creds.groups = me.groups.clone();
+            user = me.user.clone();
+            group = me.group.clone();
+            if let Some(mut label) = Label::decode(&spec.label) {
+                label.user = user.clone();
+                label.group = group.clone();
+                spec.label = label.encode();
+            }
+        } else if !policy.allow_root_services && is_root_creds(&spec) {
+            out.refused.push(Refusal {
+                entry: i,
+                reason: format!(
+                    "runs as {}:{} (uid, gid or a group is 0) and the core does not allow root services (--allow-root-services)",
+                    e.user, e.group
+                ),
+            });
+            continue;
+        }
+        out.send.push(Planned {
+            entry: i,
+            spec,
+            user,
+            group,
+            warnings,
+        });
+    }
+    out
+}
+
+/// How a configuration is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The core runs nothing yet (or the configuration was accepted
+    /// before): the good entries run, the bad ones are listed as rejected.
+    Start,
+    /// All or nothing, unless `partial`.
+    Reload { partial: bool },
+}
+
+/// Whether a configuration is applied at all.
+pub fn should_apply(config_has_errors: bool, mode: Mode) -> bool {
+    match mode {
+        Mode::Start => true,
+        Mode::Reload { partial } => partial || !config_has_errors,
+    }
+}
+
+/// The result of a reload: `rejected` when nothing was applied, `failed`
+/// when the core refused or could not bind something (policy refusals
+/// included), `partial` when only the configuration's good entries were
+/// applied, `ok` otherwise.
+pub fn result_of(applied: bool, config_errors: bool, failures: bool) -> ReloadResult {
+    if !applied {
+        ReloadResult::Rejected
+    } else if failures {
+        ReloadResult::Failed
+    } else if config_errors {
+        ReloadResult::Partial
+    } else {
+        ReloadResult::Ok
+    }
+}
+
+/// `ADDRESS:PORT`, `[V6]:PORT`, or the socket path.
+pub fn bind_text(bind: &Bind) -> String {
+    match bind {
+        Bind::Inet { addr, port, .. } if addr.is_ipv6() => format!("[{addr}]:{port}"),
+        Bind::Inet { addr, port, .. } => format!("{addr}:{port}"),
+        Bind::Unix { path } => path.clone(),
+    }
+}
+
+pub fn source_ref(s: &Source) -> SourceRef {
+    SourceRef {
+        file: s.file.clone(),
+        line: s.line,
+    }
+}
+
+fn item(e: &Entry, spec: &ListenerSpec, reason: Option<String>) -> ReloadItem {
+    ReloadItem {
+        source: source_ref(&e.source),
+        service: e.service.clone(),
+        protocol: e.protocol.clone(),
+        bind: bind_text(&spec.bind),
+        reason,
+    }
+}
+
+/// A removed listener, described from its label.
+pub fn removed_item(r: &Removed) -> ReloadItem {
+    let label = Label::decode(&r.label);
+    ReloadItem {
+        source: SourceRef {
+            file: label.as_ref().map(|l| l.file.clone()).unwrap_or_default(),
+            line: label.as_ref().map_or(0, |l| l.line),
+        },
+        service: label
+            .as_ref()
+            .map(|l| l.service.clone())
+            .unwrap_or_default(),
+        protocol: label.map(|l| l.protocol).unwrap_or_default(),
+        bind: bind_text(&r.key.bind),
+        reason: None,
+    }
+}
+
+/// The core's answer to an `Apply`, sorted for the reload report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub added: Vec<ReloadItem>,
+    pub changed: Vec<ReloadItem>,
+    pub removed: Vec<ReloadItem>,
+    /// Policy refusals, core refusals and failed binds.
+    pub failed: Vec<ReloadItem>,
+    pub unchanged: u32,
+    /// `(index into plan.send, reason)` of what the core refused: those
+    /// listeners do not exist in the core.
+    pub core_refused: Vec<(usize, String)>,
+}
+
+pub fn summarize(entries: &[Entry], plan: &Plan, report: &ApplyReport) -> Summary {
+    let mut s = Summary::default();
+    for r in &plan.refused {
+        let e = &entries[r.entry];
+        s.failed.push(item(e, &e.spec, Some(r.reason.clone())));
+    }
+    for (i, p) in plan.send.iter().enumerate() {
+        let e = &entries[p.entry];
+        match report.outcomes.get(i) {
+            Some(Outcome::Added) => s.added.push(item(e, &p.spec, None)),
+            Some(Outcome::Changed) => s.changed.push(item(e, &p.spec, None)),
+            Some(Outcome::Unchanged) => s.unchanged += 1,
+            Some(Outcome::Rejected { reason }) => {
+                s.failed.push(item(e, &p.spec, Some(reason.clone())));
+                s.core_refused.push((i, reason.clone()));
+            }
+            Some(Outcome::Failed { reason, .. }) => {
+                s.failed.push(item(e, &p.spec, Some(reason.clone())))
+            }
+            None => {
+                let reason = "the core gave no outcome for this listener".to_owned();
+                s.failed.push(item(e, &p.spec, Some(reason.clone())));
+                s.core_refused.push((i, reason));
+            }
+        }
+    }
+    s.removed = report.removed.iter().map(removed_item).collect();
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use inetd_protocol::{BindKey, Credentials};
+
+    fn me() -> Identity {
+        Identity {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 27],
+            user: "alice".into(),
+            group: "alice".into(),
+        }
+    }
+
+    #[test]
+    fn a_core_that_is_not_root_runs_everything_as_the_controller() {
+        let entries = vec![entry("a", 8000, 65534, "f", 1), entry("b", 8001, 0, "f", 2)];
+        let p = plan(
+            &entries,
+            &Policy {
+                root: false,
+                allow_root_services: false,
+                allow_setuid_services: false,
+            },
+            &me(),
+        );
+        assert!(p.refused.is_empty(), "root entries too: they run as alice");
+        assert_eq!(p.send.len(), 2);
+        for s in &p.send {
+            assert_eq!(
+                s.spec.creds,
+                Credentials {
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![1000, 27]
+                }
+            );
+            assert_eq!(s.user, "alice");
+            assert_eq!(s.warnings.len(), 1);
+            assert!(
+                s.warnings[0].contains("the core is not root"),
+                "{:?}",
+                s.warnings
+            );
+            let label = Label::decode(&s.spec.label).unwrap();
+            assert_eq!(label.user, "alice");
+            assert_eq!(label.line, entries[s.entry].source.line);
+        }
+    }
+
+    #[test]
+    fn root_services_are_held_back_unless_the_core_allows_them() {
+        let mut grp0 = entry("c", 8002, 65534, "f", 3);
+        grp0.spec.creds.groups.push(0);
+        let entries = vec![
+            entry("a", 8000, 65534, "f", 1),
+            entry("b", 8001, 0, "f", 2),
+            grp0,
+        ];
+        let p = plan(&entries, &ROOT_CORE, &me());
+        assert_eq!(p.send.len(), 1);
+        assert_eq!(p.send[0].spec, entries[0].spec, "sent unchanged");
+        assert_eq!(
+            p.refused.iter().map(|r| r.entry).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(p.refused[0].reason.contains("--allow-root-services"));
+        let allow = Policy {
+            allow_root_services: true,
+            ..ROOT_CORE
+        };
+        let p = plan(&entries, &allow, &me());
+        assert_eq!(p.send.len(), 3);
+        assert!(p.refused.is_empty());
+    }
+
+    #[test]
+    fn reload_decision() {
+        assert!(
+            should_apply(true, Mode::Start),
+            "start runs the good entries"
+        );
+        assert!(should_apply(false, Mode::Reload { partial: false }));
+        assert!(
+            !should_apply(true, Mode::Reload { partial: false }),
+            "all or nothing"
+        );
+        assert!(should_apply(true, Mode::Reload { partial: true }));
+        assert_eq!(result_of(false, true, false), ReloadResult::Rejected);
+        assert_eq!(result_of(true, false, false), ReloadResult::Ok);
+        assert_eq!(result_of(true, true, false), ReloadResult::Partial);
+        assert_eq!(result_of(true, false, true), ReloadResult::Failed);
+        assert_eq!(result_of(true, true, true), ReloadResult::Failed);
+    }
+
+    #[test]
+    fn the_core_report_is_sorted_into_the_reload_summary() {
+        let entries: Vec<Entry> = (0..5)
+            .map(|i| {
+                entry(
+                    &format!("s{i}"),
+                    8000 + i,
+                    if i == 4 { 0 } else { 65534 },
+                    "f",
+                    u32::from(i) + 1,
+                )
+            })
+            .collect();
+        let p = plan(&entries, &ROOT_CORE, &me());
+        assert_eq!(p.send.len(), 4);
+        let gone = entry("old", 7000, 65534, "g", 9);
+        let report = ApplyReport {
+            generation: 4,
+            outcomes: vec![
+                Outcome::Added,
+                Outcome::Changed,
+                Outcome::Unchanged,
+                Outcome::Failed {
+                    reason: "Address in use".into(),
+                    retry_at: 5,
+                },
+            ],
+            removed: vec![Removed {
+                key: BindKey {
+                    bind: gone.spec.bind.clone(),
+                    socket_type: gone.spec.socket_type,
+                },
+                label: gone.spec.label.clone(),
+            }],
+        };
+        let s = summarize(&entries, &p, &report);
+        assert_eq!(s.added.len(), 1);
+        assert_eq!(s.added[0].service, "s0");
+        assert_eq!(s.added[0].bind, "127.0.0.1:8000");
+        assert_eq!(s.changed[0].service, "s1");
+        assert_eq!(s.unchanged, 1);
+        assert_eq!(s.failed.len(), 2, "policy refusal and failed bind");
+        assert!(s
+            .failed
+            .iter()
+            .any(|f| f.reason.as_deref() == Some("Address in use")));
+        assert!(
+            s.core_refused.is_empty(),
+            "a failed bind is in the core, retrying"
+        );
+        assert_eq!(s.removed[0].service, "old");
+        assert_eq!(s.removed[0].source.file, "g");
+        assert_eq!(s.removed[0].source.line, 9);
+    }
+}

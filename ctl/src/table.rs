@@ -1,0 +1,326 @@
+//! The human-readable output of `inetctl list`, `status` and `reload`.
+#![forbid(unsafe_code)]
+
+use std::fmt::Write;
+
+use inetd_protocol::control::{
+    ListReply, ReloadItem, ReloadReply, RowState, ServiceRow, StatusReply,
+};
+
+use crate::timefmt::rfc3339;
+
+const HEADERS: [&str; 9] = [
+    "SERVICE",
+    "ADDRESS",
+    "PORT/PATH",
+    "PROTO",
+    "USER",
+    "STATE",
+    "CHILDREN",
+    "ACCEPTED",
+    "SOURCE",
+];
+
+fn cells(r: &ServiceRow) -> [String; 9] {
+    let dash = || "-".to_owned();
+    let user = match (r.user.is_empty(), r.group.is_empty()) {
+        (true, _) => dash(),
+        (false, true) => r.user.clone(),
+        (false, false) => format!("{}:{}", r.user, r.group),
+    };
+    let source = if r.source.file.is_empty() {
+        dash()
+    } else {
+        format!("{}:{}", r.source.file, r.source.line)
+    };
+    let proto = if r.socket_type.is_empty() || r.socket_type == "stream" || r.socket_type == "dgram"
+    {
+        r.protocol.clone()
+    } else {
+        format!("{}/{}", r.protocol, r.socket_type)
+    };
+    [
+        r.service.clone(),
+        r.address.clone().unwrap_or_else(dash),
+        r.port
+            .map(|p| p.to_string())
+            .or_else(|| r.path.clone())
+            .unwrap_or_else(dash),
+        if proto.is_empty() { dash() } else { proto },
+        user,
+        r.state.as_str().to_owned(),
+        r.children.to_string(),
+        r.accepted.to_string(),
+        source,
+    ]
+}
+
+/// Escapes control characters so a row is always one line on a terminal.
+fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(char::escape_debug)
+        .collect::<String>()
+        .replace("\\\"", "\"")
+        .replace("\\'", "'")
+}
+
+/// One line per listener, columns aligned; below a row, indented, its
+/// reason (with the retry time) and its warnings.
+pub fn list_table(reply: &ListReply) -> String {
+    let rows: Vec<[String; 9]> = reply
+        .services
+        .iter()
+        .map(|r| cells(r).map(|c| clean(&c)))
+        .collect();
+    let mut width = HEADERS.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cols: &[String]| {
+        let mut l = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = width[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &HEADERS.map(str::to_owned));
+    for (r, c) in reply.services.iter().zip(&rows) {
+        line(&mut out, c);
+        if let Some(reason) = &r.reason {
+            let until = match (r.state, r.until) {
+                (RowState::Paused | RowState::Failed, Some(t)) => {
+                    format!(" (until {})", rfc3339(t))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "    reason: {}{until}", clean(reason));
+        }
+        if let Some(e) = &r.last_error {
+            let _ = writeln!(out, "    last error: {}", clean(e));
+        }
+        for w in &r.warnings {
+            let _ = writeln!(out, "    warning: {}", clean(w));
+        }
+    }
+    out
+}
+
+pub fn status_text(s: &StatusReply) -> String {
+    let c = &s.controller;
+    let mut out = String::new();
+    let _ = writeln!(out, "controller");
+    let _ = writeln!(out, "  version:          {}", c.version);
+    let _ = writeln!(out, "  pid:              {}", c.pid);
+    let _ = writeln!(out, "  uptime:           {}s", c.uptime_s);
+    let _ = writeln!(out, "  admin group:      {}", c.admin_group);
+    for f in &c.config {
+        let m = f.mtime.map_or_else(|| "-".to_owned(), rfc3339);
+        let _ = writeln!(out, "  config:           {} (modified {m})", clean(&f.path));
+    }
+    match &c.last_reload {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "  last reload:      {} at {}",
+                l.result.as_str(),
+                rfc3339(l.at)
+            );
+            for e in &l.errors {
+                let _ = writeln!(out, "    {}", clean(e));
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  last reload:      none");
+        }
+    }
+    let _ = writeln!(out, "core");
+    match &s.core {
+        Some(k) => {
+            let _ = writeln!(out, "  reachable:        yes");
+            let _ = writeln!(out, "  version:          {}", k.version);
+            let _ = writeln!(out, "  pid:              {}", k.pid);
+            let _ = writeln!(out, "  uid:              {}", k.uid);
+            let _ = writeln!(out, "  uptime:           {}s", k.uptime_s);
+            let _ = writeln!(out, "  generation:       {}", k.generation);
+            let _ = writeln!(
+                out,
+                "  root services:    {}",
+                if k.allow_root_services {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+            );
+            let _ = writeln!(
+                out,
+                "  setuid services: {}",
+                if k.allow_setuid_services {
+                    "allowed"
+                } else {
+                    "no_new_privs"
+                }
+            );
+            let _ = writeln!(out, "  listeners:        {}", k.listeners);
+            let _ = writeln!(out, "  children:         {}", k.children);
+        }
+        None => {
+            let _ = writeln!(out, "  reachable:        no");
+        }
+    }
+    out
+}
+
+fn item_line(verb: &str, i: &ReloadItem) -> String {
+    let mut l = format!(
+        "{verb:<8} {} {} {}",
+        clean(&i.service),
+        clean(&i.bind),
+        clean(&i.protocol)
+    );
+    if !i.source.file.is_empty() {
+        let _ = write!(l, " ({}:{})", clean(&i.source.file), i.source.line);
+    }
+    if let Some(r) = &i.reason {
+        let _ = write!(l, ": {}", clean(r));
+    }
+    l
+}
+
+/// What `inetctl reload` prints on stdout: one line per added, changed,
+/// removed and failed listener, then a count line.
+pub fn reload_text(r: &ReloadReply) -> String {
+    let mut out = String::new();
+    for (verb, items) in [
+        ("added", &r.added),
+        ("changed", &r.changed),
+        ("removed", &r.removed),
+        ("failed", &r.failed),
+    ] {
+        for i in items {
+            out.push_str(&item_line(verb, i));
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{}: generation {}, {} added, {} changed, {} removed, {} failed, {} unchanged",
+        r.result.as_str(),
+        r.generation,
+        r.added.len(),
+        r.changed.len(),
+        r.removed.len(),
+        r.failed.len(),
+        r.unchanged
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inetd_protocol::control::*;
+
+    fn row(service: &str, state: RowState) -> ServiceRow {
+        ServiceRow {
+            source: SourceRef {
+                file: "/etc/inetd.conf".into(),
+                line: 3,
+            },
+            service: service.into(),
+            address: Some("127.0.0.1".into()),
+            port: Some(8007),
+            path: None,
+            socket_type: "stream".into(),
+            protocol: "tcp4".into(),
+            wait: false,
+            user: "nobody".into(),
+            group: "nogroup".into(),
+            server: "/bin/cat".into(),
+            argv: vec!["cat".into()],
+            state,
+            reason: None,
+            until: None,
+            children: 1,
+            accepted: 22,
+            exec_failures: 0,
+            refused: Refused::default(),
+            last_error: None,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn table_columns_align_and_reasons_follow_their_row() {
+        let mut bad = row("a-very-long-service\nname", RowState::Rejected);
+        bad.address = None;
+        bad.port = None;
+        bad.path = Some("/run/x.sock".into());
+        bad.reason = Some("nope".into());
+        bad.warnings = vec!["careful".into()];
+        let out = list_table(&ListReply {
+            generation: 1,
+            services: vec![row("echo", RowState::Listening), bad],
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(lines[0].starts_with("SERVICE "));
+        assert!(lines[0].ends_with("SOURCE"));
+        fn col<'a>(header: &str, l: &'a str, h: &str) -> Option<&'a str> {
+            header.find(h).map(|i| &l[i..])
+        }
+        let col = |l, h| col(lines[0], l, h);
+        assert!(col(lines[1], "STATE").unwrap().starts_with("listening"));
+        assert!(col(lines[2], "STATE").unwrap().starts_with("rejected"));
+        assert!(col(lines[2], "PORT/PATH")
+            .unwrap()
+            .starts_with("/run/x.sock"));
+        assert!(col(lines[1], "USER").unwrap().starts_with("nobody:nogroup"));
+        assert!(
+            lines[2].starts_with("a-very-long-service\\nname "),
+            "escaped: {}",
+            lines[2]
+        );
+        assert_eq!(lines[3], "    reason: nope");
+        assert_eq!(lines[4], "    warning: careful");
+    }
+
+    #[test]
+    fn reload_text_names_every_change() {
+        let item = |s: &str, reason: Option<&str>| ReloadItem {
+            source: SourceRef {
+                file: "f".into(),
+                line: 2,
+            },
+            service: s.into(),
+            protocol: "tcp4".into(),
+            bind: "127.0.0.1:9".into(),
+            reason: reason.map(str::to_owned),
+        };
+        let out = reload_text(&ReloadReply {
+            result: ReloadResult::Failed,
+            generation: 9,
+            added: vec![item("new", None)],
+            changed: vec![item("argv", None)],
+            removed: vec![item("gone", None)],
+            failed: vec![item("busy", Some("Address already in use"))],
+            unchanged: 3,
+            diagnostics: vec![],
+        });
+        assert_eq!(
+            out,
+            "added    new 127.0.0.1:9 tcp4 (f:2)\n\
+             changed  argv 127.0.0.1:9 tcp4 (f:2)\n\
+             removed  gone 127.0.0.1:9 tcp4 (f:2)\n\
+             failed   busy 127.0.0.1:9 tcp4 (f:2): Address already in use\n\
+             failed: generation 9, 1 added, 1 changed, 1 removed, 1 failed, 3 unchanged\n"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! Fixtures for the unit tests: entries, configurations and core reports
+//! built by hand, as the parser and the core would give them.
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use inetd_protocol::{
+    Action, Bind, Counters, Credentials, IpMode, Limits, ListenerSpec, ListenerState,
+    ListenerStatus, Policy, SocketType, StatusReport,
+};
+
+use crate::config::{Config, ConfigFile, Entry, Label, RejectedEntry, Source};
+
+pub fn entry(service: &str, port: u16, uid: u32, file: &str, line: u32) -> Entry {
+    let user = if uid == 0 { "root" } else { "nobody" };
+    let group = if uid == 0 { "root" } else { "nogroup" };
+    let label = Label {
+        service: service.into(),
+        file: file.into(),
+        line,
+        protocol: "tcp4".into(),
+        user: user.into(),
+        group: group.into(),
+    };
+    Entry {
+        source: Source {
+            file: file.into(),
+            line,
+        },
+        service: service.into(),
+        protocol: "tcp4".into(),
+        user: user.into(),
+        group: group.into(),
+        server: "/bin/cat".into(),
+        argv: vec!["cat".into()],
+        warnings: vec![],
+        spec: ListenerSpec {
+            bind: Bind::Inet {
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+                mode: IpMode::V4,
+            },
+            socket_type: SocketType::Stream,
+            wait: false,
+            action: Action::Exec {
+                path: "/bin/cat".into(),
+                argv: vec!["cat".into()],
+            },
+            creds: Credentials {
+                uid,
+                gid: uid,
+                groups: vec![uid],
+            },
+            limits: Limits::default(),
+            acl: None,
+            label: label.encode(),
+        },
+    }
+}
+
+pub fn rejected(service: &str, file: &str, line: u32, reason: &str) -> RejectedEntry {
+    RejectedEntry {
+        source: Source {
+            file: file.into(),
+            line,
+        },
+        service: service.into(),
+        protocol: "tcp".into(),
+        reason: reason.into(),
+    }
+}
+
+pub fn config(files: &[&str], entries: Vec<Entry>, rejected: Vec<RejectedEntry>) -> Config {
+    Config {
+        files: files
+            .iter()
+            .map(|f| ConfigFile {
+                path: f.into(),
+                mtime: None,
+            })
+            .collect(),
+        entries,
+        rejected,
+        diagnostics: vec![],
+    }
+}
+
+pub const ROOT_CORE: Policy = Policy {
+    root: true,
+    allow_root_services: false,
+    allow_setuid_services: false,
+};
+
+pub fn listening(spec: &ListenerSpec, accepted: u64) -> ListenerStatus {
+    ListenerStatus {
+        spec: spec.clone(),
+        state: ListenerState::Listening,
+        counters: Counters {
+            accepted,
+            ..Counters::default()
+        },
+        last_error: None,
+    }
+}
+
+pub fn status(generation: u64, listeners: Vec<ListenerStatus>) -> StatusReport {
+    StatusReport {
+        generation,
+        software_version: "0.1.0".into(),
+        pid: 10,
+        uid: 0,
+        started_at: 0,
+        policy: ROOT_CORE,
+        listeners,
+        children: vec![],
+    }
+}
