@@ -2,10 +2,12 @@
 //! restarted controller can show what runs before it has read its
 //! configuration. The core never interprets it.
 //!
-//! Format: `inetd-label-1` and the six fields, separated by tabs; in each
-//! field `%` and every control character (tab included) are written as
-//! `%XX` per UTF-8 byte, so any file name survives and the separator is
-//! unambiguous. The whole label is at most [`MAX_LABEL`] bytes: the longest
+//! Format: `inetd-label-1` and the six fields (service, file, line,
+//! protocol, user, group), separated by single spaces; in each field `%`,
+//! space and every control character are written as `%XX` per UTF-8 byte,
+//! so any file name survives, the separator is unambiguous, and the core's
+//! log, which shows the label, stays readable
+//! (`inetd-label-1 echo /etc/inetd.conf 12 tcp4 nobody nogroup`). The whole label is at most [`MAX_LABEL`] bytes: the longest
 //! fields are cut (at character boundaries, marked with `…`) until it fits.
 
 use inetd_protocol::MAX_LABEL;
@@ -23,8 +25,12 @@ pub struct Label {
     pub group: String,
 }
 
+fn needs_escape(c: char) -> bool {
+    c == '%' || c == ' ' || c.is_control()
+}
+
 fn escaped_len(c: char) -> usize {
-    if c == '%' || c.is_control() {
+    if needs_escape(c) {
         3 * c.len_utf8()
     } else {
         c.len_utf8()
@@ -33,7 +39,7 @@ fn escaped_len(c: char) -> usize {
 
 fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
-        if c == '%' || c.is_control() {
+        if needs_escape(c) {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("%{b:02X}"));
@@ -87,10 +93,10 @@ impl Label {
     fn join(parts: &[String; 5], line: u32) -> String {
         let mut out = String::from(TAG);
         for (i, p) in parts.iter().enumerate() {
-            out.push('\t');
+            out.push(' ');
             escape_into(&mut out, p);
             if i == 1 {
-                out.push('\t');
+                out.push(' ');
                 out.push_str(&line.to_string());
             }
         }
@@ -134,7 +140,7 @@ impl Label {
 
     /// The label, if `s` is one this version wrote.
     pub fn decode(s: &str) -> Option<Label> {
-        let parts: Vec<&str> = s.split('\t').collect();
+        let parts: Vec<&str> = s.split(' ').collect();
         let [tag, service, file, line, protocol, user, group] = parts.as_slice() else {
             return None;
         };
