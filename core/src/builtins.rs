@@ -14,9 +14,12 @@
 //!
 //! UDP builtins answer only sources that pass [`udp_reply_allowed`] (no
 //! reflection towards privileged or builtin ports, broadcast, multicast or
-//! unspecified sources) and then only within a per-source and a per-child
-//! reply rate (see [`ReplyLimiter`]), so a spoofed source cannot turn the
-//! child into a traffic amplifier (CVE-1999-0103, US-CERT TA14-017A).
+//! unspecified sources) and, for the builtins whose answer can be larger
+//! than the request (chargen, daytime, time), only within a per-source and
+//! a per-child reply rate (see [`ReplyLimiter`]), so a spoofed source cannot
+//! turn the child into a traffic amplifier (CVE-1999-0103, US-CERT
+//! TA14-017A). echo is not rate-limited: its answer is the request itself,
+//! so it amplifies nothing, and capping it would only slow honest clients.
 
 #![forbid(unsafe_code)]
 
@@ -511,7 +514,7 @@ fn dgram_loop(
             };
             if Some(peer.port()) == own_port
                 || !udp_reply_allowed(peer, guard)
-                || !limiter.allow(peer.ip(), now)
+                || (amplifies(b) && !limiter.allow(peer.ip(), now))
             {
                 continue;
             }
@@ -567,6 +570,13 @@ fn recv_datagram(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether a UDP answer of `b` can be larger than the request that asked
+/// for it: those are the ones a spoofed source could use for reflection
+/// with amplification, so only they go through the [`ReplyLimiter`].
+fn amplifies(b: Builtin) -> bool {
+    !matches!(b, Builtin::Echo | Builtin::Discard)
 }
 
 /// The source of a datagram as an IP socket address, if it is one.
@@ -1275,6 +1285,28 @@ mod tests {
             assert_eq!(flags(&cores_copy), before, "nonblocking = {nonblocking}");
             assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
         }
+    }
+
+    #[test]
+    fn udp_echo_is_not_rate_limited() {
+        assert!(!amplifies(Builtin::Echo));
+        assert!(amplifies(Builtin::Chargen) && amplifies(Builtin::Time));
+        let (addr, rx) = spawn_dgram(
+            Builtin::Echo,
+            "127.0.0.1:0",
+            Duration::from_millis(300),
+            UdpGuard::default(),
+        )
+        .expect("bind");
+        let c = udp_client("127.0.0.1:0");
+        // Far past the per-source burst: one request in flight at a time,
+        // every one answered.
+        for i in 0..(4 * SOURCE_BURST) {
+            let msg = i.to_be_bytes();
+            c.send_to(&msg, addr).expect("send");
+            assert_eq!(recv_reply(&c, addr), msg);
+        }
+        assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
     }
 
     #[test]
