@@ -246,9 +246,9 @@ fn stream_builtins_over_ipv4_and_ipv6() {
     let layout = Layout::new();
     assert_all_applied(&core.apply(layout.specs(SocketType::Stream)));
     for addr in loopbacks() {
-        // echo: bytes back, and EOF after our shutdown.
+        // echo: 1 MiB back, and EOF after our shutdown.
         let mut s = connect(layout.at(addr, Builtin::Echo));
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
         let mut w = s.try_clone().expect("clone");
         let sent = data.clone();
         let writer = std::thread::spawn(move || {
@@ -300,7 +300,7 @@ fn dgram_builtins_over_ipv4_and_ipv6() {
     assert_all_applied(&core.apply(layout.specs(SocketType::Dgram)));
     for addr in loopbacks() {
         let c = udp_client(addr);
-        for size in [0usize, 1, 1472, 8192] {
+        for size in [0usize, 1, 1472, 8192, 65_507] {
             let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
             let back = udp_ask(&c, layout.at(addr, Builtin::Echo), &data);
             assert!(back == data, "echo of {size} bytes over {addr}");
