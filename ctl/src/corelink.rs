@@ -63,11 +63,11 @@ pub fn adopt_core_fd(n: RawFd) -> Result<UnixStream, String> {
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
         return Err(format!("--core-fd {n}: not a socket"));
     }
-    // SAFETY: `n` is open (F_GETFD succeeded) and is a socket. It was
-    // inherited from the core and this function runs once, at the start of
-    // main, before the process opens any descriptor of its own, so no other
-    // object in this process owns `n`: the OwnedFd becomes its sole owner
-    // and closes it exactly once.
+    // `n` was inherited from the core and this function runs once, at the
+    // start of main, before the process opens any descriptor of its own, so
+    // no other object in this process owns `n`.
+    // SAFETY: `n` is open (F_GETFD succeeded) and a socket; the OwnedFd
+    // becomes its sole owner and closes it exactly once.
     let fd = unsafe { OwnedFd::from_raw_fd(n) };
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|e| format!("--core-fd {n}: cannot set close-on-exec: {e}"))?;

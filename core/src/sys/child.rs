@@ -235,9 +235,10 @@ pub fn spawn(mut s: Spawn<'_>) -> io::Result<Spawned> {
         None => StatusPipe::new()?,
     };
 
-    // SAFETY: the core is single-threaded (no other thread can hold a lock
-    // the child would need); the child runs only `child_main`, which never
-    // returns and leaves with `_exit` or exec.
+    // The core is single-threaded, so no other thread can hold a lock the
+    // child would need.
+    // SAFETY: single-threaded parent; the child runs only `child_main`, which
+    // never returns and leaves with `_exit` or exec.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         return Err(io::Error::last_os_error());
@@ -273,9 +274,10 @@ fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
     msg[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: `msg` is a valid 8-byte buffer; a failed write cannot be
-    // reported anywhere, and the exit status says 127 anyway. `_exit` skips
-    // atexit handlers and stdio flushing that belong to the parent.
+    // A failed write cannot be reported anywhere, and the exit status says
+    // 127 anyway. `_exit` skips atexit handlers and stdio flushing that
+    // belong to the parent.
+    // SAFETY: `msg` is a valid 8-byte buffer and `fd` a descriptor we own.
     unsafe {
         libc::write(fd, msg.as_ptr().cast(), msg.len());
         libc::_exit(127)
@@ -360,9 +362,9 @@ fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
     // 7. Run.
     match s.program {
         Program::Exec { .. } => {
-            // SAFETY: path, argv and env are NUL-terminated arrays of
-            // pointers to NUL-terminated strings, built before fork and alive
-            // in this (copied) address space.
+            // path, argv and env were built before fork and are alive in this
+            // (copied) address space.
+            // SAFETY: NUL-terminated pointer arrays of NUL-terminated strings.
             unsafe { libc::execve(c.path, c.argv.as_ptr(), c.env.as_ptr()) };
             fail(c.status_fd, Step::Exec, errno());
         }
@@ -404,9 +406,9 @@ fn reset_signals() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
+        // The size argument is the kernel's sigset size (8 bytes on Linux).
         // SAFETY: rt_sigaction with a valid, fully initialised kernel
-        // sigaction for SIG_DFL and a null old-action pointer; the size
-        // argument is the kernel's sigset size (8 bytes on Linux).
+        // sigaction for SIG_DFL and a null old-action pointer.
         unsafe {
             libc::syscall(
                 libc::SYS_rt_sigaction,

@@ -20,10 +20,11 @@ static TZSET: Once = Once::new();
 /// again is a no-op.
 pub fn init() {
     TZSET.call_once(|| {
-        // SAFETY: tzset takes no arguments and only updates libc's own zone
-        // state (under its internal lock in glibc and musl). It reads the
-        // environment with getenv, which is only unsound against a concurrent
-        // setenv; this program never modifies its environment.
+        // tzset reads the environment with getenv, which is only unsound
+        // against a concurrent setenv; this program never modifies its
+        // environment.
+        // SAFETY: no arguments; it only updates libc's own zone state (under
+        // its internal lock in glibc and musl).
         unsafe { tzset() };
     });
 }
@@ -52,9 +53,9 @@ pub fn local_time(unix_seconds: i64) -> Option<LocalTime> {
     init();
     let t = libc::time_t::try_from(unix_seconds).ok()?;
     let mut tm = std::mem::MaybeUninit::<libc::tm>::uninit();
+    // localtime_r is the reentrant variant: no shared static result buffer.
     // SAFETY: `t` is a valid time_t we own and `tm` points to writable memory
-    // of the right type and size; localtime_r writes only through that pointer
-    // (it is the reentrant variant: no shared static result buffer).
+    // of the right type and size; localtime_r writes only through that pointer.
     let result = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
     if result.is_null() {
         return None;
