@@ -229,7 +229,7 @@ fn each_accept_is_logged_with_peer_and_service() {
     let pid = rep.value("pid").to_string();
     wait_for("the accept log line", Duration::from_secs(5), || {
         core.log().lines().any(|l| {
-            l.contains("logged-service") && l.contains(&me.to_string()) && l.contains(&pid)
+            l.contains(&format!("accept service=\"logged-service\" peer={me}")) && l.contains(&pid)
         })
     });
     // And its exit.
@@ -261,7 +261,14 @@ fn a_failed_exec_is_logged_and_counted() {
         || core.status().listeners[0].counters.exec_failures == 1,
     );
     let st = core.status();
-    assert!(st.listeners[0].last_error.is_some());
+    let last_error = st.listeners[0].last_error.clone().unwrap_or_default();
+    assert!(last_error.contains("execve"), "last_error: {last_error:?}");
+    assert!(
+        core.log()
+            .contains("exec failed service=\"missing-server\""),
+        "{}",
+        core.log()
+    );
     assert!(
         core.log()
             .lines()

@@ -275,6 +275,11 @@ fn root_ids_are_refused_without_allow_root_services() {
             r.outcomes[i]
         );
     }
+    assert!(
+        matches!(&r.outcomes[1], Outcome::Rejected { reason } if reason.contains("--allow-root-services")),
+        "the reason does not name the flag: {:?}",
+        r.outcomes[1]
+    );
     // The good one serves, the refused ones are not bound.
     let rep = Report::read_from(&mut connect4(ports[0]).unwrap());
     assert_eq!(rep.value("uid"), "65534 65534 65534 65534");
@@ -319,6 +324,9 @@ fn root_ids_are_accepted_with_allow_root_services() {
     );
     assert_eq!(rep.value("capbnd"), ours);
     assert_eq!(rep.value("capeff"), ours);
+    // The core's own effective set is still cut to the four.
+    let four = cap::mask(&[cap::NET_BIND_SERVICE, cap::SETUID, cap::SETGID, cap::KILL]);
+    assert_eq!(proc_caps(core.pid(), "CapEff"), Some(four));
 }
 
 #[test]
@@ -339,7 +347,11 @@ fn a_listener_as_the_controller_user_is_refused() {
         }),
     ]);
     assert_eq!(r.outcomes[0], Outcome::Added);
-    assert!(rejected(&r.outcomes[1]), "{:?}", r.outcomes[1]);
+    assert!(
+        matches!(&r.outcomes[1], Outcome::Rejected { reason } if reason.contains("controller")),
+        "{:?}",
+        r.outcomes[1]
+    );
 }
 
 #[test]
