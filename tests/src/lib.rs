@@ -26,18 +26,31 @@
 //! * `core_child.rs`: what a server gets (descriptors, ids, groups,
 //!   capabilities, no_new_privs, signals, environment, umask, cwd), the
 //!   root-service policy, the core's own capabilities.
-//! * `core_services.rs`: wait dgram and wait stream, dual-stack and
-//!   single-family sockets, removal, bind failure and retry.
+//! * `core_services.rs`: wait dgram and wait stream (and servers of either
+//!   that cannot start), dual-stack and single-family sockets, removal, bind
+//!   failure and retry.
 //! * `core_unix.rs`: unix listeners and the filesystem.
-//! * `core_socket.rs`: who may talk to the core, malformed frames, version
-//!   mismatch, a second core.
-//! * `core_apply.rs`: validation, diff by bind key, generation, logging.
+//! * `core_socket.rs`: who may talk to the core, malformed and random
+//!   frames, version mismatch, a second core.
+//! * `core_apply.rs`: validation, diff by bind key, generation, 10,000
+//!   listeners in one Apply, logging.
 //! * `core_policy.rs`: a normal user's core, setuid services, failing id
 //!   changes, the source port 20 guard, descriptors after reloads.
 //! * `core_acl.rs`: access lists.
 //! * `core_resources.rs`: leaks, zombies, the descriptor limit, closed stdio,
 //!   resets, signals (these take [`serial`]).
 //! * `core_cli.rs`: command-line refusals and exit codes.
+//! * `builtins.rs`: the `internal` services (echo, discard, daytime, time,
+//!   chargen) over TCP and UDP, their children and their UDP guards.
+//!
+//! The core in one-command mode (`--config`), and the controller:
+//!
+//! * `core_onecommand.rs`: the controller the core starts, with a stand-in
+//!   script: its command line, ids, environment and fd 3, signal
+//!   forwarding, exit 1 after three failures before Hello, restarts without
+//!   limit after Hello.
+//! * `controller.rs`: the real `inetd-controller` and `inetctl` against a
+//!   real core (its own helpers, apart from this harness).
 //!
 //! # notes/security-history.md rows and their tests
 //!
@@ -49,17 +62,17 @@
 //! | CVE-2007-0882 class, CVE-2001-1322 (env, umask, TMPDIR) | `core_child::child_environment_and_umask_do_not_come_from_the_core` |
 //! | CVE-2002-0871 (leaked descriptors) | `core_child::nowait_stream_child_gets_the_connection_and_a_clean_process`, `core_policy::wait_and_reloaded_services_see_only_their_descriptors` |
 //! | xinetd PR #22 (fd 0 closed at start) | `core_resources::a_core_started_with_stdio_closed_still_serves` |
-//! | rinetd #1 (FD_SETSIZE) | `core_resources::listeners_past_fd_setsize_serve` |
+//! | rinetd #1 (FD_SETSIZE) | `core_resources::listeners_past_fd_setsize_serve`, `core_apply::ten_thousand_listeners` |
 //! | CVE-1999-0396 (RST between poll and accept) | `core_resources::resets_between_poll_and_accept_never_wedge_another_service` |
 //! | EMFILE spin | `core_resources::at_the_descriptor_limit_the_core_does_not_spin_and_recovers`, `one_descriptor_short_of_fork_the_core_backs_off` |
 //! | CVE-2003-0211 (memory per refused connection) | `core_acl::refused_connections_cost_no_memory` |
 //! | systemd PR #2961 (zombies) | `core_resources::parallel_connections_leave_no_zombies`, `a_thousand_connections_leak_no_descriptor_and_no_zombie` |
-//! | CVE-2016-7795/-7796, bincode#41 etc. (bad frames, 2^62 Vec) | `core_socket::malformed_frames_end_the_connection_and_the_core_keeps_serving` |
+//! | CVE-2016-7795/-7796, bincode#41 etc. (bad frames, 2^62 Vec) | `core_socket::malformed_frames_end_the_connection_and_the_core_keeps_serving`, `random_frames_on_300_connections_change_nothing` |
 //! | CVE-2018-15686 (text forging state/log lines) | `core_apply::labels_cannot_forge_log_lines`, `invalid_listeners_are_refused_one_by_one` |
 //! | CVE-2019-7304 dirty_sock | `core_socket::a_client_is_judged_by_its_uid_not_its_socket_path` |
 //! | CVE-2020-15257 (who reaches the socket) | `core_socket::only_root_and_the_controller_are_served`, `core_socket_is_0660_root_and_the_controllers_group`, `the_core_has_no_abstract_socket` |
 //! | CVE-2006-5051, CVE-2024-6387, cups#1072, keepalived#209 (signal handlers) | `core_resources::signals_applies_and_exits_at_once_leave_a_consistent_core` |
-//! | OpenBSD `spawn()` (a dgram server that cannot start) | `core_services::a_wait_dgram_server_that_cannot_start_does_not_loop` |
+//! | OpenBSD `spawn()` (a wait server that cannot start) | `core_services::a_wait_dgram_server_that_cannot_start_does_not_loop`, `a_wait_stream_server_that_cannot_start_does_not_loop` |
 //! | unlink/bind TOCTOU on unix paths | `core_unix::*` |
 //! | openSUSE/xinetd PR #7 (ACL with no peer) | `core_acl::an_access_list_where_no_peer_can_be_checked_is_refused` |
 //! | OpenBSD `gettcp()` port 20 | `core_policy::a_connection_from_source_port_20_is_closed_at_once` |

@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpS
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inetd_tests::protocol::{Action, Builtin, IpMode, ListenerSpec, SocketType};
+use inetd_tests::protocol::{Action, Builtin, IpMode, ListenerSpec, ListenerState, SocketType};
 use inetd_tests::{
-    assert_all_applied, connect_to, free_port, has_ipv6, inet_spec, is_root, proc_status,
+    assert_all_applied, connect_to, free_port, has_ipv6, inet_spec, is_root, open_fds, proc_status,
     require_root, service_creds, wait_for, wait_until, Core, CoreOptions, SpecExt,
 };
 
@@ -491,6 +491,26 @@ fn dgram_children_run_as_nobody_discard_stays_silent_and_idle_children_leave() {
     if is_root() {
         assert_eq!(uid, 65534);
         assert_runs_as_nobody(time_pid);
+    }
+    // While the child runs the listener is not polled, and the child holds
+    // its socket as its only descriptor, with no capabilities. It may
+    // leave (idle) at any moment: each check applies while it is there.
+    let st = core.status();
+    if st.children.iter().any(|c| c.pid == time_pid) {
+        let l = st
+            .listeners
+            .iter()
+            .find(|l| l.spec.action == Action::Builtin(Builtin::Time))
+            .expect("the time listener");
+        assert_eq!(l.state, ListenerState::Waiting);
+    }
+    let fds = open_fds(time_pid as i32);
+    assert!(
+        fds == [0] || (fds.is_empty() && gone(time_pid)),
+        "the dgram child's descriptors: {fds:?}"
+    );
+    if let Some(st) = proc_status(time_pid as i32) {
+        assert_eq!(st["CapEff"], "0000000000000000");
     }
     let d = udp_client(lo);
     d.send_to(b"drop me", SocketAddr::new(lo, discard_port))

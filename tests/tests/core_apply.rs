@@ -2,11 +2,11 @@
 //! per-listener validation refuses only that listener, a message malformed
 //! as a whole changes nothing, the core diffs by bind key and keeps sockets
 //! and children of unchanged and changed listeners, and the generation
-//! rises only with a change. Also what the core logs and counts per
-//! connection.
+//! rises only with a change; 10,000 listeners in one Apply. Also what the
+//! core logs and counts per connection.
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use inetd_protocol::{
     Action, Bind, CoreResponse, IpMode, ListenerSpec, Outcome, SocketType, MAX_ARGS, MAX_ARG_LEN,
@@ -229,7 +229,7 @@ fn each_accept_is_logged_with_peer_and_service() {
     let pid = rep.value("pid").to_string();
     wait_for("the accept log line", Duration::from_secs(5), || {
         core.log().lines().any(|l| {
-            l.contains("logged-service") && l.contains(&me.to_string()) && l.contains(&pid)
+            l.contains(&format!("accept service=\"logged-service\" peer={me}")) && l.contains(&pid)
         })
     });
     // And its exit.
@@ -261,7 +261,14 @@ fn a_failed_exec_is_logged_and_counted() {
         || core.status().listeners[0].counters.exec_failures == 1,
     );
     let st = core.status();
-    assert!(st.listeners[0].last_error.is_some());
+    let last_error = st.listeners[0].last_error.clone().unwrap_or_default();
+    assert!(last_error.contains("execve"), "last_error: {last_error:?}");
+    assert!(
+        core.log()
+            .contains("exec failed service=\"missing-server\""),
+        "{}",
+        core.log()
+    );
     assert!(
         core.log()
             .lines()
@@ -328,4 +335,60 @@ fn labels_cannot_forge_log_lines() {
     );
     assert!(!log.contains('\u{1b}'), "raw escape in the log");
     assert!(!log.contains('\r'), "raw carriage return in the log");
+}
+
+#[test]
+fn ten_thousand_listeners() {
+    // DESIGN.md: at least 10,000 listeners per Apply, applied and
+    // re-applied in bounded time. Started with a service manager's usual
+    // soft limit: the core raises its own to the hard limit and gives
+    // children the original back. Not in core_resources.rs: the kernel's
+    // work for 10,000 sockets would disturb the timing tests there.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 10_100 {
+        eprintln!("skipped: the hard descriptor limit ({hard}) is below 10,100");
+        return;
+    }
+    let core = Core::start_with(CoreOptions {
+        wrapper: vec![
+            "prlimit".into(),
+            format!("--nofile=1024:{hard}"),
+            "--".into(),
+        ],
+        ..CoreOptions::default()
+    });
+    let mut c = core.client();
+    let port = free_port();
+    let specs: Vec<_> = (0..10_000u32)
+        .map(|i| {
+            let mut sp = tcp4(port).exec("/bin/sh", &["sh", "-c", "echo many $(ulimit -n)"]);
+            sp.bind = Bind::Inet {
+                addr: std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8).into(),
+                port,
+                mode: IpMode::V4,
+            };
+            sp
+        })
+        .collect();
+    let t0 = Instant::now();
+    let r = c.apply(specs.clone());
+    assert!(
+        r.outcomes.iter().all(|o| *o == Outcome::Added),
+        "{:?}",
+        r.outcomes.iter().find(|o| **o != Outcome::Added)
+    );
+    let t_apply = t0.elapsed();
+    let t0 = Instant::now();
+    let r = c.apply(specs);
+    assert!(r.outcomes.iter().all(|o| *o == Outcome::Unchanged));
+    let t_same = t0.elapsed();
+    // The last one, 127.1.39.250.
+    let last = std::net::SocketAddr::from(([127, 1, 39, 250], port));
+    assert_eq!(read_all(&mut connect_to(last).unwrap()), "many 1024\n");
+    assert_eq!(c.status().listeners.len(), 10_000);
+    let r = c.apply(vec![]);
+    assert_eq!(r.removed.len(), 10_000);
+    eprintln!("apply 10k: {t_apply:?}, unchanged: {t_same:?}");
+    assert!(t_apply < Duration::from_secs(20) && t_same < Duration::from_secs(10));
 }

@@ -275,6 +275,11 @@ fn root_ids_are_refused_without_allow_root_services() {
             r.outcomes[i]
         );
     }
+    assert!(
+        matches!(&r.outcomes[1], Outcome::Rejected { reason } if reason.contains("--allow-root-services")),
+        "the reason does not name the flag: {:?}",
+        r.outcomes[1]
+    );
     // The good one serves, the refused ones are not bound.
     let rep = Report::read_from(&mut connect4(ports[0]).unwrap());
     assert_eq!(rep.value("uid"), "65534 65534 65534 65534");
@@ -319,6 +324,9 @@ fn root_ids_are_accepted_with_allow_root_services() {
     );
     assert_eq!(rep.value("capbnd"), ours);
     assert_eq!(rep.value("capeff"), ours);
+    // The core's own effective set is still cut to the four.
+    let four = cap::mask(&[cap::NET_BIND_SERVICE, cap::SETUID, cap::SETGID, cap::KILL]);
+    assert_eq!(proc_caps(core.pid(), "CapEff"), Some(four));
 }
 
 #[test]
@@ -339,13 +347,20 @@ fn a_listener_as_the_controller_user_is_refused() {
         }),
     ]);
     assert_eq!(r.outcomes[0], Outcome::Added);
-    assert!(rejected(&r.outcomes[1]), "{:?}", r.outcomes[1]);
+    assert!(
+        matches!(&r.outcomes[1], Outcome::Rejected { reason } if reason.contains("controller")),
+        "{:?}",
+        r.outcomes[1]
+    );
 }
 
 #[test]
 fn core_keeps_exactly_four_capabilities() {
     require_root!("capabilities of a root core");
     let core = Core::start();
+    // The core binds its socket before the cut: a Hello answered means
+    // start-up, and so the cut, is done.
+    core.client();
     let want = cap::mask(&[cap::NET_BIND_SERVICE, cap::SETUID, cap::SETGID, cap::KILL]);
     for f in ["CapEff", "CapPrm", "CapBnd"] {
         let got = proc_caps(core.pid(), f).unwrap();
@@ -371,6 +386,8 @@ fn a_core_given_fewer_capabilities_drops_only_what_is_present() {
         ],
         ..CoreOptions::default()
     });
+    // A Hello answered: start-up, and so the cut, is done.
+    core.client();
     let want = cap::mask(&[cap::NET_BIND_SERVICE, cap::SETUID, cap::SETGID]);
     for f in ["CapEff", "CapPrm"] {
         let got = proc_caps(core.pid(), f).unwrap();

@@ -48,7 +48,7 @@ fn a_normal_users_core_runs_everything_as_itself() {
     ]);
     assert_eq!(r.outcomes[0], Outcome::Added);
     assert!(
-        matches!(r.outcomes[1], Outcome::Rejected { .. }),
+        matches!(&r.outcomes[1], Outcome::Rejected { reason } if reason.contains("itself")),
         "another uid: {:?}",
         r.outcomes[1]
     );
@@ -79,8 +79,9 @@ fn allow_setuid_services_leaves_no_new_privs_off() {
 }
 
 /// Starts a core under strace that makes the named system calls fail with
-/// EPERM in every process, and checks that a service as nobody never runs.
-fn id_change_fails(syscalls: &str) {
+/// EPERM in every process, and checks that a service as nobody never runs,
+/// that the failure is counted and that the log names the child's `step`.
+fn id_change_fails(syscalls: &str, step: &str) {
     let core = Core::start_with(CoreOptions {
         wrapper: vec![
             "strace".into(),
@@ -118,20 +119,28 @@ fn id_change_fails(syscalls: &str) {
             })
         },
     );
+    assert!(
+        core.log().contains(&format!("step={step}")),
+        "no step={step}:\n{}",
+        core.log()
+    );
+    wait_for("the failure to be counted", Duration::from_secs(5), || {
+        core.status().listeners[0].counters.exec_failures == 1
+    });
 }
 
 #[test]
 fn a_failing_setuid_in_the_child_stops_the_server() {
     require_root!("the child changes ids only under a root core");
     require_probe_for_others!();
-    id_change_fails("setuid,setreuid,setresuid");
+    id_change_fails("setuid,setreuid,setresuid", "setuid");
 }
 
 #[test]
 fn a_failing_setgroups_in_the_child_stops_the_server() {
     require_root!("the child changes ids only under a root core");
     require_probe_for_others!();
-    id_change_fails("setgroups");
+    id_change_fails("setgroups", "setgroups");
 }
 
 #[test]

@@ -167,6 +167,8 @@ fn at_the_limit(spare: usize) -> (Core, Vec<TcpStream>, u16) {
 fn at_the_descriptor_limit_the_core_does_not_spin_and_recovers() {
     let _g = serial();
     let (core, mut clients, _) = at_the_limit(0);
+    // The pause was logged (and, by at_the_limit, not repeated).
+    assert!(core.log().contains("not accepting"), "{}", core.log());
     // Descriptors came back: the waiting clients are served.
     for (i, c) in clients.iter_mut().enumerate() {
         c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();

@@ -348,3 +348,28 @@ fn a_failed_listener_that_is_removed_is_not_retried() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+#[test]
+fn a_wait_stream_server_that_cannot_start_does_not_loop() {
+    // The pending connection stays in the backlog when the server cannot
+    // start, so the socket stays readable: the core must not fork again
+    // and again for it.
+    let core = Core::start();
+    let port = free_port();
+    let spec = tcp4(port)
+        .wait(true)
+        .exec("/nonexistent/inetd-test-server", &["server"]);
+    assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);
+    let _c = connect4(port).unwrap();
+    core.wait_log("exec failed", Duration::from_secs(5));
+    core.wait_log("exit service=", Duration::from_secs(5));
+    // A measurement window: a looping core would fail again and again.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        core.log().matches("exec failed").count(),
+        1,
+        "{}",
+        core.log()
+    );
+    assert_eq!(core.status().listeners[0].counters.exec_failures, 1);
+}

@@ -50,6 +50,11 @@ fn unix_listener_in_a_writable_directory_is_refused() {
             r.outcomes[i]
         );
     }
+    assert!(
+        matches!(&r.outcomes[2], Outcome::Rejected { reason } if reason.contains("writable")),
+        "/tmp: {:?}",
+        r.outcomes[2]
+    );
     assert_eq!(r.outcomes[3], Outcome::Added);
     assert!(!other_w.join("s.sock").exists());
     assert!(!group_w.join("s.sock").exists());
