@@ -391,9 +391,21 @@ pub fn udp_request(to: SocketAddr, payload: &[u8], timeout: Duration) -> Option<
     s.set_read_timeout(Some(timeout)).ok()?;
     s.send_to(payload, to).ok()?;
     let mut buf = vec![0u8; 65536];
-    let (n, _) = s.recv_from(&mut buf).ok()?;
+    let (n, _) = recv_from(&s, &mut buf).ok()?;
     buf.truncate(n);
     Some(buf)
+}
+
+/// `UdpSocket::recv_from`, retried when a signal interrupts it (the test
+/// process gets signals from the processes it starts); a timeout set with
+/// `set_read_timeout` still ends it.
+pub fn recv_from(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    loop {
+        match s.recv_from(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

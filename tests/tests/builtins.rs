@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use inetd_tests::protocol::{Action, Builtin, IpMode, ListenerSpec, ListenerState, SocketType};
 use inetd_tests::{
     assert_all_applied, connect_to, free_port, has_ipv6, inet_spec, is_root, open_fds, proc_status,
-    require_root, service_creds, wait_for, wait_until, Core, CoreOptions, SpecExt,
+    recv_from, require_root, service_creds, wait_for, wait_until, Core, CoreOptions, SpecExt,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -185,7 +185,7 @@ fn udp_client(addr: IpAddr) -> UdpSocket {
 fn udp_ask(c: &UdpSocket, to: SocketAddr, req: &[u8]) -> Vec<u8> {
     c.send_to(req, to).expect("send");
     let mut buf = vec![0u8; 70_000];
-    let (n, from) = c.recv_from(&mut buf).expect("UDP reply");
+    let (n, from) = recv_from(c, &mut buf).expect("UDP reply");
     assert_eq!(from, to);
     buf.truncate(n);
     buf

@@ -289,8 +289,11 @@ fn resets_between_poll_and_accept_never_wedge_another_service() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let resets = attacker.join().unwrap();
     assert!(resets > 100, "only {resets} resets sent");
+    // Each probe of B pays a fork and an exec, which a loaded 2-core machine
+    // can stretch past 100 ms now and then; a wedged loop delays probes
+    // again and again. So: almost every probe under 100 ms, none over 1 s.
     assert!(
-        slow.is_empty(),
+        slow.len() * 50 <= probes && worst < Duration::from_secs(1),
         "{} of {probes} probes of B took over 100 ms (worst {worst:?}) during {resets} resets on A",
         slow.len()
     );

@@ -19,9 +19,7 @@ fn udp_client() -> UdpSocket {
 fn ask(s: &UdpSocket, port: u16, msg: &str) -> (u32, String) {
     s.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
     let mut buf = [0u8; 2048];
-    let (n, _) = s
-        .recv_from(&mut buf)
-        .unwrap_or_else(|e| panic!("no reply to {msg:?}: {e}"));
+    let (n, _) = recv_from(s, &mut buf).unwrap_or_else(|e| panic!("no reply to {msg:?}: {e}"));
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     let rest = text.strip_prefix("pid ").expect("a probe reply");
     let (pid, payload) = rest.split_once(' ').unwrap();
@@ -217,7 +215,7 @@ fn dgram_child_answers_from_the_listening_socket() {
     let c = udp_client();
     c.send_to(b"x", ("127.0.0.1", port)).unwrap();
     let mut buf = [0u8; 64];
-    let (_, from) = c.recv_from(&mut buf).unwrap();
+    let (_, from) = recv_from(&c, &mut buf).unwrap();
     assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)));
 }
 
