@@ -34,7 +34,8 @@ use inetd_protocol::Builtin;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    getsockname, recv, recvmsg, send, sendto, shutdown, MsgFlags, Shutdown, SockaddrStorage,
+    getsockname, recv, recvmmsg, send, sendto, shutdown, MsgFlags, MultiHeaders, Shutdown,
+    SockaddrStorage,
 };
 
 use crate::sys::clock;
@@ -67,6 +68,11 @@ const STREAM_BUF: usize = 64 * 1024;
 /// without IPv6 jumbograms (65507 over IPv4, 65527 over IPv6), so a datagram
 /// is always echoed whole.
 const DGRAM_BUF: usize = 64 * 1024;
+/// Datagrams taken from the socket per receive call: enough for every
+/// client of a busy child to have one request queued, small enough that the
+/// slots (one [`DGRAM_BUF`] each, 1 MiB in all, touched only where datagrams
+/// land) stay cheap.
+const DGRAM_BATCH: usize = 16;
 
 /// daytime and time over TCP: after the answer and our FIN, how long we keep
 /// reading away what the client sends, so that closing with unread input does
@@ -452,8 +458,32 @@ fn answer_and_close(fd: BorrowedFd<'_>, answer: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The datagram loop: serve whatever is queued, then wait; leave when no
-/// datagram arrived for `idle` (the core then polls the socket again).
+/// What one receive slot of [`dgram_loop`] got: the datagram's length, its
+/// source and whether it was cut to fit the slot.
+#[derive(Clone, Copy)]
+struct Received {
+    len: usize,
+    src: Option<SockaddrStorage>,
+    truncated: bool,
+}
+
+const NOTHING_RECEIVED: Received = Received {
+    len: 0,
+    src: None,
+    truncated: false,
+};
+
+/// The datagram loop: take whatever is queued in batches of up to
+/// [`DGRAM_BATCH`], answer each datagram in arrival order, then wait; leave
+/// when no datagram arrived for `idle` (the core then polls the socket
+/// again).
+///
+/// System calls per batch: one recvmmsg, one send per reply, and one poll
+/// when the batch was not full. A batch shorter than [`DGRAM_BATCH`] means
+/// the queue was empty when the receive returned, so the loop waits in poll
+/// rather than paying for a receive that would only say EAGAIN; a datagram
+/// that arrives in between keeps the socket readable, and poll returns at
+/// once.
 fn dgram_loop(
     b: Builtin,
     fd: BorrowedFd<'_>,
@@ -468,48 +498,63 @@ fn dgram_loop(
         .as_ref()
         .and_then(inet_addr)
         .map(|a| a.port());
-    let mut buf = vec![0u8; DGRAM_BUF];
+    // One slot of DGRAM_BUF bytes per datagram of a batch. The pages are
+    // only touched where datagrams land.
+    let mut slots = vec![0u8; DGRAM_BATCH * DGRAM_BUF];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(DGRAM_BATCH, None);
+    let mut received = [NOTHING_RECEIVED; DGRAM_BATCH];
+    // The replies of one batch: slot index and reply length, in arrival
+    // order. A reply is written into (or, for echo, already is) its
+    // request's slot.
+    let mut replies = [(0usize, 0usize); DGRAM_BATCH];
     let mut limiter = ReplyLimiter::new(Instant::now());
     // chargen's position advances by one line per answered datagram for the
     // life of this child; the first answer is line 0.
     let mut chargen_next = 0usize;
     let mut last_datagram = Instant::now();
+    // Whether the last receive found the queue empty: then wait in poll.
+    let mut drained = true;
     loop {
-        let left = idle.saturating_sub(last_datagram.elapsed());
-        let ready = wait_for(fd, PollFlags::POLLIN, poll_timeout(left))?;
-        if ready.is_empty() {
-            if last_datagram.elapsed() >= idle {
-                return Ok(());
-            }
-            continue;
-        }
-        // Drain the queue without polling between datagrams.
-        loop {
-            let (len, src, truncated) = match recv_datagram(fd, &mut buf) {
-                Ok((len, Some(src), truncated)) => (len, src, truncated),
-                // No source address (not an inet socket): nothing to answer.
-                Ok((_, None, _)) => {
-                    last_datagram = Instant::now();
-                    continue;
+        if drained {
+            let left = idle.saturating_sub(last_datagram.elapsed());
+            let ready = wait_for(fd, PollFlags::POLLIN, poll_timeout(left))?;
+            if ready.is_empty() {
+                if last_datagram.elapsed() >= idle {
+                    return Ok(());
                 }
-                Err(Errno::EAGAIN) => break,
-                // Errors queued by ICMP for an earlier reply, or transient
-                // memory pressure: the socket is still good, go back to poll.
-                Err(
-                    Errno::ECONNREFUSED
-                    | Errno::EHOSTUNREACH
-                    | Errno::ENETUNREACH
-                    | Errno::ENOBUFS
-                    | Errno::ENOMEM,
-                ) => break,
-                Err(e) => return Err(e.into()),
-            };
-            let now = Instant::now();
-            last_datagram = now;
-            if b == Builtin::Discard {
                 continue;
             }
-            let Some(peer) = inet_addr(&src) else {
+        }
+        let count = match recv_batch(fd, &mut headers, &mut slots, &mut received) {
+            Ok(n) => n,
+            // Errors queued by ICMP for an earlier reply, or transient
+            // memory pressure: the socket is still good, go back to poll.
+            Err(
+                Errno::EAGAIN
+                | Errno::ECONNREFUSED
+                | Errno::EHOSTUNREACH
+                | Errno::ENETUNREACH
+                | Errno::ENOBUFS
+                | Errno::ENOMEM,
+            ) => {
+                drained = true;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        drained = count < DGRAM_BATCH;
+        if count == 0 {
+            continue;
+        }
+        let now = Instant::now();
+        last_datagram = now;
+        if b == Builtin::Discard {
+            continue;
+        }
+        let mut reply_count = 0usize;
+        for (index, r) in received.iter().take(count).enumerate() {
+            // No source address (not an inet socket): nothing to answer.
+            let Some(peer) = r.src.as_ref().and_then(inet_addr) else {
                 continue;
             };
             if Some(peer.port()) == own_port
@@ -524,8 +569,9 @@ fn dgram_loop(
             let answer: &[u8] = match b {
                 // Cannot happen below 64 KiB (no jumbograms), but a cut
                 // datagram is never echoed as if it were whole.
-                Builtin::Echo if truncated => continue,
-                Builtin::Echo => buf.get(..len).unwrap_or_default(),
+                Builtin::Echo if r.truncated => continue,
+                // The reply is the request, already in its slot.
+                Builtin::Echo => &[],
                 Builtin::Chargen => {
                     chargen = chargen_line(chargen_next);
                     chargen_next = (chargen_next + 1) % CHARGEN_RING;
@@ -544,31 +590,105 @@ fn dgram_loop(
                 }
                 Builtin::Discard => continue,
             };
-            // A reply that cannot be sent (full send buffer, ICMP error,
-            // EMSGSIZE) is dropped like a lost datagram; the service goes on.
-            let _ = sendto(
-                fd.as_raw_fd(),
-                answer,
-                &src,
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-            );
+            let len = if b == Builtin::Echo {
+                r.len
+            } else {
+                // Answers are at most a chargen line, far below a slot.
+                let Some(dst) = slot_mut(&mut slots, index).get_mut(..answer.len()) else {
+                    continue;
+                };
+                dst.copy_from_slice(answer);
+                answer.len()
+            };
+            if let Some(reply) = replies.get_mut(reply_count) {
+                *reply = (index, len);
+                reply_count += 1;
+            }
+        }
+        send_replies(
+            fd,
+            &slots,
+            &received,
+            replies.get(..reply_count).unwrap_or_default(),
+        );
+    }
+}
+
+/// Slot `index` of the batch buffer (empty if out of range).
+fn slot_mut(slots: &mut [u8], index: usize) -> &mut [u8] {
+    slots.chunks_mut(DGRAM_BUF).nth(index).unwrap_or_default()
+}
+
+/// Receive up to [`DGRAM_BATCH`] queued datagrams without blocking, one per
+/// slot of `slots`; their lengths and sources go to `received`. Returns how
+/// many came (EAGAIN when none). EINTR is retried.
+///
+/// `headers` is reused from call to call: each header's address length is
+/// left as the previous receive set it, which is the size of this socket's
+/// address family (an AF_INET6 socket reports IPv4 sources as mapped
+/// addresses of the same size), so no source is ever cut short.
+fn recv_batch(
+    fd: BorrowedFd<'_>,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    slots: &mut [u8],
+    received: &mut [Received; DGRAM_BATCH],
+) -> Result<usize, Errno> {
+    loop {
+        let mut chunks = slots.chunks_mut(DGRAM_BUF);
+        let mut iovs: [[IoSliceMut<'_>; 1]; DGRAM_BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+        match recvmmsg(
+            fd.as_raw_fd(),
+            headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(results) => {
+                let mut count = 0;
+                for (slot, m) in received.iter_mut().zip(results) {
+                    *slot = Received {
+                        len: m.bytes,
+                        src: m.address,
+                        truncated: m.flags.contains(MsgFlags::MSG_TRUNC),
+                    };
+                    count += 1;
+                }
+                return Ok(count);
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// One datagram without blocking: its length, its source and whether it was
-/// cut to fit `buf`. EINTR is retried.
-fn recv_datagram(
+/// Send each reply (slot index, length) to the source of its request.
+/// MSG_NOSIGNAL: never SIGPIPE. A reply that cannot be sent (full send
+/// buffer, ICMP error, EMSGSIZE) is dropped like a lost datagram; the
+/// service goes on.
+fn send_replies(
     fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> Result<(usize, Option<SockaddrStorage>, bool), Errno> {
-    loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<SockaddrStorage>(fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT) {
-            Ok(m) => return Ok((m.bytes, m.address, m.flags.contains(MsgFlags::MSG_TRUNC))),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
+    slots: &[u8],
+    received: &[Received; DGRAM_BATCH],
+    replies: &[(usize, usize)],
+) {
+    for &(index, len) in replies {
+        let Some(Some(dst)) = received.get(index).map(|r| r.src.as_ref()) else {
+            continue;
+        };
+        let Some(data) = slots
+            .chunks(DGRAM_BUF)
+            .nth(index)
+            .and_then(|s| s.get(..len))
+        else {
+            continue;
+        };
+        let _ = sendto(
+            fd.as_raw_fd(),
+            data,
+            dst,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        );
     }
 }
 
@@ -1233,6 +1353,70 @@ mod tests {
         assert_eq!(recv_reply(&honest, addr), b"hello");
         assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
         assert_no_datagram(&twin);
+    }
+
+    /// A UDP builtin on 127.0.0.1 that starts serving only after `queue`
+    /// has sent its datagrams, so they are all queued when it first reads.
+    fn serve_after(b: Builtin, guard: UdpGuard, queue: impl FnOnce(SocketAddr)) -> Receiver<i32> {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        queue(sock.local_addr().expect("addr"));
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let idle = Duration::from_millis(300);
+            let _ = tx.send(serve_dgram(b, OwnedFd::from(sock), idle, &guard));
+        });
+        rx
+    }
+
+    #[test]
+    fn echo_answers_a_queued_burst_in_order_across_batches() {
+        let a = udp_client("127.0.0.1:0");
+        let c = udp_client("127.0.0.1:0");
+        let guarded = udp_client("127.0.0.1:0");
+        let guard = UdpGuard {
+            builtin_ports: vec![guarded.local_addr().expect("addr").port()],
+        };
+        // More than two batches, the guarded source in the middle of each.
+        let rounds = DGRAM_BATCH + 2;
+        let mut server = None;
+        let rx = serve_after(Builtin::Echo, guard, |addr| {
+            server = Some(addr);
+            for i in 0..rounds {
+                a.send_to(format!("a{i}").as_bytes(), addr).expect("send");
+                guarded.send_to(b"loop?", addr).expect("send");
+                c.send_to(&vec![b'c'; 1 + i * 100], addr).expect("send");
+            }
+        });
+        let addr = server.expect("bound");
+        for i in 0..rounds {
+            assert_eq!(recv_reply(&a, addr), format!("a{i}").as_bytes());
+            assert_eq!(recv_reply(&c, addr), vec![b'c'; 1 + i * 100]);
+        }
+        assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
+        assert_no_datagram(&a);
+        assert_no_datagram(&c);
+        assert_no_datagram(&guarded);
+    }
+
+    #[test]
+    fn chargen_answers_a_queued_burst_line_by_line() {
+        let c = udp_client("127.0.0.1:0");
+        // Within the per-source burst, and across a batch boundary.
+        let sent = DGRAM_BATCH + 4;
+        assert!(sent <= SOURCE_BURST as usize);
+        let mut server = None;
+        let rx = serve_after(Builtin::Chargen, UdpGuard::default(), |addr| {
+            server = Some(addr);
+            for _ in 0..sent {
+                c.send_to(b"?", addr).expect("send");
+            }
+        });
+        let addr = server.expect("bound");
+        for n in 0..sent {
+            assert_eq!(recv_reply(&c, addr), chargen_line(n), "line {n}");
+        }
+        assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
+        assert_no_datagram(&c);
     }
 
     #[test]

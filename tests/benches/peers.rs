@@ -22,6 +22,24 @@
 //! * `udp-echo`: the builtin echo over UDP from [::1] (Debian's
 //!   openbsd-inetd drops 127.0.0.1 sources for UDP builtins), 1 and 8
 //!   clients each with one request in flight.
+//!
+//! `INETD_BENCH_ONLY=udp` runs only the `udp-echo` workloads, against only
+//! the daemons that serve them (ours, openbsd-inetd, inetutils-inetd): a
+//! shorter run for repeated measurements of the UDP path.
+//!
+//! Run it alone: every daemon binds the echo port (7), so two runs at once,
+//! or an inetd already serving echo, would measure each other. A private
+//! loopback avoids both:
+//!
+//! ```text
+//! unshare -n sh -c 'ip link set lo up && cargo bench -p inetd-tests --bench peers'
+//! ```
+//!
+//! Before each daemon starts, the run waits until the echo port is free:
+//! our UDP builtin child outlives its core until it has been idle (started
+//! here with `--dgram-idle 1`), and a peer started while it still holds
+//! [::1]:7 would fail to bind it and leave our child to answer the peer's
+//! workload.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -53,18 +71,21 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work dir");
 
-    let daemons: Vec<Starter> = vec![
+    let only_udp = std::env::var("INETD_BENCH_ONLY").is_ok_and(|v| v == "udp");
+    let mut daemons: Vec<Starter> = vec![
         Box::new(|p| start_ours(&target, &work, p)),
         Box::new(|p| start_openbsd(&peers, &work, p)),
         Box::new(|p| start_inetutils(&peers, &work, p)),
-        Box::new(|p| start_xinetd(&peers, &work, p)),
-        Box::new(|p| start_tcpserver(&peers, p)),
     ];
+    if !only_udp {
+        daemons.push(Box::new(|p| start_xinetd(&peers, &work, p)));
+        daemons.push(Box::new(|p| start_tcpserver(&peers, p)));
+    }
 
     let mut rows: Vec<(String, Vec<Option<f64>>)> = Vec::new();
     for start in &daemons {
         let ports = Ports::new();
-        let Some(mut d) = start(&ports) else {
+        let Some(mut d) = wait_port_free(ports.echo).then(|| start(&ports)).flatten() else {
             // Keep our row first even when it failed, so ratios stay honest.
             if rows.is_empty() {
                 rows.push(("inetd-core (not running)".into(), vec![None; 4]));
@@ -72,8 +93,8 @@ fn main() {
             continue;
         };
         let results = vec![
-            d.exec.then(|| bench_exec(ports.exec)),
-            d.echo.then(|| bench_tcp_echo(ports.echo)),
+            (d.exec && !only_udp).then(|| bench_exec(ports.exec)),
+            (d.echo && !only_udp).then(|| bench_tcp_echo(ports.echo)),
             d.udp.then(|| bench_udp_echo(ports.echo, 1)),
             d.udp.then(|| bench_udp_echo(ports.echo, 8)),
         ];
@@ -132,6 +153,27 @@ impl Ports {
             exec: free_port(),
             echo: ECHO_PORT,
         }
+    }
+}
+
+/// Waits until nobody holds `port` on [::1] (UDP) and 127.0.0.1 (TCP).
+fn wait_port_free(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        // TcpListener sets SO_REUSEADDR, so only a listener (not TIME_WAIT)
+        // keeps it from binding.
+        let udp = UdpSocket::bind(("::1", port)).is_ok();
+        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if udp && tcp {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "port {port} is still in use (another run, or an inetd serving echo): skipped"
+            );
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -290,6 +332,9 @@ fn start_ours(target: &Path, work: &Path, ports: &Ports) -> Option<Running> {
         .arg(&conf)
         .arg("--log-level")
         .arg("warn")
+        // The UDP builtin child leaves 1 s after the last request, so the
+        // next daemon can bind the echo port soon.
+        .args(["--dgram-idle", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
