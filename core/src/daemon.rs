@@ -117,6 +117,9 @@ struct Listener {
     last_error: Option<String>,
     /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
     nonblocking: bool,
+    /// The label as logged (escaped and cut), made once per apply rather
+    /// than on every connection.
+    log_label: String,
 }
 
 impl Listener {
@@ -147,8 +150,8 @@ impl Listener {
         crate::validate::hands_socket(&self.spec)
     }
 
-    fn label(&self) -> String {
-        escape(&self.spec.label, LOG_LABEL)
+    fn label(&self) -> &str {
+        &self.log_label
     }
 
     fn close(&mut self) {
@@ -523,7 +526,7 @@ impl Daemon {
             Some(LState::Failed { attempt, .. }) => attempt + 1,
             _ => return,
         };
-        let label = self.listeners[&id].label();
+        let label = self.listeners[&id].label().to_owned();
         match self.bind_now(id, attempt) {
             Ok(()) => info!("listening again service=\"{label}\" after {attempt} retries"),
             Err(BindError::Refused(r) | BindError::Io(r)) => {
@@ -775,7 +778,7 @@ impl Daemon {
                 })
             }
         };
-        let label = l.label();
+        let label = l.label().to_owned();
         match result {
             Ok(sp) => {
                 self.end_burst();
@@ -1486,6 +1489,7 @@ impl Daemon {
                             counters: Counters::default(),
                             last_error: None,
                             nonblocking: true,
+                            log_label: label.clone(),
                         },
                     );
                     match self.bind_now(id, 0) {
@@ -1519,6 +1523,7 @@ impl Daemon {
                         changed = true;
                         l.spec = spec;
                         l.prep = prep;
+                        l.log_label = label.clone();
                         info!("changed service=\"{label}\": new connections get the new spec");
                     }
                     let failed = matches!(l.state, LState::Failed { .. });

@@ -527,7 +527,7 @@ fn setup_fds(c: &mut ChildCtx<'_>, fds: &[RawFd], keep_status: bool) {
             }
         }
         let first = if keep_status { n + 1 } else { n };
-        close_from(first as libc::c_uint);
+        close_from(first);
     }
 }
 
@@ -576,28 +576,9 @@ unsafe fn close_between(first: libc::c_int, last: libc::c_int) {
 /// Only for the child between fork and exec: it closes descriptors that
 /// Rust objects of the parent's copy still believe they own, which is fine
 /// only because those objects are never used again in this process.
-unsafe fn close_from(first: libc::c_uint) {
-    // SAFETY: close_range takes plain integers.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
-    if r == 0 {
-        return;
-    }
-    // Kernels before 5.9: close up to the descriptor limit, bounded so a
-    // huge RLIMIT_NOFILE cannot make this take minutes.
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer.
-    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
-        rl.rlim_cur.min(1 << 20) as libc::c_uint
-    } else {
-        1024
-    };
-    for fd in first..max {
-        // SAFETY: closing descriptors of this child; see the contract.
-        unsafe { libc::close(fd as libc::c_int) };
-    }
+unsafe fn close_from(first: libc::c_int) {
+    // SAFETY: same contract as ours.
+    unsafe { close_between(first, libc::c_int::MAX) }
 }
 
 #[cfg(test)]
