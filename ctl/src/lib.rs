@@ -12,6 +12,7 @@ pub mod ctlserver;
 pub mod daemon;
 pub mod json;
 pub mod logger;
+pub mod notify;
 pub mod paths;
 pub mod plan;
 pub mod rows;

@@ -29,6 +29,7 @@ use inetd_ctl::corelink::adopt_core_fd;
 use inetd_ctl::ctlserver::{self, Dispatch};
 use inetd_ctl::daemon::{CoreTarget, Daemon, Event, Settings};
 use inetd_ctl::logger;
+use inetd_ctl::notify::Notifier;
 use inetd_ctl::paths;
 use inetd_ctl::plan::Identity;
 
@@ -70,6 +71,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Taken (and removed from the environment) while this is the only
+    // thread.
+    let notify = Notifier::from_env();
     let args = Args::parse();
     logger::init("inetd-controller", args.log_level);
 
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
             ))
         })),
     };
-    match run(args, core) {
+    match run(args, core, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args, core: CoreTarget) -> Result<(), String> {
+fn run(args: Args, core: CoreTarget, notify: Notifier) -> Result<(), String> {
     // Block the signals we handle before any thread starts, so every
     // thread inherits the mask and only the signal thread receives them.
     let mut sigs = SigSet::empty();
@@ -191,6 +195,7 @@ fn run(args: Args, core: CoreTarget) -> Result<(), String> {
             core,
             admin_group: args.admin_group.clone(),
             me,
+            notify,
         },
         start_config,
     );
