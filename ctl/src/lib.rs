@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod corelink;
 pub mod ctlserver;
