@@ -80,6 +80,8 @@ pub enum InetctlCommand {
     /// Check configuration files locally, without a daemon. Default: the
     /// default configuration.
     Check {
+        /// Configuration files or directories (their *.conf files) to
+        /// check instead of the default configuration.
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
