@@ -19,6 +19,8 @@
 set -euo pipefail
 
 say() { echo "boot-test: $*"; }
+passed=0
+check_passed() { passed=$((passed + 1)); say "$*"; }
 
 if [ "$(id -u)" != 0 ]; then
     say "skipped: needs root (debootstrap, systemd-nspawn, network namespaces)"
@@ -195,6 +197,7 @@ in_c test -f /etc/inetd.conf || fail "/etc/inetd.conf was not created"
 in_c cmp -s /etc/inetd.conf /usr/share/inetd-privsep/inetd.conf || fail "/etc/inetd.conf is not the default"
 in_c dpkg-query -W -f='${Conffiles}\n' inetd-privsep | grep -q /etc/inetd.conf &&
     fail "/etc/inetd.conf is a conffile"
+check_passed "installed: both services enabled and active, /etc/inetd.conf created (not a conffile)"
 
 # --- Who runs as what ---------------------------------------------------------
 core=$(main_pid inetd-core)
@@ -218,7 +221,7 @@ done
 [ "$(status_field "$ctl" NoNewPrivs)" = 1 ] || fail "inetd-controller may gain privileges"
 [ "$(in_c stat -c '%U %a' /run/inetd/control)" = "inetd 755" ] || fail "/run/inetd/control"
 [ "$(in_c stat -c '%U %a' /run/inetd/sockets)" = "root 755" ] || fail "/run/inetd/sockets"
-say "inetd-core: root, capabilities 0x4e0; inetd-controller: uid $inetd_uid, none"
+check_passed "inetd-core: root, capabilities 0x4e0; inetd-controller: uid $inetd_uid, none"
 
 # --- A service from inetd.conf, after systemctl reload -------------------------
 in_c sed -i 's/^#echo\(\t*\)stream/echo\1stream/' /etc/inetd.conf
@@ -227,7 +230,7 @@ poll 10 "echo answering on port 7" echoes 7
 in_c inetctl list >"$work/list" || fail "inetctl list"
 grep -Eq '^echo +0\.0\.0\.0 +7 +tcp4 +nobody:nogroup +listening' "$work/list" ||
     { cat "$work/list" >&2; fail "inetctl list does not show echo listening"; }
-say "echo (from /etc/inetd.conf) answers after systemctl reload; inetctl list shows it"
+check_passed "echo (from /etc/inetd.conf) answers after systemctl reload; inetctl list shows it"
 
 # --- update-inetd: add (a restart of "inetd"), remove (a force-reload) ---------
 # As a package registers a builtin: as root (it runs as nobody). A numeric
@@ -248,7 +251,7 @@ grep -Eq '^8013 +0\.0\.0\.0 +8013 +tcp4 +nobody:nogroup +listening' "$work/list"
 [ "$(listen_inode 7)" = "$inode" ] || fail "update-inetd replaced the echo listener"
 in_c env DEBIAN_FRONTEND=noninteractive update-inetd --remove 8013 || fail "update-inetd --remove"
 poll 10 "daytime gone after update-inetd --remove" refuses 8013
-say "update-inetd --add answers after its reload (as nobody), --remove goes; the core was not restarted"
+check_passed "update-inetd --add answers after its reload (as nobody), --remove goes; the core was not restarted"
 
 # --- systemctl restart inetd-controller keeps every listener --------------------
 in_c systemctl restart inetd-controller || fail "systemctl restart inetd-controller"
@@ -257,7 +260,7 @@ in_c systemctl restart inetd-controller || fail "systemctl restart inetd-control
 [ "$(listen_inode 7)" = "$inode" ] || fail "restarting the controller replaced the listening socket"
 in_c sh -c "ls -l /proc/$core/fd | grep -q 'socket:\[$inode\]'" || fail "the core no longer holds the listener"
 echoes 7 || fail "echo does not answer after the controller's restart"
-say "systemctl restart inetd-controller: same socket (inode $inode), same core"
+check_passed "systemctl restart inetd-controller: same socket (inode $inode), same core"
 
 # --- systemctl stop inetd-core stops both, cleanly ------------------------------
 in_c systemctl stop inetd-core || fail "systemctl stop inetd-core"
@@ -268,7 +271,7 @@ done
 [ "$(in_c systemctl show -p ExecMainStatus --value inetd-core)" = 0 ] || fail "inetd-core exited non-zero"
 refuses 7 || fail "port 7 still answers after the core stopped"
 in_c test ! -e /run/inetd/core.sock || fail "the core socket was left behind"
-say "systemctl stop inetd-core: both inactive, exit 0, listeners closed"
+check_passed "systemctl stop inetd-core: both inactive, exit 0, listeners closed"
 
 # --- dpkg --purge leaves nothing behind -------------------------------------------
 # No active entry left (update-inetd's went above): purge then removes the
@@ -286,6 +289,7 @@ in_c getent passwd inetd >/dev/null && fail "user inetd was left behind"
 in_c sh -c 'for s in /proc/[0-9]*/status; do
     awk -v u="$1" '"'"'$1 == "Uid:" && $2 == u { f = 1 } END { exit !f }'"'"' "$s" 2>/dev/null && exit 0
 done; exit 1' _ "$inetd_uid" && fail "processes of uid $inetd_uid are left"
-say "dpkg --purge: nothing left behind"
+check_passed "dpkg --purge: nothing left behind"
 
-say "passed in $(($(date +%s) - started))s"
+say "done in $(($(date +%s) - started))s"
+echo "boot-test: $passed passed, 0 failed"
