@@ -40,6 +40,22 @@ if [ -n "$out" ] || [ "$status" != 0 ]; then
 fi
 echo "check-units: systemd-analyze verify: ${units[*]}: no output"
 
+# The drop-in examples, each installed alone over the core's unit.
+for ex in "$top"/packaging/examples/inetd-core.service.d/*.conf; do
+    d=$vroot/etc/systemd/system/inetd-core.service.d
+    mkdir -p "$d"
+    cp "$ex" "$d/"
+    status=0
+    out=$(systemd-analyze verify --man=no --root="$vroot" inetd-core.service 2>&1) || status=$?
+    rm -rf "$d"
+    if [ -n "$out" ] || [ "$status" != 0 ]; then
+        echo "$out" >&2
+        echo "check-units: FAILED: inetd-core.service with the drop-in $(basename "$ex")" >&2
+        exit 1
+    fi
+    echo "check-units: systemd-analyze verify: inetd-core.service with $(basename "$ex"): no output"
+done
+
 failed=0
 for u in "${units[@]}"; do
     max=${ceiling[$u]}

@@ -22,8 +22,8 @@ pub fn ready() {
     };
     // The core is single-threaded: changing its environment is safe here.
     std::env::remove_var("NOTIFY_SOCKET");
-    let state = format!("READY=1\nSTATUS=serving, pid {}", std::process::id());
-    if let Err(e) = notify_to(&addr, &state) {
+    let state = "READY=1\nSTATUS=serving";
+    if let Err(e) = notify_to(&addr, state) {
         log::warn!(
             "cannot notify the service manager at {}: {e}",
             addr.to_string_lossy()
