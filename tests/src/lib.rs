@@ -50,7 +50,7 @@
 //!   forwarding, exit 1 after three failures before Hello, restarts without
 //!   limit after Hello.
 //! * `controller.rs`: the real `inetd-controller` and `inetctl` against a
-//!   real core (its own helpers, apart from this harness).
+//!   real core, each started as a [`Proc`].
 //!
 //! # notes/security-history.md rows and their tests
 //!
@@ -140,19 +140,25 @@ pub fn serial() -> MutexGuard<'static, ()> {
 // ---------------------------------------------------------------------------
 // Binaries
 
-/// The directory holding the workspace's binaries: `INETD_BIN_DIR` if set,
-/// else `$CARGO_TARGET_DIR/debug`, else the directory this test executable
-/// was built into (`target/debug/deps/..`), else the workspace's
-/// `target/debug`.
+/// The workspace's target directory: `CARGO_TARGET_DIR` (a relative one
+/// is taken from the workspace root, as cargo does), else `target` in the
+/// workspace.
+pub fn target_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => workspace.join(d),
+        None => workspace.join("target"),
+    }
+}
+
+/// The directory holding the workspace's binaries: `INETD_BIN_DIR` if set;
+/// else the profile directory this test executable was built into
+/// (`target/debug/deps/..`, wherever `CARGO_TARGET_DIR` put it) when the
+/// binaries are there; else the profile directory of this build under
+/// [`target_dir`].
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("INETD_BIN_DIR") {
         return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        let d = PathBuf::from(d).join("debug");
-        if d.join("inetd-core").exists() {
-            return d;
-        }
     }
     if let Ok(exe) = std::env::current_exe() {
         // target/debug/deps/core_child-HASH -> target/debug
@@ -162,10 +168,12 @@ pub fn bin_dir() -> PathBuf {
             }
         }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("debug")
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    target_dir().join(profile)
 }
 
 /// The path of workspace binary `name`; panics with the build command when
@@ -884,16 +892,14 @@ impl Core {
 
     /// Waits up to `timeout` for the core to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.exit_status() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(timeout, || self.exit_status().is_some());
+        self.exit_status()
+    }
+
+    /// True while the core runs (it has neither exited nor become a
+    /// zombie).
+    pub fn is_alive(&self) -> bool {
+        proc_status(self.pid()).is_some_and(|s| !s["State"].starts_with('Z'))
     }
 
     /// The core's live children: (pid, state letter).
@@ -933,6 +939,71 @@ impl Drop for Core {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+        }
+    }
+}
+
+/// Any other process a test starts (a controller, a core in one-command
+/// mode). Dropping it sends SIGTERM, then SIGKILL if it has not exited
+/// within 5 s, and reaps it.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    exited: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd`; panics naming the program when that fails.
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        Proc {
+            child,
+            exited: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// The process, for its piped standard streams.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Sends `sig`, unless the process has been reaped (its pid may have
+    /// been reused since).
+    pub fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        if self.exit_status().is_none() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+        }
+    }
+
+    /// The exit status, if the process has exited (reaps it).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// Waits up to `timeout` for the process to exit; panics if it does
+    /// not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_until(timeout, || self.exit_status().is_some());
+        self.exit_status()
+            .unwrap_or_else(|| panic!("process {} did not exit within {timeout:?}", self.pid()))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        if !wait_until(Duration::from_secs(5), || self.exit_status().is_some()) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -1270,4 +1341,28 @@ pub fn signals_in_mask(hex: &str) -> Vec<u32> {
 /// up).
 pub fn wait_tcp4_accepts(port: u16, timeout: Duration) -> bool {
     wait_until(timeout, || connect4(port).is_ok())
+}
+
+/// The inode of the TCP socket listening on 127.0.0.1:`port`, from
+/// `/proc/net/tcp`.
+pub fn listen_inode(port: u16) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let want = format!("0100007F:{port:04X}");
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A"))
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// True when `pid` holds the socket with this inode.
+pub fn holds_inode(pid: i32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
+        })
+        .unwrap_or(false)
 }

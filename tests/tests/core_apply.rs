@@ -168,19 +168,6 @@ fn a_message_malformed_as_a_whole_changes_nothing() {
     Report::read_from(&mut connect4(p1).unwrap());
 }
 
-/// The inode of the socket listening on 127.0.0.1:`port`, from
-/// /proc/net/tcp.
-fn listen_inode(port: u16) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let want = format!("0100007F:{port:04X}");
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A"))
-            .then(|| f.get(9)?.parse().ok())
-            .flatten()
-    })
-}
-
 #[test]
 fn apply_diffs_by_bind_key_and_keeps_sockets_and_children() {
     let core = Core::start();
