@@ -8,16 +8,20 @@
 //! [`free_port`], temporary directories from [`TempDir`], so parallel test
 //! runs do not collide.
 //!
-//! Tests that need root call [`require_root!`], which prints why the test
-//! is skipped and returns when the tests do not run as root.
+//! Every skip goes through [`skip()`] (the macros [`skip!`],
+//! [`require_root!`], [`require_ipv6!`], [`require_user!`] and
+//! [`require_probe_for_others!`] call it): it prints why, or fails the test
+//! when `INETD_TEST_STRICT=1`, as CI sets it, so nothing passes there
+//! without having run.
 //!
 //! # Running
 //!
 //! `cargo build --workspace && cargo test --workspace`. The binaries are
 //! found by [`bin_dir`] (`INETD_BIN_DIR`, `CARGO_TARGET_DIR`, the target
 //! directory of the test executable). As root every test runs (the users
-//! `nobody`, `inetd`, `inetd-test-peer` must exist); as another user the
-//! root tests print `skipped: needs root (...)` and pass.
+//! `nobody`, `inetd`, `inetd-test-peer`, `inetd-test-admin` must exist); as
+//! another user the root tests print `skipped: needs root (...)` and pass,
+//! unless `INETD_TEST_STRICT=1` makes every skip a failure.
 //!
 //! # What is where
 //!
@@ -104,27 +108,88 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Returns from the calling test, printing `skipped: needs root (WHY)`,
-/// unless the tests run as root.
+/// The environment variable that makes a skip a failure: CI sets
+/// `INETD_TEST_STRICT=1`, so a test that cannot run there fails instead of
+/// passing without having checked anything.
+pub const STRICT_ENV: &str = "INETD_TEST_STRICT";
+
+/// True when skips are failures ([`STRICT_ENV`] is set to anything but
+/// empty or `0`).
+pub fn strict() -> bool {
+    std::env::var_os(STRICT_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Every skip goes through here, whole tests ([`skip!`]) and parts of one
+/// alike: prints `skipped: WHY`, or panics with the reason when
+/// [`strict`]. The caller then leaves out what it cannot check.
+pub fn skip(why: &str) {
+    assert!(
+        !strict(),
+        "skipped, and {STRICT_ENV} makes a skip a failure: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
+/// Skips the rest of the calling test through [`skip()`] (a `format!`
+/// reason) and returns from it.
+#[macro_export]
+macro_rules! skip {
+    ($($why:tt)*) => {{
+        $crate::skip(&format!($($why)*));
+        return;
+    }};
+}
+
+/// True as root; otherwise says through [`skip()`] that the part `what`
+/// needs root, and false: `if root_or_skip("...") { checks }`.
+pub fn root_or_skip(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    skip(&format!("needs root ({what})"));
+    false
+}
+
+/// Skips the calling test, saying `needs root (WHY)`, unless the tests run
+/// as root.
 #[macro_export]
 macro_rules! require_root {
     ($why:expr) => {
         if !$crate::is_root() {
-            eprintln!("skipped: needs root ({})", $why);
-            return;
+            $crate::skip!("needs root ({})", $why);
         }
     };
 }
 
-/// Returns from the calling test with a printed reason when the probe
-/// cannot be run by other users (a target directory that is not
-/// world-readable): tests that run it as `nobody` need that.
+/// Skips the calling test when the host cannot bind `::1`.
+#[macro_export]
+macro_rules! require_ipv6 {
+    () => {
+        if !$crate::has_ipv6() {
+            $crate::skip!("no IPv6 on this host");
+        }
+    };
+}
+
+/// Skips the calling test when the probe cannot be run by other users (a
+/// target directory that is not world-readable): tests that run it as
+/// `nobody` need that.
 #[macro_export]
 macro_rules! require_probe_for_others {
     () => {
         if let Err(why) = $crate::probe_usable_by_others() {
-            eprintln!("skipped: {why}");
-            return;
+            $crate::skip!("{why}");
+        }
+    };
+}
+
+/// Skips the calling test when user `name` does not exist, else gives it.
+#[macro_export]
+macro_rules! require_user {
+    ($name:expr) => {
+        match $crate::user($name) {
+            Some(u) => u,
+            None => $crate::skip!("no user {}", $name),
         }
     };
 }

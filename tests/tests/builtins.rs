@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use inetd_tests::protocol::{Action, Builtin, IpMode, ListenerSpec, ListenerState, SocketType};
 use inetd_tests::{
-    assert_all_applied, connect_to, free_port, has_ipv6, inet_spec, is_root, open_fds, proc_status,
-    recv_from, require_root, service_creds, wait_for, wait_until, Core, CoreOptions, SpecExt,
+    assert_all_applied, connect_to, free_port, has_ipv6, inet_spec, open_fds, proc_status,
+    recv_from, require_root, root_or_skip, service_creds, skip, wait_for, wait_until, Core,
+    CoreOptions, SpecExt,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -60,7 +61,7 @@ fn loopbacks() -> Vec<IpAddr> {
     if has_ipv6() {
         v.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
     } else {
-        eprintln!("skipping ::1: no IPv6 loopback on this host");
+        skip("::1: no IPv6 loopback on this host");
     }
     v
 }
@@ -159,7 +160,7 @@ fn assert_daytime(answer: &[u8], tz: Option<&str>) {
         })
         .collect();
     if near.is_empty() {
-        eprintln!("skipping the daytime value check: date -d is not available");
+        skip("the daytime value check: date -d is not available");
         return;
     }
     assert!(
@@ -356,15 +357,13 @@ fn dgram_builtins_refuse_nfs_and_privileged_source_ports() {
     let mut refused = Vec::new();
     match UdpSocket::bind((Ipv4Addr::LOCALHOST, 2049)) {
         Ok(s) => refused.push(s),
-        Err(e) => eprintln!("skipping source port 2049: {e}"),
+        Err(e) => skip(&format!("source port 2049: {e}")),
     }
-    if is_root() {
+    if root_or_skip("a privileged source port") {
         // Some privileged port that is free here.
         if let Some(s) = (600..1024).find_map(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).ok()) {
             refused.push(s);
         }
-    } else {
-        eprintln!("skipping a privileged source port: needs root");
     }
     let honest = udp_client(lo);
     assert_eq!(udp_ask(&honest, echo, b"first"), b"first");
@@ -488,7 +487,7 @@ fn dgram_children_run_as_nobody_discard_stays_silent_and_idle_children_leave() {
     let c = udp_client(lo);
     assert_time(&udp_ask(&c, SocketAddr::new(lo, time_port), b""));
     let (time_pid, uid) = builtin_child(&core, Builtin::Time);
-    if is_root() {
+    if root_or_skip("the dgram child runs as nobody only under a root core") {
         assert_eq!(uid, 65534);
         assert_runs_as_nobody(time_pid);
     }

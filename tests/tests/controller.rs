@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use inetd_tests::{
-    bin_path, children_of, comm, free_port, holds_inode, is_root, listen_inode, user, wait_for,
-    Proc, TempDir,
+    bin_path, children_of, comm, free_port, holds_inode, is_root, listen_inode, require_root,
+    root_or_skip, user, wait_for, Proc, TempDir,
 };
 
 fn secs(n: u64) -> Duration {
@@ -505,7 +505,7 @@ fn controller_exits_1_on_an_unreadable_config_and_2_on_a_bad_flag() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "no daemon");
-    if is_root() {
+    if root_or_skip("the controller refuses root") {
         let out = Command::new(bin_path("inetd-controller")).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "refuses root");
         assert!(text(&out.stderr).contains("root"));
@@ -551,10 +551,7 @@ fn inetctl_check_fails_only_on_errors() {
 
 #[test]
 fn controller_reload_is_for_admins_only() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run inetctl as other users");
-        return;
-    }
+    require_root!("inetctl as other users");
     let pa = free_port();
     let t = setup("admins", &cat_line(pa, ""), &[pa]);
     let out = inetctl_as(Some("nobody"), &t.s, &["reload"]);
@@ -703,10 +700,7 @@ fn controller_survives_bad_frames_and_answers_other_versions() {
 #[test]
 fn controller_one_user_cannot_starve_the_control_socket() {
     use std::os::unix::net::UnixStream;
-    if !is_root() {
-        eprintln!("skipped: needs root to ask as another user");
-        return;
-    }
+    require_root!("inetctl as another user");
     let pa = free_port();
     let t = setup("starve", &cat_line(pa, ""), &[pa]);
     // This process (root) opens 1000 idle connections.
@@ -789,7 +783,8 @@ fn controller_shows_what_the_core_refuses_and_applies_the_rest() {
     let _holder = TcpListener::bind(("127.0.0.1", busy)).unwrap();
     let mut conf = cat_line(pa, "") + &cat_line(busy, "");
     let root_port = free_port();
-    if is_root() {
+    let root = root_or_skip("a root entry is refused by a root core");
+    if root {
         conf += &format!("127.0.0.1:{root_port} stream tcp4 nowait root /bin/cat cat\n");
     }
     let t = setup("refused", &conf, &[pa]);
@@ -809,7 +804,7 @@ fn controller_shows_what_the_core_refuses_and_applies_the_rest() {
         "{v}"
     );
     assert!(failed["until"].as_str().unwrap().ends_with('Z'), "{v}");
-    if is_root() {
+    if root {
         let root = rows.iter().find(|r| r["port"] == root_port).unwrap();
         assert_eq!(root["state"], "rejected");
         assert!(root["reason"]

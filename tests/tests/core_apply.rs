@@ -333,9 +333,14 @@ fn ten_thousand_listeners() {
     // work for 10,000 sockets would disturb the timing tests there.
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    // Root may raise the hard limit for the core (prlimit below).
+    let hard = if hard < 10_100 && is_root() {
+        20_000
+    } else {
+        hard
+    };
     if hard < 10_100 {
-        eprintln!("skipped: the hard descriptor limit ({hard}) is below 10,100");
-        return;
+        skip!("the hard descriptor limit ({hard}) is below 10,100");
     }
     let core = Core::start_with(CoreOptions {
         wrapper: vec![
