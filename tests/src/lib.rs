@@ -426,6 +426,31 @@ pub fn free_port() -> u16 {
     panic!("no free port found");
 }
 
+/// Runs `f` on a thread of its own in a new network namespace with only
+/// its loopback up, and returns what it returns (a panic in `f` is this
+/// test's panic). Everything `f` binds and every process it starts lives
+/// in that namespace, so a test owns every port there, fixed and
+/// privileged ones included. A network namespace belongs to a thread, so
+/// the test's other threads and the other tests are untouched. Needs root
+/// (CAP_SYS_ADMIN): call [`require_root!`] first.
+pub fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET)");
+            let st = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .expect("ip (iproute2)");
+            assert!(st.success(), "ip link set lo up: {st}");
+            f()
+        });
+        thread
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
 /// Connects to 127.0.0.1:`port`, with 5 s read and write timeouts.
 pub fn connect4(port: u16) -> std::io::Result<TcpStream> {
     connect_to(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
