@@ -56,6 +56,14 @@ fn builtin_spec(addr: IpAddr, port: u16, socket_type: SocketType, b: Builtin) ->
         .label(&format!("{} builtin test", b.name()))
 }
 
+/// Applies one builtin listener on 127.0.0.1 and returns its port.
+fn one_builtin(core: &Core, socket_type: SocketType, b: Builtin) -> u16 {
+    let port = free_port();
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    assert_all_applied(&core.apply(vec![builtin_spec(lo, port, socket_type, b)]));
+    port
+}
+
 fn loopbacks() -> Vec<IpAddr> {
     let mut v = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     if has_ipv6() {
@@ -352,13 +360,7 @@ fn dgram_builtins_refuse_nfs_and_privileged_source_ports() {
     in_private_netns(|| {
         let core = start_core(30, &[]);
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let port = free_port();
-        assert_all_applied(&core.apply(vec![builtin_spec(
-            lo,
-            port,
-            SocketType::Dgram,
-            Builtin::Echo,
-        )]));
+        let port = one_builtin(&core, SocketType::Dgram, Builtin::Echo);
         let echo = SocketAddr::new(lo, port);
         let refused: Vec<UdpSocket> = [2049, 1023, 1]
             .into_iter()
@@ -392,13 +394,7 @@ fn udp_chargen_one_line_per_request_and_a_per_source_cap() {
     // bytes, and one source cannot draw an unbounded stream of them.
     let core = start_core(1, &[]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        port,
-        SocketType::Dgram,
-        Builtin::Chargen,
-    )]));
+    let port = one_builtin(&core, SocketType::Dgram, Builtin::Chargen);
     let to = SocketAddr::new(lo, port);
     let c = udp_client(lo);
     assert_eq!(udp_ask(&c, to, b""), chargen_line(0));
@@ -436,13 +432,7 @@ fn chargen_child_runs_as_nobody_and_leaves_after_a_reset() {
     require_root!("the service runs as nobody only under a root core");
     let core = start_core(30, &[]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        port,
-        SocketType::Stream,
-        Builtin::Chargen,
-    )]));
+    let port = one_builtin(&core, SocketType::Stream, Builtin::Chargen);
     let mut s = connect(SocketAddr::new(lo, port));
     let mut some = [0u8; 7030];
     s.read_exact(&mut some).expect("chargen");
@@ -483,13 +473,7 @@ fn a_dgram_child_runs_as_nobody_holding_only_its_socket_while_the_listener_waits
     // check.
     let core = start_core(30, &[]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let time_port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        time_port,
-        SocketType::Dgram,
-        Builtin::Time,
-    )]));
+    let time_port = one_builtin(&core, SocketType::Dgram, Builtin::Time);
     let c = udp_client(lo);
     assert_time(&udp_ask(&c, SocketAddr::new(lo, time_port), b""));
     let (time_pid, uid) = builtin_child(&core, Builtin::Time);
@@ -557,13 +541,7 @@ fn daytime_follows_the_cores_time_zone() {
     let tz = "XST-05:30";
     let core = start_core(30, &[("TZ", tz)]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        port,
-        SocketType::Stream,
-        Builtin::Daytime,
-    )]));
+    let port = one_builtin(&core, SocketType::Stream, Builtin::Daytime);
     let mut s = connect(SocketAddr::new(lo, port));
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).expect("daytime to EOF");

@@ -80,9 +80,11 @@ fn as_user(name: Option<&str>, program: &Path) -> Command {
     }
 }
 
-fn start_core(s: &Scratch) -> Proc {
+/// A packaged-mode core on `s`'s core socket, as `who` when root (else as
+/// ourselves), once its socket exists.
+fn start_core_as(s: &Scratch, who: Option<&str>) -> Proc {
     let p = Proc::spawn(
-        Command::new(bin_path("inetd-core"))
+        as_user(who, &bin_path("inetd-core"))
             .arg("--core-socket")
             .arg(s.path("core.sock"))
             .stdin(Stdio::null()),
@@ -91,17 +93,25 @@ fn start_core(s: &Scratch) -> Proc {
     p
 }
 
+fn start_core(s: &Scratch) -> Proc {
+    start_core_as(s, None)
+}
+
+/// The controller for `s` and `config`, as `who` when root.
+fn controller_command(s: &Scratch, config: &Path, who: Option<&str>) -> Command {
+    let mut c = as_user(who, &bin_path("inetd-controller"));
+    c.arg("--core-socket")
+        .arg(s.path("core.sock"))
+        .arg("--control-socket")
+        .arg(s.control())
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null());
+    c
+}
+
 fn start_controller(s: &Scratch, config: &Path) -> Proc {
-    Proc::spawn(
-        as_user(Some("inetd"), &bin_path("inetd-controller"))
-            .arg("--core-socket")
-            .arg(s.path("core.sock"))
-            .arg("--control-socket")
-            .arg(s.control())
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null()),
-    )
+    Proc::spawn(&mut controller_command(s, config, Some("inetd")))
 }
 
 fn inetctl_as(user: Option<&str>, s: &Scratch, args: &[&str]) -> Output {
@@ -738,21 +748,8 @@ fn controller_with_a_core_that_is_not_root_runs_entries_as_itself() {
         .unwrap();
     }
     let config = s.write("inetd.conf", &cat_line(pa, ""));
-    let mut c = as_user(who, &bin_path("inetd-core"));
-    c.arg("--core-socket")
-        .arg(s.path("core.sock"))
-        .stdin(Stdio::null());
-    let _core = Proc::spawn(&mut c);
-    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
-    let mut c = as_user(who, &bin_path("inetd-controller"));
-    c.arg("--core-socket")
-        .arg(s.path("core.sock"))
-        .arg("--control-socket")
-        .arg(s.control())
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null());
-    let _controller = Proc::spawn(&mut c);
+    let _core = start_core_as(&s, who);
+    let _controller = Proc::spawn(&mut controller_command(&s, &config, who));
     wait_for("the listener", secs(15), || {
         state_of(&s, pa).as_deref() == Some("listening")
     });
@@ -837,16 +834,8 @@ fn controller_exits_1_naming_both_versions_when_the_core_speaks_another() {
     let config = s.write("inetd.conf", "");
     let fake = UnixListener::bind(s.path("core.sock")).unwrap();
     fs::set_permissions(s.path("core.sock"), fs::Permissions::from_mode(0o666)).unwrap();
-    let mut c = as_user(Some("inetd"), &bin_path("inetd-controller"));
-    c.arg("--core-socket")
-        .arg(s.path("core.sock"))
-        .arg("--control-socket")
-        .arg(s.control())
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut controller = Proc::spawn(&mut c);
+    let mut controller =
+        Proc::spawn(controller_command(&s, &config, Some("inetd")).stderr(Stdio::piped()));
     let (mut conn, _) = fake.accept().unwrap();
     let hello: CoreRequest = inetd_protocol::read_message(&mut conn).unwrap();
     assert_eq!(
