@@ -51,6 +51,8 @@
 //!   limit after Hello.
 //! * `controller.rs`: the real `inetd-controller` and `inetctl` against a
 //!   real core (its own helpers, apart from this harness).
+//! * `daemons.rs`: Debian's own daemons (git daemon, rsync, fingerd,
+//!   tftpd-hpa) under a one-command core, driven by their own clients.
 //!
 //! # notes/security-history.md rows and their tests
 //!
