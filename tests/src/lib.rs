@@ -55,6 +55,8 @@
 //!   limit after Hello.
 //! * `controller.rs`: the real `inetd-controller` and `inetctl` against a
 //!   real core, each started as a [`Proc`].
+//! * `daemons.rs`: Debian's own daemons (git daemon, rsync, fingerd,
+//!   tftpd-hpa) under a one-command core, driven by their own clients.
 //!
 //! # notes/security-history.md rows and their tests
 //!
