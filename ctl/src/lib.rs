@@ -11,6 +11,7 @@ pub mod corelink;
 pub mod ctlserver;
 pub mod daemon;
 pub mod json;
+pub mod local;
 pub mod logger;
 pub mod paths;
 pub mod plan;
