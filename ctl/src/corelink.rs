@@ -1,12 +1,15 @@
 //! The controller's link to the core: a connection to `core.sock`, or the
-//! socketpair end a one-command core passed as `--core-fd N`. Requests are
-//! strictly one at a time, each answered by one response.
+//! socketpair end a one-command core passed as `--core-fd N`, both as
+//! interprocess local-socket streams. Requests are strictly one at a time,
+//! each answered by one response.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
+
+use interprocess::local_socket::traits::Stream as _;
+use interprocess::os::unix::uds_local_socket::Stream;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -52,8 +55,10 @@ impl std::error::Error for LinkError {}
 /// Checked before adoption: N is above the standard descriptors, open
 /// (`F_GETFD`), and a socket (`fstat`). It is then made close-on-exec, so
 /// nothing the controller might start could hold the core link.
+/// interprocess takes over an `OwnedFd`, but making one from a number is
+/// ours to do (it has no safe way to adopt an inherited descriptor).
 #[allow(unsafe_code)]
-pub fn adopt_core_fd(n: RawFd) -> Result<UnixStream, String> {
+pub fn adopt_core_fd(n: RawFd) -> Result<Stream, String> {
     if n < 3 {
         return Err(format!("--core-fd {n}: must be 3 or more"));
     }
@@ -71,28 +76,29 @@ pub fn adopt_core_fd(n: RawFd) -> Result<UnixStream, String> {
     let fd = unsafe { OwnedFd::from_raw_fd(n) };
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|e| format!("--core-fd {n}: cannot set close-on-exec: {e}"))?;
-    Ok(UnixStream::from(fd))
+    Ok(Stream::from(fd))
 }
 
 /// An established link: the Hello exchange is done.
 pub struct CoreLink {
-    stream: UnixStream,
+    stream: Stream,
     pub hello: HelloReply,
 }
 
 impl CoreLink {
-    /// Connects to `core.sock` (std sets SOCK_CLOEXEC) and says Hello.
+    /// Connects to `core.sock` (interprocess sets SOCK_CLOEXEC) and says
+    /// Hello.
     pub fn connect(path: &Path) -> Result<CoreLink, LinkError> {
-        let stream = UnixStream::connect(path)
+        let stream = crate::local::connect(path)
             .map_err(|e| LinkError::Down(format!("{}: {e}", path.display())))?;
         CoreLink::handshake(stream)
     }
 
     /// Says Hello on an open stream and checks the core's version.
-    pub fn handshake(stream: UnixStream) -> Result<CoreLink, LinkError> {
+    pub fn handshake(stream: Stream) -> Result<CoreLink, LinkError> {
         stream
-            .set_read_timeout(Some(ANSWER_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)))
+            .set_recv_timeout(Some(ANSWER_TIMEOUT))
+            .and_then(|()| stream.set_send_timeout(Some(ANSWER_TIMEOUT)))
             .map_err(|e| LinkError::Down(e.to_string()))?;
         let mut link = CoreLink {
             stream,

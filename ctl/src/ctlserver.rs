@@ -1,7 +1,8 @@
 //! The control socket: anyone may connect (mode 0666) and ask `list` and
 //! `status`; `reload` is for admins. The caller is identified by
-//! SO_PEERCRED alone. One thread per connection, bounded per uid and in
-//! total, so one user cannot starve the others; a bad frame or an idle
+//! SO_PEERCRED alone (interprocess's peer credentials: the peer's effective
+//! uid when it connected). One thread per connection, bounded per uid and
+//! in total, so one user cannot starve the others; a bad frame or an idle
 //! connection ends that connection only.
 #![forbid(unsafe_code)]
 
@@ -9,15 +10,17 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use interprocess::local_socket::traits::{Listener as _, Stream as _, StreamCommon as _};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use interprocess::os::unix::uds_local_socket::{Listener, Stream};
 use log::{debug, warn};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use inetd_protocol::codec::{check_header, decode_payload, HEADER_LEN};
 use inetd_protocol::control::{
@@ -76,8 +79,8 @@ fn check_dir(dir: &Path, uid: u32) -> Result<(), String> {
 /// Creates the control socket at `path` with mode 0666, making its
 /// directory (0755) and the runtime directory above it (0700) when they are
 /// missing and it can. Refuses to take over a socket another controller
-/// still answers on.
-pub fn bind_control_socket(path: &Path, uid: u32) -> Result<UnixListener, String> {
+/// still answers on. The caller removes the socket when it leaves.
+pub fn bind_control_socket(path: &Path, uid: u32) -> Result<Listener, String> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -101,7 +104,7 @@ pub fn bind_control_socket(path: &Path, uid: u32) -> Result<UnixListener, String
     }
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
+            if crate::local::connect(path).is_ok() {
                 return Err(format!(
                     "{}: another controller is already serving this socket",
                     path.display()
@@ -113,7 +116,21 @@ pub fn bind_control_socket(path: &Path, uid: u32) -> Result<UnixListener, String
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{}: {e}", path.display())),
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // The stale-socket rule above is ours (interprocess's try_overwrite
+    // would unlink whatever is there); the name is removed by the caller at
+    // exit, whatever thread holds the listener then.
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o666)
+        .try_overwrite(false)
+        .reclaim_name(false)
+        .create_sync_as::<Listener>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // interprocess sets the mode before bind, where the umask still narrows
+    // it; anyone must be able to connect, so set it again on the name.
     fs::set_permissions(path, fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(listener)
@@ -163,7 +180,7 @@ impl Drop for Slot {
 
 /// Starts the accepting thread.
 pub fn spawn(
-    listener: UnixListener,
+    listener: Listener,
     admins: Arc<Admins>,
     db: Arc<dyn GroupDb>,
     dispatch: Dispatch,
@@ -172,8 +189,8 @@ pub fn spawn(
     thread::Builder::new()
         .name("control-accept".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                let stream = match conn {
+            loop {
+                let stream = match listener.accept() {
                     Ok(s) => s,
                     Err(e) => {
                         // EMFILE and the like: back off instead of spinning.
@@ -182,8 +199,12 @@ pub fn spawn(
                         continue;
                     }
                 };
-                let uid = match getsockopt(&stream, PeerCredentials) {
-                    Ok(c) => c.uid(),
+                let uid = match stream.peer_creds().map(|c| c.euid()) {
+                    Ok(Some(uid)) => uid,
+                    Ok(None) => {
+                        debug!("control socket: the peer's uid is unknown");
+                        continue;
+                    }
                     Err(e) => {
                         debug!("control socket: SO_PEERCRED: {e}");
                         continue;
@@ -216,9 +237,9 @@ fn error(kind: CtlErrorKind, message: String) -> CtlResponse {
 
 /// Answers requests on one connection until the peer closes it, goes idle,
 /// or sends something that is not a request.
-fn serve(mut stream: UnixStream, uid: u32, admins: &Admins, db: &dyn GroupDb, dispatch: &Dispatch) {
-    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
+fn serve(mut stream: Stream, uid: u32, admins: &Admins, db: &dyn GroupDb, dispatch: &Dispatch) {
+    if stream.set_recv_timeout(Some(IDLE_TIMEOUT)).is_err()
+        || stream.set_send_timeout(Some(WRITE_TIMEOUT)).is_err()
     {
         return;
     }
@@ -258,7 +279,7 @@ fn serve(mut stream: UnixStream, uid: u32, admins: &Admins, db: &dyn GroupDb, di
 /// Reads one request frame; `Ok(None)` on a clean close between frames.
 /// The declared length is checked against [`MAX_CTL_REQUEST`] before the
 /// payload buffer exists.
-fn read_request(stream: &mut UnixStream) -> Result<Option<Vec<u8>>, String> {
+fn read_request(stream: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {

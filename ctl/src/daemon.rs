@@ -3,7 +3,7 @@
 //! one event at a time (a signal, or a request from the control socket).
 #![forbid(unsafe_code)]
 
-use std::os::unix::net::UnixStream;
+use interprocess::os::unix::uds_local_socket::Stream;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ pub enum CoreTarget {
     Socket(PathBuf),
     /// The socketpair of a one-command core: it cannot be reopened, so when
     /// it breaks the controller exits and the core starts a new one.
-    Fd(UnixStream),
+    Fd(Stream),
 }
 
 pub struct Settings {
@@ -64,7 +64,7 @@ pub struct Daemon {
     config_paths: Vec<PathBuf>,
     names: NameSources,
     core_path: Option<PathBuf>,
-    core_fd: Option<UnixStream>,
+    core_fd: Option<Stream>,
     admin_group: String,
     me: Identity,
     link: Option<CoreLink>,

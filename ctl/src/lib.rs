@@ -12,6 +12,7 @@ pub mod corelink;
 pub mod ctlserver;
 pub mod daemon;
 pub mod json;
+pub mod local;
 pub mod logger;
 pub mod notify;
 pub mod paths;

@@ -1,33 +1,10 @@
 //! Roundtrips for every message, the bounds, and the frozen encoding.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+mod samples;
 
 use inetd_protocol::codec::{check_header, encode_payload, read_payload, FrameBuf};
 use inetd_protocol::*;
-
-fn spec(port: u16) -> ListenerSpec {
-    ListenerSpec {
-        bind: Bind::Inet {
-            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port,
-            mode: IpMode::V4,
-        },
-        socket_type: SocketType::Stream,
-        wait: false,
-        action: Action::Exec {
-            path: "/bin/cat".into(),
-            argv: vec!["cat".into()],
-        },
-        creds: Credentials {
-            uid: 65534,
-            gid: 65534,
-            groups: vec![65534],
-        },
-        limits: Limits::default(),
-        acl: None,
-        label: "echo /etc/inetd.conf:3".into(),
-    }
-}
+use samples::spec;
 
 fn roundtrip<T>(msg: &T)
 where
@@ -46,129 +23,16 @@ where
 
 #[test]
 fn every_request_roundtrips() {
-    roundtrip(&CoreRequest::Hello {
-        version: PROTOCOL_VERSION,
-    });
-    roundtrip(&CoreRequest::Status);
-    let mut v6 = spec(8007);
-    v6.bind = Bind::Inet {
-        addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-        port: 8007,
-        mode: IpMode::V6Only,
-    };
-    v6.action = Action::Builtin(Builtin::Chargen);
-    v6.acl = Some(Acl {
-        rules: vec![AclRule {
-            addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-            prefix: 128,
-            allow: true,
-        }],
-        default_allow: false,
-    });
-    let mut dual = spec(8008);
-    dual.bind = Bind::Inet {
-        addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        port: 8008,
-        mode: IpMode::Dual,
-    };
-    let mut unix = spec(0);
-    unix.bind = Bind::Unix {
-        path: "/run/x.sock".into(),
-    };
-    unix.socket_type = SocketType::Seqpacket;
-    let mut dgram = spec(8009);
-    dgram.socket_type = SocketType::Dgram;
-    dgram.wait = true;
-    for b in Builtin::ALL {
-        let mut s = spec(9000);
-        s.action = Action::Builtin(b);
-        roundtrip(&CoreRequest::Apply { listeners: vec![s] });
+    for (_, req) in samples::core_requests() {
+        roundtrip(&req);
     }
-    roundtrip(&CoreRequest::Apply {
-        listeners: vec![spec(8000), v6, dual, unix, dgram],
-    });
 }
 
 #[test]
 fn every_response_roundtrips() {
-    let policy = Policy {
-        root: true,
-        allow_root_services: false,
-        allow_setuid_services: true,
-    };
-    roundtrip(&CoreResponse::Hello(HelloReply {
-        version: PROTOCOL_VERSION,
-        software_version: "0.1.0".into(),
-        pid: 42,
-        uid: 0,
-        policy,
-    }));
-    roundtrip(&CoreResponse::Error {
-        reason: "no".into(),
-    });
-    roundtrip(&CoreResponse::Applied(ApplyReport {
-        generation: 3,
-        outcomes: vec![
-            Outcome::Added,
-            Outcome::Changed,
-            Outcome::Unchanged,
-            Outcome::Rejected {
-                reason: "uid 0".into(),
-            },
-            Outcome::Failed {
-                reason: "address in use".into(),
-                retry_at: 1_800_000_000,
-            },
-        ],
-        removed: vec![Removed {
-            key: spec(1).key(),
-            label: "x".into(),
-        }],
-    }));
-    let states = [
-        ListenerState::Listening,
-        ListenerState::Waiting,
-        ListenerState::Paused {
-            reason: "rate".into(),
-            until: 5,
-        },
-        ListenerState::Failed {
-            reason: "in use".into(),
-            retry_at: 6,
-        },
-    ];
-    roundtrip(&CoreResponse::Status(StatusReport {
-        generation: 9,
-        software_version: "0.1.0".into(),
-        pid: 1,
-        uid: 0,
-        started_at: 7,
-        policy,
-        listeners: states
-            .iter()
-            .map(|s| ListenerStatus {
-                spec: spec(7),
-                state: s.clone(),
-                counters: Counters {
-                    accepted: 1,
-                    exec_failures: 2,
-                    refused_acl: 3,
-                    refused_rate: 4,
-                    refused_per_source: 5,
-                    refused_max_children: 6,
-                    children: 7,
-                },
-                last_error: Some("exec failed".into()),
-            })
-            .collect(),
-        children: vec![ChildInfo {
-            pid: 100,
-            listener: Some(0),
-            peer: Some("127.0.0.1:5000".into()),
-            uid: 65534,
-            started_at: 8,
-        }],
-    }));
+    for (_, resp) in samples::core_responses() {
+        roundtrip(&resp);
+    }
 }
 
 /// Frozen encoding of version 1. If this fails, the wire format changed:
@@ -186,6 +50,54 @@ fn golden_bytes() {
     .unwrap();
     let hex: String = apply.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, GOLDEN_APPLY);
+}
+
+/// Every message in `samples` (core and control, requests and responses,
+/// each variant) against its frozen payload in `golden-v1.txt`. If this
+/// fails, the wire format changed: bump PROTOCOL_VERSION and write a new
+/// file together (the failure prints the lines).
+#[test]
+fn golden_bytes_of_every_message() {
+    assert_eq!(PROTOCOL_VERSION, 1);
+    fn line<T: serde::Serialize>(kind: &str, name: &str, msg: &T) -> String {
+        let bytes = encode_payload(msg).unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{kind}/{name} {hex}")
+    }
+    let mut got = Vec::new();
+    got.extend(
+        samples::core_requests()
+            .iter()
+            .map(|(n, m)| line("core-request", n, m)),
+    );
+    got.extend(
+        samples::core_responses()
+            .iter()
+            .map(|(n, m)| line("core-response", n, m)),
+    );
+    got.extend(
+        samples::ctl_requests()
+            .iter()
+            .map(|(n, m)| line("ctl-request", n, m)),
+    );
+    got.extend(
+        samples::ctl_responses()
+            .iter()
+            .map(|(n, m)| line("ctl-response", n, m)),
+    );
+    let want: Vec<&str> = include_str!("golden-v1.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let differ: Vec<&String> = got.iter().filter(|g| !want.contains(&g.as_str())).collect();
+    assert!(
+        differ.is_empty() && got.len() == want.len(),
+        "{} of {} messages differ from golden-v1.txt ({} frozen); now:\n{}",
+        differ.len(),
+        got.len(),
+        want.len(),
+        got.join("\n")
+    );
 }
 
 const GOLDEN_APPLY: &str = "01000000010000000000000000000000000000007f00000107000000000000000000000000000008000000000000002f62696e2f63617401000000000000000300000000000000636174feff0000feff00000100000000000000feff00000001000000000000000000000000000020800016000000000000006563686f202f6574632f696e6574642e636f6e663a33";

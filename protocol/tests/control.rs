@@ -1,6 +1,8 @@
 //! Roundtrips of the control-link messages, the version peek, and the
 //! error kinds' exit codes.
 
+mod samples;
+
 use inetd_protocol::control::*;
 use inetd_protocol::{decode_payload, encode_frame, read_message, ProtocolError, PROTOCOL_VERSION};
 
@@ -15,62 +17,9 @@ where
     assert_eq!(&back2, msg);
 }
 
-fn row(state: RowState) -> ServiceRow {
-    ServiceRow {
-        source: SourceRef {
-            file: "/etc/inetd.conf".into(),
-            line: 12,
-        },
-        service: "echo".into(),
-        address: Some("127.0.0.1".into()),
-        port: Some(7),
-        path: None,
-        socket_type: "stream".into(),
-        protocol: "tcp4".into(),
-        wait: false,
-        user: "nobody".into(),
-        group: "nogroup".into(),
-        server: "internal".into(),
-        argv: vec!["echo".into()],
-        state,
-        reason: Some("address in use".into()),
-        until: Some(1_700_000_000),
-        children: 3,
-        accepted: 12,
-        exec_failures: 1,
-        refused: Refused {
-            acl: 1,
-            rate: 2,
-            per_source: 3,
-            max_children: 4,
-        },
-        last_error: Some("exec failed".into()),
-        warnings: vec!["w".into()],
-    }
-}
-
-fn item() -> ReloadItem {
-    ReloadItem {
-        source: SourceRef {
-            file: "a.conf".into(),
-            line: 1,
-        },
-        service: "x".into(),
-        protocol: "unix".into(),
-        bind: "/run/x.sock".into(),
-        reason: None,
-    }
-}
-
 #[test]
 fn every_request_roundtrips() {
-    for c in [
-        CtlCommand::List,
-        CtlCommand::Status,
-        CtlCommand::Reload { partial: false },
-        CtlCommand::Reload { partial: true },
-    ] {
-        let req = CtlRequest::new(c);
+    for (_, req) in samples::ctl_requests() {
         assert_eq!(req.version, PROTOCOL_VERSION);
         roundtrip(&req);
     }
@@ -78,88 +27,8 @@ fn every_request_roundtrips() {
 
 #[test]
 fn every_response_roundtrips() {
-    roundtrip(&CtlResponse::List(ListReply {
-        generation: 7,
-        services: [
-            RowState::Listening,
-            RowState::Waiting,
-            RowState::Paused,
-            RowState::Failed,
-            RowState::Rejected,
-        ]
-        .into_iter()
-        .map(row)
-        .collect(),
-    }));
-    let controller = ControllerInfo {
-        version: "0.1.0".into(),
-        pid: 42,
-        uptime_s: 5,
-        admin_group: "inetd-admin".into(),
-        config: vec![
-            ConfigFileInfo {
-                path: "/etc/inetd.conf".into(),
-                mtime: Some(1),
-            },
-            ConfigFileInfo {
-                path: "/etc/inetd.d/x.conf".into(),
-                mtime: None,
-            },
-        ],
-        last_reload: Some(LastReload {
-            at: 9,
-            result: ReloadResult::Partial,
-            errors: vec!["a.conf:1: error: x".into()],
-        }),
-    };
-    roundtrip(&CtlResponse::Status(StatusReply {
-        controller: controller.clone(),
-        core: Some(CoreInfo {
-            version: "0.1.0".into(),
-            pid: 1,
-            uid: 0,
-            uptime_s: 100,
-            generation: 7,
-            allow_root_services: false,
-            allow_setuid_services: true,
-            listeners: 10,
-            children: 2,
-        }),
-    }));
-    roundtrip(&CtlResponse::Status(StatusReply {
-        controller,
-        core: None,
-    }));
-    for result in [
-        ReloadResult::Ok,
-        ReloadResult::Rejected,
-        ReloadResult::Partial,
-        ReloadResult::Failed,
-    ] {
-        let mut failed = item();
-        failed.reason = Some("bind: address in use".into());
-        roundtrip(&CtlResponse::Reload(ReloadReply {
-            result,
-            generation: 3,
-            added: vec![item()],
-            changed: vec![item(), item()],
-            removed: vec![],
-            failed: vec![failed],
-            unchanged: 4,
-            diagnostics: vec!["a.conf:2: warning: y".into()],
-        }));
-    }
-    for kind in [
-        CtlErrorKind::Failed,
-        CtlErrorKind::PermissionDenied,
-        CtlErrorKind::CoreUnreachable,
-        CtlErrorKind::VersionMismatch,
-        CtlErrorKind::Malformed,
-    ] {
-        roundtrip(&CtlResponse::Error {
-            kind,
-            message: "no".into(),
-        });
+    for (_, resp) in samples::ctl_responses() {
+        roundtrip(&resp);
     }
 }
 

@@ -50,6 +50,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use inetd_tests::{free_port, target_dir, wait_tcp4_accepts, wait_until};
+
 const RUN_FOR: Duration = Duration::from_secs(3);
 const TCP_CLIENTS: usize = 4;
 const ECHO_PORT: u16 = 7;
@@ -158,28 +160,15 @@ impl Ports {
 
 /// Waits until nobody holds `port` on [::1] (UDP) and 127.0.0.1 (TCP).
 fn wait_port_free(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        // TcpListener sets SO_REUSEADDR, so only a listener (not TIME_WAIT)
-        // keeps it from binding.
-        let udp = UdpSocket::bind(("::1", port)).is_ok();
-        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if udp && tcp {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "port {port} is still in use (another run, or an inetd serving echo): skipped"
-            );
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
+    // TcpListener sets SO_REUSEADDR, so only a listener (not TIME_WAIT)
+    // keeps it from binding.
+    let free = wait_until(Duration::from_secs(40), || {
+        UdpSocket::bind(("::1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
+    if !free {
+        eprintln!("port {port} is still in use (another run, or an inetd serving echo): skipped");
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    free
 }
 
 struct Running {
@@ -207,23 +196,14 @@ impl Running {
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
+        if wait_until(Duration::from_secs(5), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        }) {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn target_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
 /// Unpacks the peers' Debian packages under `target/bench-peers/root`.
@@ -283,19 +263,9 @@ fn peer_command(peers: &Path, bin: &str) -> Command {
     c
 }
 
-fn wait_tcp(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn ready(mut r: Running, ports: &Ports) -> Option<Running> {
-    let ok = (!r.exec || wait_tcp(ports.exec)) && (!r.echo || wait_tcp(ports.echo));
+    let ok = (!r.exec || wait_tcp4_accepts(ports.exec, Duration::from_secs(10)))
+        && (!r.echo || wait_tcp4_accepts(ports.echo, Duration::from_secs(10)));
     if ok {
         Some(r)
     } else {

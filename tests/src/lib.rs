@@ -8,16 +8,20 @@
 //! [`free_port`], temporary directories from [`TempDir`], so parallel test
 //! runs do not collide.
 //!
-//! Tests that need root call [`require_root!`], which prints why the test
-//! is skipped and returns when the tests do not run as root.
+//! Every skip goes through [`skip()`] (the macros [`skip!`],
+//! [`require_root!`], [`require_ipv6!`], [`require_user!`] and
+//! [`require_probe_for_others!`] call it): it prints why, or fails the test
+//! when `INETD_TEST_STRICT=1`, as CI sets it, so nothing passes there
+//! without having run.
 //!
 //! # Running
 //!
 //! `cargo build --workspace && cargo test --workspace`. The binaries are
 //! found by [`bin_dir`] (`INETD_BIN_DIR`, `CARGO_TARGET_DIR`, the target
 //! directory of the test executable). As root every test runs (the users
-//! `nobody`, `inetd`, `inetd-test-peer` must exist); as another user the
-//! root tests print `skipped: needs root (...)` and pass.
+//! `nobody`, `inetd`, `inetd-test-peer`, `inetd-test-admin` must exist); as
+//! another user the root tests print `skipped: needs root (...)` and pass,
+//! unless `INETD_TEST_STRICT=1` makes every skip a failure.
 //!
 //! # What is where
 //!
@@ -50,7 +54,9 @@
 //!   forwarding, exit 1 after three failures before Hello, restarts without
 //!   limit after Hello.
 //! * `controller.rs`: the real `inetd-controller` and `inetctl` against a
-//!   real core (its own helpers, apart from this harness).
+//!   real core, each started as a [`Proc`].
+//! * `daemons.rs`: Debian's own daemons (git daemon, rsync, fingerd,
+//!   tftpd-hpa) under a one-command core, driven by their own clients.
 //!
 //! # notes/security-history.md rows and their tests
 //!
@@ -104,27 +110,88 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Returns from the calling test, printing `skipped: needs root (WHY)`,
-/// unless the tests run as root.
+/// The environment variable that makes a skip a failure: CI sets
+/// `INETD_TEST_STRICT=1`, so a test that cannot run there fails instead of
+/// passing without having checked anything.
+pub const STRICT_ENV: &str = "INETD_TEST_STRICT";
+
+/// True when skips are failures ([`STRICT_ENV`] is set to anything but
+/// empty or `0`).
+pub fn strict() -> bool {
+    std::env::var_os(STRICT_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Every skip goes through here, whole tests ([`skip!`]) and parts of one
+/// alike: prints `skipped: WHY`, or panics with the reason when
+/// [`strict`]. The caller then leaves out what it cannot check.
+pub fn skip(why: &str) {
+    assert!(
+        !strict(),
+        "skipped, and {STRICT_ENV} makes a skip a failure: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
+/// Skips the rest of the calling test through [`skip()`] (a `format!`
+/// reason) and returns from it.
+#[macro_export]
+macro_rules! skip {
+    ($($why:tt)*) => {{
+        $crate::skip(&format!($($why)*));
+        return;
+    }};
+}
+
+/// True as root; otherwise says through [`skip()`] that the part `what`
+/// needs root, and false: `if root_or_skip("...") { checks }`.
+pub fn root_or_skip(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    skip(&format!("needs root ({what})"));
+    false
+}
+
+/// Skips the calling test, saying `needs root (WHY)`, unless the tests run
+/// as root.
 #[macro_export]
 macro_rules! require_root {
     ($why:expr) => {
         if !$crate::is_root() {
-            eprintln!("skipped: needs root ({})", $why);
-            return;
+            $crate::skip!("needs root ({})", $why);
         }
     };
 }
 
-/// Returns from the calling test with a printed reason when the probe
-/// cannot be run by other users (a target directory that is not
-/// world-readable): tests that run it as `nobody` need that.
+/// Skips the calling test when the host cannot bind `::1`.
+#[macro_export]
+macro_rules! require_ipv6 {
+    () => {
+        if !$crate::has_ipv6() {
+            $crate::skip!("no IPv6 on this host");
+        }
+    };
+}
+
+/// Skips the calling test when the probe cannot be run by other users (a
+/// target directory that is not world-readable): tests that run it as
+/// `nobody` need that.
 #[macro_export]
 macro_rules! require_probe_for_others {
     () => {
         if let Err(why) = $crate::probe_usable_by_others() {
-            eprintln!("skipped: {why}");
-            return;
+            $crate::skip!("{why}");
+        }
+    };
+}
+
+/// Skips the calling test when user `name` does not exist, else gives it.
+#[macro_export]
+macro_rules! require_user {
+    ($name:expr) => {
+        match $crate::user($name) {
+            Some(u) => u,
+            None => $crate::skip!("no user {}", $name),
         }
     };
 }
@@ -140,19 +207,25 @@ pub fn serial() -> MutexGuard<'static, ()> {
 // ---------------------------------------------------------------------------
 // Binaries
 
-/// The directory holding the workspace's binaries: `INETD_BIN_DIR` if set,
-/// else `$CARGO_TARGET_DIR/debug`, else the directory this test executable
-/// was built into (`target/debug/deps/..`), else the workspace's
-/// `target/debug`.
+/// The workspace's target directory: `CARGO_TARGET_DIR` (a relative one
+/// is taken from the workspace root, as cargo does), else `target` in the
+/// workspace.
+pub fn target_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => workspace.join(d),
+        None => workspace.join("target"),
+    }
+}
+
+/// The directory holding the workspace's binaries: `INETD_BIN_DIR` if set;
+/// else the profile directory this test executable was built into
+/// (`target/debug/deps/..`, wherever `CARGO_TARGET_DIR` put it) when the
+/// binaries are there; else the profile directory of this build under
+/// [`target_dir`].
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("INETD_BIN_DIR") {
         return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        let d = PathBuf::from(d).join("debug");
-        if d.join("inetd-core").exists() {
-            return d;
-        }
     }
     if let Ok(exe) = std::env::current_exe() {
         // target/debug/deps/core_child-HASH -> target/debug
@@ -162,10 +235,12 @@ pub fn bin_dir() -> PathBuf {
             }
         }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("debug")
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    target_dir().join(profile)
 }
 
 /// The path of workspace binary `name`; panics with the build command when
@@ -351,6 +426,31 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port found");
+}
+
+/// Runs `f` on a thread of its own in a new network namespace with only
+/// its loopback up, and returns what it returns (a panic in `f` is this
+/// test's panic). Everything `f` binds and every process it starts lives
+/// in that namespace, so a test owns every port there, fixed and
+/// privileged ones included. A network namespace belongs to a thread, so
+/// the test's other threads and the other tests are untouched. Needs root
+/// (CAP_SYS_ADMIN): call [`require_root!`] first.
+pub fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET)");
+            let st = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .expect("ip (iproute2)");
+            assert!(st.success(), "ip link set lo up: {st}");
+            f()
+        });
+        thread
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
 }
 
 /// Connects to 127.0.0.1:`port`, with 5 s read and write timeouts.
@@ -884,16 +984,14 @@ impl Core {
 
     /// Waits up to `timeout` for the core to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.exit_status() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(timeout, || self.exit_status().is_some());
+        self.exit_status()
+    }
+
+    /// True while the core runs (it has neither exited nor become a
+    /// zombie).
+    pub fn is_alive(&self) -> bool {
+        proc_status(self.pid()).is_some_and(|s| !s["State"].starts_with('Z'))
     }
 
     /// The core's live children: (pid, state letter).
@@ -933,6 +1031,71 @@ impl Drop for Core {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+        }
+    }
+}
+
+/// Any other process a test starts (a controller, a core in one-command
+/// mode). Dropping it sends SIGTERM, then SIGKILL if it has not exited
+/// within 5 s, and reaps it.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    exited: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd`; panics naming the program when that fails.
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        Proc {
+            child,
+            exited: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// The process, for its piped standard streams.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Sends `sig`, unless the process has been reaped (its pid may have
+    /// been reused since).
+    pub fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        if self.exit_status().is_none() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+        }
+    }
+
+    /// The exit status, if the process has exited (reaps it).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// Waits up to `timeout` for the process to exit; panics if it does
+    /// not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_until(timeout, || self.exit_status().is_some());
+        self.exit_status()
+            .unwrap_or_else(|| panic!("process {} did not exit within {timeout:?}", self.pid()))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        if !wait_until(Duration::from_secs(5), || self.exit_status().is_some()) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -1270,4 +1433,28 @@ pub fn signals_in_mask(hex: &str) -> Vec<u32> {
 /// up).
 pub fn wait_tcp4_accepts(port: u16, timeout: Duration) -> bool {
     wait_until(timeout, || connect4(port).is_ok())
+}
+
+/// The inode of the TCP socket listening on 127.0.0.1:`port`, from
+/// `/proc/net/tcp`.
+pub fn listen_inode(port: u16) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let want = format!("0100007F:{port:04X}");
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A"))
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// True when `pid` holds the socket with this inode.
+pub fn holds_inode(pid: i32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
+        })
+        .unwrap_or(false)
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use inetd_tests::protocol::{Action, Builtin, IpMode, ListenerSpec, ListenerState, SocketType};
 use inetd_tests::{
-    assert_all_applied, connect_to, free_port, has_ipv6, inet_spec, is_root, open_fds, proc_status,
-    recv_from, require_root, service_creds, wait_for, wait_until, Core, CoreOptions, SpecExt,
+    assert_all_applied, connect_to, free_port, has_ipv6, in_private_netns, inet_spec, open_fds,
+    proc_status, recv_from, require_root, root_or_skip, service_creds, skip, wait_for, wait_until,
+    Core, CoreOptions, SpecExt,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -55,12 +56,20 @@ fn builtin_spec(addr: IpAddr, port: u16, socket_type: SocketType, b: Builtin) ->
         .label(&format!("{} builtin test", b.name()))
 }
 
+/// Applies one builtin listener on 127.0.0.1 and returns its port.
+fn one_builtin(core: &Core, socket_type: SocketType, b: Builtin) -> u16 {
+    let port = free_port();
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    assert_all_applied(&core.apply(vec![builtin_spec(lo, port, socket_type, b)]));
+    port
+}
+
 fn loopbacks() -> Vec<IpAddr> {
     let mut v = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     if has_ipv6() {
         v.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
     } else {
-        eprintln!("skipping ::1: no IPv6 loopback on this host");
+        skip("::1: no IPv6 loopback on this host");
     }
     v
 }
@@ -111,21 +120,26 @@ fn chargen_line(n: usize) -> Vec<u8> {
     v
 }
 
-fn sha256_hex(data: &[u8]) -> Option<String> {
+/// SHA-256 of `data` in hex, through coreutils' sha256sum.
+fn sha256_hex(data: &[u8]) -> String {
     let mut child = Command::new("sha256sum")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .ok()?;
-    child.stdin.take()?.write_all(data).ok()?;
-    let out = child.wait_with_output().ok()?;
-    Some(
-        String::from_utf8(out.stdout)
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .to_owned(),
-    )
+        .expect("sha256sum (coreutils)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8(out.stdout)
+        .expect("sha256sum output")
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
 }
 
 fn unix_now() -> i64 {
@@ -159,7 +173,7 @@ fn assert_daytime(answer: &[u8], tz: Option<&str>) {
         })
         .collect();
     if near.is_empty() {
-        eprintln!("skipping the daytime value check: date -d is not available");
+        skip("the daytime value check: date -d is not available");
         return;
     }
     assert!(
@@ -232,12 +246,11 @@ fn gone(pid: u32) -> bool {
 }
 
 /// Asserts the real, effective, saved and filesystem uids of `pid` are
-/// nobody's, if it still runs.
+/// nobody's; the caller makes sure it still runs.
 fn assert_runs_as_nobody(pid: u32) {
-    if let Some(st) = proc_status(pid as i32) {
-        let uids: Vec<&str> = st.get("Uid").expect("Uid").split_whitespace().collect();
-        assert_eq!(uids, [NOBODY; 4], "pid {pid} does not run as nobody");
-    }
+    let st = proc_status(pid as i32).unwrap_or_else(|| panic!("pid {pid} is gone"));
+    let uids: Vec<&str> = st.get("Uid").expect("Uid").split_whitespace().collect();
+    assert_eq!(uids, [NOBODY; 4], "pid {pid} does not run as nobody");
 }
 
 #[test]
@@ -274,9 +287,7 @@ fn stream_builtins_over_ipv4_and_ipv6() {
         s.read_exact(&mut got).expect("chargen");
         assert_eq!(&got[..74], &chargen_line(0)[..], "chargen over {addr}");
         assert_eq!(&got[94 * 74..], &chargen_line(94)[..]);
-        if let Some(h) = sha256_hex(&got) {
-            assert_eq!(h, CHARGEN_PERIOD_SHA256);
-        }
+        assert_eq!(sha256_hex(&got), CHARGEN_PERIOD_SHA256);
         drop(s);
 
         // daytime: one line, then EOF.
@@ -343,44 +354,38 @@ fn dgram_builtins_refuse_the_port_of_another_builtin() {
 
 #[test]
 fn dgram_builtins_refuse_nfs_and_privileged_source_ports() {
-    let core = start_core(30, &[]);
-    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        port,
-        SocketType::Dgram,
-        Builtin::Echo,
-    )]));
-    let echo = SocketAddr::new(lo, port);
-    let mut refused = Vec::new();
-    match UdpSocket::bind((Ipv4Addr::LOCALHOST, 2049)) {
-        Ok(s) => refused.push(s),
-        Err(e) => eprintln!("skipping source port 2049: {e}"),
-    }
-    if is_root() {
-        // Some privileged port that is free here.
-        if let Some(s) = (600..1024).find_map(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).ok()) {
-            refused.push(s);
+    // Its own network namespace: the test needs ports 2049 and 1023 free,
+    // whatever the host runs (an NFS server holds 2049).
+    require_root!("a network namespace of its own, and privileged source ports");
+    in_private_netns(|| {
+        let core = start_core(30, &[]);
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let port = one_builtin(&core, SocketType::Dgram, Builtin::Echo);
+        let echo = SocketAddr::new(lo, port);
+        let refused: Vec<UdpSocket> = [2049, 1023, 1]
+            .into_iter()
+            .map(|p| {
+                UdpSocket::bind((Ipv4Addr::LOCALHOST, p))
+                    .unwrap_or_else(|e| panic!("bind source port {p}: {e}"))
+            })
+            .collect();
+        let honest = udp_client(lo);
+        assert_eq!(udp_ask(&honest, echo, b"first"), b"first");
+        for s in &refused {
+            s.send_to(b"reflect me", echo).expect("send");
         }
-    } else {
-        eprintln!("skipping a privileged source port: needs root");
-    }
-    let honest = udp_client(lo);
-    assert_eq!(udp_ask(&honest, echo, b"first"), b"first");
-    for s in &refused {
-        s.send_to(b"reflect me", echo).expect("send");
-    }
-    // Same child, arrival order: once this is answered the others were judged.
-    assert_eq!(udp_ask(&honest, echo, b"second"), b"second");
-    for s in &refused {
-        let from = s.local_addr().expect("addr");
-        assert!(
-            drain(s).is_empty(),
-            "echo answered source port {}",
-            from.port()
-        );
-    }
+        // Same child, arrival order: once this is answered the others were
+        // judged.
+        assert_eq!(udp_ask(&honest, echo, b"second"), b"second");
+        for s in &refused {
+            let from = s.local_addr().expect("addr");
+            assert!(
+                drain(s).is_empty(),
+                "echo answered source port {}",
+                from.port()
+            );
+        }
+    });
 }
 
 #[test]
@@ -389,13 +394,7 @@ fn udp_chargen_one_line_per_request_and_a_per_source_cap() {
     // bytes, and one source cannot draw an unbounded stream of them.
     let core = start_core(1, &[]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        port,
-        SocketType::Dgram,
-        Builtin::Chargen,
-    )]));
+    let port = one_builtin(&core, SocketType::Dgram, Builtin::Chargen);
     let to = SocketAddr::new(lo, port);
     let c = udp_client(lo);
     assert_eq!(udp_ask(&c, to, b""), chargen_line(0));
@@ -433,16 +432,11 @@ fn chargen_child_runs_as_nobody_and_leaves_after_a_reset() {
     require_root!("the service runs as nobody only under a root core");
     let core = start_core(30, &[]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        port,
-        SocketType::Stream,
-        Builtin::Chargen,
-    )]));
+    let port = one_builtin(&core, SocketType::Stream, Builtin::Chargen);
     let mut s = connect(SocketAddr::new(lo, port));
     let mut some = [0u8; 7030];
     s.read_exact(&mut some).expect("chargen");
+    // The child runs until the reset below: it blocks writing to us.
     let (pid, uid) = builtin_child(&core, Builtin::Chargen);
     assert_ne!(pid as i32, core.pid());
     assert_eq!(uid, 65534, "the core's view of the child");
@@ -459,15 +453,13 @@ fn chargen_child_runs_as_nobody_and_leaves_after_a_reset() {
     .expect("SO_LINGER");
     drop(s);
     wait_for("the chargen child to end and be reaped", WAIT, || gone(pid));
-    // Ended, not killed (SIGPIPE is at its default in children).
+    // Ended, not killed (SIGPIPE is at its default in children): the core
+    // logs each reaped child's status.
+    let exit = format!("pid={pid} status=");
+    core.wait_log(&exit, WAIT);
     let log = core.log();
-    let exit_line = log
-        .lines()
-        .find(|l| l.contains(&format!("pid={pid} ")) && l.contains("status"));
-    match exit_line {
-        Some(l) => assert!(!l.contains("signal"), "{l}"),
-        None => eprintln!("no exit line for pid {pid} in the core's log"),
-    }
+    let line = log.lines().find(|l| l.contains(&exit)).expect("exit line");
+    assert!(line.contains("status=exit "), "{line}");
     // The core itself is unaffected and serves the next client.
     let mut s = connect(SocketAddr::new(lo, port));
     let mut line = [0u8; 74];
@@ -476,7 +468,43 @@ fn chargen_child_runs_as_nobody_and_leaves_after_a_reset() {
 }
 
 #[test]
-fn dgram_children_run_as_nobody_discard_stays_silent_and_idle_children_leave() {
+fn a_dgram_child_runs_as_nobody_holding_only_its_socket_while_the_listener_waits() {
+    // Idle children leave after 30 s here: the child is there for every
+    // check.
+    let core = start_core(30, &[]);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let time_port = one_builtin(&core, SocketType::Dgram, Builtin::Time);
+    let c = udp_client(lo);
+    assert_time(&udp_ask(&c, SocketAddr::new(lo, time_port), b""));
+    let (time_pid, uid) = builtin_child(&core, Builtin::Time);
+    if root_or_skip("the dgram child runs as nobody only under a root core") {
+        assert_eq!(uid, 65534);
+        assert_runs_as_nobody(time_pid);
+    }
+    // While the child runs the listener is not polled, and the child holds
+    // its socket as its only descriptor, with no capabilities.
+    let st = core.status();
+    assert!(
+        st.children.iter().any(|c| c.pid == time_pid),
+        "the child left: {st:?}"
+    );
+    let l = st
+        .listeners
+        .iter()
+        .find(|l| l.spec.action == Action::Builtin(Builtin::Time))
+        .expect("the time listener");
+    assert_eq!(l.state, ListenerState::Waiting);
+    let fds = open_fds(time_pid as i32);
+    assert_eq!(fds, [0], "the dgram child's descriptors");
+    let st = proc_status(time_pid as i32).expect("the dgram child runs");
+    assert_eq!(st["CapEff"], "0000000000000000");
+    // It goes on answering from the same socket.
+    assert_time(&udp_ask(&c, SocketAddr::new(lo, time_port), b"again"));
+    assert_eq!(builtin_child(&core, Builtin::Time).0, time_pid);
+}
+
+#[test]
+fn discard_stays_silent_and_idle_dgram_children_leave() {
     let core = start_core(1, &[]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let time_port = free_port();
@@ -487,31 +515,7 @@ fn dgram_children_run_as_nobody_discard_stays_silent_and_idle_children_leave() {
     ]));
     let c = udp_client(lo);
     assert_time(&udp_ask(&c, SocketAddr::new(lo, time_port), b""));
-    let (time_pid, uid) = builtin_child(&core, Builtin::Time);
-    if is_root() {
-        assert_eq!(uid, 65534);
-        assert_runs_as_nobody(time_pid);
-    }
-    // While the child runs the listener is not polled, and the child holds
-    // its socket as its only descriptor, with no capabilities. It may
-    // leave (idle) at any moment: each check applies while it is there.
-    let st = core.status();
-    if st.children.iter().any(|c| c.pid == time_pid) {
-        let l = st
-            .listeners
-            .iter()
-            .find(|l| l.spec.action == Action::Builtin(Builtin::Time))
-            .expect("the time listener");
-        assert_eq!(l.state, ListenerState::Waiting);
-    }
-    let fds = open_fds(time_pid as i32);
-    assert!(
-        fds == [0] || (fds.is_empty() && gone(time_pid)),
-        "the dgram child's descriptors: {fds:?}"
-    );
-    if let Some(st) = proc_status(time_pid as i32) {
-        assert_eq!(st["CapEff"], "0000000000000000");
-    }
+    let (time_pid, _) = builtin_child(&core, Builtin::Time);
     let d = udp_client(lo);
     d.send_to(b"drop me", SocketAddr::new(lo, discard_port))
         .expect("send");
@@ -526,6 +530,8 @@ fn dgram_children_run_as_nobody_discard_stays_silent_and_idle_children_leave() {
     assert!(leftover.is_empty(), "discard answered: {leftover:?}");
     // The core polls the socket again and starts a new child.
     assert_time(&udp_ask(&c, SocketAddr::new(lo, time_port), b"again"));
+    let (again, _) = builtin_child(&core, Builtin::Time);
+    assert_ne!(again, time_pid, "a new child");
 }
 
 #[test]
@@ -535,13 +541,7 @@ fn daytime_follows_the_cores_time_zone() {
     let tz = "XST-05:30";
     let core = start_core(30, &[("TZ", tz)]);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = free_port();
-    assert_all_applied(&core.apply(vec![builtin_spec(
-        lo,
-        port,
-        SocketType::Stream,
-        Builtin::Daytime,
-    )]));
+    let port = one_builtin(&core, SocketType::Stream, Builtin::Daytime);
     let mut s = connect(SocketAddr::new(lo, port));
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).expect("daytime to EOF");

@@ -59,10 +59,7 @@ fn access_lists_decide_before_a_child_starts() {
 
 #[test]
 fn a_dual_stack_access_list_sees_mapped_peers_as_ipv4() {
-    if !has_ipv6() {
-        eprintln!("skipped: no IPv6 on this host");
-        return;
-    }
+    require_ipv6!();
     let core = Core::start();
     let port = free_port();
     let mut spec = tcp_dual(port);

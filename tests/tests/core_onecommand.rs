@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -56,20 +56,19 @@ impl Setup {
     /// Starts the core in one-command mode, with a relative `--config` (the
     /// core makes it absolute for the controller) and a variable in its
     /// environment that must not reach the controller.
-    fn start(&self, extra: &[&str]) -> Running {
+    fn start(&self, extra: &[&str]) -> Proc {
         let _g = EXEC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let child = Command::new(&self.core)
-            .current_dir(self.dir.path())
-            .args(["--config", "inetd.conf", "--control-socket"])
-            .arg(self.dir.join("control.sock"))
-            .args(extra)
-            .env("SECRET_FROM_PARENT", "x")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.log_path()).unwrap())
-            .spawn()
-            .unwrap();
-        Running(child)
+        Proc::spawn(
+            Command::new(&self.core)
+                .current_dir(self.dir.path())
+                .args(["--config", "inetd.conf", "--control-socket"])
+                .arg(self.dir.join("control.sock"))
+                .args(extra)
+                .env("SECRET_FROM_PARENT", "x")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.log_path()).unwrap()),
+        )
     }
 
     fn log_path(&self) -> PathBuf {
@@ -78,24 +77,6 @@ impl Setup {
 
     fn log(&self) -> String {
         read(&self.log_path())
-    }
-}
-
-/// The core under test; stopped if a test ends early.
-struct Running(Child);
-
-impl Running {
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM);
-            let _ = self.0.wait();
-        }
     }
 }
 
@@ -142,12 +123,12 @@ while :; do sleep 0.05; done"#
     assert!(info.contains("0 -> /dev/null"), "{info}");
     // 0-3, and 4 is ls's own handle on the directory it lists.
     assert_eq!(info.matches(" -> ").count(), 5, "{info}");
-    nix::sys::signal::kill(core.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    core.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for("SIGHUP at the controller", Duration::from_secs(10), || {
         read(&s.out.join("signals")).contains("HUP")
     });
-    nix::sys::signal::kill(core.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let st = core.0.wait().unwrap();
+    core.signal(nix::sys::signal::Signal::SIGTERM);
+    let st = core.wait_exit(Duration::from_secs(30));
     assert_eq!(st.code(), Some(0), "{}", s.log());
     assert!(read(&s.out.join("signals")).contains("TERM"));
 }
@@ -158,7 +139,7 @@ fn gives_up_with_exit_1_after_three_early_failures() {
     let s = Setup::new("echo 'inetd-controller: cannot read the configuration' >&2; exit 1");
     let mut core = s.start(&[]);
     let t0 = Instant::now();
-    let st = core.0.wait().unwrap();
+    let st = core.wait_exit(Duration::from_secs(30));
     assert_eq!(st.code(), Some(1));
     assert!(t0.elapsed() < Duration::from_secs(20));
     let log = s.log();
@@ -183,7 +164,7 @@ fn a_controller_that_dies_after_hello_is_restarted_without_limit() {
         Duration::from_secs(20),
         || s.log().contains("restarting inetd-controller in 4"),
     );
-    assert_eq!(core.0.try_wait().unwrap(), None, "{}", s.log());
+    assert_eq!(core.exit_status(), None, "{}", s.log());
     assert_eq!(read(&s.out.join("starts")).lines().count(), 3);
     assert!(s.log().contains("listeners keep serving meanwhile"));
 }

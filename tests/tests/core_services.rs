@@ -85,10 +85,7 @@ fn wait_dgram_once_services_start_per_datagram() {
 
 #[test]
 fn dual_stack_listener_shows_plain_ipv4_and_ipv6_peers() {
-    if !has_ipv6() {
-        eprintln!("skipped: no IPv6 on this host");
-        return;
-    }
+    require_ipv6!();
     let core = Core::start();
     let port = free_port();
     assert_eq!(
@@ -119,10 +116,7 @@ fn dual_stack_listener_shows_plain_ipv4_and_ipv6_peers() {
 
 #[test]
 fn ipv4_and_ipv6_only_listeners_share_a_port() {
-    if !has_ipv6() {
-        eprintln!("skipped: no IPv6 on this host");
-        return;
-    }
+    require_ipv6!();
     let core = Core::start();
     let port = free_port();
     let r = core.apply(vec![
@@ -253,10 +247,7 @@ fn wait_stream_socket_is_not_polled_while_its_child_runs() {
 
 #[test]
 fn wait_dgram_over_ipv6_and_dual_stack() {
-    if !has_ipv6() {
-        eprintln!("skipped: no IPv6 on this host");
-        return;
-    }
+    require_ipv6!();
     let core = Core::start();
     let (p6, pd) = (free_port(), free_port());
     let r = core.apply(vec![udp6(p6), udp_dual(pd)]);

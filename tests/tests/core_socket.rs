@@ -168,16 +168,12 @@ fn refused(
         Ok(Some(other)) => panic!("{case}: answered {other:?}"),
         Err(e) => panic!("{case}: neither an error nor a close: {e}"),
     }
-    assert!(core_alive(core), "{case}: the core died");
+    assert!(core.is_alive(), "{case}: the core died");
     if wait_until(Duration::from_secs(3), || warnings(&core.log()) > before) {
         Ok(())
     } else {
         Err(format!("{case}: no warning or error logged"))
     }
-}
-
-fn core_alive(core: &Core) -> bool {
-    proc_status(core.pid()).is_some_and(|s| !s["State"].starts_with('Z'))
 }
 
 #[test]

@@ -5,16 +5,16 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use interprocess::local_socket::traits::Stream as _;
 
 use inetd_ctl::cli::{InetctlArgs as Args, InetctlCommand as Command};
 use inetd_ctl::config::{self, NameSources, Severity};
-use inetd_ctl::{json, paths, table};
+use inetd_ctl::{json, local, paths, table};
 use inetd_protocol::control::{CtlCommand, CtlRequest, CtlResponse, ReloadResult};
 use inetd_protocol::{read_message, write_message};
 
@@ -36,8 +36,8 @@ fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
         .clone()
 }
 
-fn ask(path: &PathBuf, command: CtlCommand) -> Result<CtlResponse, ExitCode> {
-    let mut stream = UnixStream::connect(path).map_err(|e| {
+fn ask(path: &std::path::Path, command: CtlCommand) -> Result<CtlResponse, ExitCode> {
+    let mut stream = local::connect(path).map_err(|e| {
         eprintln!(
             "inetctl: cannot reach the controller at {}: {e}",
             path.display()
@@ -45,7 +45,7 @@ fn ask(path: &PathBuf, command: CtlCommand) -> Result<CtlResponse, ExitCode> {
         ExitCode::from(3)
     })?;
     // A reload may bind many sockets; anything else answers at once.
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let _ = stream.set_recv_timeout(Some(Duration::from_secs(120)));
     write_message(&mut stream, &CtlRequest::new(command))
         .and_then(|()| read_message(&mut stream))
         .map_err(|e| {
