@@ -30,6 +30,7 @@ mod builtins;
 mod cli;
 mod daemon;
 mod logger;
+mod notify;
 mod peer;
 mod plan;
 mod startup;

@@ -374,6 +374,7 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
         controller_uid: ctl.uid,
         builtins: true,
     };
+    crate::notify::ready();
     Ok(Setup {
         policy,
         dgram_idle: Duration::from_secs(cli.dgram_idle),

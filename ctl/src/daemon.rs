@@ -20,6 +20,7 @@ use inetd_protocol::{CoreRequest, CoreResponse, StatusReport};
 use crate::config::{self, Config, ConfigError, NameSources, Severity};
 use crate::corelink::{CoreLink, LinkError};
 use crate::ctlserver::Request;
+use crate::notify::Notifier;
 use crate::plan::{plan, result_of, should_apply, summarize, Identity, Mode};
 use crate::rows::{build_rows, Applied};
 use crate::timefmt::{unix_now, unix_secs};
@@ -54,6 +55,9 @@ pub struct Settings {
     pub core: CoreTarget,
     pub admin_group: String,
     pub me: Identity,
+    /// The service manager, told when the first apply is done and around
+    /// every reload.
+    pub notify: Notifier,
 }
 
 pub struct Daemon {
@@ -77,6 +81,7 @@ pub struct Daemon {
     backoff: Duration,
     next_attempt: Instant,
     down_logged: bool,
+    notify: Notifier,
 }
 
 fn link_down(what: &str) -> CtlResponse {
@@ -121,6 +126,7 @@ impl Daemon {
             backoff: BACKOFF_MIN,
             next_attempt: Instant::now(),
             down_logged: false,
+            notify: settings.notify,
         }
     }
 
@@ -141,6 +147,7 @@ impl Daemon {
                 Ok(Event::Signal(Signal::SIGHUP)) => self.sighup(),
                 Ok(Event::Signal(sig)) => {
                     info!("{sig}: stopping; the core keeps serving");
+                    self.notify.send("STOPPING=1");
                     return Ok(());
                 }
                 Ok(Event::Request(r)) => {
@@ -164,6 +171,8 @@ impl Daemon {
         if self.core_path.is_some() {
             warn!("lost the core: {why}; reconnecting");
             self.down_logged = true;
+            self.notify
+                .status(&format!("lost the core ({why}); reconnecting"));
         }
         self.backoff = BACKOFF_MIN;
         self.next_attempt = Instant::now();
@@ -245,7 +254,9 @@ impl Daemon {
         );
         if let (Some(a), false) = (&self.applied, self.reload_pending) {
             let config = a.config.clone();
-            let _ = self.apply(config, Mode::Start, "re-sync");
+            if let Ok(r) = self.apply(config, Mode::Start, "re-sync") {
+                self.announce("re-sync", &r);
+            }
             return;
         }
         self.reload_pending = false;
@@ -265,12 +276,28 @@ impl Daemon {
         };
         match loaded {
             Ok(c) => {
-                let _ = self.apply(c, mode, what);
+                if let Ok(r) = self.apply(c, mode, what) {
+                    self.announce(what, &r);
+                }
             }
             Err(e) => {
-                self.refuse_unreadable(&e);
+                let r = self.refuse_unreadable(&e);
+                self.announce(what, &r);
             }
         }
+    }
+
+    /// Tells the service manager the outcome of a start, reload or
+    /// re-sync. The first one is readiness: the controller is up and the
+    /// core has been given its configuration.
+    fn announce(&self, what: &str, r: &ReloadReply) {
+        let running = r.added.len() + r.changed.len() + r.unchanged as usize;
+        self.notify.ready(&format!(
+            "{what}: {}, generation {}, {running} listeners, {} failed or rejected",
+            r.result.as_str(),
+            r.generation,
+            r.failed.len()
+        ));
     }
 
     fn load(&self) -> Result<Config, ConfigError> {
@@ -423,10 +450,20 @@ impl Daemon {
         if self.link.is_none() {
             return Err(CoreDown);
         }
-        match self.load() {
+        self.notify.reloading();
+        let r = match self.load() {
             Ok(c) => self.apply(c, Mode::Reload { partial }, "reload"),
             Err(e) => Ok(self.refuse_unreadable(&e)),
+        };
+        // READY=1 ends the reload for the service manager, whatever came
+        // of it.
+        match &r {
+            Ok(reply) => self.announce("reload", reply),
+            Err(CoreDown) => self
+                .notify
+                .ready("reload not done: the core is not reachable; retrying"),
         }
+        r
     }
 
     fn sighup(&mut self) {

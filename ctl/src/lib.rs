@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod corelink;
 pub mod ctlserver;
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod json;
 pub mod local;
 pub mod logger;
+pub mod notify;
 pub mod paths;
 pub mod plan;
 pub mod rows;

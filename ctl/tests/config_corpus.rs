@@ -110,11 +110,12 @@ fn bsd44() {
         ("daytime", 13),
         ("time", 37),
     ];
+    // Builtins need no privilege: the root ones run as nobody, with a note.
     for (i, (svc, port)) in builtins.iter().enumerate() {
-        rows.extend(twin(f, 23 + i as u32, svc, "tcp", *port, "root:root"));
+        rows.extend(twin(f, 23 + i as u32, svc, "tcp", *port, "nobody:nogroup"));
     }
     for (i, (svc, port)) in builtins.iter().enumerate() {
-        rows.extend(twin(f, 28 + i as u32, svc, "udp", *port, "root:root"));
+        rows.extend(twin(f, 28 + i as u32, svc, "udp", *port, "nobody:nogroup"));
     }
     rows.extend(twin(f, 34, "klogin", "tcp", 543, "root:root"));
     rows.extend(twin(f, 36, "kshell", "tcp", 544, "root:root"));
@@ -127,8 +128,9 @@ fn bsd44() {
                 "field 1 (service): found \"eklogin\", expected a service name",
             ),
         ],
-        // One missing server per exec entry: 6 tcp + 3 udp + klogin + kshell.
-        warnings: 11,
+        // One missing server per exec entry: 6 tcp + 3 udp + klogin + kshell;
+        // one "runs as nobody" note per root builtin entry: 10.
+        warnings: 21,
         rows,
     });
 
@@ -145,7 +147,18 @@ fn bsd44() {
         .unwrap();
     assert_eq!(echo_udp.spec.action, Action::Builtin(Builtin::Echo));
     assert!(echo_udp.spec.wait);
-    assert_eq!(echo_udp.spec.creds.uid, 0);
+    // Written as root; builtins need no privilege, so it runs as nobody
+    // (the fixture's 65534 and nogroup), with a note on its row.
+    assert_eq!(echo_udp.spec.creds.uid, 65534);
+    assert_eq!(echo_udp.spec.creds.gid, 65534);
+    assert_eq!(
+        (echo_udp.user.as_str(), echo_udp.group.as_str()),
+        ("nobody", "nogroup")
+    );
+    assert_eq!(
+        echo_udp.warnings,
+        vec!["runs as nobody:nogroup, not root:root: builtins need no privilege"]
+    );
 }
 
 /// busybox's example: six active builtins on tcp and udp, each on both
@@ -163,12 +176,13 @@ fn busybox() {
         (30, "time", "tcp", 37),
         (31, "time", "udp", 37),
     ] {
-        rows.extend(twin(f, line, svc, proto, port, "root:root"));
+        rows.extend(twin(f, line, svc, proto, port, "nobody:nogroup"));
     }
     check(Golden {
         file: f,
         errors: vec![],
-        warnings: 0,
+        // Each root builtin runs as nobody, with a note.
+        warnings: 6,
         rows,
     });
 }
@@ -444,9 +458,14 @@ fn freebsd_uncommented() {
             ..
         }
     ));
-    // No twin produced a warning: only missing servers are warned about.
+    // No twin produced a warning: only missing servers are warned about,
+    // and root builtins noted as running as nobody.
     for (_, w) in warnings(&c) {
-        assert!(w.starts_with("server \""), "{w}");
+        assert!(
+            w.starts_with("server \"")
+                || w == "runs as nobody:nogroup, not root:root: builtins need no privilege",
+            "{w}"
+        );
     }
 }
 

@@ -9,53 +9,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use interprocess::local_socket::traits::Stream as _;
 
+use inetd_ctl::cli::{InetctlArgs as Args, InetctlCommand as Command};
 use inetd_ctl::config::{self, NameSources, Severity};
 use inetd_ctl::{json, local, paths, table};
 use inetd_protocol::control::{CtlCommand, CtlRequest, CtlResponse, ReloadResult};
 use inetd_protocol::{read_message, write_message};
-
-#[derive(Parser, Debug)]
-#[command(name = "inetctl", version, about = "Control and inspect inetd")]
-struct Args {
-    /// The controller's control socket. Default: your own instance's if it
-    /// exists, else /run/inetd/control/control.sock.
-    #[arg(long, value_name = "PATH", global = true)]
-    socket: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// One row per listener, rejected entries included.
-    List {
-        /// Print the stable JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The controller's and the core's state.
-    Status {
-        /// Print the stable JSON document.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Reread the configuration and apply it (admins only). Nothing changes
-    /// if any entry is bad, unless --partial.
-    Reload {
-        /// Apply the good entries even if some are bad (still exits 1).
-        #[arg(long)]
-        partial: bool,
-    },
-    /// Check configuration files locally, without a daemon. Default: the
-    /// default configuration.
-    Check {
-        #[arg(value_name = "PATH")]
-        paths: Vec<PathBuf>,
-    },
-}
 
 fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
     if let Some(p) = explicit {

@@ -12,7 +12,6 @@
 //! retries; if the controller dies the core keeps serving, and a new
 //! controller asks the core what it runs before applying anything.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -24,52 +23,20 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{geteuid, getgid, getgroups, getuid};
 
 use inetd_ctl::admin::{Admins, FilesDb, GroupDb};
+use inetd_ctl::cli::ControllerArgs as Args;
 use inetd_ctl::config::{self, NameSources};
 use inetd_ctl::corelink::adopt_core_fd;
 use inetd_ctl::ctlserver::{self, Dispatch};
 use inetd_ctl::daemon::{CoreTarget, Daemon, Event, Settings};
 use inetd_ctl::logger;
+use inetd_ctl::notify::Notifier;
 use inetd_ctl::paths;
 use inetd_ctl::plan::Identity;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "inetd-controller",
-    version,
-    about = "The unprivileged half of inetd: reads inetd.conf, drives inetd-core, serves inetctl"
-)]
-struct Args {
-    /// A configuration file or directory (its *.conf files); repeatable.
-    /// Default: /etc/inetd.conf and /etc/inetd.d.
-    #[arg(long = "config", value_name = "PATH")]
-    config: Vec<PathBuf>,
-    /// The core's socket. Default: RUN/core.sock.
-    #[arg(long, value_name = "PATH", conflicts_with = "core_fd")]
-    core_socket: Option<PathBuf>,
-    /// An inherited socket to the core (one-command mode).
-    #[arg(long, value_name = "N")]
-    core_fd: Option<i32>,
-    /// The control socket. Default: RUN/control/control.sock.
-    #[arg(long, value_name = "PATH")]
-    control_socket: Option<PathBuf>,
-    /// Members of this group may reload.
-    #[arg(long, value_name = "GROUP", default_value = "inetd-admin")]
-    admin_group: String,
-    /// error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = logger::parse_level)]
-    log_level: log::LevelFilter,
-    /// Read service names from FILE instead of /etc/services.
-    #[arg(long, value_name = "FILE")]
-    services: Option<PathBuf>,
-    /// Read users from FILE instead of NSS.
-    #[arg(long, value_name = "FILE")]
-    passwd: Option<PathBuf>,
-    /// Read groups from FILE instead of NSS.
-    #[arg(long, value_name = "FILE")]
-    group: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
+    // Taken (and removed from the environment) while this is the only
+    // thread.
+    let notify = Notifier::from_env();
     let args = Args::parse();
     logger::init("inetd-controller", args.log_level);
 
@@ -94,7 +61,7 @@ fn main() -> ExitCode {
             ))
         })),
     };
-    match run(args, core) {
+    match run(args, core, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -103,7 +70,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args, core: CoreTarget) -> Result<(), String> {
+fn run(args: Args, core: CoreTarget, notify: Notifier) -> Result<(), String> {
     // Block the signals we handle before any thread starts, so every
     // thread inherits the mask and only the signal thread receives them.
     let mut sigs = SigSet::empty();
@@ -191,6 +158,7 @@ fn run(args: Args, core: CoreTarget) -> Result<(), String> {
             core,
             admin_group: args.admin_group.clone(),
             me,
+            notify,
         },
         start_config,
     );

@@ -269,12 +269,23 @@ impl EntryParser<'_> {
                 "wait: a datagram server is handed the socket itself",
             ));
         }
-        let (user, group, creds) = self.parse_user(&fields[4])?;
+        let (mut user, mut group, mut creds) = self.parse_user(&fields[4])?;
         let server = fields[5].clone();
         let args = &fields[6..];
         self.check_args(args)?;
         let (action, argv) = if server == "internal" {
             let builtin = self.builtin(&service_text, proto, &place, args)?;
+            // Builtins need no privilege: a root builtin (Debian's
+            // update-inetd writes `discard stream tcp nowait root
+            // internal`) runs as nobody instead of being refused.
+            if creds.uid == 0 {
+                if let Ok((u, g, c)) = self.parse_user("nobody") {
+                    self.warnings.push(format!(
+                        "runs as {u}:{g}, not {user}:{group}: builtins need no privilege"
+                    ));
+                    (user, group, creds) = (u, g, c);
+                }
+            }
             // Builtins are run per connection (stream) or by one child per
             // socket (dgram) whatever the wait field says; the spec carries
             // what actually happens.
