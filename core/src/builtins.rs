@@ -28,7 +28,7 @@ use std::hash::BuildHasher;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use inetd_protocol::Builtin;
 use nix::errno::Errno;
@@ -215,17 +215,9 @@ fn chargen_two_periods() -> Vec<u8> {
 }
 
 /// The current time in whole seconds since the Unix epoch, rounded down like
-/// `time(2)`, negative before 1970.
+/// `time(2)`, negative before 1970 (RFC 868 still has an answer then).
 fn unix_now() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => {
-            let before = e.duration();
-            let secs = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
-            let floor = if before.subsec_nanos() > 0 { 1 } else { 0 };
-            (-secs).saturating_sub(floor)
-        }
-    }
+    inetd_protocol::unix_seconds(SystemTime::now())
 }
 
 /// Why a service ended early.

@@ -24,20 +24,19 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use inetd_protocol::{
-    check_apply, decode_payload, encode_frame, ApplyReport, Bind, BindKey, ChildInfo, CoreRequest,
-    CoreResponse, Counters, FrameBuf, HelloReply, IpMode, ListenerSpec, ListenerState,
-    ListenerStatus, Outcome, Policy, ProtocolError, Removed, SocketType, StatusReport,
-    PROTOCOL_VERSION,
+    check_apply, decode_payload, encode_frame, escape_log, unix_now, ApplyReport, Bind, BindKey,
+    ChildInfo, CoreRequest, CoreResponse, Counters, FrameBuf, HelloReply, IpMode, ListenerSpec,
+    ListenerState, ListenerStatus, Outcome, Policy, ProtocolError, Removed, SocketType,
+    StatusReport, PROTOCOL_VERSION,
 };
 use log::{debug, error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
 use crate::backoff::{self, Backoff};
 use crate::builtins::{self, UdpGuard};
-use crate::logger::escape;
 use crate::peer;
 use crate::plan::{self, Step};
 use crate::sys::child::{self, ChildStatus, Ids, Program, Spawn, StatusPipe};
@@ -243,13 +242,6 @@ pub struct Daemon {
     spare_pipe: Option<StatusPipe>,
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Unix seconds of a future monotonic instant.
 fn unix_at(at: Instant) -> u64 {
     unix_now() + at.saturating_duration_since(Instant::now()).as_secs()
@@ -272,21 +264,11 @@ enum BindError {
 }
 
 fn describe_bind(b: &Bind, t: SocketType) -> String {
-    let t = match t {
-        SocketType::Stream => "stream",
-        SocketType::Dgram => "dgram",
-        SocketType::Seqpacket => "seqpacket",
-    };
     match b {
         Bind::Inet { addr, port, mode } => {
-            let m = match mode {
-                IpMode::V4 => "4",
-                IpMode::V6Only => "6",
-                IpMode::Dual => "46",
-            };
-            format!("{} {t}/{m}", std::net::SocketAddr::new(*addr, *port))
+            format!("{} {t}/{mode}", std::net::SocketAddr::new(*addr, *port))
         }
-        Bind::Unix { path } => format!("{} {t}/unix", escape(path, 200)),
+        Bind::Unix { path } => format!("{} {t}/unix", escape_log(path, 200)),
     }
 }
 
@@ -1466,7 +1448,7 @@ impl Daemon {
         let mut outcomes = Vec::with_capacity(requested.len());
         let (mut n_add, mut n_chg, mut n_same, mut n_rej, mut n_fail) = (0, 0, 0, 0, 0);
         for ((spec, prep), step) in requested.into_iter().zip(prepared).zip(the_plan.steps) {
-            let label = escape(&spec.label, LOG_LABEL);
+            let label = escape_log(&spec.label, LOG_LABEL).into_owned();
             let outcome = match (step, prep) {
                 (Step::Reject(reason), _) | (_, Err(reason)) => {
                     warn!("rejected service=\"{label}\": {reason}");

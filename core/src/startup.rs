@@ -37,18 +37,6 @@ fn fail<T>(code: i32, message: impl Into<String>) -> Result<T, StartError> {
 /// The default controller user of a root core.
 pub const DEFAULT_CONTROLLER_USER: &str = "inetd";
 
-/// The runtime directory: `/run/inetd` for root; for anyone else
-/// `$XDG_RUNTIME_DIR/inetd` or `/tmp/inetd-$UID`.
-pub fn runtime_dir(root: bool, uid: u32, xdg: Option<&std::ffi::OsStr>) -> PathBuf {
-    if root {
-        return PathBuf::from("/run/inetd");
-    }
-    match xdg.map(Path::new) {
-        Some(x) if x.is_absolute() => x.join("inetd"),
-        _ => PathBuf::from(format!("/tmp/inetd-{uid}")),
-    }
-}
-
 fn resolve_controller(cli: &Cli, root: bool, uid: u32) -> Result<UserInfo, StartError> {
     if root {
         let spec = cli
@@ -232,7 +220,7 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     if one_command && cli.core_socket.is_some() {
         warn!("--core-socket is not used with --config (the controller is joined by a socketpair); ignored");
     }
-    let run = runtime_dir(root, uid, std::env::var_os("XDG_RUNTIME_DIR").as_deref());
+    let run = inetd_protocol::runtime_dir(uid, std::env::var_os("XDG_RUNTIME_DIR").as_deref());
     sys::umask(0o022);
     let private = if root { None } else { Some(uid) };
     let run_mode = if root { 0o755 } else { 0o700 };
@@ -386,23 +374,6 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runtime_dirs() {
-        assert_eq!(runtime_dir(true, 0, None), PathBuf::from("/run/inetd"));
-        assert_eq!(
-            runtime_dir(false, 1000, Some("/run/user/1000".as_ref())),
-            PathBuf::from("/run/user/1000/inetd")
-        );
-        assert_eq!(
-            runtime_dir(false, 1000, Some("rel".as_ref())),
-            PathBuf::from("/tmp/inetd-1000")
-        );
-        assert_eq!(
-            runtime_dir(false, 1000, None),
-            PathBuf::from("/tmp/inetd-1000")
-        );
-    }
 
     #[test]
     fn controller_arguments() {
