@@ -36,15 +36,27 @@ mod startup;
 mod sys;
 mod validate;
 
-use clap::Parser;
-
 fn main() {
     // First of all, so that nothing opened later lands on 0, 1 or 2.
     if sys::ensure_std_fds().is_err() {
         std::process::exit(1);
     }
     sys::close_inherited_fds();
-    let cli = cli::Cli::parse();
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli::Command::Run(cli)) => cli,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::help());
+            std::process::exit(0);
+        }
+        Ok(cli::Command::Version) => {
+            println!("{}", cli::version());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("inetd-core: {e}");
+            std::process::exit(2);
+        }
+    };
     logger::init(cli.log_level.filter());
     let code = match startup::start(&cli) {
         Ok(setup) => daemon::Daemon::new(setup).run(),

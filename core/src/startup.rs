@@ -360,7 +360,6 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
         gid: sys::getegid(),
         groups: sys::getgroups().unwrap_or_default(),
         controller_uid: ctl.uid,
-        builtins: true,
     };
     Ok(Setup {
         policy,

@@ -29,8 +29,6 @@ pub struct CorePolicy {
     pub groups: Vec<u32>,
     /// The controller user's uid: a root core runs no listener as it.
     pub controller_uid: u32,
-    /// Whether this build has the builtins.
-    pub builtins: bool,
 }
 
 /// What runs, ready for the child path.
@@ -150,7 +148,7 @@ fn check_creds(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
     Ok(())
 }
 
-fn check_action(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String> {
+fn check_action(spec: &ListenerSpec) -> Result<Prepared, String> {
     match &spec.action {
         Action::Exec { path, argv } => {
             if path.len() > MAX_PATH {
@@ -192,9 +190,6 @@ fn check_action(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String>
             })
         }
         Action::Builtin(b) => {
-            if !p.builtins {
-                return Err("builtins not available in this build".into());
-            }
             if spec.socket_type == SocketType::Seqpacket {
                 return Err("builtins serve stream and dgram sockets only".into());
             }
@@ -283,7 +278,7 @@ pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String>
     check_bind(spec)?;
     check_creds(spec, p)?;
     check_limits(spec)?;
-    check_action(spec, p)
+    check_action(spec)
 }
 
 #[cfg(test)]
@@ -324,7 +319,6 @@ pub(crate) mod tests {
             gid: 0,
             groups: vec![0],
             controller_uid: 998,
-            builtins: true,
         }
     }
 
@@ -582,16 +576,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn builtins_follow_the_build() {
+    fn dgram_builtins_need_not_say_wait() {
         let mut s = spec(7000);
         s.action = Action::Builtin(Builtin::Echo);
         s.socket_type = SocketType::Dgram;
-        assert!(
-            validate(&s, &root_policy()).is_ok(),
-            "dgram builtins need not say wait"
-        );
-        let mut p = root_policy();
-        p.builtins = false;
-        assert!(rejected(&s, &p).contains("builtins not available"));
+        assert!(validate(&s, &root_policy()).is_ok());
+        s.socket_type = SocketType::Seqpacket;
+        s.bind = Bind::Unix {
+            path: "/run/x.sock".into(),
+        };
+        assert!(rejected(&s, &root_policy()).contains("stream and dgram"));
     }
 }
