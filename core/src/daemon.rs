@@ -26,6 +26,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use inetd_builtins::{self as builtins, UdpGuard};
 use inetd_protocol::{
     check_apply, decode_payload, encode_frame, escape_log, unix_now, ApplyReport, Bind, BindKey,
     ChildInfo, CoreRequest, CoreResponse, Counters, FrameBuf, HelloReply, IpMode, ListenerSpec,
@@ -36,7 +37,6 @@ use log::{debug, error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
 use crate::backoff::{self, Backoff};
-use crate::builtins::{self, UdpGuard};
 use crate::peer;
 use crate::plan::{self, Step};
 use crate::sys::child::{self, ChildStatus, Ids, Program, Spawn, StatusPipe};

@@ -26,7 +26,6 @@
 #![deny(unsafe_code)]
 
 mod backoff;
-mod builtins;
 mod cli;
 mod daemon;
 mod logger;

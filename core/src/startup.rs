@@ -325,9 +325,6 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
         }
     };
     sys::chdir_root().or_else(|e| fail(1, format!("chdir /: {e}")))?;
-    // Load the local time zone (for the daytime builtin) while files are
-    // still readable without question; children inherit it.
-    sys::clock::init();
 
     if root {
         let r = sys::caps::cut(cli.allow_root_services)

@@ -10,7 +10,6 @@
 
 pub mod caps;
 pub mod child;
-pub mod clock;
 pub mod net;
 pub mod unixsock;
 
