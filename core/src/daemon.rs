@@ -39,11 +39,11 @@ use nix::sys::signalfd::SignalFd;
 use crate::backoff::{self, Backoff};
 use crate::peer;
 use crate::plan::{self, Step};
-use crate::sys::child::{self, ChildStatus, Ids, Program, Spawn, StatusPipe};
+use crate::sys::child::{self, ChildStatus, SingleThreaded, StatusPipe};
 use crate::sys::net::{self, AcceptError, Family, Kind};
 use crate::sys::unixsock::{self, SocketFile, UnixError};
 use crate::sys::{self, ExitStatus};
-use crate::validate::{validate, CorePolicy, Prepared, PATH_ENV};
+use crate::validate::{validate, CorePolicy, ExecImage, Identity, Prepared, Program};
 
 /// Most simultaneous core connections; more are accepted and closed at
 /// once with a log line.
@@ -89,10 +89,8 @@ pub enum Mode {
 
 /// How to start the controller child (one-command mode), prepared once.
 pub struct ControllerPlan {
-    pub path: CString,
-    pub argv: Vec<CString>,
-    pub ids: Ids,
-    pub change_ids: bool,
+    pub identity: Identity,
+    pub image: ExecImage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +144,7 @@ impl Listener {
     /// Whether the child gets the listening socket itself (`wait`
     /// services, and every dgram builtin) rather than one connection.
     fn hands_socket(&self) -> bool {
-        crate::validate::hands_socket(&self.spec)
+        self.prep.hands_socket()
     }
 
     fn label(&self) -> &str {
@@ -240,6 +238,8 @@ pub struct Daemon {
     /// A status pipe made before an accept that found nothing, kept for
     /// the next one.
     spare_pipe: Option<StatusPipe>,
+    /// The core runs one thread: builtins may run after fork.
+    single: SingleThreaded,
 }
 
 /// Unix seconds of a future monotonic instant.
@@ -302,7 +302,7 @@ fn bind_spec(
 }
 
 impl Daemon {
-    pub fn new(setup: Setup) -> Daemon {
+    pub fn new(setup: Setup, single: SingleThreaded) -> Daemon {
         let (core_listener, ctl) = match setup.mode {
             Mode::Packaged {
                 listener,
@@ -347,6 +347,7 @@ impl Daemon {
             quit: None,
             rbuf: vec![0; 64 * 1024],
             spare_pipe: None,
+            single,
         }
     }
 
@@ -706,61 +707,31 @@ impl Daemon {
         pipe: Option<StatusPipe>,
     ) -> Option<i32> {
         let l = &self.listeners[&id];
-        let c = &l.spec.creds;
-        let (ids, change_ids) = if self.policy.root {
-            (
-                Ids {
-                    uid: c.uid,
-                    gid: c.gid,
-                    groups: c.groups.clone(),
-                },
-                true,
-            )
-        } else {
-            // A core that is not root cannot change ids: the child keeps
-            // the core's (validation made sure that is what was asked).
-            (
-                Ids {
-                    uid: self.policy.uid,
-                    gid: self.policy.gid,
-                    groups: Vec::new(),
-                },
-                false,
-            )
-        };
-        // Root services take their capabilities back at exec from the
-        // bounding set; no_new_privs would not stop that, but it would stop
-        // setuid programs they are meant to run, so they go without.
-        let no_new_privs = !(self.policy.allow_setuid_services || ids.uid == 0);
-        let result = match &l.prep {
-            Prepared::Exec { path, argv, env } => child::spawn(Spawn {
-                ids: &ids,
-                change_ids,
-                no_new_privs,
-                fds: &[fd, fd, fd],
-                program: Program::Exec {
-                    path,
-                    argv,
-                    env_fixed: env,
-                    env_conn,
-                },
-                pipe,
-            }),
-            Prepared::Builtin(b) => {
-                let program = self.builtin_program(*b, l.spec.socket_type);
-                // Only the socket stays open in a builtin child, on fd 0: it
-                // never execs and never prints, so it needs no stdio.
-                child::spawn(Spawn {
-                    ids: &ids,
-                    change_ids,
-                    no_new_privs,
-                    fds: &[fd],
-                    program,
-                    pipe,
-                })
+        let prep = &l.prep;
+        let result = match prep.program() {
+            Program::Exec(image) => {
+                child::spawn_exec(prep.identity(), image, env_conn, &[fd, fd, fd], pipe)
             }
+            // Only the socket stays open in a builtin child, on fd 0: it
+            // never execs and never prints, so it needs no stdio.
+            Program::Builtin(b) => match l.spec.socket_type {
+                SocketType::Dgram => {
+                    let guard = UdpGuard {
+                        builtin_ports: self.udp_builtin_ports(),
+                    };
+                    let (b, idle) = (*b, self.dgram_idle);
+                    let serve = move |fd| builtins::serve_dgram(b, fd, idle, &guard);
+                    child::spawn_builtin(prep.identity(), fd, serve, pipe, &self.single)
+                }
+                SocketType::Stream | SocketType::Seqpacket => {
+                    let b = *b;
+                    let serve = move |fd| builtins::serve_stream(b, fd);
+                    child::spawn_builtin(prep.identity(), fd, serve, pipe, &self.single)
+                }
+            },
         };
         let label = l.label().to_owned();
+        let uid = prep.identity().uid();
         match result {
             Ok(sp) => {
                 self.end_burst();
@@ -773,7 +744,7 @@ impl Daemon {
                         listener: Some(id),
                         label,
                         peer,
-                        uid: ids.uid,
+                        uid,
                         started_at: unix_now(),
                         started: Instant::now(),
                         status: Some(sp.status),
@@ -797,23 +768,6 @@ impl Daemon {
         }
     }
 
-    fn builtin_program(&self, b: inetd_protocol::Builtin, t: SocketType) -> Program<'static> {
-        match t {
-            SocketType::Dgram => {
-                let guard = UdpGuard {
-                    builtin_ports: self.udp_builtin_ports(),
-                };
-                let idle = self.dgram_idle;
-                Program::Builtin(Box::new(move |fd| {
-                    builtins::serve_dgram(b, fd, idle, &guard)
-                }))
-            }
-            SocketType::Stream | SocketType::Seqpacket => {
-                Program::Builtin(Box::new(move |fd| builtins::serve_stream(b, fd)))
-            }
-        }
-    }
-
     /// The ports of every configured UDP builtin listener: a UDP builtin
     /// never answers a datagram from one of them (no ping-pong).
     fn udp_builtin_ports(&self) -> Vec<u16> {
@@ -821,7 +775,8 @@ impl Daemon {
             .listeners
             .values()
             .filter(|l| {
-                matches!(l.prep, Prepared::Builtin(_)) && l.spec.socket_type == SocketType::Dgram
+                matches!(l.prep.program(), Program::Builtin(_))
+                    && l.spec.socket_type == SocketType::Dgram
             })
             .filter_map(|l| match l.spec.bind {
                 Bind::Inet { port, .. } => Some(port),
@@ -948,25 +903,13 @@ impl Daemon {
             return;
         }
         let dn = self.devnull.as_raw_fd();
-        let env = [CString::new(PATH_ENV).unwrap_or_default()];
-        let r = child::spawn(Spawn {
-            ids: &ctl.plan.ids,
-            change_ids: ctl.plan.change_ids,
-            no_new_privs: true,
-            // stdin and stdout on /dev/null, the core's stderr, the link on 3.
-            fds: &[dn, dn, 2, theirs.as_raw_fd()],
-            program: Program::Exec {
-                path: &ctl.plan.path,
-                argv: &ctl.plan.argv,
-                env_fixed: &env,
-                env_conn: &[],
-            },
-            pipe: None,
-        });
+        // stdin and stdout on /dev/null, the core's stderr, the link on 3.
+        let fds = [dn, dn, 2, theirs.as_raw_fd()];
+        let r = child::spawn_exec(&ctl.plan.identity, &ctl.plan.image, &[], &fds, None);
         drop(theirs);
         match r {
             Ok(sp) => {
-                let uid = ctl.plan.ids.uid;
+                let uid = ctl.plan.identity.uid();
                 ctl.pid = Some(sp.pid);
                 ctl.reached = false;
                 let cid = self.next_conn;

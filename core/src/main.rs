@@ -41,6 +41,15 @@ fn main() {
         std::process::exit(1);
     }
     sys::close_inherited_fds();
+    // Before anything could start a thread: builtins run Rust code after
+    // fork, which is sound only in a single-threaded process.
+    let single = match sys::child::SingleThreaded::take() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("inetd-core: {e}");
+            std::process::exit(1);
+        }
+    };
     let cli = match cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Command::Run(cli)) => cli,
         Ok(cli::Command::Help) => {
@@ -58,7 +67,7 @@ fn main() {
     };
     logger::init(cli.log_level.filter());
     let code = match startup::start(&cli) {
-        Ok(setup) => daemon::Daemon::new(setup).run(),
+        Ok(setup) => daemon::Daemon::new(setup, single).run(),
         Err(e) => {
             log::error!("{}", e.message);
             e.code

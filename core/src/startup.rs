@@ -16,11 +16,11 @@ use log::{info, warn};
 
 use crate::cli::Cli;
 use crate::daemon::{ControllerPlan, Mode, Setup};
-use crate::sys::{self, child::Ids, UserInfo};
+use crate::sys::{self, UserInfo};
 use crate::validate::CorePolicy;
 
 /// A start-up failure: printed once, then the process exits with `code`
-/// (DESIGN.md: 1 refused or failed, 2 usage or a bad flag value).
+/// (1 refused or failed, 2 usage or a bad flag value).
 #[derive(Debug)]
 pub struct StartError {
     pub code: i32,
@@ -274,31 +274,20 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
         .collect::<Result<Vec<_>, _>>()?;
         // A core that is not root cannot change ids: the child keeps the
         // core's own, which is what the child path checks it has.
+        let gid = sys::getegid();
         let ids = if root {
-            Ids {
-                uid: ctl.uid,
-                gid: ctl.gid,
-                groups: ctl.groups.clone(),
-            }
+            (ctl.uid, ctl.gid, &ctl.groups[..])
         } else {
-            Ids {
-                uid,
-                gid: sys::getegid(),
-                groups: Vec::new(),
-            }
+            (uid, gid, &[][..])
         };
+        let (identity, image) = crate::validate::controller(ids, root, cstr(&ctl_path)?, argv);
         info!(
             "one-command mode: the controller runs as {} (uid {}), control socket {}",
             ctl.name,
             ctl.uid,
             control_socket.display()
         );
-        Mode::OneCommand(ControllerPlan {
-            path: cstr(&ctl_path)?,
-            argv,
-            ids,
-            change_ids: root,
-        })
+        Mode::OneCommand(ControllerPlan { identity, image })
     } else {
         let path = match &cli.core_socket {
             Some(p) => absolute(p)?,

@@ -1,11 +1,14 @@
 //! Field-by-field validation of a listener received from the controller
-//! (DESIGN.md trust rules 1 and 4). The controller is treated as hostile:
-//! everything the core will act on is checked here, once, and turned into
-//! a [`Prepared`] value (argv and the fixed environment as C strings) that
-//! the child path uses without further checks.
+//! (trust rules 1 and 4). The controller is treated as hostile: everything
+//! the core will act on is checked here, once, and turned into a
+//! [`Prepared`] value: the ids with the groups sorted, `no_new_privs`
+//! decided, argv and the fixed environment as C strings. Its fields are
+//! private and this module holds its only constructors, and the child path
+//! (`sys::child`) takes nothing else, so nothing unvalidated can reach
+//! fork, and nothing is rebuilt or re-sorted per connection.
 #![forbid(unsafe_code)]
 
-use std::ffi::CString;
+use std::ffi::{c_char, CStr, CString};
 use std::net::IpAddr;
 
 use inetd_protocol::{
@@ -31,16 +34,148 @@ pub struct CorePolicy {
     pub controller_uid: u32,
 }
 
-/// What runs, ready for the child path.
-#[derive(Debug, Clone)]
-pub enum Prepared {
-    Exec {
-        path: CString,
-        argv: Vec<CString>,
-        /// The fixed part of the environment (PATH).
-        env: Vec<CString>,
-    },
+/// The ids a child takes, decided once: what the listener asked for on a
+/// root core, the core's own on any other (it cannot change them).
+#[derive(Debug)]
+pub struct Identity {
+    uid: u32,
+    gid: u32,
+    /// Sorted and without duplicates: what `setgroups` is given and what
+    /// the child compares `getgroups` with.
+    groups: Box<[u32]>,
+    /// False on a core that is not root: the child keeps the core's ids
+    /// and only checks them.
+    change_ids: bool,
+    no_new_privs: bool,
+}
+
+impl Identity {
+    fn new(uid: u32, gid: u32, groups: &[u32], change_ids: bool, no_new_privs: bool) -> Self {
+        let mut g = groups.to_vec();
+        g.sort_unstable();
+        g.dedup();
+        Identity {
+            uid,
+            gid,
+            groups: g.into_boxed_slice(),
+            change_ids,
+            no_new_privs,
+        }
+    }
+
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+
+    /// The supplementary groups, sorted, without duplicates.
+    pub fn groups(&self) -> &[u32] {
+        &self.groups
+    }
+
+    pub fn change_ids(&self) -> bool {
+        self.change_ids
+    }
+
+    pub fn no_new_privs(&self) -> bool {
+        self.no_new_privs
+    }
+}
+
+/// A program to `execve`: path, argv and the fixed environment as C
+/// strings, and argv's pointer array (NULL-terminated) made once.
+#[derive(Debug)]
+pub struct ExecImage {
+    path: CString,
+    /// Owns the strings `argv_ptrs` points to; never changed after
+    /// construction (a `CString`'s bytes live on the heap and stay put when
+    /// it moves).
+    _argv: Box<[CString]>,
+    argv_ptrs: Box<[*const c_char]>,
+    /// The fixed part of the environment (PATH).
+    env: Box<[CString]>,
+}
+
+impl ExecImage {
+    fn new(path: CString, argv: Vec<CString>, env: Vec<CString>) -> Self {
+        let argv = argv.into_boxed_slice();
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        ExecImage {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            env: env.into_boxed_slice(),
+        }
+    }
+
+    pub fn path(&self) -> &CStr {
+        &self.path
+    }
+
+    /// argv as `execve` takes it: one pointer per argument, then NULL. Valid
+    /// as long as `self` is.
+    pub fn argv_ptrs(&self) -> &[*const c_char] {
+        &self.argv_ptrs
+    }
+
+    /// The fixed environment; the per-connection variables follow it.
+    pub fn env(&self) -> &[CString] {
+        &self.env
+    }
+}
+
+/// What a listener's children run.
+#[derive(Debug)]
+pub enum Program {
+    Exec(ExecImage),
     Builtin(Builtin),
+}
+
+/// A listener as validation accepted it, ready for the child path.
+#[derive(Debug)]
+pub struct Prepared {
+    identity: Identity,
+    program: Program,
+    hands_socket: bool,
+}
+
+impl Prepared {
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Whether the child gets the listening socket itself (`wait` exec
+    /// services and every dgram service) rather than one connection.
+    pub fn hands_socket(&self) -> bool {
+        self.hands_socket
+    }
+}
+
+/// How the core starts its controller (one-command mode), from its own
+/// command line: trusted, but prepared the same way, and always with
+/// `no_new_privs`. On a core that is not root the controller keeps the
+/// core's ids (`change_ids` false).
+pub fn controller(
+    ids: (u32, u32, &[u32]),
+    change_ids: bool,
+    path: CString,
+    argv: Vec<CString>,
+) -> (Identity, ExecImage) {
+    let (uid, gid, groups) = ids;
+    let identity = Identity::new(uid, gid, groups, change_ids, true);
+    let env = vec![cstring("PATH", PATH_ENV).unwrap_or_default()];
+    (identity, ExecImage::new(path, argv, env))
 }
 
 fn cstring(what: &str, s: &str) -> Result<CString, String> {
@@ -148,7 +283,7 @@ fn check_creds(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
     Ok(())
 }
 
-fn check_action(spec: &ListenerSpec) -> Result<Prepared, String> {
+fn check_action(spec: &ListenerSpec) -> Result<Program, String> {
     match &spec.action {
         Action::Exec { path, argv } => {
             if path.len() > MAX_PATH {
@@ -183,17 +318,17 @@ fn check_action(spec: &ListenerSpec) -> Result<Prepared, String> {
             if spec.socket_type == SocketType::Dgram && !spec.wait {
                 return Err("a dgram service must be wait".into());
             }
-            Ok(Prepared::Exec {
-                path: cpath,
-                argv: cargv,
-                env: vec![cstring("PATH", PATH_ENV)?],
-            })
+            Ok(Program::Exec(ExecImage::new(
+                cpath,
+                cargv,
+                vec![cstring("PATH", PATH_ENV)?],
+            )))
         }
         Action::Builtin(b) => {
             if spec.socket_type == SocketType::Seqpacket {
                 return Err("builtins serve stream and dgram sockets only".into());
             }
-            Ok(Prepared::Builtin(*b))
+            Ok(Program::Builtin(*b))
         }
     }
 }
@@ -201,7 +336,7 @@ fn check_action(spec: &ListenerSpec) -> Result<Prepared, String> {
 /// Whether the child gets the listening socket itself rather than one
 /// accepted connection: `wait` exec services, every dgram service, and
 /// dgram builtins.
-pub fn hands_socket(spec: &ListenerSpec) -> bool {
+fn hands_socket(spec: &ListenerSpec) -> bool {
     match spec.action {
         Action::Builtin(_) => spec.socket_type == SocketType::Dgram,
         Action::Exec { .. } => spec.wait || spec.socket_type == SocketType::Dgram,
@@ -266,6 +401,24 @@ fn check_limits(spec: &ListenerSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// The ids a listener's children take under policy `p` (its credentials
+/// already checked).
+fn identity(spec: &ListenerSpec, p: &CorePolicy) -> Identity {
+    let c = &spec.creds;
+    // A core that is not root cannot change ids: the child keeps the
+    // core's (check_creds made sure that is what was asked).
+    let (uid, gid, groups, change) = if p.root {
+        (c.uid, c.gid, &c.groups[..], true)
+    } else {
+        (p.uid, p.gid, &[][..], false)
+    };
+    // Root services take their capabilities back at exec from the bounding
+    // set; no_new_privs would not stop that, but it would stop setuid
+    // programs they are meant to run, so they go without.
+    let no_new_privs = !(p.allow_setuid_services || uid == 0);
+    Identity::new(uid, gid, groups, change, no_new_privs)
+}
+
 /// Validates one listener. The error is the reason reported as
 /// `Outcome::Rejected`.
 pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String> {
@@ -278,7 +431,11 @@ pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String>
     check_bind(spec)?;
     check_creds(spec, p)?;
     check_limits(spec)?;
-    check_action(spec)
+    Ok(Prepared {
+        program: check_action(spec)?,
+        identity: identity(spec, p),
+        hands_socket: hands_socket(spec),
+    })
 }
 
 #[cfg(test)]
@@ -329,14 +486,88 @@ pub(crate) mod tests {
     #[test]
     fn accepts_a_plain_service() {
         let p = validate(&spec(7000), &root_policy()).unwrap();
-        match p {
-            Prepared::Exec { path, argv, env } => {
-                assert_eq!(path.to_str().unwrap(), "/bin/cat");
-                assert_eq!(argv.len(), 1);
-                assert_eq!(env[0].to_str().unwrap(), PATH_ENV);
+        match p.program() {
+            Program::Exec(x) => {
+                assert_eq!(x.path().to_str().unwrap(), "/bin/cat");
+                assert_eq!(x.argv_ptrs().len(), 2, "cat, then NULL");
+                assert!(!x.argv_ptrs()[0].is_null());
+                assert!(x.argv_ptrs()[1].is_null());
+                assert_eq!(x.env()[0].to_str().unwrap(), PATH_ENV);
             }
-            Prepared::Builtin(_) => panic!("wrong kind"),
+            Program::Builtin(_) => panic!("wrong kind"),
         }
+        assert!(!p.hands_socket());
+    }
+
+    #[test]
+    fn the_identity_is_decided_once() {
+        let mut s = spec(7000);
+        s.creds.groups = vec![30, 10, 30, 20];
+        let p = validate(&s, &root_policy()).unwrap();
+        let id = p.identity();
+        assert_eq!((id.uid(), id.gid()), (65534, 65534));
+        assert_eq!(id.groups(), &[10, 20, 30], "sorted, without duplicates");
+        assert!(id.change_ids() && id.no_new_privs());
+
+        // setuid programs may lift a service only when the core allows it.
+        let allow = CorePolicy {
+            allow_setuid_services: true,
+            ..root_policy()
+        };
+        assert!(!validate(&s, &allow).unwrap().identity().no_new_privs());
+        // Root services run without no_new_privs (they take their
+        // capabilities back at exec).
+        let root = CorePolicy {
+            allow_root_services: true,
+            ..root_policy()
+        };
+        s.creds.uid = 0;
+        assert!(!validate(&s, &root).unwrap().identity().no_new_privs());
+
+        // A core that is not root keeps its own ids.
+        let user = CorePolicy {
+            root: false,
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+            controller_uid: 1000,
+            ..root_policy()
+        };
+        let mut s = spec(7000);
+        s.creds = inetd_protocol::Credentials {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+        };
+        let p = validate(&s, &user).unwrap();
+        let id = p.identity();
+        assert_eq!((id.uid(), id.gid(), id.groups()), (1000, 1000, &[][..]));
+        assert!(!id.change_ids() && id.no_new_privs());
+    }
+
+    #[test]
+    fn what_gets_the_socket() {
+        let mut s = spec(7000);
+        s.wait = true;
+        assert!(validate(&s, &root_policy()).unwrap().hands_socket());
+        s.action = Action::Builtin(Builtin::Echo);
+        assert!(!validate(&s, &root_policy()).unwrap().hands_socket());
+        s.socket_type = SocketType::Dgram;
+        assert!(validate(&s, &root_policy()).unwrap().hands_socket());
+    }
+
+    #[test]
+    fn the_controller_always_gets_no_new_privs() {
+        let (id, image) = controller(
+            (999, 998, &[998, 4, 998]),
+            true,
+            CString::new("/usr/sbin/inetd-controller").unwrap(),
+            vec![CString::new("inetd-controller").unwrap()],
+        );
+        assert!(id.no_new_privs() && id.change_ids());
+        assert_eq!(id.groups(), &[4, 998]);
+        assert_eq!(image.env()[0].to_str().unwrap(), PATH_ENV);
+        assert!(image.argv_ptrs().last().unwrap().is_null());
     }
 
     #[test]

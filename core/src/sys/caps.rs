@@ -1,4 +1,4 @@
-//! The capability cut of DESIGN.md trust rule 5.
+//! The capability cut of trust rule 5.
 
 use std::collections::HashSet;
 

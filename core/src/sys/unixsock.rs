@@ -1,6 +1,6 @@
 //! Unix-domain listeners, bound without CAP_DAC_OVERRIDE, CAP_FOWNER or
 //! CAP_CHOWN and without following any link an unprivileged user could
-//! plant (DESIGN.md, "Unix-domain services and the filesystem").
+//! plant.
 //!
 //! The path (already checked to be absolute and canonical) is walked from
 //! `/` with `openat(O_PATH | O_DIRECTORY | O_NOFOLLOW)` one directory at a
