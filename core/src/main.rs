@@ -25,9 +25,14 @@
 //! code and system calls are in `sys`; every other module forbids unsafe.
 #![deny(unsafe_code)]
 
+mod accept;
+mod admission;
+mod apply;
 mod backoff;
+mod children;
 mod cli;
 mod daemon;
+mod listeners;
 mod logger;
 mod peer;
 mod plan;
