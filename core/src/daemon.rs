@@ -17,33 +17,23 @@
 //!   the core buffer more than one answer.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use inetd_protocol::{
-    decode_payload, encode_frame, CoreRequest, CoreResponse, FrameBuf, ProtocolError,
-    PROTOCOL_VERSION,
-};
-use log::{debug, error, info, warn};
+use inetd_protocol::CoreResponse;
+use log::{error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
 use crate::accept::Acceptor;
 use crate::apply::{self, CoreState};
 use crate::backoff::{self, Backoff};
 use crate::children::{ChildTable, Kind, Reaped, SetupFailure};
+use crate::link::{ConnId, CoreSocket, Links, Request};
 use crate::listeners::{ListenerId, ListenerTable};
 use crate::sys::child::SingleThreaded;
-use crate::sys::net;
 use crate::sys::{self, ExitStatus};
 use crate::validate::{CorePolicy, ExecImage, Identity};
-
-/// Most simultaneous core connections; more are accepted and closed at
-/// once with a log line.
-pub const MAX_CORE_CONNS: usize = 16;
 
 /// A controller that dies this many times in a row before its Hello makes
 /// a one-command core give up.
@@ -64,14 +54,7 @@ pub struct Setup {
 
 pub enum Mode {
     /// Serve the controllers that connect to the core socket.
-    Packaged {
-        listener: UnixListener,
-        path: PathBuf,
-        /// (dev, ino) of the socket file, to unlink only our own at exit.
-        file_id: (u64, u64),
-        /// Uids served: root, the controller user, the core's own.
-        allowed_uids: Vec<u32>,
-    },
+    Packaged(CoreSocket),
     /// Start and supervise inetd-controller on a socketpair.
     OneCommand(ControllerPlan),
 }
@@ -82,24 +65,10 @@ pub struct ControllerPlan {
     pub image: ExecImage,
 }
 
-struct Conn {
-    stream: UnixStream,
-    buf: FrameBuf,
-    out: Vec<u8>,
-    sent: usize,
-    hello: bool,
-    /// Close once `out` is written (after a fatal answer).
-    closing: bool,
-    /// The one-command socketpair: trusted by construction.
-    controller_link: bool,
-    /// Who is on the other end, for the log.
-    who: String,
-}
-
 struct CtlState {
     plan: ControllerPlan,
     pid: Option<i32>,
-    conn: Option<u64>,
+    conn: Option<ConnId>,
     reached: bool,
     failures: u32,
     restart_at: Option<Instant>,
@@ -110,39 +79,27 @@ struct CtlState {
 enum Tok {
     Signal,
     CoreListener,
-    Conn(u64),
+    Conn(ConnId),
     Listener(ListenerId),
     Status(i32),
 }
-
-/// The core socket (packaged mode): listener, path, (dev, ino) of the
-/// file, and the uids served.
-type CoreListener = (UnixListener, PathBuf, (u64, u64), Vec<u32>);
 
 pub struct Daemon {
     core: CoreState,
     devnull: OwnedFd,
     sigfd: SignalFd,
-    core_listener: Option<CoreListener>,
+    links: Links,
     listeners: ListenerTable,
     children: ChildTable,
     acceptor: Acceptor,
-    conns: BTreeMap<u64, Conn>,
-    next_conn: u64,
     ctl: Option<CtlState>,
     quit: Option<i32>,
-    rbuf: Vec<u8>,
 }
 
 impl Daemon {
     pub fn new(setup: Setup, single: SingleThreaded) -> Daemon {
-        let (core_listener, ctl) = match setup.mode {
-            Mode::Packaged {
-                listener,
-                path,
-                file_id,
-                allowed_uids,
-            } => (Some((listener, path, file_id, allowed_uids)), None),
+        let (socket, ctl) = match setup.mode {
+            Mode::Packaged(socket) => (Some(socket), None),
             Mode::OneCommand(plan) => (
                 None,
                 Some(CtlState {
@@ -163,15 +120,12 @@ impl Daemon {
             core: CoreState::new(setup.policy),
             devnull: setup.devnull,
             sigfd: setup.sigfd,
-            core_listener,
+            links: Links::new(socket),
             listeners: ListenerTable::default(),
             children: ChildTable::new(single, setup.dgram_idle),
             acceptor: Acceptor::default(),
-            conns: BTreeMap::new(),
-            next_conn: 1,
             ctl,
             quit: None,
-            rbuf: vec![0; 64 * 1024],
         }
     }
 
@@ -229,18 +183,13 @@ impl Daemon {
     fn build_poll_set(&self, entries: &mut Vec<sys::PollEntry>, toks: &mut Vec<Tok>) {
         entries.push(sys::poll_entry(self.sigfd.as_fd().as_raw_fd(), sys::POLLIN));
         toks.push(Tok::Signal);
-        if let Some((l, ..)) = &self.core_listener {
-            entries.push(sys::poll_entry(l.as_raw_fd(), sys::POLLIN));
+        if let Some(fd) = self.links.socket_fd() {
+            entries.push(sys::poll_entry(fd, sys::POLLIN));
             toks.push(Tok::CoreListener);
         }
-        for (id, c) in &self.conns {
-            let ev = if c.sent < c.out.len() {
-                sys::POLLOUT
-            } else {
-                sys::POLLIN
-            };
-            entries.push(sys::poll_entry(c.stream.as_raw_fd(), ev));
-            toks.push(Tok::Conn(*id));
+        for (id, fd, ev) in self.links.conn_fds() {
+            entries.push(sys::poll_entry(fd, ev));
+            toks.push(Tok::Conn(id));
         }
         if self.acceptor.paused_until().is_none() {
             for (id, l) in self.listeners.iter() {
@@ -392,22 +341,7 @@ impl Daemon {
                 let uid = ctl.plan.identity.uid();
                 ctl.pid = Some(pid);
                 ctl.reached = false;
-                let cid = self.next_conn;
-                self.next_conn += 1;
-                ctl.conn = Some(cid);
-                self.conns.insert(
-                    cid,
-                    Conn {
-                        stream: ours,
-                        buf: FrameBuf::new(),
-                        out: Vec::new(),
-                        sent: 0,
-                        hello: false,
-                        closing: false,
-                        controller_link: true,
-                        who: format!("controller pid {pid}"),
-                    },
-                );
+                ctl.conn = Some(self.links.add_controller_link(ours, pid));
                 info!("started inetd-controller pid={pid} as uid {uid}");
             }
             Err(e) => {
@@ -443,7 +377,7 @@ impl Daemon {
         let cid = ctl.conn.take();
         let reached = ctl.reached;
         if let Some(cid) = cid {
-            self.conns.remove(&cid);
+            self.links.remove(cid);
         }
         if self.quit.is_some() {
             return;
@@ -527,277 +461,50 @@ impl Daemon {
             }
         }
         self.listeners.close_all();
-        self.conns.clear();
-        if let Some((listener, path, (dev, ino), _)) = self.core_listener.take() {
-            drop(listener);
-            use std::os::unix::fs::MetadataExt;
-            if let Ok(m) = std::fs::symlink_metadata(&path) {
-                if m.dev() == dev && m.ino() == ino {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
+        self.links.close_all();
         info!("exiting");
     }
 
     // ---- the core socket -------------------------------------------------
 
     fn on_core_listener(&mut self) {
-        loop {
-            let Some((l, _, _, allowed)) = &self.core_listener else {
-                return;
-            };
-            let stream = match l.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!("core socket: accept failed: {e}");
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                    ) {
-                        self.acceptor
-                            .pause(&format!("core socket: accept failed: {e}"));
-                    }
-                    return;
-                }
-            };
-            // Judge the peer by the kernel's record before reading a byte.
-            let (pid, uid, gid) = match net::peer_cred(stream.as_fd()) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!("core socket: no peer credentials ({e}); closing the connection");
-                    continue;
-                }
-            };
-            if !allowed.contains(&uid) {
-                warn!("core socket: refused a connection from uid {uid} (pid {pid}, gid {gid}): not root, the controller user or the core's uid");
-                continue;
-            }
-            if self.conns.len() >= MAX_CORE_CONNS {
-                warn!("core socket: refused a connection from uid {uid} (pid {pid}): already {MAX_CORE_CONNS} connections");
-                continue;
-            }
-            if let Err(e) = stream.set_nonblocking(true) {
-                warn!("core socket: {e}");
-                continue;
-            }
-            let cid = self.next_conn;
-            self.next_conn += 1;
-            debug!("core connection {cid} from uid {uid} pid {pid}");
-            self.conns.insert(
-                cid,
-                Conn {
-                    stream,
-                    buf: FrameBuf::new(),
-                    out: Vec::new(),
-                    sent: 0,
-                    hello: false,
-                    closing: false,
-                    controller_link: false,
-                    who: format!("uid {uid} pid {pid}"),
-                },
-            );
+        if let Err(why) = self.links.accept() {
+            self.acceptor.pause(&why);
         }
     }
 
-    fn drop_conn(&mut self, cid: u64, reason: Option<&str>) {
-        if let Some(c) = self.conns.remove(&cid) {
-            match reason {
-                Some(r) => warn!("core connection from {}: {r}; closing it", c.who),
-                None => debug!("core connection from {} closed", c.who),
-            }
-            if let Some(ctl) = self.ctl.as_mut() {
-                if ctl.conn == Some(cid) {
-                    ctl.conn = None;
-                }
-            }
+    fn on_conn(&mut self, cid: ConnId, rev: i16) {
+        let mut readable = rev & (sys::POLLIN | sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0;
+        while let Some(req) = self.links.next_request(cid, readable) {
+            let resp = self.answer(req);
+            self.links.answer(cid, &resp);
+            readable = true;
         }
     }
 
-    /// Writes what is pending; false if the connection is gone.
-    fn flush(&mut self, cid: u64) -> bool {
-        let Some(c) = self.conns.get_mut(&cid) else {
-            return false;
-        };
-        while c.sent < c.out.len() {
-            match c.stream.write(&c.out[c.sent..]) {
-                Ok(0) => {
-                    self.drop_conn(cid, Some("write returned 0"));
-                    return false;
-                }
-                Ok(n) => c.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let r = format!("write failed: {e}");
-                    self.drop_conn(cid, Some(&r));
-                    return false;
-                }
-            }
-        }
-        c.out = Vec::new();
-        c.sent = 0;
-        if c.closing {
-            self.drop_conn(cid, None);
-            return false;
-        }
-        true
-    }
-
-    fn on_conn(&mut self, cid: u64, rev: i16) {
-        if !self.flush(cid) {
-            return;
-        }
-        let pending = self.conns.get(&cid).is_some_and(|c| c.sent < c.out.len());
-        if pending {
-            return;
-        }
-        if rev & (sys::POLLIN | sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0 {
-            self.conn_read(cid);
-        }
-    }
-
-    fn conn_read(&mut self, cid: u64) {
-        loop {
-            let Some(c) = self.conns.get_mut(&cid) else {
-                return;
-            };
-            if c.sent < c.out.len() || c.closing {
-                return;
-            }
-            // Never read past the current frame: at most one frame buffered.
-            let want = match c.buf.wanted() {
-                Ok(w) => w,
-                Err(e) => {
-                    let r = format!("bad frame: {e}");
-                    self.drop_conn(cid, Some(&r));
-                    return;
-                }
-            };
-            let n = want.min(self.rbuf.len());
-            match c.stream.read(&mut self.rbuf[..n]) {
-                Ok(0) => {
-                    if c.buf.pending() > 0 {
-                        let r = format!(
-                            "connection closed inside a frame ({} bytes buffered)",
-                            c.buf.pending()
-                        );
-                        self.drop_conn(cid, Some(&r));
-                    } else {
-                        self.drop_conn(cid, None);
-                    }
-                    return;
-                }
-                Ok(got) => c.buf.extend(&self.rbuf[..got]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let r = format!("read failed: {e}");
-                    self.drop_conn(cid, Some(&r));
-                    return;
-                }
-            }
-            match c.buf.next_payload() {
-                Ok(None) => {}
-                Ok(Some(p)) => {
-                    self.handle_payload(cid, &p);
-                    if !self.flush(cid) {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let r = format!("bad frame: {e}");
-                    self.drop_conn(cid, Some(&r));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn handle_payload(&mut self, cid: u64, payload: &[u8]) {
-        let req: CoreRequest = match decode_payload(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                let r = format!("undecodable message: {e}");
-                self.drop_conn(cid, Some(&r));
-                return;
-            }
-        };
-        let (hello, link) = match self.conns.get(&cid) {
-            Some(c) => (c.hello, c.controller_link),
-            None => return,
-        };
-        let (resp, close) = match req {
-            CoreRequest::Hello { version } if version != PROTOCOL_VERSION => {
-                let e = ProtocolError::VersionMismatch {
-                    ours: PROTOCOL_VERSION,
-                    theirs: version,
-                };
-                warn!("core connection: {e}");
-                (
-                    CoreResponse::Error {
-                        reason: e.to_string(),
-                    },
-                    true,
-                )
-            }
-            CoreRequest::Hello { .. } => {
-                if link {
+    fn answer(&mut self, req: Request) -> CoreResponse {
+        match req {
+            Request::Hello { controller_link } => {
+                if controller_link {
                     if let Some(ctl) = self.ctl.as_mut() {
                         ctl.reached = true;
                         ctl.failures = 0;
                     }
                 }
-                if let Some(c) = self.conns.get_mut(&cid) {
-                    c.hello = true;
-                }
-                (CoreResponse::Hello(self.core.hello_reply()), false)
+                CoreResponse::Hello(self.core.hello_reply())
             }
-            _ if !hello => {
-                let who = self
-                    .conns
-                    .get(&cid)
-                    .map(|c| c.who.clone())
-                    .unwrap_or_default();
-                warn!("core connection from {who}: a request before Hello; answering with an error and closing it");
-                (
-                    CoreResponse::Error {
-                        reason: "the first message on a core connection must be Hello".into(),
-                    },
-                    true,
-                )
-            }
-            CoreRequest::Apply { listeners } => (
-                apply::apply(
-                    &mut self.core,
-                    &mut self.listeners,
-                    &self.children,
-                    listeners,
-                ),
-                false,
+            Request::Apply(requested) => apply::apply(
+                &mut self.core,
+                &mut self.listeners,
+                &self.children,
+                requested,
             ),
-            CoreRequest::Status => (
-                CoreResponse::Status(apply::status(
-                    &self.core,
-                    &self.listeners,
-                    &self.children,
-                    self.acceptor.paused_until(),
-                )),
-                false,
-            ),
-        };
-        let frame = encode_frame(&resp).unwrap_or_else(|e| {
-            encode_frame(&CoreResponse::Error {
-                reason: format!("cannot encode the answer: {e}"),
-            })
-            .unwrap_or_default()
-        });
-        if let Some(c) = self.conns.get_mut(&cid) {
-            c.out = frame;
-            c.sent = 0;
-            c.closing = close;
+            Request::Status => CoreResponse::Status(apply::status(
+                &self.core,
+                &self.listeners,
+                &self.children,
+                self.acceptor.paused_until(),
+            )),
         }
     }
 }

@@ -32,6 +32,7 @@ mod backoff;
 mod children;
 mod cli;
 mod daemon;
+mod link;
 mod listeners;
 mod logger;
 mod peer;

@@ -8,7 +8,6 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use log::{info, warn};
 
 use crate::cli::Cli;
 use crate::daemon::{ControllerPlan, Mode, Setup};
+use crate::link::CoreSocket;
 use crate::sys::{self, UserInfo};
 use crate::validate::CorePolicy;
 
@@ -119,66 +119,6 @@ fn ensure_dir(path: &Path, mode: u32, private_uid: Option<u32>) -> Result<(), St
         Err(e) => fail(1, format!("cannot create {}: {e}", path.display())),
     }
 }
-
-/// Binds the core socket: refuses if another core answers there, removes a
-/// stale socket (never anything else), and creates the new one mode 0660
-/// with group `gid` by binding with that effective gid and umask 0117, so
-/// no chown is needed.
-fn bind_core_socket(
-    path: &Path,
-    gid: u32,
-    root: bool,
-) -> Result<(UnixListener, (u64, u64)), StartError> {
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if !m.file_type().is_socket() {
-            return fail(
-                1,
-                format!(
-                    "{} exists and is not a socket; not removing it",
-                    path.display()
-                ),
-            );
-        }
-        if sys::net::unix_answers(path) {
-            return fail(
-                1,
-                format!("another core is running: {} answers", path.display()),
-            );
-        }
-        std::fs::remove_file(path).or_else(|e| {
-            fail(
-                1,
-                format!("cannot remove the stale socket {}: {e}", path.display()),
-            )
-        })?;
-    }
-    let old = sys::umask(0o117);
-    let switched = root && sys::setegid(gid).is_ok();
-    let r = UnixListener::bind(path);
-    if switched {
-        let _ = sys::setegid(0);
-    }
-    sys::umask(old);
-    if root && !switched {
-        return fail(
-            1,
-            format!("cannot set the effective gid to {gid} to create the core socket"),
-        );
-    }
-    let l = r.or_else(|e| {
-        fail(
-            1,
-            format!("cannot bind the core socket {}: {e}", path.display()),
-        )
-    })?;
-    l.set_nonblocking(true)
-        .or_else(|e| fail(1, format!("core socket: {e}")))?;
-    let m = std::fs::symlink_metadata(path)
-        .or_else(|e| fail(1, format!("cannot stat {}: {e}", path.display())))?;
-    Ok((l, (m.dev(), m.ino())))
-}
-
-use std::os::unix::fs::FileTypeExt;
 
 fn cstr(s: impl AsRef<std::ffi::OsStr>) -> Result<CString, StartError> {
     CString::new(s.as_ref().as_bytes()).or_else(|_| fail(2, "an argument contains a NUL byte"))
@@ -296,22 +236,18 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
                 run.join("core.sock")
             }
         };
-        let (listener, file_id) = bind_core_socket(&path, ctl.gid, root)?;
         let mut allowed_uids = vec![0, ctl.uid, uid];
         allowed_uids.sort_unstable();
         allowed_uids.dedup();
+        let shown = format!("{allowed_uids:?}");
+        let socket =
+            CoreSocket::bind(&path, ctl.gid, root, allowed_uids).or_else(|e| fail(1, e))?;
         info!(
-            "core socket {} (mode 0660, group {}); serving uids {:?}",
+            "core socket {} (mode 0660, group {}); serving uids {shown}",
             path.display(),
             ctl.gid,
-            allowed_uids
         );
-        Mode::Packaged {
-            listener,
-            path,
-            file_id,
-            allowed_uids,
-        }
+        Mode::Packaged(socket)
     };
     sys::chdir_root().or_else(|e| fail(1, format!("chdir /: {e}")))?;
 
