@@ -18,7 +18,6 @@
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use inetd_protocol::CoreResponse;
@@ -27,17 +26,14 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::accept::Acceptor;
 use crate::apply::{self, CoreState};
-use crate::backoff::{self, Backoff};
+use crate::backoff;
 use crate::children::{ChildTable, Kind, Reaped, SetupFailure};
 use crate::link::{ConnId, CoreSocket, Links, Request};
 use crate::listeners::{ListenerId, ListenerTable};
+use crate::supervisor::{ControllerPlan, Supervisor};
+use crate::sys;
 use crate::sys::child::SingleThreaded;
-use crate::sys::{self, ExitStatus};
-use crate::validate::{CorePolicy, ExecImage, Identity};
-
-/// A controller that dies this many times in a row before its Hello makes
-/// a one-command core give up.
-const CONTROLLER_MAX_EARLY_FAILURES: u32 = 3;
+use crate::validate::CorePolicy;
 
 /// How long a one-command core waits for its controller to exit at
 /// shutdown before killing it.
@@ -59,22 +55,6 @@ pub enum Mode {
     OneCommand(ControllerPlan),
 }
 
-/// How to start the controller child (one-command mode), prepared once.
-pub struct ControllerPlan {
-    pub identity: Identity,
-    pub image: ExecImage,
-}
-
-struct CtlState {
-    plan: ControllerPlan,
-    pid: Option<i32>,
-    conn: Option<ConnId>,
-    reached: bool,
-    failures: u32,
-    restart_at: Option<Instant>,
-    backoff: Backoff,
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Tok {
     Signal,
@@ -86,45 +66,30 @@ enum Tok {
 
 pub struct Daemon {
     core: CoreState,
-    devnull: OwnedFd,
     sigfd: SignalFd,
     links: Links,
     listeners: ListenerTable,
     children: ChildTable,
     acceptor: Acceptor,
-    ctl: Option<CtlState>,
+    /// One-command mode: the controller child.
+    supervisor: Option<Supervisor>,
     quit: Option<i32>,
 }
 
 impl Daemon {
     pub fn new(setup: Setup, single: SingleThreaded) -> Daemon {
-        let (socket, ctl) = match setup.mode {
+        let (socket, supervisor) = match setup.mode {
             Mode::Packaged(socket) => (Some(socket), None),
-            Mode::OneCommand(plan) => (
-                None,
-                Some(CtlState {
-                    plan,
-                    pid: None,
-                    conn: None,
-                    reached: false,
-                    failures: 0,
-                    restart_at: Some(Instant::now()),
-                    backoff: Backoff::new(
-                        backoff::CONTROLLER_RESTART_FIRST,
-                        backoff::CONTROLLER_RESTART_MAX,
-                    ),
-                }),
-            ),
+            Mode::OneCommand(plan) => (None, Some(Supervisor::new(plan, setup.devnull))),
         };
         Daemon {
             core: CoreState::new(setup.policy),
-            devnull: setup.devnull,
             sigfd: setup.sigfd,
             links: Links::new(socket),
             listeners: ListenerTable::default(),
             children: ChildTable::new(single, setup.dgram_idle),
             acceptor: Acceptor::default(),
-            ctl,
+            supervisor,
             quit: None,
         }
     }
@@ -209,7 +174,7 @@ impl Daemon {
         [
             self.acceptor.paused_until(),
             self.listeners.next_retry(),
-            self.ctl.as_ref().and_then(|c| c.restart_at),
+            self.supervisor.as_ref().and_then(Supervisor::restart_at),
         ]
         .into_iter()
         .flatten()
@@ -221,12 +186,12 @@ impl Daemon {
         for (id, attempt) in self.listeners.due_retries(now) {
             self.retry_bind(id, attempt);
         }
-        if self
-            .ctl
-            .as_ref()
-            .is_some_and(|c| c.restart_at.is_some_and(|t| t <= now))
-        {
-            self.start_controller();
+        if let Some(sup) = &mut self.supervisor {
+            if sup.restart_at().is_some_and(|t| t <= now)
+                && sup.start(&mut self.children, &mut self.links).is_err()
+            {
+                self.quit = Some(1);
+            }
         }
     }
 
@@ -301,7 +266,17 @@ impl Daemon {
     fn child_ended(&mut self, r: Reaped) {
         let (pid, status) = (r.pid, r.status);
         match r.kind {
-            Kind::Controller => self.controller_exited(pid, status, r.started),
+            Kind::Controller => {
+                let stopping = self.quit.is_some();
+                if let Some(sup) = &mut self.supervisor {
+                    if sup
+                        .exited(pid, status, r.started, &mut self.links, stopping)
+                        .is_err()
+                    {
+                        self.quit = Some(1);
+                    }
+                }
+            }
             Kind::Server(id) => {
                 info!("exit service=\"{}\" pid={pid} status={status}", r.label);
                 if let Some(l) = self.listeners.get_mut(id) {
@@ -309,95 +284,6 @@ impl Daemon {
                 }
             }
         }
-    }
-
-    // ---- the controller child (one-command mode) -------------------------
-
-    fn start_controller(&mut self) {
-        let Some(ctl) = self.ctl.as_mut() else { return };
-        ctl.restart_at = None;
-        let (ours, theirs) = match UnixStream::pair() {
-            Ok(p) => p,
-            Err(e) => {
-                error!("cannot make the controller's socketpair: {e}");
-                self.controller_failed_early();
-                return;
-            }
-        };
-        if let Err(e) = ours.set_nonblocking(true) {
-            error!("cannot make the controller's socketpair nonblocking: {e}");
-            self.controller_failed_early();
-            return;
-        }
-        let dn = self.devnull.as_raw_fd();
-        // stdin and stdout on /dev/null, the core's stderr, the link on 3.
-        let fds = [dn, dn, 2, theirs.as_raw_fd()];
-        let r = self
-            .children
-            .spawn_controller(&ctl.plan.identity, &ctl.plan.image, &fds);
-        drop(theirs);
-        match r {
-            Ok(pid) => {
-                let uid = ctl.plan.identity.uid();
-                ctl.pid = Some(pid);
-                ctl.reached = false;
-                ctl.conn = Some(self.links.add_controller_link(ours, pid));
-                info!("started inetd-controller pid={pid} as uid {uid}");
-            }
-            Err(e) => {
-                error!("cannot start inetd-controller: {e}");
-                self.controller_failed_early();
-            }
-        }
-    }
-
-    /// The controller died (or could not start) before its Hello.
-    fn controller_failed_early(&mut self) {
-        let Some(ctl) = self.ctl.as_mut() else { return };
-        ctl.failures += 1;
-        if ctl.failures >= CONTROLLER_MAX_EARLY_FAILURES {
-            error!(
-                "inetd-controller failed {} times in a row before reaching the core; giving up",
-                ctl.failures
-            );
-            self.quit = Some(1);
-            return;
-        }
-        let d = ctl.backoff.next_delay();
-        ctl.restart_at = Some(Instant::now() + d);
-        warn!("restarting inetd-controller in {} s", d.as_secs_f32());
-    }
-
-    fn controller_exited(&mut self, pid: i32, status: ExitStatus, started: Instant) {
-        let Some(ctl) = self.ctl.as_mut() else { return };
-        if ctl.pid != Some(pid) {
-            return;
-        }
-        ctl.pid = None;
-        let cid = ctl.conn.take();
-        let reached = ctl.reached;
-        if let Some(cid) = cid {
-            self.links.remove(cid);
-        }
-        if self.quit.is_some() {
-            return;
-        }
-        warn!("inetd-controller pid={pid} ended: {status}");
-        if !reached {
-            self.controller_failed_early();
-            return;
-        }
-        let ctl = self.ctl.as_mut().expect("checked");
-        ctl.failures = 0;
-        if started.elapsed() >= Duration::from_secs(60) {
-            ctl.backoff.reset();
-        }
-        let d = ctl.backoff.next_delay();
-        ctl.restart_at = Some(Instant::now() + d);
-        info!(
-            "restarting inetd-controller in {} s; listeners keep serving meanwhile",
-            d.as_secs_f32()
-        );
     }
 
     // ---- signals ---------------------------------------------------------
@@ -417,16 +303,8 @@ impl Daemon {
                     info!("signal {s}: closing listeners and exiting; running servers are left alone");
                     self.quit = Some(0);
                 }
-                libc::SIGHUP => match self.ctl.as_ref().and_then(|c| c.pid) {
-                    Some(pid) => {
-                        info!("SIGHUP: forwarded to inetd-controller pid={pid} (reload)");
-                        if let Err(e) = sys::kill(pid, libc::SIGHUP) {
-                            warn!("cannot forward SIGHUP to the controller: {e}");
-                        }
-                    }
-                    None if self.ctl.is_some() => {
-                        warn!("SIGHUP: no controller running to reload");
-                    }
+                libc::SIGHUP => match &self.supervisor {
+                    Some(sup) => sup.forward_hup(),
                     None => info!(
                         "SIGHUP ignored: reloading is the controller's job (inetctl reload, or SIGHUP to inetd-controller)"
                     ),
@@ -437,32 +315,45 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
-        if let Some(pid) = self.ctl.as_ref().and_then(|c| c.pid) {
-            let _ = sys::kill(pid, libc::SIGTERM);
-            let deadline = Instant::now() + CONTROLLER_STOP_WAIT;
-            let mut gone = false;
-            while Instant::now() < deadline {
-                self.reap();
-                if self.ctl.as_ref().and_then(|c| c.pid).is_none() {
-                    gone = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !gone {
-                warn!("inetd-controller pid={pid} did not stop; killing it");
-                let _ = sys::kill(pid, libc::SIGKILL);
-                while self.ctl.as_ref().and_then(|c| c.pid).is_some()
-                    && Instant::now() < deadline + CONTROLLER_STOP_WAIT
-                {
-                    self.reap();
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        self.stop_controller();
         self.listeners.close_all();
         self.links.close_all();
         info!("exiting");
+    }
+
+    fn controller_pid(&self) -> Option<i32> {
+        self.supervisor.as_ref().and_then(Supervisor::pid)
+    }
+
+    /// One-command mode: SIGTERM to the controller, SIGKILL if it has not
+    /// gone after a while.
+    fn stop_controller(&mut self) {
+        let Some(pid) = self.controller_pid() else {
+            return;
+        };
+        let _ = sys::kill(pid, libc::SIGTERM);
+        if self.wait_controller() {
+            return;
+        }
+        warn!("inetd-controller pid={pid} did not stop; killing it");
+        let _ = sys::kill(pid, libc::SIGKILL);
+        self.wait_controller();
+    }
+
+    /// Reaps until the controller is gone or [`CONTROLLER_STOP_WAIT`] has
+    /// passed; whether it is gone.
+    fn wait_controller(&mut self) -> bool {
+        let deadline = Instant::now() + CONTROLLER_STOP_WAIT;
+        loop {
+            self.reap();
+            if self.controller_pid().is_none() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     // ---- the core socket -------------------------------------------------
@@ -486,9 +377,8 @@ impl Daemon {
         match req {
             Request::Hello { controller_link } => {
                 if controller_link {
-                    if let Some(ctl) = self.ctl.as_mut() {
-                        ctl.reached = true;
-                        ctl.failures = 0;
+                    if let Some(sup) = &mut self.supervisor {
+                        sup.hello();
                     }
                 }
                 CoreResponse::Hello(self.core.hello_reply())

@@ -38,6 +38,7 @@ mod logger;
 mod peer;
 mod plan;
 mod startup;
+mod supervisor;
 mod sys;
 mod validate;
 

@@ -14,8 +14,9 @@ use std::time::Duration;
 use log::{info, warn};
 
 use crate::cli::Cli;
-use crate::daemon::{ControllerPlan, Mode, Setup};
+use crate::daemon::{Mode, Setup};
 use crate::link::CoreSocket;
+use crate::supervisor::{controller_argv, ControllerPlan};
 use crate::sys::{self, UserInfo};
 use crate::validate::CorePolicy;
 
@@ -126,27 +127,6 @@ fn cstr(s: impl AsRef<std::ffi::OsStr>) -> Result<CString, StartError> {
 
 fn absolute(p: &Path) -> Result<PathBuf, StartError> {
     std::path::absolute(p).or_else(|e| fail(2, format!("{}: {e}", p.display())))
-}
-
-/// The controller's argv: `--core-fd 3`, then what is passed on.
-pub fn controller_argv(
-    configs: &[PathBuf],
-    control_socket: &Path,
-    log_level: &str,
-    extra: &[std::ffi::OsString],
-) -> Vec<std::ffi::OsString> {
-    let mut v: Vec<std::ffi::OsString> =
-        vec!["inetd-controller".into(), "--core-fd".into(), "3".into()];
-    for c in configs {
-        v.push("--config".into());
-        v.push(c.as_os_str().to_owned());
-    }
-    v.push("--control-socket".into());
-    v.push(control_socket.as_os_str().to_owned());
-    v.push("--log-level".into());
-    v.push(log_level.into());
-    v.extend(extra.iter().cloned());
-    v
 }
 
 pub fn start(cli: &Cli) -> Result<Setup, StartError> {
@@ -290,38 +270,4 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
         sigfd,
         mode,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn controller_arguments() {
-        let v = controller_argv(
-            &[PathBuf::from("/a.conf"), PathBuf::from("/d")],
-            Path::new("/run/inetd/control/control.sock"),
-            "debug",
-            &["--services".into(), "/s".into()],
-        );
-        let v: Vec<&str> = v.iter().map(|s| s.to_str().unwrap()).collect();
-        assert_eq!(
-            v,
-            vec![
-                "inetd-controller",
-                "--core-fd",
-                "3",
-                "--config",
-                "/a.conf",
-                "--config",
-                "/d",
-                "--control-socket",
-                "/run/inetd/control/control.sock",
-                "--log-level",
-                "debug",
-                "--services",
-                "/s"
-            ]
-        );
-    }
 }
