@@ -17,7 +17,7 @@
 //!   the core buffer more than one answer.
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use inetd_protocol::CoreResponse;
@@ -43,7 +43,6 @@ const CONTROLLER_STOP_WAIT: Duration = Duration::from_secs(5);
 pub struct Setup {
     pub policy: CorePolicy,
     pub dgram_idle: Duration,
-    pub devnull: OwnedFd,
     pub sigfd: SignalFd,
     pub mode: Mode,
 }
@@ -80,7 +79,7 @@ impl Daemon {
     pub fn new(setup: Setup, single: SingleThreaded) -> Daemon {
         let (socket, supervisor) = match setup.mode {
             Mode::Packaged(socket) => (Some(socket), None),
-            Mode::OneCommand(plan) => (None, Some(Supervisor::new(plan, setup.devnull))),
+            Mode::OneCommand(plan) => (None, Some(Supervisor::new(plan))),
         };
         Daemon {
             core: CoreState::new(setup.policy),

@@ -37,7 +37,7 @@ mod listeners;
 mod logger;
 mod peer;
 mod plan;
-mod startup;
+mod start;
 mod supervisor;
 mod sys;
 mod validate;
@@ -73,7 +73,7 @@ fn main() {
         }
     };
     logger::init(cli.log_level.filter());
-    let code = match startup::start(&cli) {
+    let code = match start::start(&cli) {
         Ok(setup) => daemon::Daemon::new(setup, single).run(),
         Err(e) => {
             log::error!("{}", e.message);

@@ -35,6 +35,8 @@ const STABLE_RUN: Duration = Duration::from_secs(60);
 pub struct ControllerPlan {
     pub identity: Identity,
     pub image: ExecImage,
+    /// The controller's stdin and stdout.
+    pub devnull: OwnedFd,
 }
 
 /// The controller's argv: `--core-fd 3`, then what is passed on.
@@ -133,8 +135,6 @@ pub struct GiveUp;
 /// The controller child and its link.
 pub struct Supervisor {
     plan: ControllerPlan,
-    /// stdin and stdout of the controller.
-    devnull: OwnedFd,
     pid: Option<i32>,
     link: Option<ConnId>,
     reached: bool,
@@ -144,10 +144,9 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor that starts the controller at once.
-    pub fn new(plan: ControllerPlan, devnull: OwnedFd) -> Supervisor {
+    pub fn new(plan: ControllerPlan) -> Supervisor {
         Supervisor {
             plan,
-            devnull,
             pid: None,
             link: None,
             reached: false,
@@ -187,7 +186,7 @@ impl Supervisor {
             error!("cannot make the controller's socketpair nonblocking: {e}");
             return self.after(Ended::Early);
         }
-        let dn = self.devnull.as_raw_fd();
+        let dn = self.plan.devnull.as_raw_fd();
         // stdin and stdout on /dev/null, the core's stderr, the link on 3.
         let fds = [dn, dn, 2, theirs.as_raw_fd()];
         let r = children.spawn_controller(&self.plan.identity, &self.plan.image, &fds);

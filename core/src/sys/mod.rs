@@ -11,6 +11,7 @@
 pub mod caps;
 pub mod child;
 pub mod net;
+mod status;
 pub mod unixsock;
 
 use std::ffi::CString;
