@@ -1,10 +1,7 @@
 //! Serving a listener that polled readable: accept (or hand the socket
-//! over), admit, spawn; and the pause of every accept when descriptors or
-//! memory run out.
-//!
-//! Out of descriptors or memory, accept (or pipe, or fork) would fail again
-//! at once and the loop would spin: every listener then stops being polled
-//! for 100 ms, doubling up to 1 s while the failures go on, logged once per
+//! over), admit, spawn. Out of descriptors or memory, accept (or pipe, or
+//! fork) would fail again at once and the loop would spin: every listener
+//! then stops being polled for 100 ms, doubling up to 1 s, logged once per
 //! burst; the first child that starts ends the burst.
 #![forbid(unsafe_code)]
 
@@ -31,8 +28,7 @@ pub struct Acceptor {
     pause_until: Option<Instant>,
     backoff: Backoff,
     in_burst: bool,
-    /// A status pipe made before an accept that found nothing, kept for
-    /// the next one.
+    /// Made before an accept that found nothing; kept for the next.
     spare_pipe: Option<StatusPipe>,
 }
 
@@ -48,7 +44,6 @@ impl Default for Acceptor {
 }
 
 impl Acceptor {
-    /// Until when no listener is polled, if a pause is on.
     pub fn paused_until(&self) -> Option<Instant> {
         self.pause_until
     }
@@ -60,8 +55,7 @@ impl Acceptor {
         }
     }
 
-    /// Stops polling every listener for a while: out of descriptors or
-    /// memory, accept would fail again at once and the loop would spin.
+    /// Stops polling every listener for a while (see the module's header).
     pub fn pause(&mut self, why: &str) {
         let d = self.backoff.next_delay();
         if !self.in_burst {
@@ -74,7 +68,6 @@ impl Acceptor {
         self.pause_until = Some(Instant::now() + d);
     }
 
-    /// A child started: a burst of resource failures, if any, is over.
     fn child_started(&mut self) {
         if self.in_burst {
             self.in_burst = false;
@@ -83,10 +76,9 @@ impl Acceptor {
         }
     }
 
-    /// A status pipe for the next child: the spare one, or a new one. The
-    /// pipe comes first: out of descriptors, a connection stays queued in
-    /// the kernel instead of being accepted and then dropped for want of a
-    /// pipe.
+    /// The next child's status pipe, made before accept: out of
+    /// descriptors, a connection stays queued in the kernel instead of
+    /// being accepted and dropped for want of a pipe.
     fn pipe(&mut self) -> Option<StatusPipe> {
         if let Some(p) = self.spare_pipe.take() {
             return Some(p);
@@ -100,8 +92,7 @@ impl Acceptor {
         }
     }
 
-    /// Serves listener `id`, which polled readable. `udp_ports` are the
-    /// configured UDP builtin ports (for a dgram builtin's guard).
+    /// Serves listener `id`, which polled readable.
     pub fn serve(
         &mut self,
         id: ListenerId,
@@ -154,10 +145,8 @@ impl Acceptor {
         }
     }
 
-    /// One accepted connection of a nowait (or builtin stream) service:
-    /// admit it, then start its child. Returns the status pipe if no child
-    /// was started with it. The core's copy of the connection is closed on
-    /// return.
+    /// One connection of a nowait (or builtin stream) service: admitted,
+    /// its child started. Returns the pipe if no child took it.
     fn serve_connection(
         &mut self,
         s: &mut Serving<'_>,
@@ -189,8 +178,7 @@ impl Acceptor {
         None
     }
 
-    /// A wait service (or a dgram builtin): the child gets the socket and
-    /// holds it until it is reaped.
+    /// A wait service (or a dgram builtin): the child gets the socket.
     fn spawn_holder(&mut self, s: &mut Serving<'_>) {
         let Some(raw) = s.l.socket().map(|fd| fd.as_raw_fd()) else {
             return;
@@ -206,9 +194,8 @@ impl Acceptor {
         }
     }
 
-    /// Starts the child of listener `id` with `fd` as its connection (with
-    /// its peer text and environment) or socket. Returns its pid, or `None`
-    /// (logged) if it could not start.
+    /// Starts a child with `fd` as its connection (`conn`: its peer text
+    /// and environment) or socket; its pid, or `None` (logged).
     fn spawn(
         &mut self,
         s: &mut Serving<'_>,
@@ -226,12 +213,9 @@ impl Acceptor {
                 Some(pid)
             }
             Err(e) => {
-                // Logged once per burst (by pause) and kept as the
-                // listener's last error.
                 l.last_error = Some(format!("cannot start a child: {e}"));
                 // Out of processes, descriptors or memory: the socket stays
-                // readable, so back off like an accept that fails for lack
-                // of resources.
+                // readable, so back off as for a failed accept.
                 self.pause(&format!(
                     "cannot start a child for service=\"{}\": {e}",
                     l.label()
@@ -242,7 +226,7 @@ impl Acceptor {
     }
 }
 
-/// One listener being served, with what its children need.
+/// A listener being served, with what its children need.
 struct Serving<'a> {
     id: ListenerId,
     l: &'a mut Listener,

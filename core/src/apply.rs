@@ -1,14 +1,12 @@
-//! What the controller asks of the core: `Apply` (the full desired state,
-//! planned by `plan` as a pure diff, then carried out on the listener
-//! table), `Status` and the `Hello` reply.
+//! What the controller asks of the core: `Apply`, `Status`, and the answer
+//! to `Hello`.
 //!
-//! An apply validates every listener, plans against the table, removes
-//! what is no longer wanted (before any bind, so a port or path can move
-//! between entries in one apply), then adds, changes or keeps each
-//! requested listener in the request's order. A listener that fails
-//! validation or is refused at bind (an unsafe unix path) is rejected; one
-//! whose bind fails for the system (address in use) is kept `Failed` and
-//! retried. The generation rises when anything changed.
+//! An apply validates every listener, diffs against the table (`plan`,
+//! pure), removes what is no longer wanted (before any bind, so a port or
+//! path can move between entries), then adds, changes or keeps each
+//! requested listener in order. Failing validation or refused at bind (an
+//! unsafe unix path): rejected. A bind the system refuses (address in
+//! use): `Failed`, retried. The generation rises when anything changed.
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -29,9 +27,8 @@ use crate::validate::{validate, CorePolicy, Prepared};
 /// What the core is, and the generation of what it runs.
 pub struct CoreState {
     pub policy: CorePolicy,
-    /// Rises with every apply that changes something; the core's own.
     pub generation: u64,
-    /// When the core started, unix seconds.
+    /// Unix seconds.
     pub started_at: u64,
 }
 
@@ -69,7 +66,6 @@ fn unix_at(at: Instant) -> u64 {
     unix_now() + at.saturating_duration_since(Instant::now()).as_secs()
 }
 
-/// Carries out an `Apply`: see the module's description.
 pub fn apply(
     core: &mut CoreState,
     table: &mut ListenerTable,
@@ -129,9 +125,8 @@ pub fn apply(
     })
 }
 
-/// Closes the listeners at `keys`; those the request does not name at all
-/// are reported as removed (a key whose new spec was rejected is not: its
-/// outcome says why).
+/// Closes the listeners at `keys`; reported as removed are those the
+/// request does not name (a rejected new spec's outcome says why).
 fn remove(
     table: &mut ListenerTable,
     children: &ChildTable,
@@ -167,8 +162,8 @@ fn rejected(spec: &ListenerSpec, reason: String) -> Outcome {
     Outcome::Rejected { reason }
 }
 
-/// An outcome for a step the plan made against this very table but the
-/// table cannot carry out: not expected, reported rather than trusted.
+/// A step planned against this very table that it cannot carry out: not
+/// expected, reported rather than trusted.
 fn inconsistent(spec: &ListenerSpec) -> Outcome {
     rejected(
         spec,
@@ -176,7 +171,6 @@ fn inconsistent(spec: &ListenerSpec) -> Outcome {
     )
 }
 
-/// Carries out one planned step for a listener that passed validation.
 fn carry_out(
     table: &mut ListenerTable,
     core_uid: u32,
@@ -256,8 +250,8 @@ fn failed(l: &Listener, reason: String) -> Outcome {
     }
 }
 
-/// What the core runs now. `paused_until` is the accept pause, if one is
-/// on: listening listeners show as paused meanwhile.
+/// What the core runs; `paused_until`, the accept pause, shows listening
+/// listeners as paused.
 pub fn status(
     core: &CoreState,
     table: &ListenerTable,

@@ -1,12 +1,8 @@
-//! The child table: every child the core started, from fork until it is
-//! reaped, with its status pipe until it reaches exec.
-//!
-//! Invariants, kept here:
-//! * a child is in the table from the moment `fork` returns its pid (the
-//!   table itself spawns) until `waitpid` reports its end, so a pid the
-//!   core signals (only the controller's) cannot have been reused;
-//! * `per_listener[id]` is the number of live children of listener `id`,
-//!   changed only where a child enters or leaves the table.
+//! The child table: every child the core started, with its status pipe
+//! until it reaches exec. Invariants, kept here:
+//! * a child is in the table from fork (the table itself spawns) until it
+//!   is reaped, so a pid the core signals cannot have been reused;
+//! * `per_listener[id]` counts the live children of listener `id`.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -23,12 +19,10 @@ use crate::sys::child::{self, ChildStatus, SingleThreaded, Spawned, StatusPipe, 
 use crate::sys::{self, ExitStatus};
 use crate::validate::{ExecImage, Identity, Program};
 
-/// Whose child it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A server or builtin of a listener.
     Server(ListenerId),
-    /// The controller (one-command mode).
+    /// One-command mode.
     Controller,
 }
 
@@ -39,13 +33,11 @@ struct Child {
     uid: u32,
     started_at: u64,
     started: Instant,
-    /// The status pipe until the child reaches exec (end of file) or
-    /// reports a failure.
+    /// Until the child reaches exec (end of file) or reports a failure.
     status: Option<OwnedFd>,
 }
 
-/// A child that failed before exec (or its builtin), as its status pipe
-/// said.
+/// A child that failed before exec (or its builtin), as its pipe said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetupFailure {
     pub pid: i32,
@@ -56,8 +48,6 @@ pub struct SetupFailure {
 }
 
 impl SetupFailure {
-    /// What failed, for the log and a listener's last error:
-    /// `exec failed at execve: No such file or directory (os error 2)`.
     pub fn what(&self) -> &'static str {
         if self.step == Step::Exec {
             "exec failed"
@@ -76,7 +66,6 @@ impl SetupFailure {
     }
 }
 
-/// A reaped child.
 #[derive(Debug)]
 pub struct Reaped {
     pub pid: i32,
@@ -84,16 +73,30 @@ pub struct Reaped {
     pub label: String,
     pub started: Instant,
     pub status: ExitStatus,
-    /// What its status pipe said, if it failed and that was not read yet.
+    /// A failure its status pipe reported and nobody had read yet.
     pub failure: Option<SetupFailure>,
+}
+
+impl Child {
+    fn failure(&self, pid: i32, status: ChildStatus) -> Option<SetupFailure> {
+        let ChildStatus::Failed { step, errno } = status else {
+            return None;
+        };
+        let (kind, label) = (self.kind, self.label.clone());
+        Some(SetupFailure {
+            pid,
+            kind,
+            label,
+            step,
+            errno,
+        })
+    }
 }
 
 pub struct ChildTable {
     children: HashMap<i32, Child>,
     per_listener: HashMap<ListenerId, u32>,
-    /// The core runs one thread: builtins may run after fork.
     single: SingleThreaded,
-    /// How long a dgram builtin waits for a datagram before it exits.
     dgram_idle: Duration,
 }
 
@@ -107,9 +110,8 @@ impl ChildTable {
         }
     }
 
-    /// Starts a child of listener `id` with `fd` as its connection (or its
-    /// socket) and records it. `udp_ports` are the configured UDP builtin
-    /// ports, which a dgram builtin never answers.
+    /// Starts and records a child of listener `id`, with `fd` as its
+    /// connection (`conn`: peer text and environment) or socket.
     pub fn spawn_server(
         &mut self,
         id: ListenerId,
@@ -151,22 +153,15 @@ impl ChildTable {
         Ok(self.record(sp, Kind::Server(id), l.label(), peer, identity.uid()))
     }
 
-    /// Starts the controller (one-command mode) with `fds` on 0, 1, 2, ...
-    /// and records it.
+    /// Starts and records the controller, `fds` on 0, 1, 2, ...
     pub fn spawn_controller(
         &mut self,
-        identity: &Identity,
+        id: &Identity,
         image: &ExecImage,
         fds: &[RawFd],
     ) -> io::Result<i32> {
-        let sp = child::spawn_exec(identity, image, &[], fds, None)?;
-        Ok(self.record(
-            sp,
-            Kind::Controller,
-            "inetd-controller",
-            None,
-            identity.uid(),
-        ))
+        let sp = child::spawn_exec(id, image, &[], fds, None)?;
+        Ok(self.record(sp, Kind::Controller, "inetd-controller", None, id.uid()))
     }
 
     fn record(
@@ -177,22 +172,22 @@ impl ChildTable {
         peer: Option<String>,
         uid: u32,
     ) -> i32 {
-        self.children.insert(
-            sp.pid,
-            Child {
-                kind,
-                label: label.to_owned(),
-                peer,
-                uid,
-                started_at: unix_now(),
-                started: Instant::now(),
-                status: Some(sp.status),
-            },
-        );
+        let (started_at, started) = (unix_now(), Instant::now());
+        let label = label.to_owned();
+        let status = Some(sp.status);
+        let c = Child {
+            kind,
+            label,
+            peer,
+            uid,
+            started_at,
+            started,
+            status,
+        };
+        self.children.insert(sp.pid, c);
         sp.pid
     }
 
-    /// The status pipes still open, to poll.
     pub fn status_fds(&self) -> impl Iterator<Item = (i32, RawFd)> + '_ {
         self.children
             .iter()
@@ -206,16 +201,7 @@ impl ChildTable {
         if status != ChildStatus::Pending {
             c.status = None;
         }
-        match status {
-            ChildStatus::Failed { step, errno } => Some(SetupFailure {
-                pid,
-                kind: c.kind,
-                label: c.label.clone(),
-                step,
-                errno,
-            }),
-            ChildStatus::Pending | ChildStatus::Started => None,
-        }
+        c.failure(pid, status)
     }
 
     /// Reaps every child that has ended. A pid the table does not know
@@ -228,31 +214,22 @@ impl ChildTable {
                 continue;
             };
             if let Kind::Server(id) = c.kind {
-                if let Some(n) = self.per_listener.get_mut(&id) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.per_listener.remove(&id);
-                    }
+                let n = self.per_listener.entry(id).or_default();
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_listener.remove(&id);
                 }
             }
             let failure = c
                 .status
                 .take()
-                .and_then(|fd| match child::read_status(&fd) {
-                    ChildStatus::Failed { step, errno } => Some(SetupFailure {
-                        pid,
-                        kind: c.kind,
-                        label: c.label.clone(),
-                        step,
-                        errno,
-                    }),
-                    ChildStatus::Pending | ChildStatus::Started => None,
-                });
+                .and_then(|fd| c.failure(pid, child::read_status(&fd)));
+            let (kind, label, started) = (c.kind, c.label, c.started);
             out.push(Reaped {
                 pid,
-                kind: c.kind,
-                label: c.label,
-                started: c.started,
+                kind,
+                label,
+                started,
                 status,
                 failure,
             });
@@ -260,13 +237,12 @@ impl ChildTable {
         out
     }
 
-    /// Live children of listener `id`.
     pub fn count_for(&self, id: ListenerId) -> u32 {
         self.per_listener.get(&id).copied().unwrap_or(0)
     }
 
-    /// The live servers for the status report, by pid; `index` maps a
-    /// listener to its place in the report.
+    /// The live servers for the status report; `index` maps a listener to
+    /// its place in it.
     pub fn servers(&self, index: impl Fn(ListenerId) -> Option<u32>) -> Vec<ChildInfo> {
         let mut v: Vec<ChildInfo> = self
             .children

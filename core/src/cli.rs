@@ -1,9 +1,9 @@
 //! The command line (fixed: scripts and packaging depend on it), parsed by
-//! hand: a table of flags, `--flag value` and `--flag=value`, repeatable
-//! flags collected in order, everything after `--` passed to the
-//! controller. A parser library would add far more code to the root
-//! binary than these few flags need. Pure: takes the arguments, returns a
-//! value or a usage error (exit 2).
+//! hand from a table of flags: `--flag value` and `--flag=value`,
+//! `--config` repeatable and kept in order, everything after `--` passed to
+//! the controller. A parser library would add far more code to the root
+//! binary than eight flags need. Pure: arguments in, a value or a usage
+//! error (exit 2) out.
 #![forbid(unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
@@ -11,91 +11,33 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
+/// What the command line asks for; see [`help`] for each flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cli {
+    pub core_socket: Option<PathBuf>,
+    pub controller_user: Option<String>,
+    pub allow_root_services: bool,
+    pub allow_setuid_services: bool,
+    pub dgram_idle: u64,
+    /// One of [`LOG_LEVELS`].
+    pub log_level: &'static str,
+    pub config: Vec<PathBuf>,
+    pub control_socket: Option<PathBuf>,
+    /// Everything after `--`.
+    pub controller_args: Vec<OsString>,
 }
 
-impl LogLevel {
-    const ALL: [LogLevel; 5] = [
-        LogLevel::Error,
-        LogLevel::Warn,
-        LogLevel::Info,
-        LogLevel::Debug,
-        LogLevel::Trace,
-    ];
-
-    pub fn filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Trace => log::LevelFilter::Trace,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
-    }
-}
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 /// The largest `--dgram-idle`: a day.
 const DGRAM_IDLE_MAX: u64 = 86_400;
 
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cli {
-    /// The core socket (packaged mode).
-    pub core_socket: Option<PathBuf>,
-    /// The controller's user, by name or uid (root only; default: inetd).
-    pub controller_user: Option<String>,
-    pub allow_root_services: bool,
-    pub allow_setuid_services: bool,
-    /// Seconds without a datagram after which a dgram builtin exits.
-    pub dgram_idle: u64,
-    pub log_level: LogLevel,
-    /// One-command mode: the controller's configuration (repeatable).
-    pub config: Vec<PathBuf>,
-    /// One-command mode: the control socket the controller serves.
-    pub control_socket: Option<PathBuf>,
-    /// One-command mode: everything after `--`.
-    pub controller_args: Vec<OsString>,
-}
-
-impl Default for Cli {
-    fn default() -> Self {
-        Cli {
-            core_socket: None,
-            controller_user: None,
-            allow_root_services: false,
-            allow_setuid_services: false,
-            dgram_idle: 30,
-            log_level: LogLevel::Info,
-            config: Vec::new(),
-            control_socket: None,
-            controller_args: Vec::new(),
-        }
-    }
-}
-
-/// The outcome of a command line that parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Cli),
-    /// `--help`: print [`help`] on stdout, exit 0.
+    /// Print [`help`] on stdout, exit 0.
     Help,
-    /// `--version`: print [`version`] on stdout, exit 0.
+    /// Print [`version`] on stdout, exit 0.
     Version,
 }
 
@@ -105,78 +47,27 @@ pub struct UsageError(pub String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let msg = &self.0;
         write!(
             f,
-            "error: {}\n\n{USAGE}\n\nFor more information, try '--help'.",
-            self.0
+            "error: {msg}\n\n{USAGE}\n\nFor more information, try '--help'."
         )
     }
 }
 
 pub const USAGE: &str = "Usage: inetd-core [OPTIONS] [-- CONTROLLER-ARGS...]";
 
-/// One flag: its name, the name of its value (`None` for a switch),
-/// whether it may be given more than once, and its help line.
-struct Flag {
-    name: &'static str,
-    value: Option<&'static str>,
-    repeatable: bool,
-    help: &'static str,
-}
-
-const fn flag(name: &'static str, value: Option<&'static str>, help: &'static str) -> Flag {
-    Flag {
-        name,
-        value,
-        repeatable: false,
-        help,
-    }
-}
-
-const FLAGS: [Flag; 8] = [
-    flag(
-        "core-socket",
-        Some("PATH"),
-        "The core socket (packaged mode). Default: RUN/core.sock",
-    ),
-    flag(
-        "controller-user",
-        Some("USER"),
-        "The controller's user, by name or uid (root only; default: inetd)",
-    ),
-    flag(
-        "allow-root-services",
-        None,
-        "Allow services that run with uid, gid or a group 0",
-    ),
-    flag(
-        "allow-setuid-services",
-        None,
-        "Let non-root services gain privileges through setuid programs (no no_new_privs)",
-    ),
-    flag(
-        "dgram-idle",
-        Some("SECONDS"),
-        "A datagram builtin exits after this many seconds without a datagram (1-86400) [default: 30]",
-    ),
-    flag(
-        "log-level",
-        Some("LEVEL"),
-        "error, warn, info, debug or trace [default: info]",
-    ),
-    Flag {
-        repeatable: true,
-        ..flag(
-            "config",
-            Some("PATH"),
-            "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)",
-        )
-    },
-    flag(
-        "control-socket",
-        Some("PATH"),
-        "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock",
-    ),
+/// Each flag: its name, the name of its value (`None` for a switch), help.
+/// Only `--config` may be given more than once.
+const FLAGS: [(&str, Option<&str>, &str); 8] = [
+    ("core-socket", Some("PATH"), "The core socket (packaged mode). Default: RUN/core.sock"),
+    ("controller-user", Some("USER"), "The controller's user, by name or uid (root only; default: inetd)"),
+    ("allow-root-services", None, "Allow services that run with uid, gid or a group 0"),
+    ("allow-setuid-services", None, "Let non-root services gain privileges through setuid programs (no no_new_privs)"),
+    ("dgram-idle", Some("SECONDS"), "A datagram builtin exits after this many seconds without a datagram (1-86400) [default: 30]"),
+    ("log-level", Some("LEVEL"), "error, warn, info, debug or trace [default: info]"),
+    ("config", Some("PATH"), "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)"),
+    ("control-socket", Some("PATH"), "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock"),
 ];
 
 /// The `--help` text.
@@ -188,21 +79,19 @@ pub fn help() -> String {
     );
     s.push_str(USAGE);
     s.push_str("\n\nOptions:\n");
-    for f in &FLAGS {
-        let left = match f.value {
-            Some(v) => format!("--{} {v}", f.name),
-            None => format!("--{}", f.name),
-        };
-        s.push_str(&format!("  {left:<28}{}\n", f.help));
-    }
-    for (left, what) in [
+    let rest = [
         (
-            "-- CONTROLLER-ARGS...",
+            "-- CONTROLLER-ARGS...".to_owned(),
             "One-command mode: further arguments for inetd-controller",
         ),
-        ("-h, --help", "Print this help"),
-        ("-V, --version", "Print the version"),
-    ] {
+        ("-h, --help".to_owned(), "Print this help"),
+        ("-V, --version".to_owned(), "Print the version"),
+    ];
+    let flags = FLAGS.iter().map(|(name, value, help)| match value {
+        Some(v) => (format!("--{name} {v}"), *help),
+        None => (format!("--{name}"), *help),
+    });
+    for (left, what) in flags.chain(rest) {
         s.push_str(&format!("  {left:<28}{what}\n"));
     }
     s
@@ -213,63 +102,55 @@ pub fn version() -> String {
     format!("inetd-core {}", env!("CARGO_PKG_VERSION"))
 }
 
-fn err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
-    Err(UsageError(msg.into()))
+fn err<T>(msg: String) -> Result<T, UsageError> {
+    Err(UsageError(msg))
 }
 
-fn text(name: &str, v: &OsStr) -> Result<String, UsageError> {
-    v.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| UsageError(format!("the value of --{name} is not valid UTF-8")))
-}
-
-/// Puts the value of flag `name` into `cli`.
+/// Puts the value `v` of flag `name` into `cli`.
 fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
+    let text = || {
+        v.to_str()
+            .ok_or_else(|| UsageError(format!("the value of --{name} is not valid UTF-8")))
+    };
     match name {
-        "core-socket" => cli.core_socket = Some(v.into()),
-        "controller-user" => cli.controller_user = Some(text(name, &v)?),
-        "control-socket" => cli.control_socket = Some(v.into()),
-        "config" => cli.config.push(v.into()),
-        "dgram-idle" => {
-            let t = text(name, &v)?;
-            cli.dgram_idle = match t.parse::<u64>() {
-                Ok(n) if (1..=DGRAM_IDLE_MAX).contains(&n) => n,
-                _ => {
-                    return err(format!(
-                        "invalid value '{t}' for --dgram-idle: a number of seconds from 1 to {DGRAM_IDLE_MAX}"
-                    ))
-                }
-            }
-        }
-        "log-level" => {
-            let t = text(name, &v)?;
-            cli.log_level = LogLevel::ALL
-                .into_iter()
-                .find(|l| l.as_str() == t)
-                .ok_or_else(|| {
-                    UsageError(format!(
-                        "invalid value '{t}' for --log-level: one of error, warn, info, debug, trace"
-                    ))
-                })?;
-        }
+        "core-socket" => cli.core_socket = Some(v.clone().into()),
+        "controller-user" => cli.controller_user = Some(text()?.to_owned()),
+        "control-socket" => cli.control_socket = Some(v.clone().into()),
+        "config" => cli.config.push(v.clone().into()),
         "allow-root-services" => cli.allow_root_services = true,
         "allow-setuid-services" => cli.allow_setuid_services = true,
+        "dgram-idle" => match text()?.parse::<u64>() {
+            Ok(n) if (1..=DGRAM_IDLE_MAX).contains(&n) => cli.dgram_idle = n,
+            _ => {
+                let t = text()?;
+                return err(format!("invalid value '{t}' for --dgram-idle: a number of seconds from 1 to {DGRAM_IDLE_MAX}"));
+            }
+        },
+        "log-level" => {
+            let t = text()?;
+            let Some(level) = LOG_LEVELS.into_iter().find(|l| *l == t) else {
+                return err(format!(
+                    "invalid value '{t}' for --log-level: one of error, warn, info, debug, trace"
+                ));
+            };
+            cli.log_level = level;
+        }
         _ => return err(format!("unexpected argument '--{name}'")),
     }
     Ok(())
 }
 
 /// Parses the arguments after the program name.
-pub fn parse<I>(args: I) -> Result<Command, UsageError>
-where
-    I: IntoIterator<Item = OsString>,
-{
-    let mut cli = Cli::default();
-    let mut seen: Vec<&'static str> = Vec::new();
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let mut cli = Cli {
+        dgram_idle: 30,
+        log_level: "info",
+        ..Cli::default()
+    };
+    let mut seen: Vec<&str> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        let bytes = arg.as_bytes();
-        match bytes {
+        match arg.as_bytes() {
             b"--" => {
                 cli.controller_args.extend(args);
                 break;
@@ -278,35 +159,35 @@ where
             b"-V" | b"--version" => return Ok(Command::Version),
             _ => {}
         }
-        let Some(body) = bytes.strip_prefix(b"--") else {
-            return err(format!("unexpected argument '{}'", arg.to_string_lossy()));
-        };
+        let unexpected = || UsageError(format!("unexpected argument '{}'", arg.to_string_lossy()));
+        let body = arg.as_bytes().strip_prefix(b"--").ok_or_else(unexpected)?;
         let (name, inline) = match body.iter().position(|&b| b == b'=') {
             Some(i) => (&body[..i], Some(OsStr::from_bytes(&body[i + 1..]))),
             None => (body, None),
         };
-        let Some(f) = FLAGS.iter().find(|f| f.name.as_bytes() == name) else {
-            return err(format!("unexpected argument '{}'", arg.to_string_lossy()));
-        };
-        if !f.repeatable && seen.contains(&f.name) {
-            return err(format!("--{} cannot be given more than once", f.name));
+        let &(flag, meta, _) = FLAGS
+            .iter()
+            .find(|f| f.0.as_bytes() == name)
+            .ok_or_else(unexpected)?;
+        if flag != "config" && seen.contains(&flag) {
+            return err(format!("--{flag} cannot be given more than once"));
         }
-        seen.push(f.name);
-        let value = match (f.value, inline) {
+        seen.push(flag);
+        let value = match (meta, inline) {
             (None, None) => OsString::new(),
-            (None, Some(_)) => return err(format!("--{} takes no value", f.name)),
+            (None, Some(_)) => return err(format!("--{flag} takes no value")),
+            (Some(_), Some(v)) if v.is_empty() => {
+                return err(format!("--{flag} needs a value, not an empty one"))
+            }
             (Some(_), Some(v)) => v.to_owned(),
             // A separate value never starts with '-', so a forgotten value
             // is not filled with the next flag; `--flag=-x` passes one.
             (Some(meta), None) => match args.next() {
-                Some(v) if !v.as_bytes().starts_with(b"-") => v,
-                _ => return err(format!("--{} needs a value ({meta})", f.name)),
+                Some(v) if !v.is_empty() && !v.as_bytes().starts_with(b"-") => v,
+                _ => return err(format!("--{flag} needs a value ({meta})")),
             },
         };
-        if f.value.is_some() && value.is_empty() {
-            return err(format!("--{} needs a value, not an empty one", f.name));
-        }
-        set(&mut cli, f.name, value)?;
+        set(&mut cli, flag, value)?;
     }
     Ok(Command::Run(cli))
 }
@@ -353,7 +234,7 @@ mod tests {
         assert_eq!(c.core_socket, Some(PathBuf::from("/tmp/c.sock")));
         assert_eq!(c.controller_user.as_deref(), Some("inetd"));
         assert_eq!(c.dgram_idle, 5);
-        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.log_level, "debug");
         assert_eq!(c.config, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(c.control_socket, Some(PathBuf::from("/tmp/x")));
         assert_eq!(
@@ -377,9 +258,9 @@ mod tests {
     #[test]
     fn defaults() {
         let c = run(&[]).unwrap();
-        assert_eq!(c, Cli::default());
         assert_eq!(c.dgram_idle, 30);
-        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.log_level, "info");
+        assert!(c.config.is_empty() && c.core_socket.is_none() && !c.allow_root_services);
     }
 
     #[test]
@@ -413,8 +294,8 @@ mod tests {
         let args = ["--config", "/a", "--help"].map(OsString::from);
         assert_eq!(parse(args).unwrap(), Command::Help);
         let h = help();
-        for f in &FLAGS {
-            assert!(h.contains(&format!("--{}", f.name)), "{}", f.name);
+        for (name, ..) in FLAGS {
+            assert!(h.contains(&format!("--{name}")), "{name}");
         }
         assert!(h.contains("--version") && h.contains("CONTROLLER-ARGS"));
         assert!(version().starts_with("inetd-core "));

@@ -1,26 +1,16 @@
-//! The core's state and its single-threaded poll loop.
-//!
-//! One `poll` covers: the signalfd (SIGCHLD, SIGTERM, SIGINT, SIGHUP, all
-//! blocked, so nothing runs asynchronously), the core socket's listener and
-//! connections (packaged mode) or the controller's socketpair (one-command
-//! mode), every listener that is `Listening`, and the status pipe of every
-//! child that has not reached exec yet. Timers (bind retries, the accept
-//! pause, the controller restart) become the poll timeout.
-//!
-//! Invariants:
-//! * a listener is polled only in state `Listening` and outside an accept
-//!   pause (see `listeners` and `accept`);
-//! * every child is in the child table from fork until it is reaped (see
-//!   `children`);
-//! * a core connection is read only when its previous answer has been
-//!   written out: one request, one response, and a slow reader cannot make
-//!   the core buffer more than one answer.
+//! The single-threaded poll loop: it owns the parts and dispatches events to
+//! them. One `poll` covers the signalfd (SIGCHLD, SIGTERM, SIGINT, SIGHUP,
+//! all blocked, so nothing runs asynchronously), the core socket and its
+//! connections (`link`), every listener that is polled (`listeners`,
+//! `accept`), and the status pipes of children not yet at exec
+//! (`children`). Timers (bind retries, the accept pause, the controller's
+//! restart) become the poll timeout.
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use inetd_protocol::CoreResponse;
+use inetd_protocol::{CoreRequest, CoreResponse};
 use log::{error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
@@ -28,15 +18,15 @@ use crate::accept::Acceptor;
 use crate::apply::{self, CoreState};
 use crate::backoff;
 use crate::children::{ChildTable, Kind, Reaped, SetupFailure};
-use crate::link::{ConnId, CoreSocket, Links, Request};
+use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
 use crate::sys;
 use crate::sys::child::SingleThreaded;
 use crate::validate::CorePolicy;
 
-/// How long a one-command core waits for its controller to exit at
-/// shutdown before killing it.
+/// How long the core waits for its controller to exit at shutdown, before
+/// and after SIGKILL.
 const CONTROLLER_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything the daemon needs from start-up.
@@ -70,7 +60,6 @@ pub struct Daemon {
     listeners: ListenerTable,
     children: ChildTable,
     acceptor: Acceptor,
-    /// One-command mode: the controller child.
     supervisor: Option<Supervisor>,
     quit: Option<i32>,
 }
@@ -194,8 +183,6 @@ impl Daemon {
         }
     }
 
-    // ---- listeners -------------------------------------------------------
-
     fn retry_bind(&mut self, id: ListenerId, attempt: u32) {
         let uid = self.core.policy.uid;
         let Some(l) = self.listeners.get_mut(id) else {
@@ -222,8 +209,6 @@ impl Daemon {
             self.acceptor.serve(id, l, ports, &mut self.children);
         }
     }
-
-    // ---- children --------------------------------------------------------
 
     fn on_status(&mut self, pid: i32) {
         if let Some(f) = self.children.on_status(pid) {
@@ -285,8 +270,6 @@ impl Daemon {
         }
     }
 
-    // ---- signals ---------------------------------------------------------
-
     fn on_signals(&mut self) {
         let sigs = match sys::read_signals(&self.sigfd) {
             Ok(s) => s,
@@ -324,8 +307,7 @@ impl Daemon {
         self.supervisor.as_ref().and_then(Supervisor::pid)
     }
 
-    /// One-command mode: SIGTERM to the controller, SIGKILL if it has not
-    /// gone after a while.
+    /// SIGTERM to the controller, SIGKILL if it has not gone after a while.
     fn stop_controller(&mut self) {
         let Some(pid) = self.controller_pid() else {
             return;
@@ -339,8 +321,7 @@ impl Daemon {
         self.wait_controller();
     }
 
-    /// Reaps until the controller is gone or [`CONTROLLER_STOP_WAIT`] has
-    /// passed; whether it is gone.
+    /// Reaps until the controller is gone (true) or time is up.
     fn wait_controller(&mut self) -> bool {
         let deadline = Instant::now() + CONTROLLER_STOP_WAIT;
         loop {
@@ -355,8 +336,6 @@ impl Daemon {
         }
     }
 
-    // ---- the core socket -------------------------------------------------
-
     fn on_core_listener(&mut self) {
         if let Err(why) = self.links.accept() {
             self.acceptor.pause(&why);
@@ -365,16 +344,16 @@ impl Daemon {
 
     fn on_conn(&mut self, cid: ConnId, rev: i16) {
         let mut readable = rev & (sys::POLLIN | sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0;
-        while let Some(req) = self.links.next_request(cid, readable) {
-            let resp = self.answer(req);
+        while let Some((req, controller_link)) = self.links.next_request(cid, readable) {
+            let resp = self.answer(req, controller_link);
             self.links.answer(cid, &resp);
             readable = true;
         }
     }
 
-    fn answer(&mut self, req: Request) -> CoreResponse {
+    fn answer(&mut self, req: CoreRequest, controller_link: bool) -> CoreResponse {
         match req {
-            Request::Hello { controller_link } => {
+            CoreRequest::Hello { .. } => {
                 if controller_link {
                     if let Some(sup) = &mut self.supervisor {
                         sup.hello();
@@ -382,13 +361,13 @@ impl Daemon {
                 }
                 CoreResponse::Hello(self.core.hello_reply())
             }
-            Request::Apply(requested) => apply::apply(
+            CoreRequest::Apply { listeners } => apply::apply(
                 &mut self.core,
                 &mut self.listeners,
                 &self.children,
-                requested,
+                listeners,
             ),
-            Request::Status => CoreResponse::Status(apply::status(
+            CoreRequest::Status => CoreResponse::Status(apply::status(
                 &self.core,
                 &self.listeners,
                 &self.children,

@@ -1,19 +1,12 @@
-//! The core's links to its controller: the core socket (packaged mode),
-//! its file and the uids it serves, and every connection, including the
-//! one-command socketpair.
-//!
-//! A connection goes `AwaitHello` → `Ready` → (after a fatal answer)
-//! `Closing`. What may be asked in which phase is a pure table
-//! ([`judge`]): `Hello` first, with this core's protocol version; then
-//! `Apply` and `Status`. A request out of turn is answered with an error
-//! and the connection closes once the answer is written.
-//!
-//! Invariants, kept here:
-//! * a connection from the core socket is judged by SO_PEERCRED before a
-//!   byte is read, and at most [`MAX_CORE_CONNS`] are open;
-//! * a connection is read only when its previous answer has been written
-//!   out, and never past the current frame: one request, one response, and
-//!   a slow reader cannot make the core buffer more than one answer.
+//! The core's links to its controller: the core socket (packaged mode) and
+//! every connection, the one-command socketpair included. A connection goes
+//! `AwaitHello` → `Ready` → (after a fatal answer) `Closing`; what may be
+//! asked in which phase is a pure table ([`judge`]). Invariants, kept here:
+//! * a core-socket peer is judged by SO_PEERCRED before a byte is read, and
+//!   at most [`MAX_CORE_CONNS`] connections are open;
+//! * a connection is read only when its previous answer is written out, and
+//!   never past the current frame: a slow reader cannot make the core
+//!   buffer more than one answer.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -24,7 +17,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use inetd_protocol::{
-    decode_payload, encode_frame, CoreRequest, CoreResponse, FrameBuf, ListenerSpec, ProtocolError,
+    decode_payload, encode_frame, CoreRequest, CoreResponse, FrameBuf, ProtocolError,
     PROTOCOL_VERSION,
 };
 use log::{debug, warn};
@@ -32,11 +25,9 @@ use log::{debug, warn};
 use crate::sys;
 use crate::sys::net;
 
-/// Most simultaneous core connections; more are accepted and closed at
-/// once with a log line.
+/// Most simultaneous core connections; more are closed at once.
 pub const MAX_CORE_CONNS: usize = 16;
 
-/// The core socket of packaged mode.
 pub struct CoreSocket {
     listener: UnixListener,
     path: PathBuf,
@@ -100,7 +91,7 @@ impl CoreSocket {
         })
     }
 
-    /// Closes the socket and removes its file, if it is still ours.
+    /// Closes the socket; removes its file if it is still ours.
     fn close(self) {
         drop(self.listener);
         if let Ok(m) = std::fs::symlink_metadata(&self.path) {
@@ -111,66 +102,47 @@ impl CoreSocket {
     }
 }
 
-/// Where a connection is in its conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Nothing but `Hello` is accepted.
     AwaitHello,
     Ready,
     /// A fatal answer is being written; then the connection closes.
     Closing,
 }
 
-/// What to do with a request, given the phase.
+/// A request refused in its phase: answered with `reason`, then closed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Answer `Hello`; the connection is `Ready`.
-    Hello,
-    Apply(Vec<ListenerSpec>),
-    Status,
-    /// Answer with this error and close. `log` says why, for the log.
-    Refuse {
-        reason: String,
-        log: String,
-    },
+pub struct Refused {
+    pub reason: String,
+    /// Why, for the log.
+    pub log: String,
 }
 
-/// The table of permitted requests per phase (pure).
-pub fn judge(phase: Phase, req: CoreRequest) -> Verdict {
+/// The table of permitted requests per phase (pure): the request if it may
+/// be served now.
+pub fn judge(phase: Phase, req: CoreRequest) -> Result<CoreRequest, Refused> {
+    let refused = |reason: &str, log: &str| Refused {
+        reason: reason.into(),
+        log: log.into(),
+    };
     match (phase, req) {
         (_, CoreRequest::Hello { version }) if version != PROTOCOL_VERSION => {
             let e = ProtocolError::VersionMismatch {
                 ours: PROTOCOL_VERSION,
                 theirs: version,
             };
-            Verdict::Refuse {
-                reason: e.to_string(),
-                log: e.to_string(),
-            }
+            Err(refused(&e.to_string(), &e.to_string()))
         }
-        (Phase::AwaitHello | Phase::Ready, CoreRequest::Hello { .. }) => Verdict::Hello,
-        (Phase::Ready, CoreRequest::Apply { listeners }) => Verdict::Apply(listeners),
-        (Phase::Ready, CoreRequest::Status) => Verdict::Status,
-        (Phase::AwaitHello, _) => Verdict::Refuse {
-            reason: "the first message on a core connection must be Hello".into(),
-            log: "a request before Hello; answering with an error and closing it".into(),
-        },
-        (Phase::Closing, _) => Verdict::Refuse {
-            reason: "the connection is closing".into(),
-            log: "a request after a fatal answer".into(),
-        },
+        (Phase::Closing, _) => Err(refused(
+            "the connection is closing",
+            "a request after a fatal answer",
+        )),
+        (Phase::AwaitHello, req @ CoreRequest::Hello { .. }) | (Phase::Ready, req) => Ok(req),
+        (Phase::AwaitHello, _) => Err(refused(
+            "the first message on a core connection must be Hello",
+            "a request before Hello; answering with an error and closing it",
+        )),
     }
-}
-
-/// A request the daemon answers (the rest is answered here).
-#[derive(Debug)]
-pub enum Request {
-    /// `controller_link`: it came on the one-command socketpair.
-    Hello {
-        controller_link: bool,
-    },
-    Apply(Vec<ListenerSpec>),
-    Status,
 }
 
 /// A connection's name; never reused.
@@ -206,7 +178,6 @@ impl Conn {
     }
 }
 
-/// The core socket, if any, and every connection.
 pub struct Links {
     socket: Option<CoreSocket>,
     conns: BTreeMap<ConnId, Conn>,
@@ -224,13 +195,12 @@ impl Links {
         }
     }
 
-    /// The core socket's descriptor, to poll.
     pub fn socket_fd(&self) -> Option<RawFd> {
         self.socket.as_ref().map(|s| s.listener.as_raw_fd())
     }
 
-    /// Each connection with the events it waits for: writable while an
-    /// answer is pending, else readable.
+    /// Each connection with its poll events: writable while an answer is
+    /// pending, else readable.
     pub fn conn_fds(&self) -> impl Iterator<Item = (ConnId, RawFd, i16)> + '_ {
         self.conns.iter().map(|(id, c)| {
             let ev = if c.pending() {
@@ -242,8 +212,8 @@ impl Links {
         })
     }
 
-    /// Accepts what waits on the core socket. `Err` carries the reason when
-    /// descriptors or memory ran out (the caller pauses accepting).
+    /// Accepts what waits on the core socket; `Err` when descriptors or
+    /// memory ran out (the caller pauses accepting).
     pub fn accept(&mut self) -> Result<(), String> {
         loop {
             let Some(sock) = &self.socket else {
@@ -289,8 +259,7 @@ impl Links {
         }
     }
 
-    /// Adds the one-command socketpair (already nonblocking) to a
-    /// controller started as `pid`.
+    /// Adds the (nonblocking) socketpair to the controller child `pid`.
     pub fn add_controller_link(&mut self, stream: UnixStream, pid: i32) -> ConnId {
         self.add(stream, true, format!("controller pid {pid}"))
     }
@@ -303,7 +272,6 @@ impl Links {
         cid
     }
 
-    /// Closes connection `cid` (quietly; it may be gone already).
     pub fn remove(&mut self, cid: ConnId) {
         self.conns.remove(&cid);
     }
@@ -317,8 +285,8 @@ impl Links {
         }
     }
 
-    /// Writes what is pending; false if the connection is gone (or closed
-    /// now, after a fatal answer).
+    /// Writes what is pending; false if the connection is gone (or closed,
+    /// its fatal answer written).
     fn flush(&mut self, cid: ConnId) -> bool {
         let Some(c) = self.conns.get_mut(&cid) else {
             return false;
@@ -350,10 +318,11 @@ impl Links {
 
     /// Writes what is pending on connection `cid` and, when nothing is and
     /// `readable`, reads until a whole request is there: the next request
-    /// for the daemon to answer (with [`Links::answer`]), or `None` when
-    /// there is none yet or the connection is gone. Requests out of turn
-    /// and bad frames are dealt with here.
-    pub fn next_request(&mut self, cid: ConnId, readable: bool) -> Option<Request> {
+    /// for the daemon to answer (with [`Links::answer`]) and whether it
+    /// came on the controller's socketpair; `None` when there is none yet
+    /// or the connection is gone. Requests out of turn and bad frames are
+    /// dealt with here.
+    pub fn next_request(&mut self, cid: ConnId, readable: bool) -> Option<(CoreRequest, bool)> {
         if !self.flush(cid) || !readable {
             return None;
         }
@@ -368,15 +337,11 @@ impl Links {
         };
         let c = self.conns.get_mut(&cid)?;
         match judge(c.phase, req) {
-            Verdict::Hello => {
+            Ok(req) => {
                 c.phase = Phase::Ready;
-                Some(Request::Hello {
-                    controller_link: c.controller_link,
-                })
+                Some((req, c.controller_link))
             }
-            Verdict::Apply(l) => Some(Request::Apply(l)),
-            Verdict::Status => Some(Request::Status),
-            Verdict::Refuse { reason, log } => {
+            Err(Refused { reason, log }) => {
                 warn!("core connection from {}: {log}", c.who);
                 c.phase = Phase::Closing;
                 self.answer(cid, &CoreResponse::Error { reason });
@@ -385,9 +350,8 @@ impl Links {
         }
     }
 
-    /// Reads connection `cid` up to the end of the current frame; its
-    /// payload once whole. `None` when it would block or the connection
-    /// ended (then it is dropped).
+    /// Reads up to the end of the current frame: its payload once whole;
+    /// `None` when it would block or the connection ended (dropped).
     fn read_frame(&mut self, cid: ConnId) -> Option<Vec<u8>> {
         loop {
             let c = self.conns.get_mut(&cid)?;
@@ -432,7 +396,6 @@ impl Links {
         }
     }
 
-    /// Queues `resp` on connection `cid` and writes what it can.
     pub fn answer(&mut self, cid: ConnId, resp: &CoreResponse) {
         let frame = encode_frame(resp).unwrap_or_else(|e| {
             encode_frame(&CoreResponse::Error {
@@ -447,8 +410,6 @@ impl Links {
         self.flush(cid);
     }
 
-    /// Closes every connection and the core socket, removing its file (at
-    /// exit).
     pub fn close_all(&mut self) {
         self.conns.clear();
         if let Some(s) = self.socket.take() {
@@ -465,50 +426,48 @@ mod tests {
         CoreRequest::Hello { version }
     }
 
+    fn refusal(phase: Phase, req: CoreRequest) -> String {
+        judge(phase, req).expect_err("should be refused").reason
+    }
+
     #[test]
     fn hello_comes_first() {
         assert_eq!(
             judge(Phase::AwaitHello, hello(PROTOCOL_VERSION)),
-            Verdict::Hello
+            Ok(hello(PROTOCOL_VERSION))
         );
         for req in [
             CoreRequest::Status,
             CoreRequest::Apply { listeners: vec![] },
         ] {
-            match judge(Phase::AwaitHello, req) {
-                Verdict::Refuse { reason, .. } => assert!(reason.contains("must be Hello")),
-                other => panic!("{other:?}"),
-            }
+            assert!(refusal(Phase::AwaitHello, req).contains("must be Hello"));
         }
     }
 
     #[test]
     fn ready_serves_apply_status_and_another_hello() {
-        assert_eq!(judge(Phase::Ready, CoreRequest::Status), Verdict::Status);
-        assert_eq!(
-            judge(Phase::Ready, CoreRequest::Apply { listeners: vec![] }),
-            Verdict::Apply(vec![])
-        );
-        assert_eq!(judge(Phase::Ready, hello(PROTOCOL_VERSION)), Verdict::Hello);
+        for req in [
+            CoreRequest::Status,
+            CoreRequest::Apply { listeners: vec![] },
+            hello(PROTOCOL_VERSION),
+        ] {
+            assert_eq!(judge(Phase::Ready, req.clone()), Ok(req));
+        }
     }
 
     #[test]
     fn a_version_mismatch_names_both_and_closes() {
         for phase in [Phase::AwaitHello, Phase::Ready] {
-            match judge(phase, hello(PROTOCOL_VERSION + 1)) {
-                Verdict::Refuse { reason, .. } => {
-                    assert!(reason.contains(&PROTOCOL_VERSION.to_string()));
-                    assert!(reason.contains(&(PROTOCOL_VERSION + 1).to_string()));
-                }
-                other => panic!("{other:?}"),
-            }
+            let r = refusal(phase, hello(PROTOCOL_VERSION + 1));
+            assert!(r.contains(&PROTOCOL_VERSION.to_string()), "{r}");
+            assert!(r.contains(&(PROTOCOL_VERSION + 1).to_string()), "{r}");
         }
     }
 
     #[test]
     fn nothing_is_served_while_closing() {
         for req in [hello(PROTOCOL_VERSION), CoreRequest::Status] {
-            assert!(matches!(judge(Phase::Closing, req), Verdict::Refuse { .. }));
+            assert!(refusal(Phase::Closing, req).contains("closing"));
         }
     }
 
@@ -532,21 +491,15 @@ mod tests {
         let cid = links.add_controller_link(ours, 2);
         write_message(&mut theirs, &hello(PROTOCOL_VERSION)).unwrap();
         write_message(&mut theirs, &CoreRequest::Status).unwrap();
-        match links.next_request(cid, true) {
-            Some(Request::Hello { controller_link }) => assert!(controller_link),
-            other => panic!("{other:?}"),
-        }
-        links.answer(cid, &CoreResponse::Error { reason: "h".into() });
-        let r: CoreResponse = read_message(&mut theirs).unwrap();
-        assert_eq!(r, CoreResponse::Error { reason: "h".into() });
+        let (req, controller_link) = links.next_request(cid, true).unwrap();
+        assert!(matches!(req, CoreRequest::Hello { .. }) && controller_link);
+        let answer = CoreResponse::Error { reason: "h".into() };
+        links.answer(cid, &answer);
+        let got: CoreResponse = read_message(&mut theirs).unwrap();
+        assert_eq!(got, answer);
         // Not readable: nothing is read.
         assert!(links.next_request(cid, false).is_none());
-        assert!(matches!(
-            links.next_request(cid, true),
-            Some(Request::Status)
-        ));
-        links.answer(cid, &CoreResponse::Error { reason: "x".into() });
-        let r: CoreResponse = read_message(&mut theirs).unwrap();
-        assert_eq!(r, CoreResponse::Error { reason: "x".into() });
+        let (req, _) = links.next_request(cid, true).unwrap();
+        assert_eq!(req, CoreRequest::Status);
     }
 }

@@ -1,37 +1,32 @@
 //! The listener table: every listener the core runs, by id and by bind
-//! key, and each listener's state machine.
-//!
-//! Invariants, all kept inside this module (nothing else can break them):
-//! * `by_key` and `by_id` hold the same listeners: `by_key[k] == id` exactly
-//!   when `by_id[id]` exists and its spec's key is `k`. Only `insert` and
-//!   `remove` change the set, and a listener's key never changes (a changed
-//!   spec must keep its key);
-//! * ids are never reused, so an id held elsewhere (a child's listener)
-//!   names this listener or none;
-//! * `udp_builtin_ports` is the sorted set of the ports of every UDP builtin
-//!   listener in the table, recomputed whenever the set or a spec changes;
-//! * a listener is polled only when it is `Listening` with a socket; it is
-//!   `Waiting` from the start of a child that holds its socket until that
-//!   child is reaped; `Failed` listeners have no socket and a retry time.
+//! key, and each listener's state machine. Invariants, kept here alone:
+//! * `by_key[k] == id` exactly when `by_id[id]` exists with key `k`: only
+//!   `insert` and `remove` change the set, and `change` keeps the key;
+//! * ids are never reused, so an id held elsewhere names this listener or
+//!   none;
+//! * `udp_builtin_ports` holds the ports of the UDP builtin listeners,
+//!   recomputed whenever the table changes;
+//! * a listener is polled only `Listening` with a socket; it is `Waiting`
+//!   while a child holds its socket, until that child is reaped.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use inetd_protocol::{escape_log, Bind, BindKey, Counters, IpMode, ListenerSpec, SocketType};
+use inetd_protocol::{escape_log, Bind, BindKey, Counters, ListenerSpec, SocketType};
 use log::warn;
 
 use crate::backoff;
 use crate::sys;
-use crate::sys::net::{self, Family, Kind};
+use crate::sys::net;
 use crate::sys::unixsock::{self, SocketFile, UnixError};
 use crate::validate::{Prepared, Program};
 
 /// How long labels may get in log lines.
 const LOG_LABEL: usize = 200;
 
-/// A label as it goes into log lines: escaped, cut.
+/// A label as it goes into log lines: escaped, cut at [`LOG_LABEL`].
 pub fn log_label(label: &str) -> String {
     escape_log(label, LOG_LABEL).into_owned()
 }
@@ -40,13 +35,11 @@ pub fn log_label(label: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(u64);
 
-/// Where a listener is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Bound; polled unless the core pauses every accept.
     Listening,
-    /// A child holds the socket (`wait` services, dgram builtins): not
-    /// polled until that child is reaped.
+    /// A child holds the socket (`wait` services, dgram builtins).
     Waiting { pid: i32 },
     /// Not bound, for `reason`; retried at `retry_at`.
     Failed {
@@ -79,14 +72,12 @@ pub struct Listener {
     sock: Option<OwnedFd>,
     file: Option<SocketFile>,
     state: State,
-    /// Counted events; `children` is filled in from the child table when
-    /// the status is made.
+    /// `children` is filled in from the child table for the status.
     pub counters: Counters,
     pub last_error: Option<String>,
     /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
     nonblocking: bool,
-    /// The label as logged (escaped and cut), made once per apply rather
-    /// than on every connection.
+    /// [`log_label`] of the spec's label, made once per apply.
     log_label: String,
 }
 
@@ -103,23 +94,21 @@ impl Listener {
         &self.state
     }
 
-    /// The label as it goes into log lines: escaped, cut.
+    /// The label for log lines (see [`log_label`]).
     pub fn label(&self) -> &str {
         &self.log_label
     }
 
-    /// The socket, if bound.
     pub fn socket(&self) -> Option<BorrowedFd<'_>> {
         self.sock.as_ref().map(|s| s.as_fd())
     }
 
-    /// Whether the child gets the listening socket itself (`wait`
-    /// services, and every dgram builtin) rather than one connection.
+    /// Whether the child gets the socket itself, not one connection.
     pub fn hands_socket(&self) -> bool {
         self.prep.hands_socket()
     }
 
-    /// Whether the loop should poll this listener now.
+    /// The socket, if the loop should poll this listener now.
     pub fn pollable(&self) -> Option<RawFd> {
         match (&self.state, &self.sock) {
             (State::Listening, Some(s)) => Some(s.as_raw_fd()),
@@ -139,8 +128,8 @@ impl Listener {
         }
     }
 
-    /// Tries to bind now. On failure the listener is (or stays) `Failed`
-    /// with the next retry time after `attempt`, and the error is returned.
+    /// Binds now; on failure the listener is `Failed`, to be retried after
+    /// the delay for `attempt`.
     pub fn bind(&mut self, core_uid: u32, attempt: u32) -> Result<(), BindError> {
         match bind_spec(&self.spec, core_uid) {
             Ok((sock, file)) => {
@@ -202,7 +191,6 @@ impl Listener {
         }
     }
 
-    /// Closes the socket and removes a unix socket's file.
     fn close(&mut self) {
         self.sock = None;
         if let Some(f) = self.file.take() {
@@ -211,7 +199,6 @@ impl Listener {
     }
 }
 
-/// The listeners, by id and by bind key.
 #[derive(Default)]
 pub struct ListenerTable {
     by_id: BTreeMap<ListenerId, Listener>,
@@ -221,9 +208,9 @@ pub struct ListenerTable {
 }
 
 impl ListenerTable {
-    /// Adds a listener (not bound yet, state `Listening`). `None` if its key
-    /// is taken: the caller planned against this table, so that is a bug
-    /// the table refuses rather than a second listener on one key.
+    /// Adds a listener, not bound yet; `None` if its key is taken (the
+    /// caller planned against this table: a bug, refused, not a second
+    /// listener on one key).
     pub fn insert(&mut self, spec: ListenerSpec, prep: Prepared) -> Option<ListenerId> {
         let key = spec.key();
         if self.by_key.contains_key(&key) {
@@ -233,27 +220,24 @@ impl ListenerTable {
         let id = ListenerId(self.next_id);
         let log_label = log_label(&spec.label);
         self.by_key.insert(key, id);
-        self.by_id.insert(
-            id,
-            Listener {
-                spec,
-                prep,
-                sock: None,
-                file: None,
-                state: State::Listening,
-                counters: Counters::default(),
-                last_error: None,
-                nonblocking: true,
-                log_label,
-            },
-        );
+        let l = Listener {
+            spec,
+            prep,
+            sock: None,
+            file: None,
+            state: State::Listening,
+            counters: Counters::default(),
+            last_error: None,
+            nonblocking: true,
+            log_label,
+        };
+        self.by_id.insert(id, l);
         self.refresh_ports();
         Some(id)
     }
 
-    /// Gives listener `id` a new spec with the same key (new connections
-    /// get it; socket, state and counters stay). False if there is no such
-    /// listener or the key differs.
+    /// A new spec for listener `id`, with the same key (new connections get
+    /// it; socket, state and counters stay); false if that cannot be.
     pub fn change(&mut self, id: ListenerId, spec: ListenerSpec, prep: Prepared) -> bool {
         let Some(l) = self.by_id.get_mut(&id) else {
             return false;
@@ -277,7 +261,6 @@ impl ListenerTable {
         Some(l)
     }
 
-    /// Closes every listener (at exit).
     pub fn close_all(&mut self) {
         for l in self.by_id.values_mut() {
             l.close();
@@ -293,8 +276,7 @@ impl ListenerTable {
         self.by_id.get_mut(&id)
     }
 
-    /// Listener `id` and the configured UDP builtin ports, which its
-    /// children may need, at once.
+    /// Listener `id`, with the UDP builtin ports its children may need.
     pub fn get_mut_with_ports(&mut self, id: ListenerId) -> Option<(&mut Listener, &[u16])> {
         let l = self.by_id.get_mut(&id)?;
         Some((l, &self.udp_builtin_ports))
@@ -308,7 +290,7 @@ impl ListenerTable {
         self.by_id.len()
     }
 
-    /// Every listener, in id order (the order they were added).
+    /// In id order, the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = (ListenerId, &Listener)> {
         self.by_id.iter().map(|(id, l)| (*id, l))
     }
@@ -321,8 +303,6 @@ impl ListenerTable {
             .collect()
     }
 
-    /// The ports of every configured UDP builtin listener: a UDP builtin
-    /// never answers a datagram from one of them (no ping-pong).
     #[cfg(test)]
     pub fn udp_builtin_ports(&self) -> &[u16] {
         &self.udp_builtin_ports
@@ -339,8 +319,7 @@ impl ListenerTable {
             .min()
     }
 
-    /// The failed listeners whose retry is due at `now`, with the number of
-    /// the attempt to make.
+    /// The failed listeners due for a retry, with the attempt's number.
     pub fn due_retries(&self, now: Instant) -> Vec<(ListenerId, u32)> {
         self.by_id
             .iter()
@@ -353,6 +332,8 @@ impl ListenerTable {
             .collect()
     }
 
+    /// A UDP builtin never answers a datagram from one of these ports (no
+    /// ping-pong between builtins).
     fn refresh_ports(&mut self) {
         let mut ports: Vec<u16> = self
             .by_id
@@ -382,36 +363,16 @@ pub fn describe_bind(b: &Bind, t: SocketType) -> String {
     }
 }
 
-fn kind_of(t: SocketType) -> Kind {
-    match t {
-        SocketType::Stream => Kind::Stream,
-        SocketType::Dgram => Kind::Dgram,
-        SocketType::Seqpacket => Kind::Seqpacket,
-    }
-}
-
 fn bind_spec(
     spec: &ListenerSpec,
     core_uid: u32,
 ) -> Result<(OwnedFd, Option<SocketFile>), BindError> {
-    let kind = kind_of(spec.socket_type);
+    let t = spec.socket_type;
     match &spec.bind {
-        Bind::Inet { addr, port, mode } => {
-            let family = match mode {
-                IpMode::V4 => Family::V4,
-                IpMode::V6Only => Family::V6Only,
-                IpMode::Dual => Family::Dual,
-            };
-            net::bind_inet(*addr, *port, family, kind)
-                .map(|s| (s, None))
-                .map_err(|e| {
-                    BindError::Io(format!(
-                        "bind {}: {e}",
-                        describe_bind(&spec.bind, spec.socket_type)
-                    ))
-                })
-        }
-        Bind::Unix { path } => match unixsock::bind_unix(path, kind, core_uid) {
+        Bind::Inet { addr, port, mode } => net::bind_inet(*addr, *port, *mode, t)
+            .map(|s| (s, None))
+            .map_err(|e| BindError::Io(format!("bind {}: {e}", describe_bind(&spec.bind, t)))),
+        Bind::Unix { path } => match unixsock::bind_unix(path, t, core_uid) {
             Ok((s, f)) => Ok((s, Some(f))),
             Err(e @ UnixError::Unsafe(_)) => Err(BindError::Refused(e.to_string())),
             Err(e) => Err(BindError::Io(e.to_string())),

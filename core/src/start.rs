@@ -229,7 +229,7 @@ fn one_command_mode(cli: &Cli, ctl: &UserInfo, run: &Path, uid: u32) -> Result<M
     let argv = controller_argv(
         &configs,
         &control_socket,
-        cli.log_level.as_str(),
+        cli.log_level,
         &cli.controller_args,
     )
     .iter()

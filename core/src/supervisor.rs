@@ -1,12 +1,9 @@
 //! One-command mode: the core starts `inetd-controller` itself, joined by
-//! a socketpair on its descriptor 3, and restarts it when it dies.
-//!
-//! The restart policy is a pure state machine ([`RestartPolicy`]): a
-//! controller that dies before its `Hello` reached the core counts as an
-//! early failure, and three in a row make the core give up (exit 1; a
-//! config it cannot read, for instance); one that had reached the core is
-//! restarted after 1 s, doubling to at most 30 s, reset when it had run
-//! for a minute. Listeners keep serving meanwhile.
+//! a socketpair on its descriptor 3, and restarts it when it dies, by a
+//! pure policy ([`RestartPolicy`]): three deaths in a row before its
+//! `Hello` reached the core make the core give up (exit 1: a config it
+//! cannot read, say); after Hello, restarts back off from 1 s to 30 s,
+//! reset after a minute of running. Listeners keep serving meanwhile.
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
@@ -23,12 +20,8 @@ use crate::link::{ConnId, Links};
 use crate::sys::{self, ExitStatus};
 use crate::validate::{ExecImage, Identity};
 
-/// A controller that dies this many times in a row before its Hello makes
-/// a one-command core give up.
 const MAX_EARLY_FAILURES: u32 = 3;
-
-/// A controller that ran this long before dying restarts after the
-/// shortest delay again.
+/// A controller that ran this long restarts after the shortest delay.
 const STABLE_RUN: Duration = Duration::from_secs(60);
 
 /// How to start the controller child, prepared once at start.
@@ -59,7 +52,6 @@ pub fn controller_argv(
     v
 }
 
-/// How a controller's life ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     /// It could not start, or died before its Hello reached the core.
@@ -68,7 +60,6 @@ pub enum Ended {
     AfterHello { ran_for: Duration },
 }
 
-/// What to do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Restart {
@@ -80,7 +71,7 @@ pub enum Decision {
     },
 }
 
-/// The restart policy (pure: no clock, no processes).
+/// When to restart the controller (pure: no clock, no processes).
 #[derive(Debug, Clone)]
 pub struct RestartPolicy {
     failures: u32,
@@ -100,7 +91,6 @@ impl Default for RestartPolicy {
 }
 
 impl RestartPolicy {
-    /// The controller's Hello reached the core: early failures are over.
     pub fn reached(&mut self) {
         self.failures = 0;
     }
@@ -155,24 +145,20 @@ impl Supervisor {
         }
     }
 
-    /// The running controller's pid.
     pub fn pid(&self) -> Option<i32> {
         self.pid
     }
 
-    /// When the controller is to be (re)started, if it is.
     pub fn restart_at(&self) -> Option<Instant> {
         self.restart_at
     }
 
-    /// The controller's Hello reached the core over its link.
     pub fn hello(&mut self) {
         self.reached = true;
         self.policy.reached();
     }
 
-    /// Starts the controller: a socketpair, the core's end added to `links`,
-    /// the other end on the child's descriptor 3.
+    /// Starts the controller: a socketpair, the core's end in `links`.
     pub fn start(&mut self, children: &mut ChildTable, links: &mut Links) -> Result<(), GiveUp> {
         self.restart_at = None;
         let (ours, theirs) = match UnixStream::pair() {
@@ -237,7 +223,6 @@ impl Supervisor {
         }
     }
 
-    /// Carries out the policy's decision about a controller that ended.
     fn after(&mut self, ended: Ended) -> Result<(), GiveUp> {
         match self.policy.decide(ended) {
             Decision::GiveUp { failures } => {

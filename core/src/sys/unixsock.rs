@@ -19,7 +19,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{self, AddressFamily, UnixAddr};
 
-use super::net::{listen, new_socket, Kind};
+use inetd_protocol::SocketType;
+
+use super::net::{connected, listen, new_socket};
 use super::{cvt, nix_err, owned};
 
 /// Why a unix listener could not be set up.
@@ -140,7 +142,7 @@ fn open_parent(path: &str, core_uid: u32) -> Result<(OwnedFd, CString), UnixErro
 /// Binds (and for connected kinds, listens on) a unix socket at `path`.
 pub fn bind_unix(
     path: &str,
-    kind: Kind,
+    t: SocketType,
     core_uid: u32,
 ) -> Result<(OwnedFd, SocketFile), UnixError> {
     let (dir, name) = open_parent(path, core_uid)?;
@@ -162,7 +164,7 @@ pub fn bind_unix(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) => return Err(io("stat")(e)),
     }
-    let sock = new_socket(AddressFamily::Unix, kind).map_err(io("socket for"))?;
+    let sock = new_socket(AddressFamily::Unix, t).map_err(io("socket for"))?;
     let name_str = name
         .to_str()
         .map_err(|_| UnixError::Unsafe("path is not UTF-8".into()))?;
@@ -184,7 +186,7 @@ pub fn bind_unix(
         dev: st.st_dev,
         ino: st.st_ino,
     };
-    if kind.connected() {
+    if connected(t) {
         if let Err(e) = listen(&sock) {
             file.unlink();
             return Err(io("listen on")(e));
