@@ -1,10 +1,9 @@
-//! Field-by-field validation of a listener received from the controller
-//! (trust rules 1 and 4). The controller is treated as hostile: everything
-//! the core will act on is checked here, once, and turned into a
-//! [`Prepared`] value: the ids with the groups sorted, `no_new_privs`
-//! decided, argv and the fixed environment as C strings. Its fields are
-//! private and this module holds its only constructors, and the child path
-//! (`sys::child`) takes nothing else, so nothing unvalidated can reach
+//! Field-by-field validation of a listener from the controller, which is
+//! treated as hostile (trust rules 1 and 4): what the core will act on is
+//! checked here, once, and made a [`Prepared`] value (the ids with the
+//! groups sorted, `no_new_privs` decided, argv and the fixed environment
+//! as C strings). This module holds its only constructors and the child
+//! path (`sys::child`) takes nothing else: nothing unvalidated reaches
 //! fork, and nothing is rebuilt or re-sorted per connection.
 #![forbid(unsafe_code)]
 
@@ -34,17 +33,15 @@ pub struct CorePolicy {
     pub controller_uid: u32,
 }
 
-/// The ids a child takes, decided once: what the listener asked for on a
-/// root core, the core's own on any other (it cannot change them).
+/// The ids a child takes: the listener's on a root core, the core's own on
+/// any other (it cannot change them).
 #[derive(Debug)]
 pub struct Identity {
     uid: u32,
     gid: u32,
-    /// Sorted and without duplicates: what `setgroups` is given and what
-    /// the child compares `getgroups` with.
+    /// Sorted, without duplicates: for `setgroups` and the check after.
     groups: Box<[u32]>,
-    /// False on a core that is not root: the child keeps the core's ids
-    /// and only checks them.
+    /// False on a core that is not root: the child only checks its ids.
     change_ids: bool,
     no_new_privs: bool,
 }
@@ -71,7 +68,6 @@ impl Identity {
         self.gid
     }
 
-    /// The supplementary groups, sorted, without duplicates.
     pub fn groups(&self) -> &[u32] {
         &self.groups
     }
@@ -85,14 +81,12 @@ impl Identity {
     }
 }
 
-/// A program to `execve`: path, argv and the fixed environment as C
-/// strings, and argv's pointer array (NULL-terminated) made once.
+/// A program to `execve`, with argv's NULL-terminated pointer array.
 #[derive(Debug)]
 pub struct ExecImage {
     path: CString,
-    /// Owns the strings `argv_ptrs` points to; never changed after
-    /// construction (a `CString`'s bytes live on the heap and stay put when
-    /// it moves).
+    /// Owns what `argv_ptrs` points to; never changed (a `CString`'s bytes
+    /// stay put on the heap when it moves).
     _argv: Box<[CString]>,
     argv_ptrs: Box<[*const c_char]>,
     /// The fixed part of the environment (PATH).
@@ -119,8 +113,7 @@ impl ExecImage {
         &self.path
     }
 
-    /// argv as `execve` takes it: one pointer per argument, then NULL. Valid
-    /// as long as `self` is.
+    /// Valid as long as `self` is.
     pub fn argv_ptrs(&self) -> &[*const c_char] {
         &self.argv_ptrs
     }
@@ -131,7 +124,6 @@ impl ExecImage {
     }
 }
 
-/// What a listener's children run.
 #[derive(Debug)]
 pub enum Program {
     Exec(ExecImage),
@@ -155,17 +147,14 @@ impl Prepared {
         &self.program
     }
 
-    /// Whether the child gets the listening socket itself (`wait` exec
-    /// services and every dgram service) rather than one connection.
+    /// Whether the child gets the socket itself, not one connection.
     pub fn hands_socket(&self) -> bool {
         self.hands_socket
     }
 }
 
-/// How the core starts its controller (one-command mode), from its own
-/// command line: trusted, but prepared the same way, and always with
-/// `no_new_privs`. On a core that is not root the controller keeps the
-/// core's ids (`change_ids` false).
+/// The controller of one-command mode, from the core's own command line:
+/// prepared the same way, always with `no_new_privs`.
 pub fn controller(
     ids: (u32, u32, &[u32]),
     change_ids: bool,
@@ -182,14 +171,25 @@ fn cstring(what: &str, s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
 }
 
+/// `Err` unless `what` is at most `max` bytes long.
+fn not_too_long(what: &str, s: &str, max: usize) -> Result<(), String> {
+    match s.len() {
+        n if n > max => Err(format!("{what} too long: {n} bytes (at most {max})")),
+        _ => Ok(()),
+    }
+}
+
+/// `Err` unless there are at most `max` of `what`.
+fn not_too_many(what: &str, n: usize, max: usize) -> Result<(), String> {
+    match n {
+        n if n > max => Err(format!("too many {what}: {n} (at most {max})")),
+        _ => Ok(()),
+    }
+}
+
 /// Checks that `path` is an absolute, canonical unix socket path.
 pub fn check_unix_path(path: &str) -> Result<(), String> {
-    if path.len() > MAX_UNIX_PATH {
-        return Err(format!(
-            "unix socket path too long: {} bytes (at most {MAX_UNIX_PATH})",
-            path.len()
-        ));
-    }
+    not_too_long("unix socket path", path, MAX_UNIX_PATH)?;
     if path.contains('\0') {
         return Err("unix socket path contains a NUL byte".into());
     }
@@ -236,12 +236,7 @@ fn check_bind(spec: &ListenerSpec) -> Result<(), String> {
 
 fn check_creds(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
     let c = &spec.creds;
-    if c.groups.len() > MAX_GROUPS {
-        return Err(format!(
-            "too many groups: {} (at most {MAX_GROUPS})",
-            c.groups.len()
-        ));
-    }
+    not_too_many("groups", c.groups.len(), MAX_GROUPS)?;
     // u32::MAX is (uid_t)-1: "no change" to the set*id calls.
     if c.uid == u32::MAX || c.gid == u32::MAX || c.groups.contains(&u32::MAX) {
         return Err("uid or gid 4294967295 (-1) is not a valid id".into());
@@ -286,12 +281,7 @@ fn check_creds(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
 fn check_action(spec: &ListenerSpec) -> Result<Program, String> {
     match &spec.action {
         Action::Exec { path, argv } => {
-            if path.len() > MAX_PATH {
-                return Err(format!(
-                    "server path too long: {} bytes (at most {MAX_PATH})",
-                    path.len()
-                ));
-            }
+            not_too_long("server path", path, MAX_PATH)?;
             if !path.starts_with('/') {
                 return Err("server path is not absolute".into());
             }
@@ -299,20 +289,10 @@ fn check_action(spec: &ListenerSpec) -> Result<Program, String> {
             if argv.is_empty() {
                 return Err("empty argv".into());
             }
-            if argv.len() > MAX_ARGS {
-                return Err(format!(
-                    "too many arguments: {} (at most {MAX_ARGS})",
-                    argv.len()
-                ));
-            }
+            not_too_many("arguments", argv.len(), MAX_ARGS)?;
             let mut cargv = Vec::with_capacity(argv.len());
             for a in argv {
-                if a.len() > MAX_ARG_LEN {
-                    return Err(format!(
-                        "argument too long: {} bytes (at most {MAX_ARG_LEN})",
-                        a.len()
-                    ));
-                }
+                not_too_long("argument", a, MAX_ARG_LEN)?;
                 cargv.push(cstring("an argument", a)?);
             }
             if spec.socket_type == SocketType::Dgram && !spec.wait {
@@ -358,12 +338,7 @@ fn check_limits(spec: &ListenerSpec) -> Result<(), String> {
                     .into(),
             );
         }
-        if acl.rules.len() > MAX_ACL_RULES {
-            return Err(format!(
-                "too many access rules: {} (at most {MAX_ACL_RULES})",
-                acl.rules.len()
-            ));
-        }
+        not_too_many("access rules", acl.rules.len(), MAX_ACL_RULES)?;
         for r in &acl.rules {
             let max = if r.addr.is_ipv4() { 32 } else { 128 };
             if r.prefix > max {
@@ -374,8 +349,7 @@ fn check_limits(spec: &ListenerSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// The ids a listener's children take under policy `p` (its credentials
-/// already checked).
+/// The ids of a listener's children (its credentials already checked).
 fn identity(spec: &ListenerSpec, p: &CorePolicy) -> Identity {
     let c = &spec.creds;
     // A core that is not root cannot change ids: the child keeps the
@@ -392,15 +366,9 @@ fn identity(spec: &ListenerSpec, p: &CorePolicy) -> Identity {
     Identity::new(uid, gid, groups, change, no_new_privs)
 }
 
-/// Validates one listener. The error is the reason reported as
-/// `Outcome::Rejected`.
+/// Validates one listener; the error is the reason it is rejected with.
 pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String> {
-    if spec.label.len() > MAX_LABEL {
-        return Err(format!(
-            "label too long: {} bytes (at most {MAX_LABEL})",
-            spec.label.len()
-        ));
-    }
+    not_too_long("label", &spec.label, MAX_LABEL)?;
     check_bind(spec)?;
     check_creds(spec, p)?;
     check_limits(spec)?;
