@@ -15,7 +15,7 @@ use nix::sys::socket::{getsockname, recvmmsg, sendto, MsgFlags, MultiHeaders, So
 use crate::answers::{chargen_line, daytime_line, time_bytes, CHARGEN_RING};
 use crate::limiter::ReplyLimiter;
 use crate::sockio::{poll_timeout, wait_for};
-use crate::{unix_now, Failure};
+use crate::{canonical_ip, unix_now, Failure};
 
 /// Local ports that UDP builtins never answer, besides those below 1024.
 /// 2049 is NFS, the classic target of reflected traffic (OpenBSD inetd).
@@ -77,17 +77,6 @@ fn ipv6_source_ok(a: Ipv6Addr) -> bool {
     let s = a.segments();
     let v4_compatible = s[..6].iter().all(|&x| x == 0) && !a.is_loopback();
     !v4_compatible
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(a),
-        },
-        v4 @ IpAddr::V4(_) => v4,
-    }
 }
 
 /// What one receive slot of [`serve`] got: the datagram's length, its

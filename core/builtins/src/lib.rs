@@ -35,6 +35,7 @@ mod limiter;
 mod sockio;
 mod stream;
 
+use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, SystemTime};
 
@@ -86,6 +87,17 @@ pub fn serve_dgram(b: Builtin, sock: OwnedFd, idle: Duration, guard: &UdpGuard) 
     let result = dgram::serve(b, fd, idle, guard);
     drop(sock);
     exit_code(result)
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(a),
+        },
+        v4 @ IpAddr::V4(_) => v4,
+    }
 }
 
 /// The current time in whole seconds since the Unix epoch, rounded down like

@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::dgram::canonical_ip;
+use crate::canonical_ip;
 
 /// Per source (an IPv4 address, or an IPv6 /64, the smallest block one
 /// customer usually holds): bursts of 32 replies, then 16 per second.
