@@ -16,7 +16,6 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::accept::Acceptor;
 use crate::apply::{self, CoreState};
-use crate::backoff;
 use crate::children::{ChildTable, Kind, Reaped, SetupFailure};
 use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
@@ -171,35 +170,12 @@ impl Daemon {
 
     fn run_timers(&mut self, now: Instant) {
         self.acceptor.tick(now);
-        for (id, attempt) in self.listeners.due_retries(now) {
-            self.retry_bind(id, attempt);
-        }
+        self.listeners.retry_due(now, self.core.policy.uid);
         if let Some(sup) = &mut self.supervisor {
             if sup.restart_at().is_some_and(|t| t <= now)
                 && sup.start(&mut self.children, &mut self.links).is_err()
             {
                 self.quit = Some(1);
-            }
-        }
-    }
-
-    fn retry_bind(&mut self, id: ListenerId, attempt: u32) {
-        let uid = self.core.policy.uid;
-        let Some(l) = self.listeners.get_mut(id) else {
-            return;
-        };
-        match l.bind(uid, attempt) {
-            Ok(()) => info!(
-                "listening again service=\"{}\" after {attempt} retries",
-                l.label()
-            ),
-            Err(e) => {
-                let next = backoff::bind_retry_delay(attempt).as_secs();
-                warn!(
-                    "bind failed again service=\"{}\": {}; next retry in {next} s",
-                    l.label(),
-                    e.reason()
-                );
             }
         }
     }

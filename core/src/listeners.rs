@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use inetd_protocol::{escape_log, Bind, BindKey, Counters, ListenerSpec, SocketType};
-use log::warn;
+use log::{info, warn};
 
 use crate::backoff;
 use crate::sys;
@@ -319,17 +319,28 @@ impl ListenerTable {
             .min()
     }
 
-    /// The failed listeners due for a retry, with the attempt's number.
-    pub fn due_retries(&self, now: Instant) -> Vec<(ListenerId, u32)> {
-        self.by_id
-            .iter()
-            .filter_map(|(id, l)| match l.state {
+    /// Binds again the failed listeners whose retry is due at `now`.
+    pub fn retry_due(&mut self, now: Instant, core_uid: u32) {
+        for l in self.by_id.values_mut() {
+            let attempt = match l.state {
                 State::Failed {
                     retry_at, attempt, ..
-                } if retry_at <= now => Some((*id, attempt + 1)),
-                _ => None,
-            })
-            .collect()
+                } if retry_at <= now => attempt + 1,
+                _ => continue,
+            };
+            match l.bind(core_uid, attempt) {
+                Ok(()) => info!(
+                    "listening again service=\"{}\" after {attempt} retries",
+                    l.label()
+                ),
+                Err(e) => warn!(
+                    "bind failed again service=\"{}\": {}; next retry in {} s",
+                    l.label(),
+                    e.reason(),
+                    backoff::bind_retry_delay(attempt).as_secs()
+                ),
+            }
+        }
     }
 
     /// A UDP builtin never answers a datagram from one of these ports (no
@@ -493,10 +504,21 @@ mod tests {
             attempt: 2,
         };
         assert_eq!(t.next_retry(), Some(now));
-        assert_eq!(t.due_retries(now), vec![(id, 3)]);
-        assert!(t
-            .due_retries(now - std::time::Duration::from_secs(1))
-            .is_empty());
+        // Not due yet: untouched.
+        t.retry_due(now - std::time::Duration::from_secs(1), 0);
+        assert!(matches!(
+            t.get(id).unwrap().state(),
+            State::Failed { attempt: 2, .. }
+        ));
+        // Due: bound now, or failed again with the next attempt's delay.
+        t.retry_due(now, nix::unistd::geteuid().as_raw());
+        match t.get(id).unwrap().state() {
+            State::Listening => assert!(t.get(id).unwrap().socket().is_some()),
+            State::Failed {
+                attempt, retry_at, ..
+            } => assert!(*attempt == 3 && *retry_at > now),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The capability cut of trust rule 5.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 

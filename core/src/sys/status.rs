@@ -2,11 +2,10 @@
 //! child path failed (and with which errno), or, by closing it at exec,
 //! that it started. The write end is close-on-exec in the child; the read
 //! end is nonblocking in the core, polled until end of file.
+#![forbid(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
-
-use super::{cvt, owned};
+use std::os::fd::{AsFd, OwnedFd};
 
 /// A child's status pipe, made before the child is needed: the core makes
 /// it before it accepts a connection, so that running out of descriptors
@@ -21,11 +20,7 @@ pub struct StatusPipe {
 impl StatusPipe {
     /// A close-on-exec pipe; the read end nonblocking.
     pub fn new() -> io::Result<StatusPipe> {
-        let mut pipe = [-1 as RawFd; 2];
-        // SAFETY: `pipe` is a valid array of two ints for pipe2 to fill.
-        cvt(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })?;
-        // SAFETY: pipe2 succeeded; both descriptors are new and ours alone.
-        let (rd, wr) = unsafe { (owned(pipe[0]), owned(pipe[1])) };
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(super::nix_err)?;
         super::set_nonblocking(rd.as_fd(), true)?;
         Ok(StatusPipe { rd, wr })
     }

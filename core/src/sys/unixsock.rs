@@ -17,7 +17,9 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use nix::fcntl::AtFlags;
 use nix::sys::socket::{self, AddressFamily, UnixAddr};
+use nix::unistd::UnlinkatFlags;
 
 use inetd_protocol::SocketType;
 
@@ -55,19 +57,16 @@ const DIR_FLAGS: libc::c_int =
     libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
 fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid out-pointer.
-    cvt(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
+    nix::sys::stat::fstat(fd).map_err(nix_err)
 }
 
+/// Stats `name` in `dir` without following a symbolic link.
 fn fstatat(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is NUL-terminated, `st` a valid out-pointer.
-    cvt(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(st)
+    nix::sys::stat::fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(nix_err)
+}
+
+fn unlinkat(dir: RawFd, name: &CStr) -> io::Result<()> {
+    nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir).map_err(nix_err)
 }
 
 fn is_sock(st: &libc::stat) -> bool {
@@ -152,9 +151,7 @@ pub fn bind_unix(
     };
     match fstatat(dir.as_raw_fd(), &name) {
         Ok(st) if is_sock(&st) => {
-            // SAFETY: valid dir fd and NUL-terminated name.
-            cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })
-                .map_err(io("unlink old socket"))?;
+            unlinkat(dir.as_raw_fd(), &name).map_err(io("unlink old socket"))?;
         }
         Ok(_) => {
             return Err(UnixError::Unsafe(format!(
@@ -171,8 +168,8 @@ pub fn bind_unix(
     let addr = UnixAddr::new(name_str).map_err(|e| io("address")(nix_err(e)))?;
     // Single-threaded: the working directory and umask are changed for
     // this one bind and restored before anything else runs.
-    // SAFETY: valid directory descriptor.
-    cvt(unsafe { libc::fchdir(dir.as_raw_fd()) }).map_err(io("chdir to the directory of"))?;
+    nix::unistd::fchdir(dir.as_raw_fd())
+        .map_err(|e| io("chdir to the directory of")(nix_err(e)))?;
     let old = super::umask(0o111);
     let r = socket::bind(sock.as_raw_fd(), &addr);
     super::umask(old);
@@ -200,8 +197,7 @@ impl SocketFile {
     pub fn unlink(&self) {
         if let Ok(st) = fstatat(self.dir.as_raw_fd(), &self.name) {
             if is_sock(&st) && st.st_dev == self.dev && st.st_ino == self.ino {
-                // SAFETY: valid dir fd and NUL-terminated name.
-                unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), 0) };
+                let _ = unlinkat(self.dir.as_raw_fd(), &self.name);
             }
         }
     }
