@@ -111,20 +111,7 @@ pub(crate) fn serve(
     idle: Duration,
     guard: &UdpGuard,
 ) -> Result<(), Failure> {
-    let mut responder = Responder {
-        b,
-        // This socket's own port is refused even if the caller's list lacks
-        // it: a request spoofed from our own address and port would
-        // otherwise make the child answer itself forever.
-        own_port: getsockname::<SockaddrStorage>(fd.as_raw_fd())
-            .ok()
-            .as_ref()
-            .and_then(inet_addr)
-            .map(|a| a.port()),
-        guard,
-        limiter: ReplyLimiter::new(Instant::now()),
-        chargen_next: 0,
-    };
+    let mut responder = Responder::new(b, fd, guard);
     // One slot of DGRAM_BUF bytes per datagram of a batch. The pages are
     // only touched where datagrams land.
     let mut slots = vec![0u8; DGRAM_BATCH * DGRAM_BUF];
@@ -204,7 +191,24 @@ struct Responder<'g> {
     chargen_next: usize,
 }
 
-impl Responder<'_> {
+impl<'g> Responder<'g> {
+    fn new(b: Builtin, fd: BorrowedFd<'_>, guard: &'g UdpGuard) -> Self {
+        Responder {
+            b,
+            // This socket's own port is refused even if the caller's list
+            // lacks it: a request spoofed from our own address and port
+            // would otherwise make the child answer itself forever.
+            own_port: getsockname::<SockaddrStorage>(fd.as_raw_fd())
+                .ok()
+                .as_ref()
+                .and_then(inet_addr)
+                .map(|a| a.port()),
+            guard,
+            limiter: ReplyLimiter::new(Instant::now()),
+            chargen_next: 0,
+        }
+    }
+
     /// The reply to the datagram `r` received in `slot`: written into the
     /// slot (for echo it already is the request), its length returned; or
     /// `None` when this source gets no answer.
