@@ -33,12 +33,12 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 5057 lines
+//! root, this process: core/src: 5058 lines
 //!     accept.rs 261, admission.rs 75, apply.rs 301, backoff.rs 56
 //!     children.rs 265, cli.rs 194, daemon.rs 354, link.rs 420
 //!     listeners.rs 393, logger.rs 56, main.rs 108, peer.rs 92, plan.rs 64
 //!     start.rs 323, supervisor.rs 263, validate.rs 381, sys/caps.rs 114
-//!     sys/child.rs 501, sys/mod.rs 345, sys/net.rs 158, sys/status.rs 129
+//!     sys/child.rs 502, sys/mod.rs 345, sys/net.rs 158, sys/status.rs 129
 //!     sys/unixsock.rs 204
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 831 lines
 //!     codec.rs 211, error.rs 62, lib.rs 77, local.rs 44, text.rs 69

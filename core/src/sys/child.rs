@@ -147,10 +147,11 @@ fn fork_child<F: FnOnce(OwnedFd) -> i32>(
         None => StatusPipe::new()?,
     };
 
-    // SAFETY: the child runs only `child_main`, which never returns and
-    // leaves with `_exit` or exec. On the exec path it makes only
-    // async-signal-safe calls; the builtin path is reached only with a
-    // `SingleThreaded` token (see the module's fork contract).
+    // The child runs only `child_main`, which never returns and leaves with
+    // `_exit` or exec; on the exec path it makes only async-signal-safe
+    // calls, and the builtin path is reached only with a `SingleThreaded`
+    // token (see the module's fork contract).
+    // SAFETY: as just said, the fork contract holds for both paths.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         return Err(io::Error::last_os_error());
