@@ -1,97 +1,215 @@
-//! The command line, exactly as DESIGN.md "Command lines" fixes it.
+//! The command line (fixed: scripts and packaging depend on it), parsed by
+//! hand from a table of flags: `--flag value` and `--flag=value`,
+//! `--config` repeatable and kept in order, everything after `--` passed to
+//! the controller. A parser library would add far more code to the root
+//! binary than eight flags need. Pure: arguments in, a value or a usage
+//! error (exit 2) out.
 #![forbid(unsafe_code)]
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Trace => log::LevelFilter::Trace,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
-    }
-}
-
-/// The privileged half of inetd: binds, accepts, forks, drops privileges,
-/// execs. Without --config it serves the controller that connects to its
-/// core socket; with --config it starts inetd-controller itself.
-#[derive(Debug, Parser)]
-#[command(name = "inetd-core", version)]
+/// What the command line asks for; see [`help`] for each flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cli {
-    /// The core socket (packaged mode). Default: RUN/core.sock.
-    #[arg(long, value_name = "PATH")]
     pub core_socket: Option<PathBuf>,
-
-    /// The controller's user, by name or uid (root only; default: inetd).
-    #[arg(long, value_name = "USER")]
     pub controller_user: Option<String>,
-
-    /// Allow services that run with uid, gid or a group 0.
-    #[arg(long)]
     pub allow_root_services: bool,
-
-    /// Let non-root services gain privileges through setuid programs
-    /// (no no_new_privs).
-    #[arg(long)]
     pub allow_setuid_services: bool,
-
-    /// A datagram builtin exits after this many seconds without a datagram.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub dgram_idle: u64,
-
-    /// error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info)]
-    pub log_level: LogLevel,
-
-    /// One-command mode: start inetd-controller with this configuration
-    /// (repeatable; a directory means its *.conf files).
-    #[arg(long, value_name = "PATH")]
+    /// One of [`LOG_LEVELS`].
+    pub log_level: &'static str,
     pub config: Vec<PathBuf>,
-
-    /// One-command mode: the control socket the controller serves.
-    /// Default: RUN/control/control.sock.
-    #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
-
-    /// One-command mode: further arguments for inetd-controller.
-    #[arg(last = true, value_name = "CONTROLLER-ARGS")]
+    /// Everything after `--`.
     pub controller_args: Vec<OsString>,
+}
+
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// The largest `--dgram-idle`: a day.
+const DGRAM_IDLE_MAX: u64 = 86_400;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Cli),
+    /// Print [`help`] on stdout, exit 0.
+    Help,
+    /// Print [`version`] on stdout, exit 0.
+    Version,
+}
+
+/// A command line that does not parse: printed with [`USAGE`], exit 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let msg = &self.0;
+        write!(
+            f,
+            "error: {msg}\n\n{USAGE}\n\nFor more information, try '--help'."
+        )
+    }
+}
+
+pub const USAGE: &str = "Usage: inetd-core [OPTIONS] [-- CONTROLLER-ARGS...]";
+
+/// Each flag: its name, the name of its value (`None` for a switch), help.
+/// Only `--config` may be given more than once.
+const FLAGS: [(&str, Option<&str>, &str); 8] = [
+    ("core-socket", Some("PATH"), "The core socket (packaged mode). Default: RUN/core.sock"),
+    ("controller-user", Some("USER"), "The controller's user, by name or uid (root only; default: inetd)"),
+    ("allow-root-services", None, "Allow services that run with uid, gid or a group 0"),
+    ("allow-setuid-services", None, "Let non-root services gain privileges through setuid programs (no no_new_privs)"),
+    ("dgram-idle", Some("SECONDS"), "A datagram builtin exits after this many seconds without a datagram (1-86400) [default: 30]"),
+    ("log-level", Some("LEVEL"), "error, warn, info, debug or trace [default: info]"),
+    ("config", Some("PATH"), "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)"),
+    ("control-socket", Some("PATH"), "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock"),
+];
+
+/// The `--help` text.
+pub fn help() -> String {
+    let mut s = String::from(
+        "The privileged half of inetd: binds, accepts, forks, drops privileges, execs.\n\
+         Without --config it serves the controller that connects to its core socket;\n\
+         with --config it starts inetd-controller itself.\n\n",
+    );
+    s.push_str(USAGE);
+    s.push_str("\n\nOptions:\n");
+    let rest = [
+        (
+            "-- CONTROLLER-ARGS...".to_owned(),
+            "One-command mode: further arguments for inetd-controller",
+        ),
+        ("-h, --help".to_owned(), "Print this help"),
+        ("-V, --version".to_owned(), "Print the version"),
+    ];
+    let flags = FLAGS.iter().map(|(name, value, help)| match value {
+        Some(v) => (format!("--{name} {v}"), *help),
+        None => (format!("--{name}"), *help),
+    });
+    for (left, what) in flags.chain(rest) {
+        s.push_str(&format!("  {left:<28}{what}\n"));
+    }
+    s
+}
+
+/// The `--version` text.
+pub fn version() -> String {
+    format!("inetd-core {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn err<T>(msg: String) -> Result<T, UsageError> {
+    Err(UsageError(msg))
+}
+
+/// Puts the value `v` of flag `name` into `cli`.
+fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
+    let text = || {
+        v.to_str()
+            .ok_or_else(|| UsageError(format!("the value of --{name} is not valid UTF-8")))
+    };
+    match name {
+        "core-socket" => cli.core_socket = Some(v.clone().into()),
+        "controller-user" => cli.controller_user = Some(text()?.to_owned()),
+        "control-socket" => cli.control_socket = Some(v.clone().into()),
+        "config" => cli.config.push(v.clone().into()),
+        "allow-root-services" => cli.allow_root_services = true,
+        "allow-setuid-services" => cli.allow_setuid_services = true,
+        "dgram-idle" => match text()?.parse::<u64>() {
+            Ok(n) if (1..=DGRAM_IDLE_MAX).contains(&n) => cli.dgram_idle = n,
+            _ => {
+                let t = text()?;
+                return err(format!("invalid value '{t}' for --dgram-idle: a number of seconds from 1 to {DGRAM_IDLE_MAX}"));
+            }
+        },
+        "log-level" => {
+            let t = text()?;
+            let Some(level) = LOG_LEVELS.into_iter().find(|l| *l == t) else {
+                return err(format!(
+                    "invalid value '{t}' for --log-level: one of error, warn, info, debug, trace"
+                ));
+            };
+            cli.log_level = level;
+        }
+        _ => return err(format!("unexpected argument '--{name}'")),
+    }
+    Ok(())
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let mut cli = Cli {
+        dgram_idle: 30,
+        log_level: "info",
+        ..Cli::default()
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_bytes() {
+            b"--" => {
+                cli.controller_args.extend(args);
+                break;
+            }
+            b"-h" | b"--help" => return Ok(Command::Help),
+            b"-V" | b"--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let unexpected = || UsageError(format!("unexpected argument '{}'", arg.to_string_lossy()));
+        let body = arg.as_bytes().strip_prefix(b"--").ok_or_else(unexpected)?;
+        let (name, inline) = match body.iter().position(|&b| b == b'=') {
+            Some(i) => (&body[..i], Some(OsStr::from_bytes(&body[i + 1..]))),
+            None => (body, None),
+        };
+        let &(flag, meta, _) = FLAGS
+            .iter()
+            .find(|f| f.0.as_bytes() == name)
+            .ok_or_else(unexpected)?;
+        if flag != "config" && seen.contains(&flag) {
+            return err(format!("--{flag} cannot be given more than once"));
+        }
+        seen.push(flag);
+        let value = match (meta, inline) {
+            (None, None) => OsString::new(),
+            (None, Some(_)) => return err(format!("--{flag} takes no value")),
+            (Some(_), Some(v)) if v.is_empty() => {
+                return err(format!("--{flag} needs a value, not an empty one"))
+            }
+            (Some(_), Some(v)) => v.to_owned(),
+            // A separate value never starts with '-', so a forgotten value
+            // is not filled with the next flag; `--flag=-x` passes one.
+            (Some(meta), None) => match args.next() {
+                Some(v) if !v.is_empty() && !v.as_bytes().starts_with(b"-") => v,
+                _ => return err(format!("--{flag} needs a value ({meta})")),
+            },
+        };
+        set(&mut cli, flag, value)?;
+    }
+    Ok(Command::Run(cli))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run(args: &[&str]) -> Result<Cli, UsageError> {
+        match parse(args.iter().map(OsString::from))? {
+            Command::Run(c) => Ok(c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        run(args).expect_err("should be a usage error").0
+    }
+
     #[test]
     fn parses_every_flag() {
-        let c = Cli::try_parse_from([
-            "inetd-core",
+        let c = run(&[
             "--core-socket",
             "/tmp/c.sock",
             "--controller-user",
@@ -113,9 +231,12 @@ mod tests {
             "/s",
         ])
         .unwrap();
+        assert_eq!(c.core_socket, Some(PathBuf::from("/tmp/c.sock")));
+        assert_eq!(c.controller_user.as_deref(), Some("inetd"));
         assert_eq!(c.dgram_idle, 5);
-        assert_eq!(c.log_level, LogLevel::Debug);
-        assert_eq!(c.config.len(), 2);
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.config, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(c.control_socket, Some(PathBuf::from("/tmp/x")));
         assert_eq!(
             c.controller_args,
             vec![OsString::from("--services"), OsString::from("/s")]
@@ -124,23 +245,104 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_are_usage_errors() {
-        for args in [
-            &["inetd-core", "--dgram-idle", "0"][..],
-            &["inetd-core", "--dgram-idle", "x"],
-            &["inetd-core", "--log-level", "loud"],
-            &["inetd-core", "--nope"],
-        ] {
-            let e = Cli::try_parse_from(args).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{args:?}");
-        }
+    fn equals_form_and_separate_form_agree() {
+        let a = run(&["--config=/a", "--log-level=warn", "--dgram-idle=7"]).unwrap();
+        let b = run(&["--config", "/a", "--log-level", "warn", "--dgram-idle", "7"]).unwrap();
+        assert_eq!(a, b);
+        // Only the first '=' splits; a value may start with '-' this way.
+        let c = run(&["--config=/a=b", "--controller-user=-1"]).unwrap();
+        assert_eq!(c.config, vec![PathBuf::from("/a=b")]);
+        assert_eq!(c.controller_user.as_deref(), Some("-1"));
     }
 
     #[test]
     fn defaults() {
-        let c = Cli::try_parse_from(["inetd-core"]).unwrap();
+        let c = run(&[]).unwrap();
         assert_eq!(c.dgram_idle, 30);
-        assert_eq!(c.log_level, LogLevel::Info);
-        assert!(c.config.is_empty() && c.core_socket.is_none());
+        assert_eq!(c.log_level, "info");
+        assert!(c.config.is_empty() && c.core_socket.is_none() && !c.allow_root_services);
+    }
+
+    #[test]
+    fn everything_after_the_separator_goes_to_the_controller() {
+        let c = run(&["--", "--config", "/x", "--", "plain"]).unwrap();
+        assert!(c.config.is_empty());
+        assert_eq!(c.controller_args.len(), 4);
+        assert_eq!(run(&["--"]).unwrap().controller_args.len(), 0);
+    }
+
+    #[test]
+    fn non_utf8_paths_pass_through() {
+        use std::os::unix::ffi::OsStringExt;
+        let raw = OsString::from_vec(b"/tmp/\xff.conf".to_vec());
+        let got = parse([OsString::from("--config"), raw.clone()]).unwrap();
+        match got {
+            Command::Run(c) => assert_eq!(c.config, vec![PathBuf::from(raw)]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        for a in ["--help", "-h"] {
+            assert_eq!(parse([OsString::from(a)]).unwrap(), Command::Help);
+        }
+        for a in ["--version", "-V"] {
+            assert_eq!(parse([OsString::from(a)]).unwrap(), Command::Version);
+        }
+        // Even after other flags, as with any tool.
+        let args = ["--config", "/a", "--help"].map(OsString::from);
+        assert_eq!(parse(args).unwrap(), Command::Help);
+        let h = help();
+        for (name, ..) in FLAGS {
+            assert!(h.contains(&format!("--{name}")), "{name}");
+        }
+        assert!(h.contains("--version") && h.contains("CONTROLLER-ARGS"));
+        assert!(version().starts_with("inetd-core "));
+    }
+
+    #[test]
+    fn usage_errors_say_what_is_wrong() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--dgram-idle", "0"], "--dgram-idle"),
+            (&["--dgram-idle", "86401"], "1 to 86400"),
+            (&["--dgram-idle", "x"], "invalid value 'x'"),
+            (&["--log-level", "loud"], "one of error"),
+            (&["--nope"], "unexpected argument '--nope'"),
+            (&["--help=yes"], "unexpected argument"),
+            (&["stray"], "unexpected argument 'stray'"),
+            (&["-x"], "unexpected argument '-x'"),
+            (&["--config"], "--config needs a value (PATH)"),
+            (
+                &["--config", "--log-level", "info"],
+                "--config needs a value",
+            ),
+            (&["--config="], "not an empty one"),
+            (&["--allow-root-services=yes"], "takes no value"),
+            (
+                &["--core-socket", "/a", "--core-socket", "/b"],
+                "more than once",
+            ),
+            (
+                &["--log-level=info", "--log-level", "info"],
+                "more than once",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = usage(args);
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        let shown = UsageError("x".into()).to_string();
+        assert!(shown.starts_with("error: x\n") && shown.contains(USAGE));
+    }
+
+    #[test]
+    fn repeatable_flags_keep_their_order() {
+        let c = run(&["--config", "/b", "--config=/a", "--config", "/c"]).unwrap();
+        assert_eq!(
+            c.config,
+            ["/b", "/a", "/c"].map(PathBuf::from).to_vec(),
+            "order is the controller's reading order"
+        );
     }
 }

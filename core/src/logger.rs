@@ -7,6 +7,7 @@
 
 use std::io::Write;
 
+use inetd_protocol::{escape_log, log_safe};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLog;
@@ -29,8 +30,16 @@ impl Log for StderrLog {
         if !self.enabled(r.metadata()) {
             return;
         }
-        // Newlines inside a message would forge a second record: escape them.
-        let msg = r.args().to_string().replace('\n', "\\n");
+        // Text from outside is escaped where it is placed in a message
+        // (labels and paths, once per apply). A message that still holds a
+        // character a terminal would interpret (a newline would forge a
+        // second record) is escaped whole rather than written raw.
+        let msg = r.args().to_string();
+        let msg = if log_safe(&msg) {
+            msg
+        } else {
+            escape_log(&msg, usize::MAX).into_owned()
+        };
         let line = format!("{}inetd-core: {}\n", prefix(r.level()), msg);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -45,29 +54,12 @@ pub fn init(level: LevelFilter) {
     log::set_max_level(level);
 }
 
-/// Escapes text that came from outside the core (labels, and anything a
-/// peer could influence) for a log line: control characters, quotes and
-/// backslashes are escaped, and the result is cut at `max` characters.
-pub fn escape(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max) + 2);
-    for (n, c) in s.chars().enumerate() {
-        if n >= max {
-            out.push_str("...");
-            break;
-        }
-        out.extend(c.escape_debug());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn escapes_control_characters_and_bounds() {
-        assert_eq!(escape("a\nb\x1b[2J\"", 100), "a\\nb\\u{1b}[2J\\\"");
-        assert_eq!(escape("abcdef", 3), "abc...");
+    fn priority_prefixes() {
         assert_eq!(prefix(Level::Warn), "<4>");
         assert_eq!(prefix(Level::Trace), "<7>");
     }

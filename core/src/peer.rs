@@ -5,6 +5,39 @@
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
 
+/// The other end of an accepted connection, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Inet {
+        peer: SocketAddr,
+        local: SocketAddr,
+    },
+    /// A unix peer's credentials (SO_PEERCRED).
+    Unix {
+        pid: i32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl Peer {
+    /// The peer as written in the log and in the status report.
+    pub fn log_text(&self) -> String {
+        match *self {
+            Peer::Inet { peer, .. } => fmt_addr(peer),
+            Peer::Unix { pid, uid, gid } => fmt_unix(pid, uid, gid),
+        }
+    }
+
+    /// The per-connection environment variables of this connection.
+    pub fn env(&self) -> Vec<CString> {
+        match *self {
+            Peer::Inet { peer, local } => tcp_env(peer, local),
+            Peer::Unix { pid, uid, gid } => unix_env(pid, uid, gid),
+        }
+    }
+}
+
 /// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`) as plain IPv4; any
 /// other address unchanged.
 pub fn unmap(ip: IpAddr) -> IpAddr {
@@ -18,12 +51,12 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
 }
 
 /// A peer for the log: `192.0.2.1:4000` or `[2001:db8::1]:4000`.
-pub fn fmt_addr(sa: SocketAddr) -> String {
+fn fmt_addr(sa: SocketAddr) -> String {
     SocketAddr::new(unmap(sa.ip()), sa.port()).to_string()
 }
 
 /// A unix peer for the log.
-pub fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
+fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
     format!("unix:pid={pid},uid={uid},gid={gid}")
 }
 
@@ -33,7 +66,7 @@ fn var(name: &str, value: impl std::fmt::Display) -> CString {
 }
 
 /// The per-connection variables of a TCP connection: ucspi's and systemd's.
-pub fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
+fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
     let rip = unmap(peer.ip());
     let lip = unmap(local.ip());
     vec![
@@ -48,7 +81,7 @@ pub fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
 }
 
 /// The per-connection variables of a unix stream connection.
-pub fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
+fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
     vec![
         var("PROTO", "UNIX"),
         var("UNIXREMOTEPID", pid),
@@ -111,5 +144,12 @@ mod tests {
             ]
         );
         assert_eq!(fmt_unix(1, 2, 3), "unix:pid=1,uid=2,gid=3");
+        let p = Peer::Unix {
+            pid: 1,
+            uid: 2,
+            gid: 3,
+        };
+        assert_eq!(p.log_text(), "unix:pid=1,uid=2,gid=3");
+        assert_eq!(p.env().len(), 4);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 
+use inetd_protocol::{escape_log, log_safe};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger {
@@ -26,8 +27,17 @@ impl Log for StderrLogger {
             Level::Info => 6,
             Level::Debug | Level::Trace => 7,
         };
+        // Text from outside is escaped where it is placed in a message;
+        // a message that still holds a character a terminal would
+        // interpret is escaped whole rather than written raw.
+        let msg = record.args().to_string();
+        let msg = if log_safe(&msg) {
+            msg
+        } else {
+            escape_log(&msg, usize::MAX).into_owned()
+        };
         // One write per line so lines of different threads do not mix.
-        let line = format!("<{pri}>{}: {}\n", self.prefix, record.args());
+        let line = format!("<{pri}>{}: {msg}\n", self.prefix);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 

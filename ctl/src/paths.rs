@@ -7,15 +7,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The system instance's runtime directory.
-pub const SYSTEM_RUN: &str = "/run/inetd";
+pub use inetd_protocol::SYSTEM_RUNTIME_DIR as SYSTEM_RUN;
 
-/// A user's runtime directory: `$XDG_RUNTIME_DIR/inetd` when that variable
-/// is an absolute path, else `/tmp/inetd-UID`.
+/// The runtime directory of `uid`'s own instance (the protocol crate's
+/// rule, shared with the core).
 pub fn user_run(uid: u32, xdg_runtime_dir: Option<&str>) -> PathBuf {
-    match xdg_runtime_dir {
-        Some(x) if x.starts_with('/') => Path::new(x).join("inetd"),
-        _ => PathBuf::from(format!("/tmp/inetd-{uid}")),
-    }
+    inetd_protocol::runtime_dir(uid, xdg_runtime_dir.map(std::ffi::OsStr::new))
 }
 
 /// RUN as the controller sees it. A controller with `XDG_RUNTIME_DIR` set
@@ -51,6 +48,8 @@ pub fn inetctl_candidates(uid: u32, xdg_runtime_dir: Option<&str>) -> Vec<PathBu
     }
     v.push(control_socket(&user_run(uid, None)));
     v.push(control_socket(Path::new(SYSTEM_RUN)));
+    // For root all three are the system's.
+    v.dedup();
     v
 }
 

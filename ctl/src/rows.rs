@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 
 use inetd_protocol::control::{Refused, RowState, ServiceRow, SourceRef};
-use inetd_protocol::{
-    Action, Bind, ListenerSpec, ListenerState, ListenerStatus, SocketType, StatusReport,
-};
+use inetd_protocol::{Action, Bind, ListenerSpec, ListenerState, ListenerStatus, StatusReport};
 
 use crate::config::{Config, Entry, Label};
 use crate::plan::{source_ref, Plan};
@@ -21,14 +19,6 @@ pub struct Applied {
     pub plan: Plan,
     /// `(index into plan.send, reason)` the core refused.
     pub core_refused: Vec<(usize, String)>,
-}
-
-pub fn socket_type_name(t: SocketType) -> &'static str {
-    match t {
-        SocketType::Stream => "stream",
-        SocketType::Dgram => "dgram",
-        SocketType::Seqpacket => "seqpacket",
-    }
 }
 
 fn blank(source: SourceRef, service: String, protocol: String) -> ServiceRow {
@@ -66,7 +56,7 @@ fn fill_from_spec(row: &mut ServiceRow, spec: &ListenerSpec) {
         }
         Bind::Unix { path } => row.path = Some(path.clone()),
     }
-    row.socket_type = socket_type_name(spec.socket_type).to_owned();
+    row.socket_type = spec.socket_type.to_string();
     row.wait = spec.wait;
     match &spec.action {
         Action::Exec { path, argv } => {

@@ -4,10 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds since the epoch now (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    unix_secs(SystemTime::now()).unwrap_or(0)
-}
+pub use inetd_protocol::unix_now;
 
 /// Whole seconds since the epoch, `None` before 1970.
 pub fn unix_secs(t: SystemTime) -> Option<u64> {

@@ -9,8 +9,12 @@
 //! * the control link (`control.sock`), where `inetctl` sends
 //!   [`control::CtlRequest`]s and the controller answers.
 //!
-//! This crate is pure: types and the codec, no sockets, no system calls, so
-//! it can be fuzzed and run under miri. Every message is a frame: a `u32`
+//! This crate is pure: types and the codec, no sockets, no system calls
+//! (the clock read by [`unix_now`] aside), so it can be fuzzed and run under
+//! miri. It also holds what both sides must write the same way: the escape
+//! of outside text for a log line ([`escape_log`]), the runtime directory
+//! ([`runtime_dir`]), and the names of socket types and IP modes
+//! (`Display`). Every message is a frame: a `u32`
 //! big-endian length followed by that many bytes of bincode 1.3.3 payload.
 //! The length is checked against [`MAX_FRAME`] before anything is allocated;
 //! decoding is bounded by the frame's length and trailing bytes are an error.
@@ -24,12 +28,16 @@
 pub mod codec;
 pub mod control;
 mod error;
+mod local;
+mod text;
 mod types;
 
 pub use codec::{
     check_apply, decode_payload, encode_frame, read_message, read_payload, write_message, FrameBuf,
 };
 pub use error::ProtocolError;
+pub use local::{runtime_dir, unix_now, unix_seconds, SYSTEM_RUNTIME_DIR};
+pub use text::{escape_log, interpreted, log_safe};
 pub use types::*;
 
 /// Version of both links. Core, controller and inetctl ship together; a

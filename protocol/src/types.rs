@@ -4,6 +4,7 @@
 //!
 //! Every enum is append-only: bincode encodes a variant by its index.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,25 @@ pub enum IpMode {
     Dual,
 }
 
+impl IpMode {
+    /// The suffix of the protocol names: `4` (`tcp4`), `6` (`tcp6`), `46`
+    /// (`tcp46`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            IpMode::V4 => "4",
+            IpMode::V6Only => "6",
+            IpMode::Dual => "46",
+        }
+    }
+}
+
+/// Written as its [`IpMode::suffix`].
+impl fmt::Display for IpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.suffix())
+    }
+}
+
 /// Where a listener binds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Bind {
@@ -84,6 +104,24 @@ pub enum SocketType {
     Stream,
     Dgram,
     Seqpacket,
+}
+
+impl SocketType {
+    /// The name used in inetd.conf and in `inetctl list`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketType::Stream => "stream",
+            SocketType::Dgram => "dgram",
+            SocketType::Seqpacket => "seqpacket",
+        }
+    }
+}
+
+/// Written as its [`SocketType::name`].
+impl fmt::Display for SocketType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The `internal` services, served by a forked child of the core that has
@@ -326,4 +364,23 @@ pub struct ChildInfo {
     pub uid: u32,
     /// Unix seconds.
     pub started_at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_types_and_ip_modes_are_written_as_in_inetd_conf() {
+        let st: Vec<String> = [SocketType::Stream, SocketType::Dgram, SocketType::Seqpacket]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(st, ["stream", "dgram", "seqpacket"]);
+        let m: Vec<String> = [IpMode::V4, IpMode::V6Only, IpMode::Dual]
+            .iter()
+            .map(|m| format!("tcp{m}"))
+            .collect();
+        assert_eq!(m, ["tcp4", "tcp6", "tcp46"]);
+    }
 }

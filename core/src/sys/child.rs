@@ -1,5 +1,5 @@
 //! The child path: fork, and between fork and exec exactly the steps of
-//! DESIGN.md trust rule 6, in this order:
+//! trust rule 6 (children get exactly what they should), in this order:
 //!
 //! 1. `setsid`: the child leads its own session, so a signal to the core's
 //!    process group never reaches servers and a server's terminal games
@@ -24,221 +24,134 @@
 //! reads the pipe from its poll loop and logs. A successful exec closes the
 //! pipe, so the parent sees end-of-file.
 //!
-//! Everything that allocates (argv and environment pointer arrays, the
-//! sorted group list) is prepared before `fork`. The core is
-//! single-threaded, so allocating in the child would be safe too, but the
-//! builtin path is the only one that does.
+//! Everything the exec path needs is prepared before `fork`: the ids with
+//! sorted groups and argv's pointer array when the listener was applied
+//! (the [`Identity`] and [`ExecImage`] that validation alone constructs,
+//! the only inputs accepted here), the environment's pointer array and a
+//! scratch buffer for the group check per spawn. So the exec path does not
+//! allocate between fork and exec, and makes only async-signal-safe calls.
+//!
+//! The fork contract. After `fork` the child has one thread, and any lock
+//! another thread of the parent held (the allocator's, stdio's) stays
+//! locked in it forever. The exec path takes no lock. A builtin runs
+//! ordinary Rust code after fork, which allocates: [`spawn_builtin`] is
+//! therefore only callable with a [`SingleThreaded`] token, which the core
+//! takes once at start (sudo-rs marks its `fork` "must not be called in
+//! multithreaded programs"; here the type system says it).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{cvt, owned};
+use super::owned;
+pub use super::status::{read_status, ChildStatus, Spawned, StatusPipe, Step};
+use crate::validate::{ExecImage, Identity};
 
-/// The ids a child runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ids {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
+/// Proof that this process runs a single thread: the condition for running
+/// Rust code that allocates between `fork` and `_exit` (see the module's
+/// fork contract). Neither `Send` nor `Sync`, so it stays on the thread that
+/// took it; taken at most once.
+pub struct SingleThreaded {
+    _this_thread: PhantomData<*const ()>,
 }
 
-/// What the child runs once it is set up.
-pub enum Program<'a> {
-    /// `execve(path, argv, env)`.
-    Exec {
-        path: &'a CStr,
-        argv: &'a [CString],
-        /// The fixed environment, built when the listener was applied.
-        env_fixed: &'a [CString],
-        /// The per-connection variables, built for this connection.
-        env_conn: &'a [CString],
-    },
-    /// Call this with descriptor 0 and `_exit` with what it returns. The
-    /// closure runs after the ids are dropped and every other descriptor
-    /// is closed, and never returns into the core.
-    Builtin(Box<dyn FnOnce(OwnedFd) -> i32 + 'a>),
-}
+static TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// A child's status pipe, made before the child is needed: the core makes
-/// it before it accepts a connection, so that running out of descriptors
-/// shows before a connection is taken (and would have to be dropped), not
-/// after.
-#[derive(Debug)]
-pub struct StatusPipe {
-    rd: OwnedFd,
-    wr: OwnedFd,
-}
-
-impl StatusPipe {
-    /// A close-on-exec pipe; the read end nonblocking.
-    pub fn new() -> io::Result<StatusPipe> {
-        let mut pipe = [-1 as RawFd; 2];
-        // SAFETY: `pipe` is a valid array of two ints for pipe2 to fill.
-        cvt(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })?;
-        // SAFETY: pipe2 succeeded; both descriptors are new and ours alone.
-        let (rd, wr) = unsafe { (owned(pipe[0]), owned(pipe[1])) };
-        super::set_nonblocking(rd.as_fd(), true)?;
-        Ok(StatusPipe { rd, wr })
-    }
-}
-
-/// One child to start.
-pub struct Spawn<'a> {
-    /// The ids to take. With `change_ids` false (a non-root core, which
-    /// cannot change them) the child keeps the core's ids and `ids` is only
-    /// checked against what it reads back.
-    pub ids: &'a Ids,
-    pub change_ids: bool,
-    pub no_new_privs: bool,
-    /// `fds[i]` becomes descriptor `i` in the child; nothing else stays open.
-    pub fds: &'a [RawFd],
-    pub program: Program<'a>,
-    /// The status pipe, made in advance; `None` makes one now.
-    pub pipe: Option<StatusPipe>,
-}
-
-/// A started child and the read end of its status pipe (nonblocking): end
-/// of file means it reached exec (or its builtin); eight bytes mean it
-/// failed, see [`read_status`].
-pub struct Spawned {
-    pub pid: i32,
-    pub status: OwnedFd,
-}
-
-/// The step of the child path that failed, as sent over the status pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Step {
-    Setsid = 1,
-    Signals = 2,
-    Setgroups = 3,
-    Setgid = 4,
-    Setuid = 5,
-    VerifyIds = 6,
-    RegainRoot = 7,
-    NoNewPrivs = 8,
-    Chdir = 9,
-    Descriptors = 10,
-    Exec = 11,
-    Unknown = 0,
-}
-
-impl Step {
-    fn from_u32(n: u32) -> Step {
-        match n {
-            1 => Step::Setsid,
-            2 => Step::Signals,
-            3 => Step::Setgroups,
-            4 => Step::Setgid,
-            5 => Step::Setuid,
-            6 => Step::VerifyIds,
-            7 => Step::RegainRoot,
-            8 => Step::NoNewPrivs,
-            9 => Step::Chdir,
-            10 => Step::Descriptors,
-            11 => Step::Exec,
-            _ => Step::Unknown,
+impl SingleThreaded {
+    /// Takes the token, once per process, after checking that the process
+    /// has exactly one thread (where `/proc` can say). The core starts no
+    /// thread afterwards (`core/clippy.toml` disallows spawning one), so the
+    /// condition holds for the token's whole life.
+    pub fn take() -> Result<SingleThreaded, String> {
+        if TAKEN.swap(true, Ordering::SeqCst) {
+            return Err("the single-threaded token was already taken".into());
         }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Setsid => "setsid",
-            Step::Signals => "signal reset",
-            Step::Setgroups => "setgroups",
-            Step::Setgid => "setgid",
-            Step::Setuid => "setuid",
-            Step::VerifyIds => "id check",
-            Step::RegainRoot => "uid 0 could be regained",
-            Step::NoNewPrivs => "no_new_privs",
-            Step::Chdir => "chdir /",
-            Step::Descriptors => "descriptor set-up",
-            Step::Exec => "execve",
-            Step::Unknown => "unknown step",
-        }
-    }
-}
-
-/// What the status pipe said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildStatus {
-    /// Nothing yet.
-    Pending,
-    /// End of file: the child reached exec or its builtin.
-    Started,
-    /// The child failed at `step` with `errno` and exits 127.
-    Failed { step: Step, errno: i32 },
-}
-
-/// Reads the status pipe without blocking.
-pub fn read_status(fd: &OwnedFd) -> ChildStatus {
-    let mut buf = [0u8; 8];
-    let mut got = 0;
-    // The 8 bytes are written by one write(2) of less than PIPE_BUF, so they
-    // arrive together; loop only for EINTR.
-    while got < buf.len() {
-        match super::read_nb(fd.as_fd(), &mut buf[got..]) {
-            Ok(None) => {
-                if got == 0 {
-                    return ChildStatus::Pending;
-                }
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            let n = tasks.count();
+            if n != 1 {
+                return Err(format!("the process runs {n} threads, not one"));
             }
-            Ok(Some(0)) => break,
-            Ok(Some(n)) => got += n,
-            Err(_) => return ChildStatus::Started,
         }
+        Ok(SingleThreaded {
+            _this_thread: PhantomData,
+        })
     }
-    if got < buf.len() {
-        return ChildStatus::Started;
-    }
-    let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    ChildStatus::Failed {
-        step: Step::from_u32(step),
-        errno,
-    }
+}
+
+/// Starts a child that execs `image` as `id`, with `fds[i]` on descriptor
+/// `i` and the per-connection variables `env_conn` after the fixed
+/// environment. `pipe` is the status pipe made in advance (`None` makes one
+/// now).
+pub fn spawn_exec(
+    id: &Identity,
+    image: &ExecImage,
+    env_conn: &[CString],
+    fds: &[RawFd],
+    pipe: Option<StatusPipe>,
+) -> io::Result<Spawned> {
+    let env: Vec<*const libc::c_char> = image
+        .env()
+        .iter()
+        .chain(env_conn)
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let run: Run<'_, fn(OwnedFd) -> i32> = Run::Exec {
+        path: image.path().as_ptr(),
+        argv: image.argv_ptrs(),
+        env: &env,
+    };
+    fork_child(id, fds, pipe, run)
+}
+
+/// Starts a child that runs `serve` as `id` with `fd` as its descriptor 0
+/// (and no other), then `_exit`s with what it returns. The closure runs
+/// after the ids are dropped and every other descriptor is closed, and
+/// never returns into the core. It is ordinary Rust code after fork, hence
+/// the [`SingleThreaded`] token.
+pub fn spawn_builtin<F: FnOnce(OwnedFd) -> i32>(
+    id: &Identity,
+    fd: RawFd,
+    serve: F,
+    pipe: Option<StatusPipe>,
+    _single: &SingleThreaded,
+) -> io::Result<Spawned> {
+    fork_child(id, &[fd], pipe, Run::Builtin(serve))
+}
+
+/// What the child does once it is set up.
+enum Run<'a, F> {
+    /// `execve(path, argv, env)`, all made before fork.
+    Exec {
+        path: *const libc::c_char,
+        argv: &'a [*const libc::c_char],
+        env: &'a [*const libc::c_char],
+    },
+    Builtin(F),
 }
 
 /// Forks a child that follows the path described at the top of this file.
-pub fn spawn(mut s: Spawn<'_>) -> io::Result<Spawned> {
-    // Everything the child needs, allocated now.
-    let (path_ptr, argv_ptrs, env_ptrs) = match &s.program {
-        Program::Exec {
-            path,
-            argv,
-            env_fixed,
-            env_conn,
-        } => {
-            if argv.is_empty() {
-                return Err(io::Error::from(io::ErrorKind::InvalidInput));
-            }
-            let mut a: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
-            a.push(std::ptr::null());
-            let mut e: Vec<*const libc::c_char> = env_fixed
-                .iter()
-                .chain(env_conn.iter())
-                .map(|c| c.as_ptr())
-                .collect();
-            e.push(std::ptr::null());
-            (path.as_ptr(), a, e)
-        }
-        Program::Builtin(_) => (std::ptr::null(), Vec::new(), Vec::new()),
-    };
-    let mut want_groups = s.ids.groups.clone();
-    want_groups.sort_unstable();
-    want_groups.dedup();
-    let mut got_groups: Vec<libc::gid_t> = vec![0; want_groups.len() + 1];
-
-    let StatusPipe { rd, wr } = match s.pipe.take() {
+fn fork_child<F: FnOnce(OwnedFd) -> i32>(
+    id: &Identity,
+    fds: &[RawFd],
+    pipe: Option<StatusPipe>,
+    run: Run<'_, F>,
+) -> io::Result<Spawned> {
+    // Room for what getgroups may return (one more than asked, to see an
+    // extra group), allocated before fork.
+    let mut got_groups: Vec<libc::gid_t> = vec![0; id.groups().len() + 1];
+    let StatusPipe { rd, wr } = match pipe {
         Some(p) => p,
         None => StatusPipe::new()?,
     };
 
-    // The core is single-threaded, so no other thread can hold a lock the
-    // child would need.
-    // SAFETY: single-threaded parent; the child runs only `child_main`, which
-    // never returns and leaves with `_exit` or exec.
+    // The child runs only `child_main`, which never returns and leaves with
+    // `_exit` or exec; on the exec path it makes only async-signal-safe
+    // calls, and the builtin path is reached only with a `SingleThreaded`
+    // token (see the module's fork contract).
+    // SAFETY: as just said, the fork contract holds for both paths.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         return Err(io::Error::last_os_error());
@@ -246,14 +159,11 @@ pub fn spawn(mut s: Spawn<'_>) -> io::Result<Spawned> {
     if pid == 0 {
         let ctx = ChildCtx {
             status_fd: wr.as_raw_fd(),
-            path: path_ptr,
-            argv: &argv_ptrs,
-            env: &env_ptrs,
-            want_groups: &want_groups,
+            id,
             got_groups: &mut got_groups,
             nofile: super::original_nofile(),
         };
-        child_main(ctx, s);
+        child_main(ctx, fds, run);
     }
     drop(wr);
     Ok(Spawned { pid, status: rd })
@@ -261,10 +171,7 @@ pub fn spawn(mut s: Spawn<'_>) -> io::Result<Spawned> {
 
 struct ChildCtx<'a> {
     status_fd: RawFd,
-    path: *const libc::c_char,
-    argv: &'a [*const libc::c_char],
-    env: &'a [*const libc::c_char],
-    want_groups: &'a [u32],
+    id: &'a Identity,
     got_groups: &'a mut [libc::gid_t],
     nofile: Option<(u64, u64)>,
 }
@@ -288,8 +195,8 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// The child side of [`spawn`]. Never returns.
-fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
+/// The child side of [`fork_child`]. Never returns.
+fn child_main<F: FnOnce(OwnedFd) -> i32>(mut c: ChildCtx<'_>, fds: &[RawFd], run: Run<'_, F>) -> ! {
     // 1. New session.
     // SAFETY: plain system call.
     if unsafe { libc::setsid() } == -1 {
@@ -307,26 +214,14 @@ fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
         }
     }
 
-    // 3. Ids: groups, then gid, then uid; each checked.
-    let ids = s.ids;
-    if s.change_ids {
-        // SAFETY: `want_groups` is a valid slice of gid_t-sized values.
-        if unsafe { libc::setgroups(c.want_groups.len(), c.want_groups.as_ptr()) } == -1 {
-            fail(c.status_fd, Step::Setgroups, errno());
-        }
-        // SAFETY: plain system calls with integer arguments.
-        if unsafe { libc::setresgid(ids.gid, ids.gid, ids.gid) } == -1 {
-            fail(c.status_fd, Step::Setgid, errno());
-        }
-        // SAFETY: as above.
-        if unsafe { libc::setresuid(ids.uid, ids.uid, ids.uid) } == -1 {
-            fail(c.status_fd, Step::Setuid, errno());
-        }
+    // 3. Ids: groups, then gid, then uid; each checked, then read back.
+    if c.id.change_ids() {
+        change_ids(c.status_fd, c.id);
     }
-    verify_ids(&mut c, ids, s.change_ids);
+    verify_ids(&mut c);
 
     // 4. no_new_privs: setuid binaries cannot lift the child any more.
-    if s.no_new_privs {
+    if c.id.no_new_privs() {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
             fail(c.status_fd, Step::NoNewPrivs, errno());
@@ -342,41 +237,63 @@ fn child_main(mut c: ChildCtx<'_>, s: Spawn<'_>) -> ! {
         }
     }
 
-    // 6. Descriptors.
-    let keep_status = matches!(s.program, Program::Exec { .. });
-    setup_fds(&mut c, s.fds, keep_status);
+    // 6. Descriptors, then the descriptor limit the core was started with.
+    let keep_status = matches!(run, Run::Exec { .. });
+    setup_fds(&mut c, fds, keep_status);
+    restore_nofile(c.nofile);
 
-    // The descriptor limit the core was started with (it raised its own
-    // for its listeners), after the descriptors are closed so the fallback
-    // close loop sees the high limit. A failure leaves the higher limit, which is
-    // harmless, so it is not fatal.
-    if let Some((soft, hard)) = c.nofile {
+    // 7. Run.
+    match run {
+        Run::Exec { path, argv, env } => {
+            // path, argv and env were built before fork and are alive in this
+            // (copied) address space.
+            // SAFETY: NUL-terminated pointer arrays of NUL-terminated strings.
+            unsafe { libc::execve(path, argv.as_ptr(), env.as_ptr()) };
+            fail(c.status_fd, Step::Exec, errno());
+        }
+        Run::Builtin(serve) => {
+            // SAFETY: descriptor 0 was just set up by `setup_fds` and
+            // nothing else in this process owns it.
+            let fd = unsafe { owned(0) };
+            let code = serve(fd);
+            // SAFETY: leaving the child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// `setgroups` → `setresgid` → `setresuid`: groups first and gid before uid
+/// because each of those calls needs privilege that the uid change takes
+/// away.
+fn change_ids(status_fd: RawFd, id: &Identity) {
+    let groups = id.groups();
+    // SAFETY: `groups` is a valid slice of gid_t-sized values.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } == -1 {
+        fail(status_fd, Step::Setgroups, errno());
+    }
+    // SAFETY: plain system calls with integer arguments.
+    if unsafe { libc::setresgid(id.gid(), id.gid(), id.gid()) } == -1 {
+        fail(status_fd, Step::Setgid, errno());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(id.uid(), id.uid(), id.uid()) } == -1 {
+        fail(status_fd, Step::Setuid, errno());
+    }
+}
+
+/// Gives the child the descriptor limit the core was started with (it
+/// raised its own for its listeners). Run after the descriptors are
+/// closed, so the fallback close loop sees the high limit. A failure leaves
+/// the higher limit, which is harmless, so it is not fatal.
+fn restore_nofile(nofile: Option<(u64, u64)>) {
+    if let Some((soft, hard)) = nofile {
         let rl = libc::rlimit {
             rlim_cur: soft as libc::rlim_t,
             rlim_max: hard as libc::rlim_t,
         };
         // SAFETY: valid pointer to an initialised rlimit.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
-    }
-
-    // 7. Run.
-    match s.program {
-        Program::Exec { .. } => {
-            // path, argv and env were built before fork and are alive in this
-            // (copied) address space.
-            // SAFETY: NUL-terminated pointer arrays of NUL-terminated strings.
-            unsafe { libc::execve(c.path, c.argv.as_ptr(), c.env.as_ptr()) };
-            fail(c.status_fd, Step::Exec, errno());
-        }
-        Program::Builtin(run) => {
-            // SAFETY: descriptor 0 was just set up by `setup_fds` and
-            // nothing else in this process owns it.
-            let fd = unsafe { owned(0) };
-            let code = run(fd);
-            // SAFETY: leaving the child without running the parent's
-            // destructors or atexit handlers.
-            unsafe { libc::_exit(code) }
-        }
     }
 }
 
@@ -422,25 +339,27 @@ fn reset_signals() {
 }
 
 /// Reads the ids back and compares them with what was asked for.
-fn verify_ids(c: &mut ChildCtx<'_>, ids: &Ids, changed: bool) {
+fn verify_ids(c: &mut ChildCtx<'_>) {
+    let ids = c.id;
     let (mut r, mut e, mut sv) = (0, 0, 0);
     // SAFETY: three valid out-pointers.
     if unsafe { libc::getresuid(&mut r, &mut e, &mut sv) } == -1
-        || r != ids.uid
-        || e != ids.uid
-        || sv != ids.uid
+        || r != ids.uid()
+        || e != ids.uid()
+        || sv != ids.uid()
     {
         fail(c.status_fd, Step::VerifyIds, libc::EPERM);
     }
     // SAFETY: as above.
     if unsafe { libc::getresgid(&mut r, &mut e, &mut sv) } == -1
-        || r != ids.gid
-        || e != ids.gid
-        || sv != ids.gid
+        || r != ids.gid()
+        || e != ids.gid()
+        || sv != ids.gid()
     {
         fail(c.status_fd, Step::VerifyIds, libc::EPERM);
     }
-    if changed {
+    if ids.change_ids() {
+        let want = ids.groups();
         let cap = i32::try_from(c.got_groups.len()).unwrap_or(i32::MAX);
         // SAFETY: `got_groups` has room for `cap` entries.
         let n = unsafe { libc::getgroups(cap, c.got_groups.as_mut_ptr()) };
@@ -455,17 +374,17 @@ fn verify_ids(c: &mut ChildCtx<'_>, ids: &Ids, changed: bool) {
             if i > 0 && got[i - 1] == *g {
                 continue;
             }
-            if c.want_groups.get(k) != Some(g) {
+            if want.get(k) != Some(g) {
                 ok = false;
                 break;
             }
             k += 1;
         }
-        if !ok || k != c.want_groups.len() {
+        if !ok || k != want.len() {
             fail(c.status_fd, Step::VerifyIds, libc::EPERM);
         }
     }
-    if ids.uid != 0 {
+    if ids.uid() != 0 {
         // SAFETY: plain system calls. Both must fail for a non-root child;
         // success would mean the drop is not permanent.
         if unsafe { libc::setuid(0) } != -1 || unsafe { libc::seteuid(0) } != -1 {
@@ -584,6 +503,7 @@ unsafe fn close_from(first: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CStr;
     use std::io::Read;
 
     /// Runs `argv` through the child path as the current user with a pipe
@@ -592,25 +512,22 @@ mod tests {
     fn run(path: &CStr, argv: &[&str]) -> (ChildStatus, i32, String) {
         let (r, w) = nix::unistd::pipe().unwrap();
         let argv: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
-        let env = [CString::new("PATH=/usr/bin:/bin").unwrap()];
-        let ids = Ids {
-            uid: super::super::geteuid(),
-            gid: super::super::getegid(),
-            groups: Vec::new(),
-        };
-        let sp = spawn(Spawn {
-            ids: &ids,
-            change_ids: false,
-            no_new_privs: true,
-            fds: &[w.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()],
-            program: Program::Exec {
-                path,
-                argv: &argv,
-                env_fixed: &env,
-                env_conn: &[],
-            },
-            pipe: None,
-        })
+        // What a core that is not root prepares for its controller: the
+        // same ids, no change.
+        let (id, image) = crate::validate::controller(
+            (super::super::geteuid(), super::super::getegid(), &[]),
+            false,
+            path.to_owned(),
+            argv,
+        );
+        let conn = [CString::new("TCPREMOTEPORT=7").unwrap()];
+        let sp = spawn_exec(
+            &id,
+            &image,
+            &conn,
+            &[w.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()],
+            None,
+        )
         .unwrap();
         drop(w);
         let mut out = String::new();
@@ -627,17 +544,30 @@ mod tests {
     fn exec_reports_success_by_end_of_file() {
         let (st, code, out) = run(
             c"/bin/sh",
-            &["sh", "-c", "echo $PATH; ls /proc/self/fd | wc -l; grep NoNewPrivs /proc/self/status; umask; pwd"],
+            &["sh", "-c", "echo $PATH $TCPREMOTEPORT; ls /proc/self/fd | wc -l; grep NoNewPrivs /proc/self/status; umask; pwd"],
         );
         assert_eq!(st, ChildStatus::Started);
         assert_eq!(code, 0);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], "/usr/bin:/bin");
+        let path = crate::validate::PATH_ENV.strip_prefix("PATH=").unwrap();
+        assert_eq!(lines[0], format!("{path} 7"), "fixed, then per-connection");
         // 0, 1, 2 and ls's handle on the directory.
         assert_eq!(lines[1].trim(), "4");
         assert_eq!(lines[2], "NoNewPrivs:\t1");
         assert_eq!(lines[3], "0022");
         assert_eq!(lines[4], "/");
+    }
+
+    #[test]
+    fn the_single_threaded_token_is_taken_once() {
+        // The test harness may run more than one thread, so the first take
+        // may fail for that reason; the second fails whatever happens.
+        let first = SingleThreaded::take();
+        if let Err(e) = &first {
+            assert!(e.contains("threads"), "{e}");
+        }
+        let again = SingleThreaded::take().err().unwrap_or_default();
+        assert!(again.contains("already taken"), "{again}");
     }
 
     #[test]

@@ -10,8 +10,8 @@
 
 pub mod caps;
 pub mod child;
-pub mod clock;
 pub mod net;
+mod status;
 pub mod unixsock;
 
 use std::ffi::CString;
@@ -69,7 +69,7 @@ pub fn ensure_std_fds() -> io::Result<()> {
 static ORIGINAL_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
 
 /// Raises the soft descriptor limit to the hard one: each listener is a
-/// descriptor and DESIGN.md asks for at least 10,000 of them, while service
+/// descriptor and the core serves at least 10,000 of them, while service
 /// managers start daemons with a soft limit of 1024. The core uses poll,
 /// not select, so high descriptor numbers are fine. Children get the
 /// original limit back (see [`original_nofile`]): servers that use select
@@ -165,7 +165,7 @@ pub fn chown(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
 }
 
 /// A user as the core needs it: resolved once at start, from the core's own
-/// command line (DESIGN.md trust rule 2 allows exactly this).
+/// command line (trust rule 2 allows exactly this).
 #[derive(Debug, Clone)]
 pub struct UserInfo {
     pub name: String,

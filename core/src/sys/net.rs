@@ -13,50 +13,29 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 
+use inetd_protocol::{IpMode, SocketType};
+
 use super::{nix_err, owned};
 
 /// Listen backlog of every stream listener (Debian's openbsd-inetd `-q`
 /// default, and busybox's).
 pub const BACKLOG: i32 = 128;
 
-/// The socket kinds the core binds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Stream,
-    Dgram,
-    Seqpacket,
+/// Whether a socket of type `t` is listened on and accepted from.
+pub fn connected(t: SocketType) -> bool {
+    t != SocketType::Dgram
 }
 
-impl Kind {
-    fn sock_type(self) -> SockType {
-        match self {
-            Kind::Stream => SockType::Stream,
-            Kind::Dgram => SockType::Datagram,
-            Kind::Seqpacket => SockType::SeqPacket,
-        }
-    }
-
-    /// Whether the socket is listened on and accepted from.
-    pub fn connected(self) -> bool {
-        !matches!(self, Kind::Dgram)
-    }
-}
-
-/// The address family handling of an internet listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    /// IPv6 with IPV6_V6ONLY on.
-    V6Only,
-    /// IPv6 with IPV6_V6ONLY off (dual stack).
-    Dual,
-}
-
-/// Makes a nonblocking, close-on-exec socket of `kind`.
-pub fn new_socket(af: AddressFamily, kind: Kind) -> io::Result<OwnedFd> {
+/// Makes a nonblocking, close-on-exec socket of type `t`.
+pub fn new_socket(af: AddressFamily, t: SocketType) -> io::Result<OwnedFd> {
+    let ty = match t {
+        SocketType::Stream => SockType::Stream,
+        SocketType::Dgram => SockType::Datagram,
+        SocketType::Seqpacket => SockType::SeqPacket,
+    };
     socket::socket(
         af,
-        kind.sock_type(),
+        ty,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         None,
     )
@@ -64,31 +43,31 @@ pub fn new_socket(af: AddressFamily, kind: Kind) -> io::Result<OwnedFd> {
 }
 
 /// Binds (and for stream sockets, listens on) an internet socket.
-pub fn bind_inet(addr: IpAddr, port: u16, family: Family, kind: Kind) -> io::Result<OwnedFd> {
-    let af = match family {
-        Family::V4 => AddressFamily::Inet,
-        Family::V6Only | Family::Dual => AddressFamily::Inet6,
+pub fn bind_inet(addr: IpAddr, port: u16, mode: IpMode, t: SocketType) -> io::Result<OwnedFd> {
+    let af = match mode {
+        IpMode::V4 => AddressFamily::Inet,
+        IpMode::V6Only | IpMode::Dual => AddressFamily::Inet6,
     };
-    let fd = new_socket(af, kind)?;
-    if kind.connected() {
+    let fd = new_socket(af, t)?;
+    if connected(t) {
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(nix_err)?;
     }
-    match (family, addr) {
-        (Family::V4, IpAddr::V4(a)) => {
+    match (mode, addr) {
+        (IpMode::V4, IpAddr::V4(a)) => {
             let sa = SockaddrIn::from(SocketAddrV4::new(a, port));
             socket::bind(fd.as_raw_fd(), &sa).map_err(nix_err)?;
         }
-        (Family::V6Only | Family::Dual, IpAddr::V6(a)) => {
+        (IpMode::V6Only | IpMode::Dual, IpAddr::V6(a)) => {
             // Set explicitly either way: the system default
             // (net.ipv6.bindv6only) must not decide what a listener is.
-            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &(family == Family::V6Only))
+            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &(mode == IpMode::V6Only))
                 .map_err(nix_err)?;
             let sa = SockaddrIn6::from(SocketAddrV6::new(a, port, 0, 0));
             socket::bind(fd.as_raw_fd(), &sa).map_err(nix_err)?;
         }
         _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
     }
-    if kind.connected() {
+    if connected(t) {
         listen(&fd)?;
     }
     Ok(fd)

@@ -1,6 +1,6 @@
 //! Unix-domain listeners, bound without CAP_DAC_OVERRIDE, CAP_FOWNER or
 //! CAP_CHOWN and without following any link an unprivileged user could
-//! plant (DESIGN.md, "Unix-domain services and the filesystem").
+//! plant.
 //!
 //! The path (already checked to be absolute and canonical) is walked from
 //! `/` with `openat(O_PATH | O_DIRECTORY | O_NOFOLLOW)` one directory at a
@@ -17,9 +17,13 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use nix::fcntl::AtFlags;
 use nix::sys::socket::{self, AddressFamily, UnixAddr};
+use nix::unistd::UnlinkatFlags;
 
-use super::net::{listen, new_socket, Kind};
+use inetd_protocol::SocketType;
+
+use super::net::{connected, listen, new_socket};
 use super::{cvt, nix_err, owned};
 
 /// Why a unix listener could not be set up.
@@ -53,19 +57,16 @@ const DIR_FLAGS: libc::c_int =
     libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
 fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid out-pointer.
-    cvt(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
+    nix::sys::stat::fstat(fd).map_err(nix_err)
 }
 
+/// Stats `name` in `dir` without following a symbolic link.
 fn fstatat(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is NUL-terminated, `st` a valid out-pointer.
-    cvt(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(st)
+    nix::sys::stat::fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(nix_err)
+}
+
+fn unlinkat(dir: RawFd, name: &CStr) -> io::Result<()> {
+    nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir).map_err(nix_err)
 }
 
 fn is_sock(st: &libc::stat) -> bool {
@@ -140,7 +141,7 @@ fn open_parent(path: &str, core_uid: u32) -> Result<(OwnedFd, CString), UnixErro
 /// Binds (and for connected kinds, listens on) a unix socket at `path`.
 pub fn bind_unix(
     path: &str,
-    kind: Kind,
+    t: SocketType,
     core_uid: u32,
 ) -> Result<(OwnedFd, SocketFile), UnixError> {
     let (dir, name) = open_parent(path, core_uid)?;
@@ -150,9 +151,7 @@ pub fn bind_unix(
     };
     match fstatat(dir.as_raw_fd(), &name) {
         Ok(st) if is_sock(&st) => {
-            // SAFETY: valid dir fd and NUL-terminated name.
-            cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })
-                .map_err(io("unlink old socket"))?;
+            unlinkat(dir.as_raw_fd(), &name).map_err(io("unlink old socket"))?;
         }
         Ok(_) => {
             return Err(UnixError::Unsafe(format!(
@@ -162,15 +161,15 @@ pub fn bind_unix(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) => return Err(io("stat")(e)),
     }
-    let sock = new_socket(AddressFamily::Unix, kind).map_err(io("socket for"))?;
+    let sock = new_socket(AddressFamily::Unix, t).map_err(io("socket for"))?;
     let name_str = name
         .to_str()
         .map_err(|_| UnixError::Unsafe("path is not UTF-8".into()))?;
     let addr = UnixAddr::new(name_str).map_err(|e| io("address")(nix_err(e)))?;
     // Single-threaded: the working directory and umask are changed for
     // this one bind and restored before anything else runs.
-    // SAFETY: valid directory descriptor.
-    cvt(unsafe { libc::fchdir(dir.as_raw_fd()) }).map_err(io("chdir to the directory of"))?;
+    nix::unistd::fchdir(dir.as_raw_fd())
+        .map_err(|e| io("chdir to the directory of")(nix_err(e)))?;
     let old = super::umask(0o111);
     let r = socket::bind(sock.as_raw_fd(), &addr);
     super::umask(old);
@@ -184,7 +183,7 @@ pub fn bind_unix(
         dev: st.st_dev,
         ino: st.st_ino,
     };
-    if kind.connected() {
+    if connected(t) {
         if let Err(e) = listen(&sock) {
             file.unlink();
             return Err(io("listen on")(e));
@@ -198,8 +197,7 @@ impl SocketFile {
     pub fn unlink(&self) {
         if let Ok(st) = fstatat(self.dir.as_raw_fd(), &self.name) {
             if is_sock(&st) && st.st_dev == self.dev && st.st_ino == self.ino {
-                // SAFETY: valid dir fd and NUL-terminated name.
-                unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), 0) };
+                let _ = unlinkat(self.dir.as_raw_fd(), &self.name);
             }
         }
     }

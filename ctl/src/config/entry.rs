@@ -293,7 +293,7 @@ impl EntryParser<'_> {
             if wait != natural {
                 self.warnings.push(format!(
                     "the {} builtin {} ignores {wait_word:?}: {}",
-                    socket_type_name(socket_type),
+                    socket_type,
                     builtin.name(),
                     if natural {
                         "a datagram builtin is served by one child per socket, as with wait"
@@ -1084,14 +1084,6 @@ fn parse_socket_type(text: &str) -> Result<SocketType, Problem> {
     }
 }
 
-fn socket_type_name(st: SocketType) -> &'static str {
-    match st {
-        SocketType::Stream => "stream",
-        SocketType::Dgram => "dgram",
-        SocketType::Seqpacket => "seqpacket",
-    }
-}
-
 /// Field 4: `wait`/`nowait`, then `.N` or `:N` (N ≥ 1 connections per
 /// minute), or FreeBSD's `/max-child[/max-conn-per-ip-per-minute[/max-child-per-ip]]`
 /// where 0 means unlimited. Returns the word as written, wait, and limits.
@@ -1138,10 +1130,5 @@ fn parse_wait(text: &str) -> Result<(&str, bool, Limits), Problem> {
 /// The row's own protocol: `tcp4`, `tcp6`, `tcp46`, `udp4`, ...
 fn mode_row(udp: bool, mode: IpMode) -> String {
     let t = if udp { "udp" } else { "tcp" };
-    let f = match mode {
-        IpMode::V4 => "4",
-        IpMode::V6Only => "6",
-        IpMode::Dual => "46",
-    };
-    format!("{t}{f}")
+    format!("{t}{mode}")
 }

@@ -165,11 +165,7 @@ fn note_if_fully_taken(parsed: &mut [Parsed], pi: usize) {
 }
 
 fn describe(key: &BindKey, protocol: &str) -> String {
-    let st = match key.socket_type {
-        inetd_protocol::SocketType::Stream => "stream",
-        inetd_protocol::SocketType::Dgram => "dgram",
-        inetd_protocol::SocketType::Seqpacket => "seqpacket",
-    };
+    let st = key.socket_type;
     match &key.bind {
         Bind::Inet { addr, port, .. } => {
             let a = match addr {

@@ -3,8 +3,13 @@
 //! broken-down fields, so no static libc buffer (`ctime`, `asctime`) is used.
 //!
 //! The zone is the host's: `TZ` from the process environment if set, else
-//! `/etc/localtime`, as libc resolves it. `tzset(3)` runs once per process
-//! (see [`init`]); a forked child inherits the zone its parent loaded.
+//! `/etc/localtime`, as libc resolves it. `tzset(3)` runs once per process,
+//! on the first conversion (see [`init`]): in a builtin child, after the
+//! privilege drop, so the root core never parses a zone file.
+//!
+//! The only unsafe code of this crate: the C library has the zone rules,
+//! and Rust's standard library has no local time.
+#![allow(unsafe_code)]
 
 use std::sync::Once;
 

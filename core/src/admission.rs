@@ -1,0 +1,146 @@
+//! Admission: whether an accepted connection may start a child, decided
+//! after accept and before fork, from the listener's spec and the peer
+//! alone (pure). Today: the ftp-bounce guard and the access list; the
+//! limits (per service, per source) belong here too.
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+use inetd_protocol::{Acl, ListenerSpec};
+
+use crate::peer::{unmap, Peer};
+
+/// Why a connection is closed without a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A TCP source port of 20 (ftp-data): an FTP bounce attempt.
+    FtpBounce,
+    /// The listener's access list does not admit the peer.
+    AccessList,
+}
+
+impl Refusal {
+    /// The reason as logged: `refused service="..." peer=...: REASON`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::FtpBounce => "source port 20 (ftp bounce)",
+            Refusal::AccessList => "access list",
+        }
+    }
+}
+
+/// Whether `peer` may start a child of the listener `spec`.
+pub fn admit(spec: &ListenerSpec, peer: &Peer) -> Result<(), Refusal> {
+    let Peer::Inet { peer, .. } = peer else {
+        // Unix peers are judged by the socket's mode and directory.
+        return Ok(());
+    };
+    // OpenBSD's gettcp(): an ftp-data source port means an FTP bounce
+    // attempt; nothing legitimate comes from it.
+    if peer.port() == 20 {
+        return Err(Refusal::FtpBounce);
+    }
+    match &spec.acl {
+        Some(acl) if !acl_allows(acl, unmap(peer.ip())) => Err(Refusal::AccessList),
+        _ => Ok(()),
+    }
+}
+
+/// Whether an access list admits `peer` (already unmapped from
+/// IPv4-mapped IPv6): the first rule whose prefix matches decides.
+fn acl_allows(acl: &Acl, peer: IpAddr) -> bool {
+    for r in &acl.rules {
+        if prefix_match(r.addr, r.prefix, peer) {
+            return r.allow;
+        }
+    }
+    acl.default_allow
+}
+
+fn prefix_match(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let p = u32::from(prefix.min(32));
+            let mask = u32::MAX.checked_shl(32 - p).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let p = u32::from(prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - p).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::tests::spec;
+    use inetd_protocol::AclRule;
+
+    fn rule(addr: &str, prefix: u8, allow: bool) -> AclRule {
+        AclRule {
+            addr: addr.parse().unwrap(),
+            prefix,
+            allow,
+        }
+    }
+
+    fn inet(peer: &str) -> Peer {
+        Peer::Inet {
+            peer: peer.parse().unwrap(),
+            local: "127.0.0.1:7".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn access_lists_first_match_decides() {
+        let acl = Acl {
+            rules: vec![
+                rule("10.1.0.0", 16, false),
+                rule("10.0.0.0", 8, true),
+                rule("2001:db8::", 32, true),
+            ],
+            default_allow: false,
+        };
+        assert!(!acl_allows(&acl, "10.1.2.3".parse().unwrap()));
+        assert!(acl_allows(&acl, "10.2.2.3".parse().unwrap()));
+        assert!(acl_allows(&acl, "2001:db8::5".parse().unwrap()));
+        assert!(!acl_allows(&acl, "2001:db9::5".parse().unwrap()));
+        assert!(!acl_allows(&acl, "192.0.2.1".parse().unwrap()));
+        let all = Acl {
+            rules: vec![rule("0.0.0.0", 0, true)],
+            default_allow: false,
+        };
+        assert!(acl_allows(&all, "192.0.2.1".parse().unwrap()));
+        assert!(!acl_allows(&all, "::1".parse().unwrap()), "other family");
+    }
+
+    #[test]
+    fn admission() {
+        let mut s = spec(7000);
+        assert_eq!(admit(&s, &inet("192.0.2.1:4000")), Ok(()));
+        assert_eq!(admit(&s, &inet("192.0.2.1:20")), Err(Refusal::FtpBounce));
+        s.acl = Some(Acl {
+            rules: vec![rule("192.0.2.0", 24, true)],
+            default_allow: false,
+        });
+        assert_eq!(admit(&s, &inet("192.0.2.1:4000")), Ok(()));
+        // An IPv4-mapped peer of a dual-stack socket is judged as IPv4.
+        assert_eq!(admit(&s, &inet("[::ffff:192.0.2.1]:4000")), Ok(()));
+        assert_eq!(
+            admit(&s, &inet("198.51.100.1:4000")),
+            Err(Refusal::AccessList)
+        );
+        // The ftp-bounce guard comes first.
+        assert_eq!(admit(&s, &inet("192.0.2.1:20")), Err(Refusal::FtpBounce));
+        let unix = Peer::Unix {
+            pid: 1,
+            uid: 2,
+            gid: 3,
+        };
+        assert_eq!(admit(&s, &unix), Ok(()));
+        assert_eq!(Refusal::AccessList.reason(), "access list");
+    }
+}

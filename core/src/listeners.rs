@@ -1,0 +1,539 @@
+//! The listener table: every listener the core runs, by id and by bind
+//! key, and each listener's state machine. Invariants, kept here alone:
+//! * `by_key[k] == id` exactly when `by_id[id]` exists with key `k`: only
+//!   `insert` and `remove` change the set, and `change` keeps the key;
+//! * ids are never reused, so an id held elsewhere names this listener or
+//!   none;
+//! * `udp_builtin_ports` holds the ports of the UDP builtin listeners,
+//!   recomputed whenever the table changes;
+//! * a listener is polled only `Listening` with a socket; it is `Waiting`
+//!   while a child holds its socket, until that child is reaped.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use inetd_protocol::{escape_log, Bind, BindKey, Counters, ListenerSpec, SocketType};
+use log::{info, warn};
+
+use crate::backoff;
+use crate::sys;
+use crate::sys::net;
+use crate::sys::unixsock::{self, SocketFile, UnixError};
+use crate::validate::{Prepared, Program};
+
+/// How long labels may get in log lines.
+const LOG_LABEL: usize = 200;
+
+/// A label as it goes into log lines: escaped, cut at [`LOG_LABEL`].
+pub fn log_label(label: &str) -> String {
+    escape_log(label, LOG_LABEL).into_owned()
+}
+
+/// A listener's name in the table; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Bound; polled unless the core pauses every accept.
+    Listening,
+    /// A child holds the socket (`wait` services, dgram builtins).
+    Waiting { pid: i32 },
+    /// Not bound, for `reason`; retried at `retry_at`.
+    Failed {
+        reason: String,
+        retry_at: Instant,
+        attempt: u32,
+    },
+}
+
+/// How a bind failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindError {
+    /// Refused by policy (an unsafe unix path): the listener is rejected.
+    Refused(String),
+    /// The system said no (address in use...): retried later.
+    Io(String),
+}
+
+impl BindError {
+    pub fn reason(&self) -> &str {
+        match self {
+            BindError::Refused(r) | BindError::Io(r) => r,
+        }
+    }
+}
+
+pub struct Listener {
+    spec: ListenerSpec,
+    prep: Prepared,
+    sock: Option<OwnedFd>,
+    file: Option<SocketFile>,
+    state: State,
+    /// `children` is filled in from the child table for the status.
+    pub counters: Counters,
+    pub last_error: Option<String>,
+    /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
+    nonblocking: bool,
+    /// [`log_label`] of the spec's label, made once per apply.
+    log_label: String,
+}
+
+impl Listener {
+    pub fn spec(&self) -> &ListenerSpec {
+        &self.spec
+    }
+
+    pub fn prepared(&self) -> &Prepared {
+        &self.prep
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The label for log lines (see [`log_label`]).
+    pub fn label(&self) -> &str {
+        &self.log_label
+    }
+
+    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.sock.as_ref().map(|s| s.as_fd())
+    }
+
+    /// Whether the child gets the socket itself, not one connection.
+    pub fn hands_socket(&self) -> bool {
+        self.prep.hands_socket()
+    }
+
+    /// The socket, if the loop should poll this listener now.
+    pub fn pollable(&self) -> Option<RawFd> {
+        match (&self.state, &self.sock) {
+            (State::Listening, Some(s)) => Some(s.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// A child now holds the socket: not polled until it is reaped.
+    pub fn hold(&mut self, pid: i32) {
+        self.state = State::Waiting { pid };
+    }
+
+    /// Child `pid` was reaped: if it held the socket, listen again.
+    pub fn release(&mut self, pid: i32) {
+        if self.state == (State::Waiting { pid }) {
+            self.state = State::Listening;
+        }
+    }
+
+    /// Binds now; on failure the listener is `Failed`, to be retried after
+    /// the delay for `attempt`.
+    pub fn bind(&mut self, core_uid: u32, attempt: u32) -> Result<(), BindError> {
+        match bind_spec(&self.spec, core_uid) {
+            Ok((sock, file)) => {
+                self.sock = Some(sock);
+                self.file = file;
+                self.state = State::Listening;
+                self.nonblocking = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Failed {
+                    reason: e.reason().to_owned(),
+                    retry_at: Instant::now() + backoff::bind_retry_delay(attempt),
+                    attempt,
+                };
+                self.last_error = Some(e.reason().to_owned());
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts the socket in the mode its next use needs: nonblocking when the
+    /// core accepts from it, blocking when a child gets it (servers expect
+    /// the classic blocking socket; the flag is shared with the core's copy,
+    /// which is not polled while a child holds it). A child may change the
+    /// flag itself, so it is set every time a child gets the socket.
+    pub fn set_blocking_for(&mut self, child_gets_it: bool) {
+        let want_nb = !child_gets_it;
+        if self.nonblocking == want_nb && !child_gets_it {
+            return;
+        }
+        if let Some(s) = &self.sock {
+            match sys::set_nonblocking(s.as_fd(), want_nb) {
+                Ok(()) => self.nonblocking = want_nb,
+                Err(e) => warn!(
+                    "service=\"{}\": cannot change O_NONBLOCK: {e}",
+                    self.label()
+                ),
+            }
+        }
+    }
+
+    /// A wait server that never ran leaves what woke it queued: read the
+    /// datagram (or take the connection) away, so the socket does not
+    /// start a failing child for it again and again.
+    pub fn discard_pending(&mut self) {
+        if !self.hands_socket() {
+            return;
+        }
+        if self.spec.socket_type == SocketType::Dgram {
+            if let Some(s) = &self.sock {
+                net::discard_datagram(s.as_fd());
+            }
+        } else {
+            self.set_blocking_for(false);
+            if let Some(s) = &self.sock {
+                drop(net::accept(s.as_fd()));
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.sock = None;
+        if let Some(f) = self.file.take() {
+            f.unlink();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ListenerTable {
+    by_id: BTreeMap<ListenerId, Listener>,
+    by_key: HashMap<BindKey, ListenerId>,
+    next_id: u64,
+    udp_builtin_ports: Vec<u16>,
+}
+
+impl ListenerTable {
+    /// Adds a listener, not bound yet; `None` if its key is taken (the
+    /// caller planned against this table: a bug, refused, not a second
+    /// listener on one key).
+    pub fn insert(&mut self, spec: ListenerSpec, prep: Prepared) -> Option<ListenerId> {
+        let key = spec.key();
+        if self.by_key.contains_key(&key) {
+            return None;
+        }
+        self.next_id += 1;
+        let id = ListenerId(self.next_id);
+        let log_label = log_label(&spec.label);
+        self.by_key.insert(key, id);
+        let l = Listener {
+            spec,
+            prep,
+            sock: None,
+            file: None,
+            state: State::Listening,
+            counters: Counters::default(),
+            last_error: None,
+            nonblocking: true,
+            log_label,
+        };
+        self.by_id.insert(id, l);
+        self.refresh_ports();
+        Some(id)
+    }
+
+    /// A new spec for listener `id`, with the same key (new connections get
+    /// it; socket, state and counters stay); false if that cannot be.
+    pub fn change(&mut self, id: ListenerId, spec: ListenerSpec, prep: Prepared) -> bool {
+        let Some(l) = self.by_id.get_mut(&id) else {
+            return false;
+        };
+        if l.spec.key() != spec.key() {
+            return false;
+        }
+        l.log_label = log_label(&spec.label);
+        l.spec = spec;
+        l.prep = prep;
+        self.refresh_ports();
+        true
+    }
+
+    /// Removes the listener at `key`, closing its socket.
+    pub fn remove(&mut self, key: &BindKey) -> Option<Listener> {
+        let id = self.by_key.remove(key)?;
+        let mut l = self.by_id.remove(&id)?;
+        l.close();
+        self.refresh_ports();
+        Some(l)
+    }
+
+    pub fn close_all(&mut self) {
+        for l in self.by_id.values_mut() {
+            l.close();
+        }
+    }
+
+    #[cfg(test)]
+    pub fn get(&self, id: ListenerId) -> Option<&Listener> {
+        self.by_id.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: ListenerId) -> Option<&mut Listener> {
+        self.by_id.get_mut(&id)
+    }
+
+    /// Listener `id`, with the UDP builtin ports its children may need.
+    pub fn get_mut_with_ports(&mut self, id: ListenerId) -> Option<(&mut Listener, &[u16])> {
+        let l = self.by_id.get_mut(&id)?;
+        Some((l, &self.udp_builtin_ports))
+    }
+
+    pub fn id_of(&self, key: &BindKey) -> Option<ListenerId> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// In id order, the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = (ListenerId, &Listener)> {
+        self.by_id.iter().map(|(id, l)| (*id, l))
+    }
+
+    /// What runs, by key: what an apply is planned against.
+    pub fn specs(&self) -> HashMap<BindKey, &ListenerSpec> {
+        self.by_id
+            .values()
+            .map(|l| (l.spec.key(), &l.spec))
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub fn udp_builtin_ports(&self) -> &[u16] {
+        &self.udp_builtin_ports
+    }
+
+    /// The earliest bind retry, if any listener failed.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.by_id
+            .values()
+            .filter_map(|l| match l.state {
+                State::Failed { retry_at, .. } => Some(retry_at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Binds again the failed listeners whose retry is due at `now`.
+    pub fn retry_due(&mut self, now: Instant, core_uid: u32) {
+        for l in self.by_id.values_mut() {
+            let attempt = match l.state {
+                State::Failed {
+                    retry_at, attempt, ..
+                } if retry_at <= now => attempt + 1,
+                _ => continue,
+            };
+            match l.bind(core_uid, attempt) {
+                Ok(()) => info!(
+                    "listening again service=\"{}\" after {attempt} retries",
+                    l.label()
+                ),
+                Err(e) => warn!(
+                    "bind failed again service=\"{}\": {}; next retry in {} s",
+                    l.label(),
+                    e.reason(),
+                    backoff::bind_retry_delay(attempt).as_secs()
+                ),
+            }
+        }
+    }
+
+    /// A UDP builtin never answers a datagram from one of these ports (no
+    /// ping-pong between builtins).
+    fn refresh_ports(&mut self) {
+        let mut ports: Vec<u16> = self
+            .by_id
+            .values()
+            .filter(|l| {
+                matches!(l.prep.program(), Program::Builtin(_))
+                    && l.spec.socket_type == SocketType::Dgram
+            })
+            .filter_map(|l| match l.spec.bind {
+                Bind::Inet { port, .. } => Some(port),
+                Bind::Unix { .. } => None,
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        self.udp_builtin_ports = ports;
+    }
+}
+
+/// A bind key for the log: `127.0.0.1:7 stream/4`, `/run/x dgram/unix`.
+pub fn describe_bind(b: &Bind, t: SocketType) -> String {
+    match b {
+        Bind::Inet { addr, port, mode } => {
+            format!("{} {t}/{mode}", std::net::SocketAddr::new(*addr, *port))
+        }
+        Bind::Unix { path } => format!("{} {t}/unix", escape_log(path, LOG_LABEL)),
+    }
+}
+
+fn bind_spec(
+    spec: &ListenerSpec,
+    core_uid: u32,
+) -> Result<(OwnedFd, Option<SocketFile>), BindError> {
+    let t = spec.socket_type;
+    match &spec.bind {
+        Bind::Inet { addr, port, mode } => net::bind_inet(*addr, *port, *mode, t)
+            .map(|s| (s, None))
+            .map_err(|e| BindError::Io(format!("bind {}: {e}", describe_bind(&spec.bind, t)))),
+        Bind::Unix { path } => match unixsock::bind_unix(path, t, core_uid) {
+            Ok((s, f)) => Ok((s, Some(f))),
+            Err(e @ UnixError::Unsafe(_)) => Err(BindError::Refused(e.to_string())),
+            Err(e) => Err(BindError::Io(e.to_string())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::tests::{root_policy, spec};
+    use crate::validate::validate;
+    use inetd_protocol::{Action, Builtin};
+
+    fn prep(s: &ListenerSpec) -> Prepared {
+        validate(s, &root_policy()).unwrap()
+    }
+
+    fn udp_builtin(port: u16) -> ListenerSpec {
+        let mut s = spec(port);
+        s.socket_type = SocketType::Dgram;
+        s.action = Action::Builtin(Builtin::Echo);
+        s
+    }
+
+    /// Both maps name the same listeners, each under its own key.
+    fn consistent(t: &ListenerTable) {
+        assert_eq!(t.by_id.len(), t.by_key.len());
+        for (k, id) in &t.by_key {
+            assert_eq!(&t.by_id[id].spec.key(), k);
+        }
+        for (id, l) in &t.by_id {
+            assert_eq!(t.by_key[&l.spec.key()], *id);
+        }
+    }
+
+    #[test]
+    fn ids_and_keys_stay_consistent() {
+        let mut t = ListenerTable::default();
+        let (a, b) = (spec(7001), spec(7002));
+        let ia = t.insert(a.clone(), prep(&a)).unwrap();
+        let ib = t.insert(b.clone(), prep(&b)).unwrap();
+        consistent(&t);
+        assert_ne!(ia, ib);
+        assert_eq!(t.id_of(&a.key()), Some(ia));
+        // A second listener on one key is refused, and nothing changes.
+        assert!(t.insert(a.clone(), prep(&a)).is_none());
+        consistent(&t);
+        assert_eq!(t.len(), 2);
+        // Removed, then added again: a new id, never the old one.
+        assert!(t.remove(&a.key()).is_some());
+        assert!(t.remove(&a.key()).is_none());
+        consistent(&t);
+        assert!(t.get(ia).is_none());
+        let ia2 = t.insert(a.clone(), prep(&a)).unwrap();
+        assert!(ia2 != ia && ia2 != ib);
+        consistent(&t);
+        assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), [ib, ia2]);
+        assert_eq!(t.specs().len(), 2);
+    }
+
+    #[test]
+    fn a_change_keeps_the_key() {
+        let mut t = ListenerTable::default();
+        let a = spec(7001);
+        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let mut a2 = a.clone();
+        a2.label = "new\nlabel".into();
+        assert!(t.change(id, a2.clone(), prep(&a2)));
+        assert_eq!(t.get(id).unwrap().label(), "new\\nlabel");
+        let other = spec(7002);
+        assert!(!t.change(id, other.clone(), prep(&other)), "another key");
+        assert_eq!(t.get(id).unwrap().spec(), &a2);
+        consistent(&t);
+    }
+
+    #[test]
+    fn udp_builtin_ports_follow_the_table() {
+        let mut t = ListenerTable::default();
+        let (u1, u2, tcp) = (udp_builtin(7), udp_builtin(19), spec(13));
+        t.insert(u2.clone(), prep(&u2));
+        t.insert(tcp.clone(), prep(&tcp));
+        let id = t.insert(u1.clone(), prep(&u1)).unwrap();
+        assert_eq!(t.udp_builtin_ports(), &[7, 19]);
+        // Changed into an exec service: no longer a builtin port.
+        let mut exec = u1.clone();
+        exec.action = Action::Exec {
+            path: "/bin/cat".into(),
+            argv: vec!["cat".into()],
+        };
+        exec.wait = true;
+        assert!(t.change(id, exec.clone(), prep(&exec)));
+        assert_eq!(t.udp_builtin_ports(), &[19]);
+        t.remove(&u2.key());
+        assert!(t.udp_builtin_ports().is_empty());
+    }
+
+    #[test]
+    fn the_state_machine() {
+        let mut t = ListenerTable::default();
+        let a = spec(7001);
+        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let l = t.get_mut(id).unwrap();
+        assert_eq!(l.state(), &State::Listening);
+        // Not bound yet: nothing to poll.
+        assert_eq!(l.pollable(), None);
+        l.hold(42);
+        assert_eq!(l.state(), &State::Waiting { pid: 42 });
+        l.release(41);
+        assert_eq!(l.state(), &State::Waiting { pid: 42 }, "another child");
+        l.release(42);
+        assert_eq!(l.state(), &State::Listening);
+        // A failed listener waits for its retry.
+        let now = Instant::now();
+        l.state = State::Failed {
+            reason: "in use".into(),
+            retry_at: now,
+            attempt: 2,
+        };
+        assert_eq!(t.next_retry(), Some(now));
+        // Not due yet: untouched.
+        t.retry_due(now - std::time::Duration::from_secs(1), 0);
+        assert!(matches!(
+            t.get(id).unwrap().state(),
+            State::Failed { attempt: 2, .. }
+        ));
+        // Due: bound now, or failed again with the next attempt's delay.
+        t.retry_due(now, nix::unistd::geteuid().as_raw());
+        match t.get(id).unwrap().state() {
+            State::Listening => assert!(t.get(id).unwrap().socket().is_some()),
+            State::Failed {
+                attempt, retry_at, ..
+            } => assert!(*attempt == 3 && *retry_at > now),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bind_keys_for_the_log() {
+        let s = spec(7001);
+        assert_eq!(
+            describe_bind(&s.bind, s.socket_type),
+            "127.0.0.1:7001 stream/4"
+        );
+        let b = Bind::Unix {
+            path: "/run/a\"b".into(),
+        };
+        assert_eq!(
+            describe_bind(&b, SocketType::Dgram),
+            "/run/a\\\"b dgram/unix"
+        );
+    }
+}
