@@ -22,7 +22,7 @@
 //!
 //! Enums here are append-only: a new variant goes at the end, and any change
 //! to the encoding bumps [`PROTOCOL_VERSION`] together with the golden-bytes
-//! test in `tests/golden.rs`.
+//! test in `tests/codec.rs`.
 #![forbid(unsafe_code)]
 
 pub mod codec;
