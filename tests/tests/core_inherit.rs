@@ -86,6 +86,62 @@ fn a_service_does_not_possess_the_cores_session_keyring() {
     );
 }
 
+/// A core that is not root joins a fresh session keyring itself: its
+/// services, all of its own uid, do not possess the keys of the session
+/// that started it (a user key grants only "view" to its owner's other
+/// processes; reading it takes possession).
+#[test]
+fn a_normal_users_services_do_not_possess_the_session_that_started_its_core() {
+    require_root!("starting the core as nobody");
+    require_tool!("keyctl", "keyutils");
+    let dir = TempDir::new("keyring-user");
+    nix::unistd::chown(
+        dir.path(),
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    let key_file = dir.join("key");
+    let script = format!(
+        "keyctl add user k s3cret @s >{} && exec \"$0\" \"$@\"",
+        key_file.display()
+    );
+    let core = Core::start_with(CoreOptions {
+        wrapper: vec![
+            "setpriv".into(),
+            "--reuid=65534".into(),
+            "--regid=65534".into(),
+            "--clear-groups".into(),
+            "keyctl".into(),
+            "session".into(),
+            "-".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            script,
+        ],
+        dir_owner: Some((65534, 65534)),
+        ..CoreOptions::default()
+    });
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let key = key.trim();
+    assert!(!key.is_empty());
+    let port = free_port();
+    let me = inetd_protocol::Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![],
+    };
+    let show = format!("keyctl print {key} 2>&1; echo uid $(id -u)");
+    let spec = tcp4(port).exec("/bin/sh", &["sh", "-c", &show]).creds(me);
+    assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);
+    let out = read_all(&mut connect4(port).unwrap());
+    assert!(out.contains("uid 65534"), "{out}");
+    assert!(
+        !out.contains("s3cret"),
+        "a service read its core's session key:\n{out}"
+    );
+}
+
 /// A core whose `keyctl` calls all fail with `errno`, as strace injects
 /// it (a seccomp filter answers ENOSYS or EPERM the same way).
 fn core_with_keyctl_failing(errno: &str) -> Core {
