@@ -1,9 +1,11 @@
-//! Start-up, in the order that matters: resolve the controller user (the
-//! only name the core ever resolves, from its own command line), make the
-//! runtime directories and the core socket (these need CAP_CHOWN and
-//! CAP_SETGID-as-root), then cut the capabilities, raise the descriptor
-//! limit, then block the handled signals and make the signalfd.
-//! Everything after that is the poll loop.
+//! Start-up, in the order that matters: record the resource limits the
+//! core was started with (children get them back), resolve the controller
+//! user (the only name the core ever resolves, from its own command line),
+//! make the runtime directories and the core socket (these need CAP_CHOWN
+//! and CAP_SETGID-as-root), then cut the capabilities and lock the
+//! securebits, raise the descriptor limit, settle what children are given
+//! back (limits, session keyring), then block the handled signals and make
+//! the signalfd. Everything after that is the poll loop.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
@@ -12,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::cli::Cli;
 use crate::daemon::{Mode, Setup};
@@ -132,6 +134,8 @@ fn absolute(p: &Path) -> Result<PathBuf, StartError> {
 
 /// Starts the core, in the order that matters (see the module's header).
 pub fn start(cli: &Cli) -> Result<Setup, StartError> {
+    // 0. Before the core raises any of its limits.
+    let limits = sys::inherit::StartLimits::record();
     let uid = sys::geteuid();
     let root = uid == 0;
     // 1. The only name the core resolves, from its own command line.
@@ -151,9 +155,12 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     cut_capabilities(cli, root, uid)?;
     // 4. Room for many listeners; children get the old limit back.
     raise_nofile();
-    // 5. Signals through a signalfd: nothing runs asynchronously.
+    // 5. What every child is given back of the core's start.
+    let join_keyring = session_keyrings(root)?;
+    sys::inherit::settle(&limits, join_keyring);
+    // 6. Signals through a signalfd: nothing runs asynchronously.
     let sigfd = sys::signal_fd().or_else(|e| fail(1, format!("cannot set up signals: {e}")))?;
-    // 6. Tell a service manager that the core socket is up.
+    // 7. Tell a service manager that the core socket is up.
     crate::notify::ready();
     Ok(Setup {
         policy: CorePolicy {
@@ -295,23 +302,66 @@ fn controller_beside_us() -> Result<PathBuf, StartError> {
     Ok(path)
 }
 
-/// Cuts the capabilities (trust rule 5); a core that is not root has none.
+/// Whether any service may run as root: such services take their
+/// capabilities back from the bounding set at exec, so the core leaves it
+/// as the service manager gave it.
+fn root_services_possible(cli: &Cli) -> bool {
+    cli.allow_root_services
+}
+
+/// Cuts the capabilities and locks the securebits (trust rule 5); a core
+/// that is not root has none.
 fn cut_capabilities(cli: &Cli, root: bool, uid: u32) -> Result<(), StartError> {
     if !root {
         info!("running as uid {uid}, not root: no capabilities to drop; every service runs as uid {uid}");
         return Ok(());
     }
-    let r = sys::caps::cut(cli.allow_root_services)
+    let r = sys::caps::cut(root_services_possible(cli))
         .or_else(|e| fail(1, format!("cannot cut capabilities: {e}")))?;
     if r.bounding_skipped {
-        info!("capability bounding set left as it is (--allow-root-services: root services take their capabilities from it)");
+        info!("capability bounding set left as it is (root services may run, and take their capabilities from it)");
     } else if let Some(why) = &r.bounding_not_cut {
         warn!(
             "cannot cut the capability bounding set ({why}); cut it in the service manager instead"
         );
     }
+    let how = if r.securebits_locked {
+        "clear and locked"
+    } else {
+        "clear (not locked: no CAP_SETPCAP)"
+    };
+    info!("securebits keep-caps and no-setuid-fixup {how}");
     info!("capabilities kept: {}", r.permitted.join(" "));
     Ok(())
+}
+
+/// Whether each child joins a fresh session keyring of its own (so that
+/// none possesses the keys of the session that started the core, or of
+/// another service). Keyrings refused to the core (a seccomp filter) are
+/// logged once and skipped. A core that is not root joins a fresh one
+/// itself instead: its children all run as its own uid, so a keyring each
+/// would separate nothing that uid does not share, and would be charged to
+/// its key quota (200 keys by default), failing past about 200 children.
+fn session_keyrings(root: bool) -> Result<bool, StartError> {
+    let refused = |e: &std::io::Error| {
+        warn!(
+            "keyrings are refused to the core: {e} (a seccomp filter, or a kernel without \
+             them); children do not join a session keyring of their own"
+        );
+    };
+    if root {
+        if let Some(e) = sys::inherit::keyrings_refused() {
+            refused(&e);
+            return Ok(false);
+        }
+        return Ok(true);
+    }
+    match sys::inherit::join_session_keyring() {
+        Ok(()) => debug!("joined a fresh session keyring, which the services share"),
+        Err(e) if sys::inherit::is_refusal(&e) => refused(&e),
+        Err(e) => return fail(1, format!("cannot join a fresh session keyring: {e}")),
+    }
+    Ok(false)
 }
 
 fn raise_nofile() {

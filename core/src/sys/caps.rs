@@ -1,7 +1,8 @@
-//! The capability cut of trust rule 5.
-#![forbid(unsafe_code)]
+//! The capability cut of trust rule 5, with the securebits that decide
+//! whether capabilities survive a change of uid.
 
 use std::collections::HashSet;
+use std::io;
 
 use caps::{CapSet, Capability};
 
@@ -19,8 +20,11 @@ pub const KEEP: [Capability; 4] = [
 pub struct CutReport {
     /// The bounding set could not be cut (no CAP_SETPCAP): the reason.
     pub bounding_not_cut: Option<String>,
-    /// The bounding set was left alone on purpose (`--allow-root-services`).
+    /// The bounding set was left alone on purpose (root services).
     pub bounding_skipped: bool,
+    /// SECBIT_KEEP_CAPS and SECBIT_NO_SETUID_FIXUP are clear and locked;
+    /// false: clear, but not locked (no CAP_SETPCAP to lock them with).
+    pub securebits_locked: bool,
     /// The permitted set after the cut.
     pub permitted: Vec<String>,
 }
@@ -40,10 +44,60 @@ fn err(what: &str, e: caps::errors::CapsError) -> CapError {
     CapError(format!("{what}: {e}"))
 }
 
+/// The securebits that would let capabilities survive the change to a
+/// service's uid: SECBIT_KEEP_CAPS keeps the permitted set across it,
+/// SECBIT_NO_SETUID_FIXUP keeps every set. Set in the core, they would
+/// leave a builtin child (which never execs) with the core's four.
+const KEEPING: libc::c_int = libc::SECBIT_KEEP_CAPS | libc::SECBIT_NO_SETUID_FIXUP;
+/// Their locks: once set, not even CAP_SETPCAP can change the two again.
+const LOCKS: libc::c_int = libc::SECBIT_KEEP_CAPS_LOCKED | libc::SECBIT_NO_SETUID_FIXUP_LOCKED;
+
+fn securebits() -> Result<libc::c_int, CapError> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
+    super::cvt(r).map_err(|e| CapError(format!("read the securebits: {e}")))
+}
+
+fn set_securebits(bits: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong) };
+    super::cvt(r).map(drop)
+}
+
+/// Clears and locks [`KEEPING`] (this needs CAP_SETPCAP); without
+/// CAP_SETPCAP, checks that they are clear (a unit's `SecureBits=` may
+/// have locked them already). Other securebits are left as they are.
+/// Returns whether they are locked.
+fn lock_securebits() -> Result<bool, CapError> {
+    let bits = securebits()?;
+    let can = caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
+        .map_err(|e| err("read the effective set", e))?;
+    if !can {
+        if bits & KEEPING != 0 {
+            return Err(CapError(format!(
+                "securebits {bits:#x} keep capabilities across the change to a service's uid \
+                 (SECBIT_KEEP_CAPS or SECBIT_NO_SETUID_FIXUP), and without CAP_SETPCAP the core \
+                 cannot clear them: start it without them (systemd: \
+                 SecureBits=keep-caps-locked no-setuid-fixup-locked)"
+            )));
+        }
+        return Ok(bits & LOCKS == LOCKS);
+    }
+    set_securebits(bits & !KEEPING | LOCKS).map_err(|e| {
+        CapError(format!(
+            "cannot clear and lock securebits {bits:#x} (SECBIT_KEEP_CAPS, \
+             SECBIT_NO_SETUID_FIXUP): {e}"
+        ))
+    })?;
+    Ok(true)
+}
+
 /// Cuts the capabilities in the order of trust rule 5: bounding set first
-/// (it needs CAP_SETPCAP, which the next steps remove), then inheritable
-/// and ambient cleared, then permitted and effective cut to [`KEEP`], then
-/// read back and verified. Only what is present is dropped.
+/// and then the securebits (both need CAP_SETPCAP, which the next steps
+/// remove), then inheritable and ambient cleared, then permitted and
+/// effective cut to [`KEEP`], then all of it read back and verified. Only
+/// what is present is dropped. `keep_bounding`: root services may run,
+/// which take their capabilities back from the bounding set at exec.
 pub fn cut(keep_bounding: bool) -> Result<CutReport, CapError> {
     let keep: HashSet<Capability> = KEEP.into_iter().collect();
     let mut report = CutReport::default();
@@ -72,6 +126,8 @@ pub fn cut(keep_bounding: bool) -> Result<CutReport, CapError> {
         }
     }
 
+    report.securebits_locked = lock_securebits()?;
+
     caps::clear(None, CapSet::Inheritable).map_err(|e| err("clear the inheritable set", e))?;
     // The ambient set may not exist on very old kernels; a failure to clear
     // it is fatal only if it is not empty.
@@ -97,6 +153,12 @@ pub fn cut(keep_bounding: bool) -> Result<CutReport, CapError> {
     if p != new || e != new || !i.is_empty() {
         return Err(CapError(format!(
             "capability check failed after the cut: permitted {p:?}, effective {e:?}, inheritable {i:?}"
+        )));
+    }
+    let bits = securebits()?;
+    if bits & KEEPING != 0 || (report.securebits_locked && bits & LOCKS != LOCKS) {
+        return Err(CapError(format!(
+            "securebits check failed after the cut: {bits:#x}"
         )));
     }
     if !keep_bounding && report.bounding_not_cut.is_none() {

@@ -8,15 +8,26 @@
 //!    Rust runtime ignores SIGPIPE, and an ignored signal survives exec),
 //!    then an empty signal mask (the core blocks the signals it reads
 //!    through its signalfd, and a mask survives exec too).
-//! 3. `setgroups` → `setresgid` → `setresuid`, each checked. Groups first
+//! 3. A fresh anonymous session keyring, so that no child possesses the
+//!    keys of the core's session or of another service. Joined while still
+//!    root: the new keyring is charged to the uid that makes it, and the
+//!    per-uid quota (200 keys by default) would refuse it past about 200
+//!    children of one service user, while root's is far larger. Skipped
+//!    where the kernel refuses keyrings to the core (found out once at
+//!    start) and on a core that is not root (see `start.rs`).
+//! 4. `setgroups` → `setresgid` → `setresuid`, each checked. Groups first
 //!    and gid before uid because each of those calls needs privilege that
 //!    the uid change takes away. Then the ids are read back and compared,
-//!    and for a non-root uid we check that uid 0 cannot be regained.
-//! 4. `no_new_privs` when asked.
-//! 5. umask 022 and working directory `/`.
-//! 6. The planned descriptors onto 0, 1, 2, ... (close-on-exec cleared),
-//!    every other descriptor closed.
-//! 7. `execve` with the prepared argv and environment, or the builtin.
+//!    and for a non-root uid we check that uid 0 cannot be regained and,
+//!    with `capget`, that no capability survived the change (the core locks
+//!    the securebits that would keep them at start; this is the check that
+//!    it worked, and it matters most to builtins, which never exec).
+//! 5. `no_new_privs` when asked.
+//! 6. umask 022 and working directory `/`.
+//! 7. The planned descriptors onto 0, 1, 2, ... (close-on-exec cleared),
+//!    every other descriptor closed; then the resource limits the core was
+//!    started with, where it has changed its own.
+//! 8. `execve` with the prepared argv and environment, or the builtin.
 //!
 //! Any failure writes the step and errno to a close-on-exec pipe and calls
 //! `_exit(127)`: the child never returns into the core's code, never unwinds
@@ -28,7 +39,9 @@
 //! sorted groups and argv's pointer array when the listener was applied
 //! (the [`Identity`] and [`ExecImage`] that validation alone constructs,
 //! the only inputs accepted here), the environment's pointer array and a
-//! scratch buffer for the group check per spawn. So the exec path does not
+//! scratch buffer for the group check per spawn, and what every child is
+//! given back of the core's start (the limits and the keyring decision,
+//! settled once at start in [`super::inherit`]). So the exec path does not
 //! allocate between fork and exec, and makes only async-signal-safe calls.
 //!
 //! The fork contract. After `fork` the child has one thread, and any lock
@@ -45,6 +58,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::inherit::ForChild;
 use super::owned;
 pub use super::status::{read_status, ChildStatus, Spawned, StatusPipe, Step};
 use crate::validate::{ExecImage, Identity};
@@ -146,6 +160,7 @@ fn fork_child<F: FnOnce(OwnedFd) -> i32>(
         Some(p) => p,
         None => StatusPipe::new()?,
     };
+    let base = super::inherit::for_child();
 
     // The child runs only `child_main`, which never returns and leaves with
     // `_exit` or exec; on the exec path it makes only async-signal-safe
@@ -161,7 +176,7 @@ fn fork_child<F: FnOnce(OwnedFd) -> i32>(
             status_fd: wr.as_raw_fd(),
             id,
             got_groups: &mut got_groups,
-            nofile: super::original_nofile(),
+            base,
         };
         child_main(ctx, fds, run);
     }
@@ -173,7 +188,7 @@ struct ChildCtx<'a> {
     status_fd: RawFd,
     id: &'a Identity,
     got_groups: &'a mut [libc::gid_t],
-    nofile: Option<(u64, u64)>,
+    base: &'static ForChild,
 }
 
 /// Reports `step` and `errno` to the parent and leaves.
@@ -214,13 +229,23 @@ fn child_main<F: FnOnce(OwnedFd) -> i32>(mut c: ChildCtx<'_>, fds: &[RawFd], run
         }
     }
 
-    // 3. Ids: groups, then gid, then uid; each checked, then read back.
+    // 3. A fresh session keyring, before the id change (see above).
+    if c.base.join_keyring() {
+        if let Err(e) = super::inherit::join_session_keyring() {
+            fail(c.status_fd, Step::Keyring, e.raw_os_error().unwrap_or(0));
+        }
+    }
+
+    // 4. Ids: groups, then gid, then uid; each checked, then read back.
     if c.id.change_ids() {
         change_ids(c.status_fd, c.id);
     }
     verify_ids(&mut c);
+    if c.id.change_ids() && c.id.uid() != 0 {
+        verify_no_capabilities(c.status_fd);
+    }
 
-    // 4. no_new_privs: setuid binaries cannot lift the child any more.
+    // 5. no_new_privs: setuid binaries cannot lift the child any more.
     if c.id.no_new_privs() {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
@@ -228,7 +253,7 @@ fn child_main<F: FnOnce(OwnedFd) -> i32>(mut c: ChildCtx<'_>, fds: &[RawFd], run
         }
     }
 
-    // 5. umask and working directory, whatever the core was started with.
+    // 6. umask and working directory, whatever the core was started with.
     // SAFETY: plain system calls; the path is a NUL-terminated literal.
     unsafe {
         libc::umask(0o022);
@@ -237,12 +262,14 @@ fn child_main<F: FnOnce(OwnedFd) -> i32>(mut c: ChildCtx<'_>, fds: &[RawFd], run
         }
     }
 
-    // 6. Descriptors, then the descriptor limit the core was started with.
+    // 7. Descriptors, then the resource limits the core was started with:
+    //    after the descriptors are closed, so that the fallback close loop
+    //    sees the core's raised descriptor limit.
     let keep_status = matches!(run, Run::Exec { .. });
     setup_fds(&mut c, fds, keep_status);
-    restore_nofile(c.nofile);
+    restore_limits(&c);
 
-    // 7. Run.
+    // 8. Run.
     match run {
         Run::Exec { path, argv, env } => {
             // path, argv and env were built before fork and are alive in this
@@ -282,18 +309,35 @@ fn change_ids(status_fd: RawFd, id: &Identity) {
     }
 }
 
-/// Gives the child the descriptor limit the core was started with (it
-/// raised its own for its listeners). Run after the descriptors are
-/// closed, so the fallback close loop sees the high limit. A failure leaves
-/// the higher limit, which is harmless, so it is not fatal.
-fn restore_nofile(nofile: Option<(u64, u64)>) {
-    if let Some((soft, hard)) = nofile {
-        let rl = libc::rlimit {
-            rlim_cur: soft as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
-        };
-        // SAFETY: valid pointer to an initialised rlimit.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+/// Gives the child the resource limits the core was started with, where
+/// the core changed its own (it raises its soft descriptor limit). Lowering
+/// a soft limit back needs no privilege.
+fn restore_limits(c: &ChildCtx<'_>) {
+    for (res, rl) in c.base.limits() {
+        // SAFETY: a valid pointer to an initialised rlimit.
+        if unsafe { libc::setrlimit(*res, rl) } == -1 {
+            fail(c.status_fd, Step::Limits, errno());
+        }
+    }
+}
+
+/// Checks, after the change to a non-root uid, that the permitted,
+/// effective and inheritable sets are empty. The ambient set needs no call
+/// of its own: the kernel keeps it a subset of permitted and inheritable
+/// (capabilities(7)), so it is empty when they are.
+fn verify_no_capabilities(status_fd: RawFd) {
+    // `linux/capability.h`, version 3: a header (version, pid 0 for this
+    // process), then two data structures (capabilities 0-31 and 32-63) of
+    // three words each: effective, permitted, inheritable.
+    let mut header: [u32; 2] = [0x2008_0522, 0];
+    let mut sets = [0u32; 6];
+    // SAFETY: a valid header and room for the two data structures that
+    // version 3 fills.
+    if unsafe { libc::syscall(libc::SYS_capget, header.as_mut_ptr(), sets.as_mut_ptr()) } == -1 {
+        fail(status_fd, Step::Capabilities, errno());
+    }
+    if sets.iter().any(|&w| w != 0) {
+        fail(status_fd, Step::Capabilities, 0);
     }
 }
 

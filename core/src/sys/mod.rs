@@ -10,6 +10,7 @@
 
 pub mod caps;
 pub mod child;
+pub mod inherit;
 pub mod net;
 mod status;
 pub mod unixsock;
@@ -65,29 +66,20 @@ pub fn ensure_std_fds() -> io::Result<()> {
     Ok(())
 }
 
-/// The descriptor limit the core was started with, restored in children.
-static ORIGINAL_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-
 /// Raises the soft descriptor limit to the hard one: each listener is a
 /// descriptor and the core serves at least 10,000 of them, while service
 /// managers start daemons with a soft limit of 1024. The core uses poll,
 /// not select, so high descriptor numbers are fine. Children get the
-/// original limit back (see [`original_nofile`]): servers that use select
-/// or close descriptors up to the limit expect the usual value. Returns
-/// (old soft, new soft).
+/// limit the core was started with back (see [`inherit`]): servers that
+/// use select or close descriptors up to the limit expect the usual value.
+/// Returns (old soft, new soft).
 pub fn raise_nofile() -> io::Result<(u64, u64)> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(nix_err)?;
-    let _ = ORIGINAL_NOFILE.set((soft, hard));
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(nix_err)?;
     }
     Ok((soft, hard))
-}
-
-/// The descriptor limit the core started with, if it raised its own.
-pub fn original_nofile() -> Option<(u64, u64)> {
-    ORIGINAL_NOFILE.get().copied()
 }
 
 /// Closes every descriptor above 2 that the core inherited: whatever its

@@ -49,6 +49,9 @@ pub enum Step {
     Chdir = 9,
     Descriptors = 10,
     Exec = 11,
+    Keyring = 12,
+    Capabilities = 13,
+    Limits = 14,
     Unknown = 0,
 }
 
@@ -66,6 +69,9 @@ impl Step {
             9 => Step::Chdir,
             10 => Step::Descriptors,
             11 => Step::Exec,
+            12 => Step::Keyring,
+            13 => Step::Capabilities,
+            14 => Step::Limits,
             _ => Step::Unknown,
         }
     }
@@ -83,6 +89,9 @@ impl Step {
             Step::Chdir => "chdir /",
             Step::Descriptors => "descriptor set-up",
             Step::Exec => "execve",
+            Step::Keyring => "session keyring",
+            Step::Capabilities => "capabilities left after the id change",
+            Step::Limits => "resource limits",
             Step::Unknown => "unknown step",
         }
     }
