@@ -402,16 +402,15 @@ fn a_stopped_core_takes_its_wait_children_and_a_new_core_binds_at_once() {
 
     let took = inetd.stop();
     assert!(took < GRACE + SLACK, "the core took {took:?} to exit");
-    // When the core has exited, its wait children have gone and the ports
-    // are free, so a core started now binds them at once.
-    assert!(
-        group_members(group).is_empty(),
-        "group {group} outlived the core"
-    );
+    // The core has reaped its wait children before it exited (the echo
+    // child is gone); the server's helper, which is not its child, got
+    // SIGTERM with its leader and SIGKILL before the leader was reaped, so
+    // it is gone within moments. What a new core needs is checked below.
     assert!(
         builtins.iter().all(|&p| proc_stat(p).is_none()),
         "the echo child outlived the core"
     );
+    wait_group_gone(&inetd, group, Duration::from_secs(1));
     assert!(udp_port_free(echo) && udp_port_free(family));
     // The nowait server finishes its work.
     held.write_all(b"two\n").unwrap();
@@ -438,7 +437,7 @@ fn a_stopped_core_takes_its_wait_children_and_a_new_core_binds_at_once() {
 #[test]
 fn a_server_that_ignores_sigterm_is_killed_when_the_grace_is_over() {
     require_probe_for_others!();
-    let grace = Duration::from_millis(1500);
+    let grace = Duration::from_millis(2000);
     let port = free_port();
     let stubborn = family_line(port, "S", true);
     let mut inetd = Inetd::start(&stubborn, Some(grace.as_millis() as u64));
