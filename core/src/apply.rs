@@ -6,7 +6,14 @@
 //! path can move between entries), then adds, changes or keeps each
 //! requested listener in order. Failing validation or refused at bind (an
 //! unsafe unix path): rejected. A bind the system refuses (address in
-//! use): `Failed`, retried. The generation rises when anything changed.
+//! use): `Failed`, retried. The generation rises when anything changed, a
+//! label included.
+//!
+//! A child that holds a listener's socket (a wait server, a dgram builtin)
+//! goes with it: when the listener is removed or changed (not relabelled),
+//! the child is asked to stop (`children`); the listener waits for it to
+//! be reaped before it serves again, with the new spec. Nowait children
+//! are left to finish.
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -69,7 +76,7 @@ fn unix_at(at: Instant) -> u64 {
 pub fn apply(
     core: &mut CoreState,
     table: &mut ListenerTable,
-    children: &ChildTable,
+    children: &mut ChildTable,
     requested: Vec<ListenerSpec>,
 ) -> CoreResponse {
     if let Err(e) = check_apply(&requested) {
@@ -91,7 +98,7 @@ pub fn apply(
         || the_plan
             .steps
             .iter()
-            .any(|s| matches!(s, Step::Add | Step::Change));
+            .any(|s| matches!(s, Step::Add | Step::Change | Step::Relabel));
     let named: HashSet<BindKey> = requested.iter().map(ListenerSpec::key).collect();
     let removed = remove(table, children, the_plan.removals, &named);
     let core_uid = core.policy.uid;
@@ -100,7 +107,7 @@ pub fn apply(
         .zip(prepared)
         .zip(the_plan.steps)
         .map(|((spec, prep), step)| match prep {
-            Ok(prep) => carry_out(table, core_uid, spec, prep, step),
+            Ok(prep) => carry_out(table, children, core_uid, spec, prep, step),
             Err(reason) => rejected(&spec, reason),
         })
         .collect();
@@ -125,11 +132,20 @@ pub fn apply(
     })
 }
 
-/// Closes the listeners at `keys`; reported as removed are those the
-/// request does not name (a rejected new spec's outcome says why).
+/// Stops the child that holds `l`'s socket, if one does; its pid.
+fn stop_holder(children: &mut ChildTable, l: &Listener) -> Option<i32> {
+    let State::Waiting { pid } = *l.state() else {
+        return None;
+    };
+    children.stop(pid).then_some(pid)
+}
+
+/// Closes the listeners at `keys` (their wait children go with them);
+/// reported as removed are those the request does not name (a rejected new
+/// spec's outcome says why).
 fn remove(
     table: &mut ListenerTable,
-    children: &ChildTable,
+    children: &mut ChildTable,
     keys: Vec<BindKey>,
     named: &HashSet<BindKey>,
 ) -> Vec<Removed> {
@@ -141,11 +157,12 @@ fn remove(
         let Some(l) = table.remove(&key) else {
             continue;
         };
+        let holder = stop_holder(children, &l);
+        let others = children.count_for(id) - u32::from(holder.is_some());
         info!(
-            "removed service=\"{}\" ({}); {} running children left alone",
+            "removed service=\"{}\" ({}); {others} nowait children left to finish",
             l.label(),
             describe_bind(&key.bind, key.socket_type),
-            children.count_for(id)
         );
         if !named.contains(&key) {
             removed.push(Removed {
@@ -173,6 +190,7 @@ fn inconsistent(spec: &ListenerSpec) -> Outcome {
 
 fn carry_out(
     table: &mut ListenerTable,
+    children: &mut ChildTable,
     core_uid: u32,
     spec: ListenerSpec,
     prep: Prepared,
@@ -201,12 +219,12 @@ fn carry_out(
                 Err(BindError::Io(reason)) => failed(l, reason),
             }
         }
-        Step::Change | Step::Unchanged => {
+        Step::Change | Step::Relabel | Step::Unchanged => {
             let Some(id) = table.id_of(&key) else {
                 return inconsistent(&spec);
             };
             let is_change = step == Step::Change;
-            if is_change && !table.change(id, spec.clone(), prep) {
+            if step != Step::Unchanged && !table.change(id, spec.clone(), prep) {
                 return inconsistent(&spec);
             }
             let Some(l) = table.get_mut(id) else {
@@ -217,6 +235,7 @@ fn carry_out(
                     "changed service=\"{}\": new connections get the new spec",
                     l.label()
                 );
+                stop_holder(children, l);
             }
             // A listener that could not bind tries again now.
             if matches!(l.state(), State::Failed { .. }) {

@@ -1,23 +1,66 @@
 //! The child table: every child the core started, with its status pipe
-//! until it reaches exec. Invariants, kept here:
+//! until it reaches exec, and the stopping of the children that go with
+//! their listener. Invariants, kept here:
 //! * a child is in the table from fork (the table itself spawns) until it
 //!   is reaped, so a pid the core signals cannot have been reused;
-//! * `per_listener[id]` counts the live children of listener `id`.
+//! * only this table reaps, and only a child it has looked at first while
+//!   it was still a zombie (see [`ChildTable::reap`]);
+//! * `per_listener[id]` counts the live children of listener `id`;
+//! * `stopping` holds the children asked to stop and not reaped yet.
+//!
+//! Stopping. A child that holds its listener's socket (a wait server, a
+//! dgram builtin) goes with it. It is a session leader, so its process
+//! group holds its helpers too (tftpd's per-transfer children): the group
+//! gets SIGTERM, then SIGKILL when the grace is over. `killpg` is safe only
+//! while the leader is unreaped (its pid, and so the group's id, cannot be
+//! reused before), so when a leader asked to stop has ended, what is left
+//! of its group gets SIGKILL before the leader is reaped. Helpers of a
+//! leader that ended on its own, and processes that left the group, are
+//! not tracked. Single processes go through pidfds.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use inetd_builtins::{serve_dgram, serve_stream, UdpGuard};
 use inetd_protocol::{unix_now, ChildInfo, SocketType};
+use log::{debug, info, warn};
 
 use crate::listeners::{Listener, ListenerId};
 use crate::sys::child::{self, ChildStatus, SingleThreaded, Spawned, StatusPipe, Step};
 use crate::sys::{self, ExitStatus};
 use crate::validate::{ExecImage, Identity, Program};
+
+/// From SIGTERM to SIGKILL, for a child asked to stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The environment variable that shortens [`STOP_GRACE`], for tests only:
+/// milliseconds, 1 to 5,000.
+pub const TEST_GRACE_ENV: &str = "INETD_TEST_STOP_GRACE_MS";
+
+/// The grace the core uses: [`STOP_GRACE`], or what [`TEST_GRACE_ENV`]
+/// (`value`) asks for, which can only shorten it; an unusable value is
+/// logged and ignored.
+pub fn stop_grace(value: Option<&str>) -> Duration {
+    let Some(v) = value else {
+        return STOP_GRACE;
+    };
+    match v.parse::<u64>().map(Duration::from_millis) {
+        Ok(d) if !d.is_zero() && d <= STOP_GRACE => {
+            warn!(
+                "{TEST_GRACE_ENV}={v}: children asked to stop are killed after {v} ms (for tests)"
+            );
+            d
+        }
+        _ => {
+            warn!("{TEST_GRACE_ENV}={v:?} ignored: milliseconds from 1 to 5000");
+            STOP_GRACE
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -35,6 +78,11 @@ struct Child {
     started: Instant,
     /// Until the child reaches exec (end of file) or reports a failure.
     status: Option<OwnedFd>,
+    /// It holds its listener's socket (a wait server, a dgram builtin).
+    holder: bool,
+    /// For the children the core may signal (holders, the controller);
+    /// `None` where the kernel gave none.
+    pidfd: Option<OwnedFd>,
 }
 
 /// A child that failed before exec (or its builtin), as its pipe said.
@@ -96,17 +144,22 @@ impl Child {
 pub struct ChildTable {
     children: HashMap<i32, Child>,
     per_listener: HashMap<ListenerId, u32>,
+    /// When SIGKILL is due; `None` once sent.
+    stopping: HashMap<i32, Option<Instant>>,
     single: SingleThreaded,
     dgram_idle: Duration,
+    grace: Duration,
 }
 
 impl ChildTable {
-    pub fn new(single: SingleThreaded, dgram_idle: Duration) -> ChildTable {
+    pub fn new(single: SingleThreaded, dgram_idle: Duration, grace: Duration) -> ChildTable {
         ChildTable {
             children: HashMap::new(),
             per_listener: HashMap::new(),
+            stopping: HashMap::new(),
             single,
             dgram_idle,
+            grace,
         }
     }
 
@@ -150,7 +203,9 @@ impl ChildTable {
             }
         }?;
         *self.per_listener.entry(id).or_default() += 1;
-        Ok(self.record(sp, Kind::Server(id), l.label(), peer, identity.uid()))
+        let holder = l.hands_socket();
+        let kind = Kind::Server(id);
+        Ok(self.record(sp, kind, l.label(), peer, identity.uid(), holder))
     }
 
     /// Starts and records the controller, `fds` on 0, 1, 2, ...
@@ -161,9 +216,12 @@ impl ChildTable {
         fds: &[RawFd],
     ) -> io::Result<i32> {
         let sp = child::spawn_exec(id, image, &[], fds, None)?;
-        Ok(self.record(sp, Kind::Controller, "inetd-controller", None, id.uid()))
+        let kind = Kind::Controller;
+        Ok(self.record(sp, kind, "inetd-controller", None, id.uid(), true))
     }
 
+    /// Records a new child; `signalled`: the core may signal it (it gets a
+    /// pidfd), true for holders and the controller.
     fn record(
         &mut self,
         sp: Spawned,
@@ -171,10 +229,14 @@ impl ChildTable {
         label: &str,
         peer: Option<String>,
         uid: u32,
+        signalled: bool,
     ) -> i32 {
         let (started_at, started) = (unix_now(), Instant::now());
         let label = label.to_owned();
         let status = Some(sp.status);
+        // Taken now, while the child cannot have been reaped.
+        let pidfd = signalled.then(|| sys::pidfd_open(sp.pid).ok()).flatten();
+        let holder = signalled && kind != Kind::Controller;
         let c = Child {
             kind,
             label,
@@ -183,6 +245,8 @@ impl ChildTable {
             started_at,
             started,
             status,
+            holder,
+            pidfd,
         };
         self.children.insert(sp.pid, c);
         sp.pid
@@ -204,13 +268,28 @@ impl ChildTable {
         c.failure(pid, status)
     }
 
-    /// Reaps every child that has ended. A pid the table does not know
-    /// (none is expected) is logged and skipped.
+    /// Reaps every child that has ended. Each is looked at while it is
+    /// still a zombie: a leader that was asked to stop takes what is left
+    /// of its group with it (SIGKILL) before it is reaped, the last moment
+    /// its group can be named safely. A pid the table does not know (none
+    /// is expected) is logged and reaped.
     pub fn reap(&mut self) -> Vec<Reaped> {
         let mut out = Vec::new();
-        while let Some((pid, status)) = sys::reap_one() {
+        while let Some(pid) = sys::ended_child() {
+            if let (Some(c), Some(Some(_))) = (self.children.get(&pid), self.stopping.get(&pid)) {
+                if c.holder {
+                    let _ = signal(pid, c, libc::SIGKILL);
+                }
+            }
+            let Some(status) = sys::reap(pid) else {
+                // Not ours to reap after all (cannot happen): stop here
+                // rather than loop on it.
+                warn!("could not reap pid={pid}");
+                break;
+            };
+            self.stopping.remove(&pid);
             let Some(mut c) = self.children.remove(&pid) else {
-                log::debug!("reaped unknown child pid={pid} status={status}");
+                debug!("reaped unknown child pid={pid} status={status}");
                 continue;
             };
             if let Kind::Server(id) = c.kind {
@@ -235,6 +314,87 @@ impl ChildTable {
             });
         }
         out
+    }
+
+    /// Asks child `pid` to stop, if it is in the table and the core may
+    /// signal it (a holder, the controller): SIGTERM now, to its process
+    /// group for a server, SIGKILL when the grace is over. False if it is
+    /// not such a child; true if it is stopping (already, or now).
+    pub fn stop(&mut self, pid: i32) -> bool {
+        let Some(c) = self.children.get(&pid) else {
+            return false;
+        };
+        if !(c.holder || c.kind == Kind::Controller) {
+            return false;
+        }
+        if self.stopping.contains_key(&pid) {
+            return true;
+        }
+        let ms = self.grace.as_millis();
+        info!(
+            "stopping service=\"{}\" pid={pid}: SIGTERM, SIGKILL in {ms} ms",
+            c.label
+        );
+        if let Err(e) = signal(pid, c, libc::SIGTERM) {
+            warn!("cannot send SIGTERM to pid={pid}: {e}");
+        }
+        self.stopping.insert(pid, Some(Instant::now() + self.grace));
+        true
+    }
+
+    /// Asks every holder and the controller to stop (the core stops);
+    /// nowait children are left to finish.
+    pub fn stop_all(&mut self) {
+        let pids: Vec<i32> = self.children.keys().copied().collect();
+        for pid in pids {
+            self.stop(pid);
+        }
+    }
+
+    /// From SIGTERM to SIGKILL.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// How many children were asked to stop and have not been reaped.
+    pub fn stopping(&self) -> usize {
+        self.stopping.len()
+    }
+
+    /// When the next SIGKILL is due.
+    pub fn next_kill(&self) -> Option<Instant> {
+        self.stopping.values().flatten().min().copied()
+    }
+
+    /// SIGKILL to each child asked to stop whose grace is over at `now`
+    /// (every one with `now` = `None`).
+    pub fn kill_due(&mut self, now: Option<Instant>) {
+        for (pid, kill_at) in &mut self.stopping {
+            match (*kill_at, now) {
+                (None, _) => continue,
+                (Some(at), Some(now)) if at > now => continue,
+                _ => {}
+            }
+            let Some(c) = self.children.get(pid) else {
+                continue;
+            };
+            warn!(
+                "service=\"{}\" pid={pid} has not stopped after SIGTERM; SIGKILL",
+                c.label
+            );
+            if let Err(e) = signal(*pid, c, libc::SIGKILL) {
+                warn!("cannot send SIGKILL to pid={pid}: {e}");
+            }
+            *kill_at = None;
+        }
+    }
+
+    /// Sends `sig` to child `pid` alone (the controller's SIGHUP).
+    pub fn signal(&self, pid: i32, sig: i32) -> io::Result<()> {
+        match self.children.get(&pid) {
+            Some(c) => signal_process(pid, c, sig),
+            None => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+        }
     }
 
     pub fn count_for(&self, id: ListenerId) -> u32 {
@@ -263,9 +423,45 @@ impl ChildTable {
     }
 }
 
+/// Sends `sig` to child `pid`, which is in the table (unreaped): a
+/// server's whole process group, the controller alone.
+fn signal(pid: i32, c: &Child, sig: i32) -> io::Result<()> {
+    if c.kind != Kind::Controller {
+        match sys::killpg(pid, sig) {
+            // No such group yet: the child has not reached `setsid`, so it
+            // has no helpers either. The signal to it alone stays pending
+            // (the core's mask blocks it) until the child resets its
+            // dispositions and clears its mask.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            r => return r,
+        }
+    }
+    signal_process(pid, c, sig)
+}
+
+/// Sends `sig` to child `pid` alone: through its pidfd, or, where there
+/// is none, by its pid, which cannot have been reused while the child is
+/// in the table.
+fn signal_process(pid: i32, c: &Child, sig: i32) -> io::Result<()> {
+    match &c.pidfd {
+        Some(fd) => sys::pidfd_signal(fd.as_fd(), sig),
+        None => sys::kill(pid, sig),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grace_can_only_be_shortened() {
+        assert_eq!(stop_grace(None), STOP_GRACE);
+        assert_eq!(stop_grace(Some("800")), Duration::from_millis(800));
+        assert_eq!(stop_grace(Some("5000")), STOP_GRACE);
+        for bad in ["0", "5001", "-1", "", "1s", "99999999999999999999"] {
+            assert_eq!(stop_grace(Some(bad)), STOP_GRACE, "{bad:?}");
+        }
+    }
 
     #[test]
     fn setup_failures_read_well() {

@@ -4,7 +4,15 @@
 //! connections (`link`), every listener that is polled (`listeners`,
 //! `accept`), and the status pipes of children not yet at exec
 //! (`children`). Timers (bind retries, the accept pause, the controller's
-//! restart) become the poll timeout.
+//! restart, the SIGKILL of children asked to stop) become the poll
+//! timeout.
+//!
+//! Stopping (SIGTERM, SIGINT, or a fatal condition): the wait children and
+//! the controller get SIGTERM, the listeners and the core socket are
+//! closed, and the loop goes on, reaping, until every child asked to stop
+//! has gone (SIGKILL after the grace). Only then does the core exit, so a
+//! core started next binds every port at once. Nowait children are left to
+//! finish.
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -16,7 +24,7 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::accept::Acceptor;
 use crate::apply::{self, CoreState};
-use crate::children::{ChildTable, Kind, Reaped, SetupFailure};
+use crate::children::{self, ChildTable, Kind, Reaped, SetupFailure};
 use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
@@ -24,9 +32,10 @@ use crate::sys;
 use crate::sys::child::SingleThreaded;
 use crate::validate::CorePolicy;
 
-/// How long the core waits for its controller to exit at shutdown, before
-/// and after SIGKILL.
-const CONTROLLER_STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long the core waits, after the SIGKILL at the end of the grace, for
+/// what it killed to be reaped, before it exits all the same (a process
+/// stuck in the kernel does not hold the core forever).
+const AFTER_KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything the daemon needs from start-up.
 pub struct Setup {
@@ -61,6 +70,8 @@ pub struct Daemon {
     acceptor: Acceptor,
     supervisor: Option<Supervisor>,
     quit: Option<i32>,
+    /// Once stopping: when the core exits whatever is left.
+    exit_by: Option<Instant>,
 }
 
 impl Daemon {
@@ -69,27 +80,43 @@ impl Daemon {
             Mode::Packaged(socket) => (Some(socket), None),
             Mode::OneCommand(plan) => (None, Some(Supervisor::new(plan))),
         };
+        let grace = children::stop_grace(std::env::var(children::TEST_GRACE_ENV).ok().as_deref());
         Daemon {
             core: CoreState::new(setup.policy),
             sigfd: setup.sigfd,
             links: Links::new(socket),
             listeners: ListenerTable::default(),
-            children: ChildTable::new(single, setup.dgram_idle),
+            children: ChildTable::new(single, setup.dgram_idle, grace),
             acceptor: Acceptor::default(),
             supervisor,
             quit: None,
+            exit_by: None,
         }
     }
 
-    /// Runs until SIGTERM or SIGINT (exit code 0) or a fatal condition.
+    /// Runs until SIGTERM or SIGINT (exit code 0) or a fatal condition,
+    /// and then until the children asked to stop have gone.
     pub fn run(mut self) -> i32 {
         let mut entries = Vec::new();
         let mut toks = Vec::new();
-        while self.quit.is_none() {
+        loop {
             let now = Instant::now();
             self.run_timers(now);
             if self.quit.is_some() {
-                break;
+                let exit_by = match self.exit_by {
+                    Some(t) => t,
+                    None => self.begin_stop(),
+                };
+                if self.children.stopping() == 0 {
+                    break;
+                }
+                if now >= exit_by {
+                    warn!(
+                        "{} children asked to stop have not been reaped after SIGKILL; exiting all the same",
+                        self.children.stopping()
+                    );
+                    break;
+                }
             }
             entries.clear();
             toks.clear();
@@ -122,14 +149,15 @@ impl Daemon {
                     Tok::Listener(id) => self.on_listener(id),
                     Tok::Status(pid) => self.on_status(pid),
                 }
-                if self.quit.is_some() {
+                // Stopping starts at the top of the loop: nothing more is
+                // accepted or answered in this round.
+                if self.quit.is_some() && self.exit_by.is_none() {
                     break;
                 }
             }
         }
-        let code = self.quit.unwrap_or(0);
-        self.shutdown();
-        code
+        self.finish();
+        self.quit.unwrap_or(0)
     }
 
     fn build_poll_set(&self, entries: &mut Vec<sys::PollEntry>, toks: &mut Vec<Tok>) {
@@ -158,10 +186,17 @@ impl Daemon {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        if self.exit_by.is_some() {
+            return [self.children.next_kill(), self.exit_by]
+                .into_iter()
+                .flatten()
+                .min();
+        }
         [
             self.acceptor.paused_until(),
             self.listeners.next_retry(),
             self.supervisor.as_ref().and_then(Supervisor::restart_at),
+            self.children.next_kill(),
         ]
         .into_iter()
         .flatten()
@@ -169,6 +204,10 @@ impl Daemon {
     }
 
     fn run_timers(&mut self, now: Instant) {
+        self.children.kill_due(Some(now));
+        if self.quit.is_some() {
+            return;
+        }
         self.acceptor.tick(now);
         self.listeners.retry_due(now, self.core.policy.uid);
         if let Some(sup) = &mut self.supervisor {
@@ -257,12 +296,13 @@ impl Daemon {
         for s in sigs {
             match s {
                 libc::SIGCHLD => self.reap(),
-                libc::SIGTERM | libc::SIGINT => {
-                    info!("signal {s}: closing listeners and exiting; running servers are left alone");
+                libc::SIGTERM | libc::SIGINT if self.quit.is_none() => {
+                    info!("signal {s}: closing listeners and exiting; wait servers go with their listeners, nowait servers are left to finish");
                     self.quit = Some(0);
                 }
+                libc::SIGTERM | libc::SIGINT => info!("signal {s}: already stopping"),
                 libc::SIGHUP => match &self.supervisor {
-                    Some(sup) => sup.forward_hup(),
+                    Some(sup) => sup.forward_hup(&self.children),
                     None => info!(
                         "SIGHUP ignored: reloading is the controller's job (inetctl reload, or SIGHUP to inetd-controller)"
                     ),
@@ -272,44 +312,30 @@ impl Daemon {
         }
     }
 
-    fn shutdown(&mut self) {
-        self.stop_controller();
+    /// The core stops: the children that must go with it (wait children,
+    /// the controller) get SIGTERM, the listeners and the core socket are
+    /// closed. Returns (and keeps) when the core exits whatever is left.
+    fn begin_stop(&mut self) -> Instant {
+        self.children.stop_all();
         self.listeners.close_all();
         self.links.close_all();
+        let left = self.children.stopping();
+        if left > 0 {
+            info!("stopping: waiting for {left} children (wait servers, the controller); nowait servers are left to finish");
+        }
+        let exit_by = Instant::now() + self.children.grace() + AFTER_KILL_WAIT;
+        self.exit_by = Some(exit_by);
+        exit_by
+    }
+
+    /// After the loop: whatever was asked to stop and is still there gets
+    /// SIGKILL (after a poll failure, the grace is not waited for).
+    fn finish(&mut self) {
+        if self.exit_by.is_none() {
+            self.begin_stop();
+        }
+        self.children.kill_due(None);
         info!("exiting");
-    }
-
-    fn controller_pid(&self) -> Option<i32> {
-        self.supervisor.as_ref().and_then(Supervisor::pid)
-    }
-
-    /// SIGTERM to the controller, SIGKILL if it has not gone after a while.
-    fn stop_controller(&mut self) {
-        let Some(pid) = self.controller_pid() else {
-            return;
-        };
-        let _ = sys::kill(pid, libc::SIGTERM);
-        if self.wait_controller() {
-            return;
-        }
-        warn!("inetd-controller pid={pid} did not stop; killing it");
-        let _ = sys::kill(pid, libc::SIGKILL);
-        self.wait_controller();
-    }
-
-    /// Reaps until the controller is gone (true) or time is up.
-    fn wait_controller(&mut self) -> bool {
-        let deadline = Instant::now() + CONTROLLER_STOP_WAIT;
-        loop {
-            self.reap();
-            if self.controller_pid().is_none() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn on_core_listener(&mut self) {
@@ -340,7 +366,7 @@ impl Daemon {
             CoreRequest::Apply { listeners } => apply::apply(
                 &mut self.core,
                 &mut self.listeners,
-                &self.children,
+                &mut self.children,
                 listeners,
             ),
             CoreRequest::Status => CoreResponse::Status(apply::status(

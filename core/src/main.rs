@@ -17,8 +17,14 @@
 //!   dgram builtins) it forks a child that drops to the service's ids and
 //!   execs the server, or runs the builtin, with the connection on 0, 1, 2;
 //! * signals, read from a signalfd: SIGCHLD reaps, SIGTERM and SIGINT close
-//!   the listeners and exit (servers keep running), SIGHUP is ignored in
-//!   packaged mode and forwarded to the controller in one-command mode.
+//!   the listeners and exit once the wait children have gone (SIGTERM to
+//!   their process groups, SIGKILL after 5 s; nowait servers keep
+//!   running), SIGHUP is ignored in packaged mode and forwarded to the
+//!   controller in one-command mode.
+//!
+//! A wait child holds its listener, so it goes with it: on removal, on a
+//! change, and when the core stops (`children` says how a group is
+//! signalled without ever reaching a reused id).
 //!
 //! The core never reads configuration and never resolves names on a
 //! request's behalf; it trusts nothing the controller sends. All unsafe
@@ -33,12 +39,12 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 5405 lines
-//!     accept.rs 261, admission.rs 75, apply.rs 301, backoff.rs 56
-//!     children.rs 265, cli.rs 194, daemon.rs 354, link.rs 420
-//!     listeners.rs 393, logger.rs 56, main.rs 109, notify.rs 53, peer.rs 92
-//!     plan.rs 64, start.rs 375, supervisor.rs 263, validate.rs 381
-//!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 337
+//! root, this process: core/src: 5711 lines
+//!     accept.rs 261, admission.rs 75, apply.rs 320, backoff.rs 56
+//!     children.rs 451, cli.rs 194, daemon.rs 380, link.rs 420
+//!     listeners.rs 393, logger.rs 56, main.rs 115, notify.rs 53, peer.rs 92
+//!     plan.rs 78, start.rs 375, supervisor.rs 259, validate.rs 381
+//!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 396
 //!     sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 204
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 831 lines
 //!     codec.rs 211, error.rs 62, lib.rs 77, local.rs 44, text.rs 69

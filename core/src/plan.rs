@@ -1,8 +1,10 @@
 //! The diff of an `Apply` against what runs, by bind key (pure).
 //!
 //! Rules: a listener whose key and spec are unchanged is left alone (same
-//! socket, same children); same key with another spec is changed in place
-//! (new connections get the new spec); keys no longer wanted are removed,
+//! socket, same children); one whose label alone differs (its line moved
+//! in the file) is relabelled, which is no change; same key with another
+//! spec is changed in place (new connections get the new spec, a wait
+//! child holding the socket is stopped); keys no longer wanted are removed,
 //! and removals happen before any new bind so a port or path can move
 //! between entries in one apply. A key whose new spec is rejected is
 //! removed too: the controller no longer wants what ran there.
@@ -16,6 +18,8 @@ use inetd_protocol::{BindKey, ListenerSpec};
 pub enum Step {
     Add,
     Change,
+    /// Only the label differs: the new one is taken, nothing else moves.
+    Relabel,
     Unchanged,
     Reject(String),
 }
@@ -45,6 +49,7 @@ pub fn plan(
                 let step = match current.get(&key) {
                     None => Step::Add,
                     Some(old) if **old == *spec => Step::Unchanged,
+                    Some(old) if label_only(old, spec) => Step::Relabel,
                     Some(_) => Step::Change,
                 };
                 wanted.insert(key);
@@ -62,6 +67,15 @@ pub fn plan(
     Plan { steps, removals }
 }
 
+/// True when `old` and `new` differ in their label and nothing else.
+fn label_only(old: &ListenerSpec, new: &ListenerSpec) -> bool {
+    let relabelled = ListenerSpec {
+        label: new.label.clone(),
+        ..old.clone()
+    };
+    relabelled == *new
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,16 +87,27 @@ mod tests {
         let b = spec(7002);
         let c = spec(7003);
         let mut b2 = b.clone();
-        b2.label = "other".into();
+        b2.wait = !b.wait;
+        let e = spec(7005);
+        let mut e2 = e.clone();
+        e2.label = "moved to another line".into();
         let current: HashMap<BindKey, &ListenerSpec> =
-            [(a.key(), &a), (b.key(), &b), (c.key(), &c)]
+            [(a.key(), &a), (b.key(), &b), (c.key(), &c), (e.key(), &e)]
                 .into_iter()
                 .collect();
         let d = spec(7004);
-        let requested = vec![a.clone(), b2, d];
-        let p = plan(&current, &requested, &[Ok(()), Ok(()), Ok(())]);
-        assert_eq!(p.steps, vec![Step::Unchanged, Step::Change, Step::Add]);
+        let mut e3 = e2.clone();
+        e3.creds.uid += 1;
+        let requested = vec![a.clone(), b2, d, e2];
+        let p = plan(&current, &requested, &[Ok(()), Ok(()), Ok(()), Ok(())]);
+        assert_eq!(
+            p.steps,
+            vec![Step::Unchanged, Step::Change, Step::Add, Step::Relabel]
+        );
         assert_eq!(p.removals, vec![c.key()]);
+        // A new label with anything else: a change.
+        let p = plan(&current, &[e3], &[Ok(())]);
+        assert_eq!(p.steps, vec![Step::Change]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use log::{error, info, warn};
 use crate::backoff::{self, Backoff};
 use crate::children::ChildTable;
 use crate::link::{ConnId, Links};
-use crate::sys::{self, ExitStatus};
+use crate::sys::ExitStatus;
 use crate::validate::{ExecImage, Identity};
 
 const MAX_EARLY_FAILURES: u32 = 3;
@@ -145,10 +145,6 @@ impl Supervisor {
         }
     }
 
-    pub fn pid(&self) -> Option<i32> {
-        self.pid
-    }
-
     pub fn restart_at(&self) -> Option<Instant> {
         self.restart_at
     }
@@ -248,11 +244,11 @@ impl Supervisor {
     }
 
     /// SIGHUP to the core: the controller reloads.
-    pub fn forward_hup(&self) {
+    pub fn forward_hup(&self, children: &ChildTable) {
         match self.pid {
             Some(pid) => {
                 info!("SIGHUP: forwarded to inetd-controller pid={pid} (reload)");
-                if let Err(e) = sys::kill(pid, libc::SIGHUP) {
+                if let Err(e) = children.signal(pid, libc::SIGHUP) {
                     warn!("cannot forward SIGHUP to the controller: {e}");
                 }
             }

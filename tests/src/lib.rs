@@ -55,6 +55,9 @@
 //!   limit after Hello.
 //! * `controller.rs`: the real `inetd-controller` and `inetctl` against a
 //!   real core, each started as a [`Proc`].
+//! * `wait_lifecycle.rs`: wait children leaving with their listener on
+//!   removal, change and core stop (driven by `inetctl reload`), SIGKILL
+//!   after the grace, no signal to a reused pid.
 //! * `daemons.rs`: Debian's own daemons (git daemon, rsync, fingerd,
 //!   tftpd-hpa) under a one-command core, driven by their own clients.
 //!
@@ -82,6 +85,7 @@
 //! | unlink/bind TOCTOU on unix paths | `core_unix::*` |
 //! | openSUSE/xinetd PR #7 (ACL with no peer) | `core_acl::an_access_list_where_no_peer_can_be_checked_is_refused` |
 //! | OpenBSD `gettcp()` port 20 | `core_policy::a_connection_from_source_port_20_is_closed_at_once` |
+//! | PID reuse (ngIRCd, pidfd_send_signal) | `wait_lifecycle::a_reused_pid_of_the_same_uid_is_never_signalled` |
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -1023,7 +1027,8 @@ impl Drop for Core {
                 let _ = self.child.wait();
             }
         }
-        // Servers outlive the core by design; ours must not outlive the test.
+        // Nowait servers outlive the core by design (and wait servers its
+        // SIGKILL); ours must not outlive the test.
         for (p, start) in kids {
             if start.is_some() && start_time(p) == start {
                 let _ = nix::sys::signal::kill(
@@ -1401,6 +1406,27 @@ pub fn children_of(pid: i32) -> Vec<(i32, char)> {
         }
     }
     out
+}
+
+/// The process group of `pid`.
+pub fn pgid_of(pid: i32) -> Option<i32> {
+    proc_stat(pid)?.get(2)?.parse().ok()
+}
+
+/// The live (not zombie) processes of process group `pgid`, from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            proc_stat(p).is_some_and(|st| {
+                st.first().map(String::as_str) != Some("Z")
+                    && st.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
+            })
+        })
+        .collect()
 }
 
 /// Capability numbers (linux/capability.h) the tests name.

@@ -21,7 +21,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 /// Converts a `-1` return into the thread's errno.
@@ -278,30 +277,90 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// Reaps one exited child without blocking, if there is one.
-pub fn reap_one() -> Option<(i32, ExitStatus)> {
+/// The pid of a child that has ended, left unreaped (`WNOWAIT`): until
+/// [`reap`] takes it, it stays a zombie, so neither its pid nor its
+/// process group's id can be given to another process, and its group can
+/// still be signalled safely.
+pub fn ended_child() -> Option<i32> {
     loop {
-        match nix::sys::wait::waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                return Some((pid.as_raw(), ExitStatus::Exited(code)))
+        // SAFETY: an all-zero siginfo_t is a valid value of that plain C
+        // struct (and what waitid leaves when no child has ended).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: `info` is a valid, exclusively borrowed siginfo_t.
+        if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) } == -1 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                return Some((pid.as_raw(), ExitStatus::Signaled(sig as i32)))
-            }
-            Ok(WaitStatus::StillAlive) => return None,
-            // Stopped/continued children are not exits; look for more.
-            Ok(_) => continue,
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => return None,
+            // ECHILD: no children at all.
+            return None;
         }
+        // SAFETY: waitid filled `info` for a SIGCHLD, or left it zero.
+        let pid = unsafe { info.si_pid() };
+        return (pid != 0).then_some(pid);
+    }
+}
+
+/// Reaps child `pid`, which [`ended_child`] reported. Decoded by hand, so
+/// a child killed by a signal nix has no name for (a real-time one) is
+/// reaped like any other.
+pub fn reap(pid: i32) -> Option<ExitStatus> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid int for waitpid to fill.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r != pid {
+            return None;
+        }
+        return Some(if libc::WIFSIGNALED(status) {
+            ExitStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            ExitStatus::Exited(libc::WEXITSTATUS(status))
+        });
     }
 }
 
 /// Sends `sig` to a child that has not been reaped yet (so the pid cannot
-/// have been reused).
+/// have been reused), where no pidfd could be had for it.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     let sig = Signal::try_from(sig).map_err(nix_err)?;
     nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(nix_err)
+}
+
+/// Sends `sig` to process group `pgid`: only ever the group of a child
+/// that has not been reaped yet, whose id cannot have been reused.
+pub fn killpg(pgid: i32, sig: i32) -> io::Result<()> {
+    let sig = Signal::try_from(sig).map_err(nix_err)?;
+    nix::sys::signal::killpg(Pid::from_raw(pgid), sig).map_err(nix_err)
+}
+
+/// A pidfd (close-on-exec) for child `pid`, taken while the child is
+/// unreaped, so it names that child and no other, for good.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: a system call with integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(r).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: a descriptor the kernel has just made for this process.
+    Ok(unsafe { owned(fd) })
+}
+
+/// Sends `sig` to the process `pidfd` names: never to another one, even
+/// after its pid has been reused.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    let null: *const libc::siginfo_t = std::ptr::null();
+    // SAFETY: a valid descriptor, a signal number, a null siginfo (filled
+    // as kill(2) would) and no flags.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, null, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Nonblocking read into `buf`; `Ok(None)` when it would block.

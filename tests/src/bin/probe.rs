@@ -15,6 +15,16 @@
 //!   `quit` has been answered.
 //! * `udp-report`: fd 0 is a datagram socket (a `wait` service): take the
 //!   report, receive one datagram, answer with the report, exit.
+//! * `udp-family TAG [stubborn]`: fd 0 is a datagram socket (a `wait`
+//!   service): start a helper (`udp-member`, this program again, in the same
+//!   process group, holding the same socket, as tftpd's per-transfer child
+//!   does), then both answer every datagram with `TAG pid P PAYLOAD` until
+//!   they are killed. `stubborn`: both block SIGTERM, so only SIGKILL ends
+//!   them.
+//! * `canary FILE`: a process that is no child of the core: a session of
+//!   its own, every catchable termination signal blocked and read from a
+//!   signalfd; writes `ready` and then `signal N` for each signal received
+//!   to FILE, until its stdin reaches end of file.
 //! * `accept-once`: fd 0 is a listening stream socket (a `wait` service):
 //!   take the report, accept one connection, write the report to it, exit.
 //! * `core-client SOCKET [BIND-PATH]`: connect to a core socket (after
@@ -67,6 +77,8 @@ fn main() {
         "udp-echo" => udp_echo(false),
         "accept-once" => accept_once(),
         "udp-report" => udp_report(),
+        "udp-family" | "udp-member" => udp_family(mode, &args[1..]),
+        "canary" => canary(&args[1..]),
         "core-client" => core_client(&args[1..]),
         other => {
             eprintln!("inetd-test-probe: unknown mode {other:?}");
@@ -143,6 +155,119 @@ fn udp_report() -> i32 {
     match sock.send_to(r.as_bytes(), from) {
         Ok(_) => 0,
         Err(_) => 1,
+    }
+}
+
+/// The signals `stubborn` and `canary` block.
+fn blockable() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// A wait dgram server with a helper in its process group, both serving
+/// the socket on fd 0.
+fn udp_family(mode: &str, args: &[String]) -> i32 {
+    let tag = args.first().map(String::as_str).unwrap_or("-");
+    let stubborn = args.get(1).map(String::as_str) == Some("stubborn");
+    if stubborn {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGTERM);
+        if set.thread_block().is_err() {
+            return 1;
+        }
+    }
+    // The helper inherits fds 0-2 (the socket) and the process group;
+    // std resets its signal mask, so it blocks SIGTERM itself.
+    let _helper = if mode == "udp-family" {
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(_) => return 1,
+        };
+        match std::process::Command::new(exe)
+            .arg("udp-member")
+            .args(args)
+            .spawn()
+        {
+            Ok(c) => Some(c),
+            Err(_) => return 1,
+        }
+    } else {
+        None
+    };
+    let fd = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => return 1,
+    };
+    let sock = UdpSocket::from(fd);
+    let pid = std::process::id();
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            return 1;
+        };
+        let mut reply = format!("{tag} pid {pid} ").into_bytes();
+        reply.extend_from_slice(&buf[..n]);
+        let _ = sock.send_to(&reply, from);
+    }
+}
+
+/// A process that records every signal it gets (see the module's header).
+fn canary(args: &[String]) -> i32 {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let Some(path) = args.first() else {
+        eprintln!("usage: inetd-test-probe canary FILE");
+        return 2;
+    };
+    let set = blockable();
+    if nix::unistd::setsid().is_err() || set.thread_block().is_err() {
+        return 1;
+    }
+    let Ok(sfd) = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC) else {
+        return 1;
+    };
+    let Ok(mut out) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return 1;
+    };
+    if out.write_all(b"ready\n").is_err() {
+        return 1;
+    }
+    let stdin = std::io::stdin();
+    loop {
+        let mut fds = [
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+        ];
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        if fds[0].any() == Some(true) {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                let _ = writeln!(out, "signal {}", info.ssi_signo);
+            }
+        }
+        if fds[1].any() == Some(true) {
+            let mut b = [0u8; 64];
+            if !matches!(std::io::stdin().read(&mut b), Ok(n) if n > 0) {
+                return 0;
+            }
+        }
     }
 }
 
