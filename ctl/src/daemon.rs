@@ -181,7 +181,7 @@ impl Daemon {
     fn connect(&mut self) -> Result<(), String> {
         let attempt = match (&self.core_path, self.core_fd.take()) {
             (_, Some(stream)) => CoreLink::handshake(stream),
-            (Some(path), None) => CoreLink::connect(path),
+            (Some(path), None) => CoreLink::connect(path, self.me.uid),
             (None, None) => return Err("the core closed the link".into()),
         };
         match attempt {
@@ -208,9 +208,12 @@ impl Daemon {
                 self.sync();
                 Ok(())
             }
-            Err(e @ LinkError::Down(_)) if self.core_path.is_some() => {
+            Err(e @ (LinkError::Down(_) | LinkError::Untrusted(_))) if self.core_path.is_some() => {
                 if !self.down_logged {
-                    warn!("{e}; retrying with backoff");
+                    match e {
+                        LinkError::Untrusted(_) => error!("{e}; retrying with backoff"),
+                        _ => warn!("{e}; retrying with backoff"),
+                    }
                     self.down_logged = true;
                 }
                 self.next_attempt = Instant::now() + self.backoff;
