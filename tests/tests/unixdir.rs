@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use inetd_protocol::{CoreResponse, Outcome, SocketType};
+use inetd_protocol::{CoreResponse, Outcome, SocketType, UnixDirs};
 use inetd_tests::*;
 
 fn secs(n: u64) -> Duration {
@@ -257,13 +257,25 @@ fn system_directories_and_their_like_are_refused_as_unix_dirs() {
         }
     }
     assert!(cores[cores.len() - 2].1.log().contains("writable"));
-    // A directory of its own is fine.
+    // A directory of its own is fine, and the Hello reply says so.
     let fine = TempDir::secure("ud-fine");
     let core = Core::start_unix(&fine);
-    assert!(core.log().contains(&format!(
-        "unix listeners may be made directly in {}",
-        fine.path().display()
-    )));
+    let shown = fine.path().display().to_string();
+    assert!(core
+        .log()
+        .contains(&format!("unix listeners may be made directly in {shown}")));
+    assert_eq!(
+        core.client().hello.policy.unix_dirs,
+        UnixDirs::Only(vec![shown])
+    );
+    // Without the flag, RUN/sockets, made if missing.
+    let core = Core::start();
+    assert_eq!(
+        core.client().hello.policy.unix_dirs,
+        UnixDirs::Only(vec!["/run/inetd/sockets".into()])
+    );
+    let m = fs::symlink_metadata("/run/inetd/sockets").unwrap();
+    assert!(m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
 }
 
 /// A root core in a mount namespace of its own, over a fresh /run that the
