@@ -53,6 +53,7 @@ impl CoreState {
             root: self.policy.root,
             allow_root_services: self.policy.allow_root_services,
             allow_setuid_services: self.policy.allow_setuid_services,
+            unix_dirs: self.policy.unix_dirs.clone(),
         }
     }
 

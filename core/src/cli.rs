@@ -1,8 +1,8 @@
 //! The command line (fixed: scripts and packaging depend on it), parsed by
 //! hand from a table of flags: `--flag value` and `--flag=value`,
-//! `--config` repeatable and kept in order, everything after `--` passed to
-//! the controller. A parser library would add far more code to the root
-//! binary than eight flags need. Pure: arguments in, a value or a usage
+//! `--config` and `--unix-dir` repeatable and kept in order, everything
+//! after `--` passed to the controller. A parser library would add far more
+//! code to the root binary than nine flags need. Pure: arguments in, a value or a usage
 //! error (exit 2) out.
 #![forbid(unsafe_code)]
 
@@ -23,6 +23,8 @@ pub struct Cli {
     pub log_level: &'static str,
     pub config: Vec<PathBuf>,
     pub control_socket: Option<PathBuf>,
+    /// The directories unix listeners may be made in, as given.
+    pub unix_dirs: Vec<PathBuf>,
     /// Everything after `--`.
     pub controller_args: Vec<OsString>,
 }
@@ -58,8 +60,8 @@ impl fmt::Display for UsageError {
 pub const USAGE: &str = "Usage: inetd-core [OPTIONS] [-- CONTROLLER-ARGS...]";
 
 /// Each flag: its name, the name of its value (`None` for a switch), help.
-/// Only `--config` may be given more than once.
-const FLAGS: [(&str, Option<&str>, &str); 8] = [
+/// Only those in [`REPEATABLE`] may be given more than once.
+const FLAGS: [(&str, Option<&str>, &str); 9] = [
     ("core-socket", Some("PATH"), "The core socket (packaged mode). Default: RUN/core.sock"),
     ("controller-user", Some("USER"), "The controller's user, by name or uid (root only; default: inetd)"),
     ("allow-root-services", None, "Allow services that run with uid, gid or a group 0"),
@@ -68,7 +70,10 @@ const FLAGS: [(&str, Option<&str>, &str); 8] = [
     ("log-level", Some("LEVEL"), "error, warn, info, debug or trace [default: info]"),
     ("config", Some("PATH"), "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)"),
     ("control-socket", Some("PATH"), "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock"),
+    ("unix-dir", Some("DIR"), "Unix-domain listeners may be made directly in DIR (repeatable). Default: RUN/sockets as root, else any directory outside RUN"),
 ];
+
+const REPEATABLE: [&str; 2] = ["config", "unix-dir"];
 
 /// The `--help` text.
 pub fn help() -> String {
@@ -117,6 +122,7 @@ fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
         "controller-user" => cli.controller_user = Some(text()?.to_owned()),
         "control-socket" => cli.control_socket = Some(v.clone().into()),
         "config" => cli.config.push(v.clone().into()),
+        "unix-dir" => cli.unix_dirs.push(v.clone().into()),
         "allow-root-services" => cli.allow_root_services = true,
         "allow-setuid-services" => cli.allow_setuid_services = true,
         "dgram-idle" => match text()?.parse::<u64>() {
@@ -169,7 +175,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             .iter()
             .find(|f| f.0.as_bytes() == name)
             .ok_or_else(unexpected)?;
-        if flag != "config" && seen.contains(&flag) {
+        if !REPEATABLE.contains(&flag) && seen.contains(&flag) {
             return err(format!("--{flag} cannot be given more than once"));
         }
         seen.push(flag);
@@ -226,6 +232,9 @@ mod tests {
             "/b",
             "--control-socket",
             "/tmp/x",
+            "--unix-dir",
+            "/run/a",
+            "--unix-dir=/run/b",
             "--",
             "--services",
             "/s",
@@ -237,6 +246,10 @@ mod tests {
         assert_eq!(c.log_level, "debug");
         assert_eq!(c.config, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(c.control_socket, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(
+            c.unix_dirs,
+            ["/run/a", "/run/b"].map(PathBuf::from).to_vec()
+        );
         assert_eq!(
             c.controller_args,
             vec![OsString::from("--services"), OsString::from("/s")]

@@ -1,11 +1,12 @@
 //! Start-up, in the order that matters: record the resource limits the
 //! core was started with (children get them back), resolve the controller
 //! user (the only name the core ever resolves, from its own command line),
-//! make the runtime directories and the core socket (these need CAP_CHOWN
-//! and CAP_SETGID-as-root), then cut the capabilities and lock the
-//! securebits, raise the descriptor limit, settle what children are given
-//! back (limits, session keyring), then block the handled signals and make
-//! the signalfd. Everything after that is the poll loop.
+//! check the runtime directory and the unix directories, make the core
+//! socket (these need CAP_CHOWN and CAP_SETGID-as-root), then cut the
+//! capabilities and lock the securebits, raise the descriptor limit, settle
+//! what children are given back (limits, session keyring), then block the
+//! handled signals and make the signalfd. Everything after that is the
+//! poll loop.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
@@ -14,6 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use inetd_protocol::UnixDirs;
 use log::{debug, info, warn};
 
 use crate::cli::Cli;
@@ -89,10 +91,11 @@ fn resolve_controller(cli: &Cli, root: bool, uid: u32) -> Result<UserInfo, Start
     Ok(me)
 }
 
-/// Makes `path` a directory if it is missing. `private` directories (a
-/// normal user's runtime directory) must be the user's and closed to others
-/// if they already exist: /tmp is shared, and someone else may have made it.
-fn ensure_dir(path: &Path, mode: u32, private_uid: Option<u32>) -> Result<(), StartError> {
+/// Makes `path` a directory if it is missing. With `owner` (uid, mode bits
+/// refused), it must belong to that uid and have none of those bits: a
+/// normal user's runtime directory is private (/tmp is shared, and someone
+/// else may have made it), root's is not writable by anyone else.
+fn ensure_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StartError> {
     match std::fs::create_dir(path) {
         Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .or_else(|e| fail(1, format!("cannot set the mode of {}: {e}", path.display()))),
@@ -102,18 +105,22 @@ fn ensure_dir(path: &Path, mode: u32, private_uid: Option<u32>) -> Result<(), St
             if !m.file_type().is_dir() {
                 return fail(
                     1,
-                    format!("{} exists and is not a directory", path.display()),
+                    format!(
+                        "{} exists and is not a directory (a symbolic link is never followed); remove it",
+                        path.display()
+                    ),
                 );
             }
-            if let Some(uid) = private_uid {
-                if m.uid() != uid || m.mode() & 0o077 != 0 {
+            if let Some((uid, refused)) = owner {
+                if m.uid() != uid || m.mode() & refused != 0 {
                     return fail(
                         1,
                         format!(
-                            "runtime directory {} is not private (owner uid {}, mode {:04o}); remove it or use another path",
+                            "runtime directory {} has owner uid {} and mode {:04o}; it must belong to uid {uid} and be {} by group or others: fix its owner and mode, or remove it",
                             path.display(),
                             m.uid(),
-                            m.mode() & 0o7777
+                            m.mode() & 0o7777,
+                            if refused == 0o077 { "closed" } else { "not writable" }
                         ),
                     );
                 }
@@ -142,13 +149,27 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     let ctl = resolve_controller(cli, root, uid)?;
     warn_unused_flags(cli);
     // 2. Directories and the core socket (or the controller's plan), while
-    //    CAP_CHOWN and CAP_SETGID-as-root are still there.
+    //    CAP_CHOWN and CAP_SETGID-as-root are still there. A root core
+    //    always checks RUN: its default socket directories are there.
     let run = inetd_protocol::runtime_dir(uid, std::env::var_os("XDG_RUNTIME_DIR").as_deref());
     sys::umask(0o022);
-    let mode = if cli.config.is_empty() {
-        packaged_mode(cli, &ctl, &run, uid)?
+    if root {
+        ensure_run(&run, uid)?;
+    }
+    let (socket, default) = if cli.config.is_empty() {
+        (&cli.core_socket, run.join("core.sock"))
     } else {
-        one_command_mode(cli, &ctl, &run, uid)?
+        (
+            &cli.control_socket,
+            run.join("control").join("control.sock"),
+        )
+    };
+    let socket = socket.as_deref().map_or(Ok(default), absolute)?;
+    let unix_dirs = unix_dirs(cli, &run, &socket, uid)?;
+    let mode = if cli.config.is_empty() {
+        packaged_mode(cli, &ctl, &run, socket, uid)?
+    } else {
+        one_command_mode(cli, &ctl, &run, socket, uid)?
     };
     sys::chdir_root().or_else(|e| fail(1, format!("chdir /: {e}")))?;
     // 3. The capability cut.
@@ -171,6 +192,7 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
             gid: sys::getegid(),
             groups: sys::getgroups().unwrap_or_default(),
             controller_uid: ctl.uid,
+            unix_dirs,
         },
         dgram_idle: Duration::from_secs(cli.dgram_idle),
         sigfd,
@@ -188,24 +210,104 @@ fn warn_unused_flags(cli: &Cli) {
     }
 }
 
-/// Makes RUN if it is missing: root's is 0755, a normal user's private.
+/// Makes RUN if it is missing: root's is 0755 and must stay root's and
+/// not writable by anyone else, a normal user's private.
 fn ensure_run(run: &Path, uid: u32) -> Result<(), StartError> {
     if uid == 0 {
-        ensure_dir(run, 0o755, None)
+        ensure_dir(run, 0o755, Some((0, 0o022)))
     } else {
-        ensure_dir(run, 0o700, Some(uid))
+        ensure_dir(run, 0o700, Some((uid, 0o077)))
     }
 }
 
-/// Packaged mode: the core socket.
-fn packaged_mode(cli: &Cli, ctl: &UserInfo, run: &Path, uid: u32) -> Result<Mode, StartError> {
-    let path = match &cli.core_socket {
-        Some(p) => absolute(p)?,
-        None => {
-            ensure_run(run, uid)?;
-            run.join("core.sock")
+/// Directories the system or other daemons rely on: a root core's
+/// `--unix-dir` may be none of them, nor hold one (`/`, `/var`), since a
+/// socket could then be made beside their files.
+const SYSTEM_DIRS: &str = "/bin /lib /lib64 /media /mnt /opt /run /run/lock /sbin /srv /var \
+                           /var/lock /var/run";
+
+/// Trees that belong wholly to the kernel, the system or another daemon:
+/// as [`SYSTEM_DIRS`], and nothing inside one either.
+const SYSTEM_TREES: &str = "/boot /dev /dev/shm /etc /home /proc /root /sys /tmp /usr /run/dbus \
+                            /run/systemd /run/user /var/cache /var/lib /var/log /var/spool /var/tmp";
+
+/// Why the canonical directory `dir` cannot be a `--unix-dir`, if it
+/// cannot: it is or holds RUN or the directory of the core's own socket
+/// (`socket_dir`), it is in `RUN/control`, or, for a root core, it is or
+/// holds a system directory or is inside a system tree. Pure.
+fn unfit_unix_dir(dir: &Path, run: &Path, socket_dir: &Path, root: bool) -> Option<String> {
+    let own = [(run.to_owned(), false), (socket_dir.to_owned(), false)];
+    let own = own.into_iter().chain([(run.join("control"), true)]);
+    let system = SYSTEM_DIRS.split_whitespace().map(|d| (d.into(), false));
+    let trees = SYSTEM_TREES.split_whitespace().map(|d| (d.into(), true));
+    let mut all = own.chain(system.chain(trees).filter(|_| root));
+    all.find_map(|(p, tree): (PathBuf, bool)| {
+        if p.starts_with(dir) {
+            Some(format!("it is or holds {}", p.display()))
+        } else if tree && dir.starts_with(&p) {
+            Some(format!("it is inside {}", p.display()))
+        } else {
+            None
         }
+    })
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_owned())
+}
+
+/// The directories unix listeners may be made in: the `--unix-dir`s, each
+/// canonical, fit (see [`unfit_unix_dir`]) and trusted as a bind would
+/// check it; without any, `RUN/sockets` for a root core (made if missing)
+/// and anywhere outside RUN for another. A flag's problem exits 2; the
+/// default's, 1.
+fn unix_dirs(cli: &Cli, run: &Path, socket: &Path, uid: u32) -> Result<UnixDirs, StartError> {
+    let (root, given) = (uid == 0, !cli.unix_dirs.is_empty());
+    let run = canonical(run);
+    if !root && !given {
+        return Ok(UnixDirs::AnyBut(run.to_string_lossy().into_owned()));
+    }
+    let dirs = if given {
+        cli.unix_dirs.clone()
+    } else {
+        ensure_dir(&run.join("sockets"), 0o755, None)?;
+        vec![run.join("sockets")]
     };
+    let code = if given { 2 } else { 1 };
+    let socket_dir = canonical(socket.parent().unwrap_or(Path::new("/")));
+    let mut out: Vec<String> = Vec::new();
+    for d in dirs {
+        let shown = d.display();
+        let dir = d
+            .canonicalize()
+            .or_else(|e| fail(code, format!("--unix-dir {shown}: {e}")))?;
+        if let Some(why) = unfit_unix_dir(&dir, &run, &socket_dir, root) {
+            return fail(2, format!("--unix-dir {shown} refused: {why}, which the system, another daemon or the core itself relies on; name a directory that holds only inetd's sockets, such as /run/inetd/sockets"));
+        }
+        let Some(text) = dir.to_str() else {
+            return fail(code, format!("--unix-dir {shown}: not valid UTF-8"));
+        };
+        sys::unixsock::check_socket_dir(text, uid)
+            .or_else(|e| fail(code, format!("--unix-dir {shown}: {e}")))?;
+        if !out.iter().any(|o| o == text) {
+            info!("unix listeners may be made directly in {text}");
+            out.push(text.to_owned());
+        }
+    }
+    Ok(UnixDirs::Only(out))
+}
+
+/// Packaged mode: the core socket at `path`.
+fn packaged_mode(
+    cli: &Cli,
+    ctl: &UserInfo,
+    run: &Path,
+    path: PathBuf,
+    uid: u32,
+) -> Result<Mode, StartError> {
+    if cli.core_socket.is_none() {
+        ensure_run(run, uid)?;
+    }
     let mut allowed_uids = vec![0, ctl.uid, uid];
     allowed_uids.sort_unstable();
     allowed_uids.dedup();
@@ -220,9 +322,15 @@ fn packaged_mode(cli: &Cli, ctl: &UserInfo, run: &Path, uid: u32) -> Result<Mode
     Ok(Mode::Packaged(socket))
 }
 
-/// One-command mode: the control directory and how to start the
-/// controller.
-fn one_command_mode(cli: &Cli, ctl: &UserInfo, run: &Path, uid: u32) -> Result<Mode, StartError> {
+/// One-command mode: the control directory (for the control socket at
+/// `control_socket`) and how to start the controller.
+fn one_command_mode(
+    cli: &Cli,
+    ctl: &UserInfo,
+    run: &Path,
+    control_socket: PathBuf,
+    uid: u32,
+) -> Result<Mode, StartError> {
     let root = uid == 0;
     // The child runs in `/`: relative paths are made absolute here.
     let configs = cli
@@ -230,10 +338,9 @@ fn one_command_mode(cli: &Cli, ctl: &UserInfo, run: &Path, uid: u32) -> Result<M
         .iter()
         .map(|p| absolute(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let control_socket = match &cli.control_socket {
-        Some(p) => absolute(p)?,
-        None => control_dir(run, ctl, uid)?.join("control.sock"),
-    };
+    if cli.control_socket.is_none() {
+        control_dir(run, ctl, uid)?;
+    }
     let ctl_path = controller_beside_us()?;
     let argv = controller_argv(
         &configs,
@@ -268,18 +375,20 @@ fn one_command_mode(cli: &Cli, ctl: &UserInfo, run: &Path, uid: u32) -> Result<M
 }
 
 /// RUN/control, owned by the controller user as root (before the
-/// capability cut: this needs CAP_CHOWN).
-fn control_dir(run: &Path, ctl: &UserInfo, uid: u32) -> Result<PathBuf, StartError> {
+/// capability cut: this needs CAP_CHOWN), never through a symbolic link.
+fn control_dir(run: &Path, ctl: &UserInfo, uid: u32) -> Result<(), StartError> {
     ensure_run(run, uid)?;
     let dir = run.join("control");
     ensure_dir(&dir, 0o755, None)?;
     if uid == 0 {
-        sys::chown(&dir, ctl.uid, ctl.gid)
-            .or_else(|e| fail(1, format!("cannot chown {}: {e}", dir.display())))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-            .or_else(|e| fail(1, format!("cannot chmod {}: {e}", dir.display())))?;
+        sys::own_dir(&dir, ctl.uid, ctl.gid, 0o755).or_else(|e| {
+            fail(
+                1,
+                format!("cannot give {} to the controller user: {e}", dir.display()),
+            )
+        })?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// inetd-controller, found beside the core's own executable.
@@ -371,5 +480,86 @@ fn raise_nofile() {
         }
         Ok(_) => {}
         Err(e) => warn!("cannot raise the descriptor limit: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unfit(dir: &str, root: bool) -> Option<String> {
+        let run = Path::new("/run/inetd");
+        unfit_unix_dir(Path::new(dir), run, run, root)
+    }
+
+    #[test]
+    fn a_root_core_refuses_system_directories_and_their_like() {
+        for dir in [
+            "/",
+            "/run",
+            "/var/run",
+            "/dev",
+            "/etc",
+            "/tmp",
+            "/var",
+            "/usr",
+            "/home",
+            "/root",
+            "/proc",
+            "/sys",
+            "/run/inetd",
+            "/run/systemd",
+            "/run/systemd/journal",
+            "/run/dbus",
+            "/run/user/1000",
+            "/var/lib",
+            "/var/lib/dpkg",
+            "/var/tmp",
+            "/dev/shm",
+            "/etc/ssh",
+            "/run/inetd/control",
+            "/run/inetd/control/x",
+        ] {
+            assert!(unfit(dir, true).is_some(), "{dir} accepted");
+        }
+        for dir in [
+            "/run/inetd/sockets",
+            "/run/inetd-tests-x",
+            "/srv/inetd",
+            "/opt/x/sockets",
+        ] {
+            assert_eq!(unfit(dir, true), None, "{dir}");
+        }
+        let why = unfit("/run", true).unwrap();
+        assert!(why.contains("/run/inetd"), "{why}");
+        let why = unfit("/var/lib/dpkg", true).unwrap();
+        assert!(why.contains("inside /var/lib"), "{why}");
+        let why = unfit("/run/inetd/control/x", true).unwrap();
+        assert!(why.contains("inside /run/inetd/control"), "{why}");
+    }
+
+    #[test]
+    fn any_core_refuses_its_runtime_and_socket_directories_only() {
+        let run = Path::new("/run/user/7/inetd");
+        let sock = Path::new("/home/u/c");
+        let f = |d: &str| unfit_unix_dir(Path::new(d), run, sock, false);
+        for dir in [
+            "/run/user/7/inetd",
+            "/run/user/7",
+            "/",
+            "/run/user/7/inetd/control",
+            "/home/u/c",
+            "/home/u",
+        ] {
+            assert!(f(dir).is_some(), "{dir} accepted");
+        }
+        for dir in [
+            "/run/user/7/inetd/sockets",
+            "/run/user/7/s",
+            "/home/u/s",
+            "/tmp/x",
+        ] {
+            assert_eq!(f(dir), None, "{dir}");
+        }
     }
 }

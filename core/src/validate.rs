@@ -11,8 +11,8 @@ use std::ffi::{c_char, CStr, CString};
 use std::net::IpAddr;
 
 use inetd_protocol::{
-    Action, Bind, Builtin, IpMode, ListenerSpec, SocketType, MAX_ACL_RULES, MAX_ARGS, MAX_ARG_LEN,
-    MAX_GROUPS, MAX_LABEL, MAX_PATH, MAX_UNIX_PATH,
+    Action, Bind, Builtin, IpMode, ListenerSpec, SocketType, UnixDirs, MAX_ACL_RULES, MAX_ARGS,
+    MAX_ARG_LEN, MAX_GROUPS, MAX_LABEL, MAX_PATH, MAX_UNIX_PATH,
 };
 
 /// The fixed search path every child gets.
@@ -31,6 +31,8 @@ pub struct CorePolicy {
     pub groups: Vec<u32>,
     /// The controller user's uid: a root core runs no listener as it.
     pub controller_uid: u32,
+    /// Where unix listeners may be (`--unix-dir`, resolved at start).
+    pub unix_dirs: UnixDirs,
 }
 
 /// The ids a child takes: the listener's on a root core, the core's own on
@@ -210,7 +212,7 @@ pub fn check_unix_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_bind(spec: &ListenerSpec) -> Result<(), String> {
+fn check_bind(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
     match &spec.bind {
         Bind::Inet { addr, port, mode } => {
             if *port == 0 {
@@ -230,7 +232,10 @@ fn check_bind(spec: &ListenerSpec) -> Result<(), String> {
             }
             Ok(())
         }
-        Bind::Unix { path } => check_unix_path(path),
+        Bind::Unix { path } => {
+            check_unix_path(path)?;
+            p.unix_dirs.check(path)
+        }
     }
 }
 
@@ -369,7 +374,7 @@ fn identity(spec: &ListenerSpec, p: &CorePolicy) -> Identity {
 /// Validates one listener; the error is the reason it is rejected with.
 pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String> {
     not_too_long("label", &spec.label, MAX_LABEL)?;
-    check_bind(spec)?;
+    check_bind(spec, p)?;
     check_creds(spec, p)?;
     check_limits(spec)?;
     Ok(Prepared {
@@ -417,6 +422,7 @@ pub(crate) mod tests {
             gid: 0,
             groups: vec![0],
             controller_uid: 998,
+            unix_dirs: UnixDirs::Only(vec!["/run/inetd/sockets".into()]),
         }
     }
 
@@ -741,8 +747,24 @@ pub(crate) mod tests {
         assert!(validate(&s, &root_policy()).is_ok());
         s.socket_type = SocketType::Seqpacket;
         s.bind = Bind::Unix {
-            path: "/run/x.sock".into(),
+            path: "/run/inetd/sockets/x.sock".into(),
         };
         assert!(rejected(&s, &root_policy()).contains("stream and dgram"));
+    }
+
+    #[test]
+    fn unix_listeners_only_in_the_unix_dirs() {
+        let mut s = spec(7000);
+        s.bind = Bind::Unix {
+            path: "/run/inetd/sockets/x.sock".into(),
+        };
+        assert!(validate(&s, &root_policy()).is_ok());
+        for path in ["/run/dbus/system_bus_socket", "/run/inetd/core.sock"] {
+            s.bind = Bind::Unix { path: path.into() };
+            assert!(
+                rejected(&s, &root_policy()).contains("--unix-dir"),
+                "{path}"
+            );
+        }
     }
 }

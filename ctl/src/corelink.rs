@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
-use interprocess::local_socket::traits::Stream as _;
+use interprocess::local_socket::traits::{Stream as _, StreamCommon as _};
 use interprocess::os::unix::uds_local_socket::Stream;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -28,6 +28,9 @@ pub enum LinkError {
     /// The link is broken (connection refused or closed, a timeout, a bad
     /// frame): the core is not reachable.
     Down(String),
+    /// What answers on `core.sock` runs as neither root nor the
+    /// controller's own uid: not the core, and never told anything.
+    Untrusted(String),
     /// The core speaks another protocol version.
     VersionMismatch { ours: u32, theirs: u32 },
     /// The core answered with something that is not the answer to the
@@ -39,6 +42,7 @@ impl fmt::Display for LinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LinkError::Down(e) => write!(f, "the core is not reachable: {e}"),
+            LinkError::Untrusted(e) => write!(f, "refusing the core socket: {e}"),
             LinkError::VersionMismatch { ours, theirs } => write!(
                 f,
                 "protocol version mismatch: the controller speaks version {ours}, the core speaks version {theirs}"
@@ -86,11 +90,35 @@ pub struct CoreLink {
 }
 
 impl CoreLink {
-    /// Connects to `core.sock` (interprocess sets SOCK_CLOEXEC) and says
-    /// Hello.
-    pub fn connect(path: &Path) -> Result<CoreLink, LinkError> {
+    /// Connects to `core.sock` (interprocess sets SOCK_CLOEXEC), checks
+    /// with SO_PEERCRED that what listens there runs as root or as `me`
+    /// (a core started by the same user), and says Hello. Anything else
+    /// could be a local user's socket at a path the core left free: it is
+    /// sent nothing, not even Hello.
+    pub fn connect(path: &Path, me: u32) -> Result<CoreLink, LinkError> {
         let stream = crate::local::connect(path)
             .map_err(|e| LinkError::Down(format!("{}: {e}", path.display())))?;
+        let uid = stream
+            .peer_creds()
+            .map_err(|e| LinkError::Down(format!("{}: SO_PEERCRED: {e}", path.display())))?
+            .euid();
+        match uid {
+            Some(0) => {}
+            Some(u) if u == me => {}
+            Some(u) => {
+                return Err(LinkError::Untrusted(format!(
+                    "{} is served by uid {u}, which is neither root nor this controller's uid {me}; \
+                     not a core this controller trusts (check who made it, or give --core-socket the real core's path)",
+                    path.display()
+                )))
+            }
+            None => {
+                return Err(LinkError::Untrusted(format!(
+                    "{}: the kernel gave no peer credentials",
+                    path.display()
+                )))
+            }
+        }
         CoreLink::handshake(stream)
     }
 
@@ -111,6 +139,7 @@ impl CoreLink {
                     root: false,
                     allow_root_services: false,
                     allow_setuid_services: false,
+                    unix_dirs: inetd_protocol::UnixDirs::Only(Vec::new()),
                 },
             },
         };

@@ -81,6 +81,9 @@ pub struct Daemon {
     backoff: Duration,
     next_attempt: Instant,
     down_logged: bool,
+    /// A socket served by someone else has been logged (an error, once,
+    /// even after the core was logged down).
+    untrusted_logged: bool,
     notify: Notifier,
 }
 
@@ -126,6 +129,7 @@ impl Daemon {
             backoff: BACKOFF_MIN,
             next_attempt: Instant::now(),
             down_logged: false,
+            untrusted_logged: false,
             notify: settings.notify,
         }
     }
@@ -181,7 +185,7 @@ impl Daemon {
     fn connect(&mut self) -> Result<(), String> {
         let attempt = match (&self.core_path, self.core_fd.take()) {
             (_, Some(stream)) => CoreLink::handshake(stream),
-            (Some(path), None) => CoreLink::connect(path),
+            (Some(path), None) => CoreLink::connect(path, self.me.uid),
             (None, None) => return Err("the core closed the link".into()),
         };
         match attempt {
@@ -204,12 +208,17 @@ impl Daemon {
                 }
                 self.link = Some(link);
                 self.down_logged = false;
+                self.untrusted_logged = false;
                 self.backoff = BACKOFF_MIN;
                 self.sync();
                 Ok(())
             }
-            Err(e @ LinkError::Down(_)) if self.core_path.is_some() => {
-                if !self.down_logged {
+            Err(e @ (LinkError::Down(_) | LinkError::Untrusted(_))) if self.core_path.is_some() => {
+                if matches!(e, LinkError::Untrusted(_)) && !self.untrusted_logged {
+                    error!("{e}; retrying with backoff");
+                    self.untrusted_logged = true;
+                    self.down_logged = true;
+                } else if !self.down_logged {
                     warn!("{e}; retrying with backoff");
                     self.down_logged = true;
                 }

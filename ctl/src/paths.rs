@@ -15,18 +15,31 @@ pub fn user_run(uid: u32, xdg_runtime_dir: Option<&str>) -> PathBuf {
     inetd_protocol::runtime_dir(uid, xdg_runtime_dir.map(std::ffi::OsStr::new))
 }
 
-/// RUN as the controller sees it. A controller with `XDG_RUNTIME_DIR` set
-/// is a user's; without it, it is the system instance's when
-/// `/run/inetd/control` belongs to it (a root core makes that directory
-/// for its controller user), else a user's under `/tmp`.
-pub fn controller_run(uid: u32, xdg_runtime_dir: Option<&str>) -> PathBuf {
+/// RUN as the controller sees it, for the socket paths it was not given.
+/// A controller with `XDG_RUNTIME_DIR` set is a user's; without it, it is
+/// the system instance's when `/run/inetd/control` belongs to it (a root
+/// core or tmpfiles.d makes that directory for the controller user).
+/// Anything else is an error that says what to do: a user's `/tmp/inetd-UID`
+/// is not guessed, since anyone could have made it first and put a fake
+/// core there.
+pub fn controller_run(uid: u32, xdg_runtime_dir: Option<&str>) -> Result<PathBuf, String> {
     if xdg_runtime_dir.is_some_and(|x| x.starts_with('/')) {
-        return user_run(uid, xdg_runtime_dir);
+        return Ok(user_run(uid, xdg_runtime_dir));
     }
     let system_control = Path::new(SYSTEM_RUN).join("control");
-    match std::fs::metadata(&system_control) {
-        Ok(m) if m.is_dir() && m.uid() == uid => PathBuf::from(SYSTEM_RUN),
-        _ => user_run(uid, None),
+    match std::fs::symlink_metadata(&system_control) {
+        Ok(m) if m.is_dir() && m.uid() == uid => Ok(PathBuf::from(SYSTEM_RUN)),
+        Ok(m) => Err(format!(
+            "{} belongs to uid {}, not to this controller (uid {uid}): run the controller as the \
+             system instance's controller user, or give --core-socket and --control-socket",
+            system_control.display(),
+            m.uid()
+        )),
+        Err(e) => Err(format!(
+            "{}: {e}: give --core-socket and --control-socket, or set XDG_RUNTIME_DIR \
+             (a user's own instance)",
+            system_control.display()
+        )),
     }
 }
 
@@ -93,6 +106,18 @@ mod tests {
                 PathBuf::from("/run/inetd/control/control.sock"),
             ]
         );
+    }
+
+    #[test]
+    fn the_controller_never_guesses_a_directory_under_tmp() {
+        assert_eq!(
+            controller_run(7, Some("/run/user/7")),
+            Ok(PathBuf::from("/run/user/7/inetd"))
+        );
+        // Nobody's uid owns /run/inetd/control on any test host.
+        let e = controller_run(4_000_000_000, None).unwrap_err();
+        assert!(e.contains("--core-socket"), "{e}");
+        assert!(!e.contains("/tmp"), "{e}");
     }
 
     #[test]

@@ -60,11 +60,18 @@ fn is_root_creds(spec: &ListenerSpec) -> bool {
 ///   runs as the controller's user (the same uid in one-command mode), with
 ///   a warning where that differs from the configured user;
 /// * a root core without `--allow-root-services` refuses uid, gid or a
-///   supplementary group 0, so such entries are held back and shown
-///   rejected with that reason instead of being sent.
+///   supplementary group 0, and any core refuses a unix socket outside its
+///   unix directories (`--unix-dir`), so such entries are held back and
+///   shown rejected with the core's reason instead of being sent.
 pub fn plan(entries: &[Entry], policy: &Policy, me: &Identity) -> Plan {
     let mut out = Plan::default();
     for (i, e) in entries.iter().enumerate() {
+        if let Bind::Unix { path } = &e.spec.bind {
+            if let Err(reason) = policy.unix_dirs.check(path) {
+                out.refused.push(Refusal { entry: i, reason });
+                continue;
+            }
+        }
         let mut spec = e.spec.clone();
         let mut warnings = e.warnings.clone();
         let (mut user, mut group) = (e.user.clone(), e.group.clone());
@@ -232,7 +239,7 @@ pub fn summarize(entries: &[Entry], plan: &Plan, report: &ApplyReport) -> Summar
 mod tests {
     use super::*;
     use crate::testutil::*;
-    use inetd_protocol::{BindKey, Credentials};
+    use inetd_protocol::{BindKey, Credentials, UnixDirs};
 
     fn me() -> Identity {
         Identity {
@@ -253,6 +260,7 @@ mod tests {
                 root: false,
                 allow_root_services: false,
                 allow_setuid_services: false,
+                unix_dirs: UnixDirs::AnyBut("/run/user/1000/inetd".into()),
             },
             &me(),
         );
@@ -323,6 +331,38 @@ mod tests {
         assert_eq!(result_of(true, true, false), ReloadResult::Partial);
         assert_eq!(result_of(true, false, true), ReloadResult::Failed);
         assert_eq!(result_of(true, true, true), ReloadResult::Failed);
+    }
+
+    #[test]
+    fn unix_entries_outside_the_cores_unix_dirs_are_held_back_with_its_reason() {
+        let unix = |path: &str, line| {
+            let mut e = entry("u", 1, 65534, "f", line);
+            e.spec.bind = Bind::Unix { path: path.into() };
+            e
+        };
+        let entries = vec![
+            unix("/run/inetd/sockets/a.sock", 1),
+            unix("/run/dbus/system_bus_socket", 2),
+            unix("/run/inetd/sockets/sub/b.sock", 3),
+            entry("t", 8000, 65534, "f", 4),
+        ];
+        let policy = Policy {
+            unix_dirs: UnixDirs::Only(vec!["/run/inetd/sockets".into()]),
+            ..ROOT_CORE
+        };
+        let p = plan(&entries, &policy, &me());
+        let sent: Vec<usize> = p.send.iter().map(|s| s.entry).collect();
+        assert_eq!(sent, [0, 3]);
+        let refused: Vec<usize> = p.refused.iter().map(|r| r.entry).collect();
+        assert_eq!(refused, [1, 2]);
+        for r in &p.refused {
+            let path = match &entries[r.entry].spec.bind {
+                Bind::Unix { path } => path.clone(),
+                Bind::Inet { .. } => unreachable!(),
+            };
+            assert_eq!(Err(r.reason.clone()), policy.unix_dirs.check(&path));
+            assert!(r.reason.contains("--unix-dir"), "{}", r.reason);
+        }
     }
 
     #[test]

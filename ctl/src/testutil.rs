@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use inetd_protocol::{
     Action, Bind, Counters, Credentials, IpMode, Limits, ListenerSpec, ListenerState,
-    ListenerStatus, Policy, SocketType, StatusReport,
+    ListenerStatus, Policy, SocketType, StatusReport, UnixDirs,
 };
 
 use crate::config::{Config, ConfigFile, Entry, Label, RejectedEntry, Source};
@@ -85,10 +85,12 @@ pub fn config(files: &[&str], entries: Vec<Entry>, rejected: Vec<RejectedEntry>)
     }
 }
 
+/// A root core that allows no unix listener anywhere.
 pub const ROOT_CORE: Policy = Policy {
     root: true,
     allow_root_services: false,
     allow_setuid_services: false,
+    unix_dirs: UnixDirs::Only(Vec::new()),
 };
 
 pub fn listening(spec: &ListenerSpec, accepted: u64) -> ListenerStatus {

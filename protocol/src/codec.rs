@@ -14,7 +14,7 @@ use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{ListenerSpec, ProtocolError, MAX_FRAME, MAX_LISTENERS};
+use crate::{Bind, ListenerSpec, ProtocolError, MAX_FRAME, MAX_LISTENERS};
 
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;
@@ -192,9 +192,11 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, ProtocolError>
     Ok(got)
 }
 
-/// The checks that make an `Apply` malformed as a whole (DESIGN.md trust
-/// rule 1): too many listeners, or two with the same bind key. Per-listener
-/// validation is the core's, and refuses only that listener.
+/// The checks that make an `Apply` malformed as a whole (trust rule 1):
+/// too many listeners, two with the same bind key, or two unix listeners
+/// on one path whatever their socket types (the second bind would unlink
+/// the first one's socket). Per-listener validation is the core's, and
+/// refuses only that listener.
 pub fn check_apply(listeners: &[ListenerSpec]) -> Result<(), ProtocolError> {
     if listeners.len() > MAX_LISTENERS {
         return Err(ProtocolError::TooManyListeners {
@@ -202,9 +204,15 @@ pub fn check_apply(listeners: &[ListenerSpec]) -> Result<(), ProtocolError> {
         });
     }
     let mut seen = HashMap::with_capacity(listeners.len());
+    let mut paths = HashMap::new();
     for (i, l) in listeners.iter().enumerate() {
         if let Some(first) = seen.insert(l.key(), i) {
             return Err(ProtocolError::DuplicateBindKey { first, second: i });
+        }
+        if let Bind::Unix { path } = &l.bind {
+            if let Some(first) = paths.insert(path.as_str(), i) {
+                return Err(ProtocolError::SharedUnixPath { first, second: i });
+            }
         }
     }
     Ok(())

@@ -22,6 +22,8 @@ pub enum ProtocolError {
     TooManyListeners { count: usize },
     /// Two listeners of one `Apply` share a bind key.
     DuplicateBindKey { first: usize, second: usize },
+    /// Two unix listeners of one `Apply` share a path (socket types aside).
+    SharedUnixPath { first: usize, second: usize },
     /// Reading or writing the stream failed.
     Io(String),
 }
@@ -53,6 +55,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::DuplicateBindKey { first, second } => write!(
                 f,
                 "listeners {first} and {second} have the same bind key"
+            ),
+            ProtocolError::SharedUnixPath { first, second } => write!(
+                f,
+                "listeners {first} and {second} are unix listeners on one path"
             ),
             ProtocolError::Io(e) => write!(f, "{e}"),
         }

@@ -42,7 +42,7 @@ pub use types::*;
 
 /// Version of both links. Core, controller and inetctl ship together; a
 /// mismatch is an error that names both numbers.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame payload accepted on any link: 16 MiB. Enough for
 /// [`MAX_LISTENERS`] listeners with long argv; refused before allocation.

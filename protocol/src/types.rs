@@ -46,7 +46,7 @@ pub struct HelloReply {
 }
 
 /// What the core was started to allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// The core runs as root (and so can run services as other users).
     pub root: bool,
@@ -54,6 +54,48 @@ pub struct Policy {
     pub allow_root_services: bool,
     /// `--allow-setuid-services`: non-root children run without `no_new_privs`.
     pub allow_setuid_services: bool,
+    /// Where unix listeners may be (`--unix-dir`).
+    pub unix_dirs: UnixDirs,
+}
+
+/// Where the core makes unix-domain listeners. The directories are
+/// canonical absolute paths (the core resolved its `--unix-dir`s at start),
+/// and so are the listener paths (the controller resolves them), so the
+/// rule is a comparison of text; the core's walk of the path with
+/// `O_NOFOLLOW` makes it hold on the filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnixDirs {
+    /// Directly in one of these directories, never in a subdirectory: a
+    /// root core's `--unix-dir`s (default `RUN/sockets`), or those given to
+    /// a core that is not root.
+    Only(Vec<String>),
+    /// In any directory but the core's runtime directory RUN (this) and
+    /// those below it: a core that is not root, given no `--unix-dir`.
+    AnyBut(String),
+}
+
+impl UnixDirs {
+    /// Whether a unix listener may be at `path` (absolute and canonical);
+    /// the error is the reason the core refuses it with.
+    pub fn check(&self, path: &str) -> Result<(), String> {
+        let dir = match path.rfind('/') {
+            Some(0) | None => "/",
+            Some(i) => &path[..i],
+        };
+        match self {
+            UnixDirs::Only(dirs) if dirs.iter().any(|d| d == dir) => Ok(()),
+            UnixDirs::Only(dirs) => Err(format!(
+                "{dir} is not a directory for unix sockets: the core makes them only directly in {} (allow another with --unix-dir DIR)",
+                dirs.join(", ")
+            )),
+            UnixDirs::AnyBut(run) if dir == run || dir.starts_with(&format!("{run}/")) => {
+                Err(format!(
+                    "{dir} is in the core's runtime directory {run}, where it makes no unix sockets (use another directory, or name one with --unix-dir DIR)"
+                ))
+            }
+            UnixDirs::AnyBut(_) => Ok(()),
+        }
+    }
 }
 
 /// Address family handling of an internet listener.
@@ -369,6 +411,32 @@ pub struct ChildInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_listeners_only_directly_in_the_allowed_directories() {
+        let only = UnixDirs::Only(vec!["/run/inetd/sockets".into(), "/srv/s".into()]);
+        assert_eq!(only.check("/run/inetd/sockets/a.sock"), Ok(()));
+        assert_eq!(only.check("/srv/s/b"), Ok(()));
+        for refused in [
+            "/run/inetd/sockets/sub/a.sock",
+            "/run/inetd/core.sock",
+            "/run/inetd/sockets",
+            "/srv/s2/b",
+            "/srv/b",
+            "/a",
+        ] {
+            let e = only.check(refused).unwrap_err();
+            assert!(e.contains("--unix-dir"), "{refused}: {e}");
+        }
+        let any = UnixDirs::AnyBut("/run/user/7/inetd".into());
+        assert_eq!(any.check("/run/user/7/x.sock"), Ok(()));
+        assert_eq!(any.check("/run/user/7/inetd2/x.sock"), Ok(()));
+        assert_eq!(any.check("/x"), Ok(()));
+        for refused in ["/run/user/7/inetd/x", "/run/user/7/inetd/control/y"] {
+            let e = any.check(refused).unwrap_err();
+            assert!(e.contains("runtime directory"), "{refused}: {e}");
+        }
+    }
 
     #[test]
     fn socket_types_and_ip_modes_are_written_as_in_inetd_conf() {

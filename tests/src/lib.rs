@@ -383,6 +383,12 @@ impl TempDir {
         &self.path
     }
 
+    /// `--unix-dir PATH`: the core arguments that let it make unix
+    /// listeners directly in this directory.
+    pub fn unix_dir_args(&self) -> Vec<String> {
+        vec!["--unix-dir".into(), self.path.display().to_string()]
+    }
+
     pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
         self.path.join(p)
     }
@@ -817,6 +823,15 @@ impl Core {
     pub fn start_args(args: &[&str]) -> Core {
         Core::start_with(CoreOptions {
             args: args.iter().map(|s| s.to_string()).collect(),
+            ..CoreOptions::default()
+        })
+    }
+
+    /// Starts a core that may make unix listeners directly in `dir` (and
+    /// nowhere else when it is root).
+    pub fn start_unix(dir: &TempDir) -> Core {
+        Core::start_with(CoreOptions {
+            args: dir.unix_dir_args(),
             ..CoreOptions::default()
         })
     }

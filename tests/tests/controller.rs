@@ -861,6 +861,7 @@ fn controller_exits_1_naming_both_versions_when_the_core_speaks_another() {
                 root: true,
                 allow_root_services: false,
                 allow_setuid_services: false,
+                unix_dirs: inetd_protocol::UnixDirs::Only(vec![]),
             },
         }),
     )

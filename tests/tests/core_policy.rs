@@ -188,7 +188,7 @@ fn wait_and_reloaded_services_see_only_their_descriptors() {
     // other listeners, signalfd) reaches a server, for wait dgram services
     // and after a reload, while a control connection is open.
     let dir = TempDir::secure("fds");
-    let core = Core::start();
+    let core = Core::start_unix(&dir);
     let (t, u, t2) = (free_port(), free_port(), free_port());
     let mut held = core.client();
     let set = |arg: &str| {
@@ -246,7 +246,9 @@ fn the_core_resolves_no_names_for_a_request() {
     // controller user) through an Apply and connections.
     let dir = TempDir::new("nss");
     let trace = dir.join("trace");
+    let unix_dir = TempDir::secure("nss-unix");
     let core = Core::start_with(CoreOptions {
+        args: unix_dir.unix_dir_args(),
         wrapper: vec![
             "strace".into(),
             "-f".into(),
@@ -261,7 +263,6 @@ fn the_core_resolves_no_names_for_a_request() {
     });
     let started = std::fs::read_to_string(&trace).unwrap_or_default().len();
     let port = free_port();
-    let unix_dir = TempDir::secure("nss-unix");
     let r = core.apply(vec![
         tcp4(port).exec("/bin/true", &["true"]),
         unix_stream(&unix_dir.join("s.sock")),

@@ -307,7 +307,7 @@ fn sigterm_closes_listeners_and_sockets_and_leaves_servers_running() {
     let _g = serial();
     let dir = TempDir::secure("term");
     let unix_path = dir.join("u.sock");
-    let mut core = Core::start();
+    let mut core = Core::start_unix(&dir);
     let (tp, up) = (free_port(), free_port());
     let r = core.apply(vec![
         tcp4(tp).probe(&["sleep", "30"]),

@@ -311,8 +311,8 @@ fn a_second_core_on_the_same_socket_exits_1() {
 fn the_core_has_no_abstract_socket() {
     // CVE-2020-15257: an abstract socket has no file mode; anyone in the
     // network namespace could connect.
-    let core = Core::start();
     let dir = TempDir::secure("abstract");
+    let core = Core::start_unix(&dir);
     core.apply(vec![tcp4(free_port()), unix_stream(&dir.join("s.sock"))]);
     let _held = core.client();
     let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", core.pid()))

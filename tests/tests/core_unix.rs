@@ -1,8 +1,9 @@
-//! Unix-domain listeners and the filesystem (DESIGN.md "Unix-domain
-//! services and the filesystem"): unsafe directories and symlinks are
-//! refused, only sockets are unlinked, the socket is 0666, the child sees
-//! `PROTO=UNIX` and its peer's credentials, and the file goes away with the
-//! listener.
+//! Unix-domain listeners and the filesystem: unsafe directories and
+//! symlinks are refused at every bind (after the core checked its
+//! `--unix-dir`s at start), only stale sockets are unlinked, the socket is
+//! 0666, the child sees `PROTO=UNIX` and its peer's credentials, and the
+//! file goes away with the listener. `unixdir.rs` has what a hostile
+//! controller may ask for.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,33 +30,42 @@ fn connect_unix(p: &Path) -> UnixStream {
     s
 }
 
+/// A core whose `--unix-dir`s are `dirs`.
+fn core_for(dirs: &[&Path]) -> Core {
+    let args = dirs
+        .iter()
+        .flat_map(|d| ["--unix-dir".to_string(), d.display().to_string()])
+        .collect();
+    Core::start_with(CoreOptions {
+        args,
+        ..CoreOptions::default()
+    })
+}
+
 #[test]
 fn unix_listener_in_a_writable_directory_is_refused() {
     let dir = TempDir::secure("unix-w");
-    let other_w = subdir(&dir, "o", 0o757);
-    let group_w = subdir(&dir, "g", 0o775);
-    let core = Core::start();
+    let other_w = subdir(&dir, "o", 0o755);
+    let group_w = subdir(&dir, "g", 0o755);
+    let core = core_for(&[&other_w, &group_w]);
+    // Made writable after the core checked them at start: every bind
+    // checks again.
+    std::fs::set_permissions(&other_w, std::fs::Permissions::from_mode(0o757)).unwrap();
+    std::fs::set_permissions(&group_w, std::fs::Permissions::from_mode(0o775)).unwrap();
     let port = free_port();
     let r = core.apply(vec![
         unix_stream(&other_w.join("s.sock")),
         unix_stream(&group_w.join("s.sock")),
-        // /tmp is world-writable (sticky or not).
-        unix_stream(&Path::new("/tmp").join(format!("inetd-tests-{port}.sock"))),
         tcp4(port),
     ]);
-    for i in 0..3 {
+    for i in 0..2 {
         assert!(
-            matches!(r.outcomes[i], Outcome::Rejected { .. }),
+            matches!(&r.outcomes[i], Outcome::Rejected { reason } if reason.contains("writable")),
             "listener {i}: {:?}",
             r.outcomes[i]
         );
     }
-    assert!(
-        matches!(&r.outcomes[2], Outcome::Rejected { reason } if reason.contains("writable")),
-        "/tmp: {:?}",
-        r.outcomes[2]
-    );
-    assert_eq!(r.outcomes[3], Outcome::Added);
+    assert_eq!(r.outcomes[2], Outcome::Added);
     assert!(!other_w.join("s.sock").exists());
     assert!(!group_w.join("s.sock").exists());
 }
@@ -65,16 +75,16 @@ fn unix_listener_in_a_directory_of_another_user_is_refused() {
     require_root!("a directory owned by nobody");
     let dir = TempDir::secure("unix-o");
     let theirs = subdir(&dir, "theirs", 0o755);
+    let core = core_for(&[&theirs]);
     nix::unistd::chown(
         &theirs,
         Some(nix::unistd::Uid::from_raw(65534)),
         Some(nix::unistd::Gid::from_raw(65534)),
     )
     .unwrap();
-    let core = Core::start();
     let r = core.apply(vec![unix_stream(&theirs.join("s.sock"))]);
     assert!(
-        matches!(r.outcomes[0], Outcome::Rejected { .. }),
+        matches!(&r.outcomes[0], Outcome::Rejected { reason } if reason.contains("owned by uid 65534")),
         "{:?}",
         r.outcomes[0]
     );
@@ -85,21 +95,25 @@ fn unix_listener_in_a_directory_of_another_user_is_refused() {
 fn unix_listener_through_a_symlink_is_refused() {
     let dir = TempDir::secure("unix-l");
     let real = subdir(&dir, "real", 0o755);
-    std::os::unix::fs::symlink(&real, dir.join("link")).unwrap();
+    let sub = subdir(&dir, "sub", 0o755);
+    let core = core_for(&[dir.path(), &sub]);
+    // After start, `sub` becomes a symlink to a directory just like it.
+    let moved = dir.join("moved");
+    std::fs::rename(&sub, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &sub).unwrap();
     // The final component a symlink to where a socket could be made.
     std::os::unix::fs::symlink(real.join("target.sock"), dir.join("final.sock")).unwrap();
-    let core = Core::start();
     let r = core.apply(vec![
-        unix_stream(&dir.join("link").join("s.sock")),
+        unix_stream(&sub.join("s.sock")),
         unix_stream(&dir.join("final.sock")),
     ]);
     assert!(
-        matches!(r.outcomes[0], Outcome::Rejected { .. }),
+        matches!(&r.outcomes[0], Outcome::Rejected { reason } if reason.contains("symbolic link")),
         "symlinked directory: {:?}",
         r.outcomes[0]
     );
     assert!(not_applied(&r.outcomes[1]), "symlink: {:?}", r.outcomes[1]);
-    assert!(!real.join("s.sock").exists(), "bound through the symlink");
+    assert!(!moved.join("s.sock").exists(), "bound through the symlink");
     assert!(!real.join("target.sock").exists(), "followed the symlink");
     let m = std::fs::symlink_metadata(dir.join("final.sock")).unwrap();
     assert!(m.file_type().is_symlink(), "the symlink was removed");
@@ -110,7 +124,7 @@ fn an_existing_regular_file_is_not_unlinked() {
     let dir = TempDir::secure("unix-f");
     let path = dir.join("file.sock");
     std::fs::write(&path, "keep").unwrap();
-    let core = Core::start();
+    let core = Core::start_unix(&dir);
     let r = core.apply(vec![unix_stream(&path)]);
     assert!(not_applied(&r.outcomes[0]), "{:?}", r.outcomes[0]);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep");
@@ -125,7 +139,7 @@ fn a_stale_socket_is_replaced() {
         .unwrap()
         .file_type()
         .is_socket());
-    let core = Core::start();
+    let core = Core::start_unix(&dir);
     assert_eq!(
         core.apply(vec![unix_stream(&path)]).outcomes,
         vec![Outcome::Added]
@@ -137,7 +151,7 @@ fn a_stale_socket_is_replaced() {
 fn unix_stream_listener_mode_environment_and_removal() {
     let dir = TempDir::secure("unix-ok");
     let path = dir.join("s.sock");
-    let core = Core::start();
+    let core = Core::start_unix(&dir);
     assert_eq!(
         core.apply(vec![unix_stream(&path)]).outcomes,
         vec![Outcome::Added]
@@ -188,7 +202,7 @@ fn unix_seqpacket_listener_hands_over_the_connection() {
     use std::os::fd::AsRawFd;
     let dir = TempDir::secure("unix-sp");
     let path = dir.join("sp.sock");
-    let core = Core::start();
+    let core = Core::start_unix(&dir);
     let mut spec = unix_stream(&path);
     spec.socket_type = inetd_protocol::SocketType::Seqpacket;
     assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);

@@ -149,10 +149,18 @@ pub fn chdir_root() -> io::Result<()> {
     nix::unistd::chdir("/").map_err(nix_err)
 }
 
-/// Changes the owner of a path (only used at start, before the capability
-/// cut, for the runtime directories).
-pub fn chown(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+/// Gives the directory `path` to `uid`:`gid` with `mode` (at start, before
+/// the capability cut, for `RUN/control`), through a descriptor opened with
+/// `O_NOFOLLOW | O_DIRECTORY`: a symbolic link there is refused (ELOOP or
+/// ENOTDIR), never followed.
+pub fn own_dir(path: &std::path::Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)?;
+    std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))?;
+    dir.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// A user as the core needs it: resolved once at start, from the core's own

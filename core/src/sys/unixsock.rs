@@ -9,14 +9,17 @@
 //! one else can swap anything in between the check and the bind. The bind
 //! happens relative to the opened parent (the core `fchdir`s there for the
 //! one call, being single-threaded, and goes back to `/`), with umask 0111
-//! so the socket is mode 0666. The parent stays open for the unlink at
-//! removal or exit, which removes the name only if it is still our socket.
+//! so the socket is mode 0666. A socket already at the path is replaced
+//! only when a connect to it is refused (stale), never one something
+//! listens on. The parent stays open for the unlink at removal or exit,
+//! which removes the name only if it is still our socket.
 
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::socket::{self, AddressFamily, UnixAddr};
 use nix::unistd::UnlinkatFlags;
@@ -100,14 +103,13 @@ fn check_dir(fd: RawFd, shown: &str, core_uid: u32) -> Result<(), UnixError> {
     Ok(())
 }
 
-/// Opens the directories of `path` and checks each; returns the parent
-/// and the last component.
-fn open_parent(path: &str, core_uid: u32) -> Result<(OwnedFd, CString), UnixError> {
-    let comps: Vec<&str> = path.split('/').skip(1).collect();
-    let Some((last, dirs)) = comps.split_last() else {
-        return Err(UnixError::Unsafe(format!("{path}: no file name")));
-    };
-    let nul = |s: &str| CString::new(s).map_err(|_| UnixError::Unsafe("NUL in path".into()));
+fn nul(s: &str) -> Result<CString, UnixError> {
+    CString::new(s).map_err(|_| UnixError::Unsafe("NUL in path".into()))
+}
+
+/// Opens the directory whose components below `/` are `dirs`, one at a
+/// time from `/`, checking each.
+fn open_dir(dirs: &[&str], core_uid: u32) -> Result<OwnedFd, UnixError> {
     // SAFETY: NUL-terminated literal; the result is checked.
     let root = cvt(unsafe { libc::open(c"/".as_ptr(), DIR_FLAGS) })
         .map_err(|e| UnixError::Io("open /".into(), e))?;
@@ -135,7 +137,24 @@ fn open_parent(path: &str, core_uid: u32) -> Result<(OwnedFd, CString), UnixErro
         dir = unsafe { owned(fd) };
         check_dir(dir.as_raw_fd(), &shown, core_uid)?;
     }
-    Ok((dir, nul(last)?))
+    Ok(dir)
+}
+
+/// Checks a directory for unix sockets (a `--unix-dir`, absolute and
+/// canonical) at start, as [`bind_unix`] checks the directories of a path.
+pub fn check_socket_dir(path: &str, core_uid: u32) -> Result<(), UnixError> {
+    let dirs: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    open_dir(&dirs, core_uid).map(drop)
+}
+
+/// Opens the directories of `path` and checks each; returns the parent
+/// and the last component.
+fn open_parent(path: &str, core_uid: u32) -> Result<(OwnedFd, CString), UnixError> {
+    let comps: Vec<&str> = path.split('/').skip(1).collect();
+    let Some((last, dirs)) = comps.split_last() else {
+        return Err(UnixError::Unsafe(format!("{path}: no file name")));
+    };
+    Ok((open_dir(dirs, core_uid)?, nul(last)?))
 }
 
 /// Binds (and for connected kinds, listens on) a unix socket at `path`.
@@ -149,32 +168,36 @@ pub fn bind_unix(
         let what = format!("{what} {path}");
         move |e| UnixError::Io(what, e)
     };
-    match fstatat(dir.as_raw_fd(), &name) {
-        Ok(st) if is_sock(&st) => {
-            unlinkat(dir.as_raw_fd(), &name).map_err(io("unlink old socket"))?;
-        }
+    let exists = match fstatat(dir.as_raw_fd(), &name) {
+        Ok(st) if is_sock(&st) => true,
         Ok(_) => {
             return Err(UnixError::Unsafe(format!(
                 "{path} exists and is not a socket; not removing it"
             )))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
         Err(e) => return Err(io("stat")(e)),
-    }
+    };
     let sock = new_socket(AddressFamily::Unix, t).map_err(io("socket for"))?;
     let name_str = name
         .to_str()
         .map_err(|_| UnixError::Unsafe("path is not UTF-8".into()))?;
     let addr = UnixAddr::new(name_str).map_err(|e| io("address")(nix_err(e)))?;
     // Single-threaded: the working directory and umask are changed for
-    // this one bind and restored before anything else runs.
+    // these calls and restored before anything else runs.
     nix::unistd::fchdir(dir.as_raw_fd())
         .map_err(|e| io("chdir to the directory of")(nix_err(e)))?;
-    let old = super::umask(0o111);
-    let r = socket::bind(sock.as_raw_fd(), &addr);
-    super::umask(old);
+    let r = (|| {
+        if exists && is_stale(&addr, t, path)? {
+            unlinkat(dir.as_raw_fd(), &name).map_err(io("unlink stale socket"))?;
+        }
+        let old = super::umask(0o111);
+        let r = socket::bind(sock.as_raw_fd(), &addr);
+        super::umask(old);
+        r.map_err(|e| io("bind")(nix_err(e)))
+    })();
     let back = super::chdir_root();
-    r.map_err(|e| io("bind")(nix_err(e)))?;
+    r?;
     back.map_err(io("chdir / after binding"))?;
     let st = fstatat(dir.as_raw_fd(), &name).map_err(io("stat new socket"))?;
     let file = SocketFile {
@@ -190,6 +213,27 @@ pub fn bind_unix(
         }
     }
     Ok((sock, file))
+}
+
+/// Whether the socket at `addr` (in the working directory) is stale: a
+/// connect to it is refused, so nothing is bound there (`false`: it went
+/// away meanwhile). Anything else (a connection, a full backlog, another
+/// socket type, no permission) means something may listen there, and the
+/// path is refused.
+fn is_stale(addr: &UnixAddr, t: SocketType, path: &str) -> Result<bool, UnixError> {
+    let probe = new_socket(AddressFamily::Unix, t)
+        .map_err(|e| UnixError::Io(format!("socket for {path}"), e))?;
+    match socket::connect(probe.as_raw_fd(), addr) {
+        Err(Errno::ECONNREFUSED) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Ok(()) => Err(UnixError::Unsafe(format!(
+            "something listens on {path}; the core replaces only a stale socket"
+        ))),
+        Err(e) => Err(UnixError::Unsafe(format!(
+            "{path}: cannot tell whether something listens there ({}); not replacing it",
+            e.desc()
+        ))),
+    }
 }
 
 impl SocketFile {

@@ -54,14 +54,22 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => CoreTarget::Socket(args.core_socket.clone().unwrap_or_else(|| {
-            paths::core_socket(&paths::controller_run(
-                getuid().as_raw(),
-                std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
-            ))
-        })),
+        None => CoreTarget::Socket(match &args.core_socket {
+            Some(p) => p.clone(),
+            None => match default_run() {
+                Ok(run) => paths::core_socket(&run),
+                Err(e) => return e,
+            },
+        }),
     };
-    match run(args, core, notify) {
+    let control = match &args.control_socket {
+        Some(p) => p.clone(),
+        None => match default_run() {
+            Ok(run) => paths::control_socket(&run),
+            Err(e) => return e,
+        },
+    };
+    match run(args, core, control, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -70,7 +78,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args, core: CoreTarget, notify: Notifier) -> Result<(), String> {
+/// RUN for the socket paths not given; without one, a message and exit 2.
+fn default_run() -> Result<std::path::PathBuf, ExitCode> {
+    let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
+    paths::controller_run(getuid().as_raw(), xdg.as_deref()).map_err(|e| {
+        error!("cannot tell where the core is: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(
+    args: Args,
+    core: CoreTarget,
+    control_path: std::path::PathBuf,
+    notify: Notifier,
+) -> Result<(), String> {
     // Block the signals we handle before any thread starts, so every
     // thread inherits the mask and only the signal thread receives them.
     let mut sigs = SigSet::empty();
@@ -116,12 +138,6 @@ fn run(args: Args, core: CoreTarget, notify: Notifier) -> Result<(), String> {
     let start_config = config::load(&config_paths, &names)
         .map_err(|e| format!("cannot read the configuration: {e}"))?;
 
-    let control_path = args.control_socket.clone().unwrap_or_else(|| {
-        paths::control_socket(&paths::controller_run(
-            uid,
-            std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
-        ))
-    });
     let listener = ctlserver::bind_control_socket(&control_path, uid)
         .map_err(|e| format!("control socket: {e}"))?;
     info!("serving inetctl on {}", control_path.display());

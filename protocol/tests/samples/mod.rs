@@ -114,6 +114,17 @@ pub fn policy() -> Policy {
         root: true,
         allow_root_services: false,
         allow_setuid_services: true,
+        unix_dirs: UnixDirs::Only(vec!["/run/inetd/sockets".into(), "/srv/s".into()]),
+    }
+}
+
+/// A normal user's core, given no `--unix-dir`.
+pub fn user_policy() -> Policy {
+    Policy {
+        root: false,
+        allow_root_services: false,
+        allow_setuid_services: false,
+        unix_dirs: UnixDirs::AnyBut("/run/user/7/inetd".into()),
     }
 }
 
@@ -179,7 +190,7 @@ pub fn core_responses() -> Vec<(&'static str, CoreResponse)> {
                 pid: 1,
                 uid: 0,
                 started_at: 7,
-                policy: policy(),
+                policy: user_policy(),
                 listeners: states
                     .iter()
                     .map(|s| ListenerStatus {

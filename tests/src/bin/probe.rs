@@ -31,6 +31,10 @@
 //!   binding the client socket to BIND-PATH, if given), send a `Hello` and
 //!   print on stdout what happened: `connect ok|err ERRNO`, then `reply ...`,
 //!   `eof`, `err ERRNO` or `timeout`.
+//! * `fake-core SOCKET`: listen at SOCKET (mode 0666) as whoever runs the
+//!   probe, print `listening`, wait up to 10 s for one connection, then
+//!   print what the peer did within 5 s: `frame` (it sent a byte), `eof`
+//!   (it closed without one) or `timeout`; `no connection` if none came.
 //!
 //! The report is one `KEY VALUE` pair per line, ending with `end`:
 //! `pid`, `ppid`, `sid`, `pgid`, `uid`/`gid` (real effective saved fs),
@@ -80,6 +84,7 @@ fn main() {
         "udp-family" | "udp-member" => udp_family(mode, &args[1..]),
         "canary" => canary(&args[1..]),
         "core-client" => core_client(&args[1..]),
+        "fake-core" => fake_core(&args[1..]),
         other => {
             eprintln!("inetd-test-probe: unknown mode {other:?}");
             2
@@ -333,6 +338,49 @@ fn core_client(args: &[String]) -> i32 {
             "err {}",
             nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)).desc_name()
         ),
+    }
+    0
+}
+
+fn fake_core(args: &[String]) -> i32 {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = args.first() else {
+        eprintln!("usage: inetd-test-probe fake-core SOCKET");
+        return 2;
+    };
+    let listener = match std::os::unix::net::UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("inetd-test-probe: bind {path}: {e}");
+            return 1;
+        }
+    };
+    let mode = std::fs::Permissions::from_mode(0o666);
+    if std::fs::set_permissions(path, mode).is_err() || listener.set_nonblocking(true).is_err() {
+        return 1;
+    }
+    println!("listening");
+    let _ = std::io::stdout().flush();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => {
+                println!("no connection");
+                return 0;
+            }
+        }
+    };
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut b = [0u8; 1];
+    match conn.read(&mut b) {
+        Ok(0) => println!("eof"),
+        Ok(_) => println!("frame"),
+        Err(_) => println!("timeout"),
     }
     0
 }
