@@ -409,33 +409,58 @@ pub fn has_ipv6() -> bool {
 }
 
 /// A port that is free right now for TCP and UDP on 127.0.0.1 and (where
-/// the host has IPv6) ::1 and the wildcards: bind port 0, read the port
-/// back, check the other families. Never the same port twice in one test
-/// process. Another process may still take it before the core binds; the
-/// range is large enough for that to be rare.
+/// the host has IPv6) ::1 and the wildcards, and never the same port twice
+/// in one test process. It is taken below the kernel's ephemeral range
+/// (`ip_local_port_range`): a port handed out by binding port 0 is one the
+/// kernel may give to the next client socket of a test running beside this
+/// one, which then takes it before the core binds. Each test process starts
+/// at its own offset in the range, so test binaries running at the same
+/// time rarely pick the same ports.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static STATE: Mutex<(Vec<u16>, u32)> = Mutex::new((Vec::new(), 0));
     let v6 = has_ipv6();
-    for _ in 0..1000 {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    if state.0.is_empty() {
+        // A per-process starting point: pid and clock, mixed.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        state.1 = (std::process::id().wrapping_mul(2_654_435_761) ^ t) % span;
+    }
+    for _ in 0..span {
+        state.1 = (state.1 + 1) % span;
+        let port = low + u16::try_from(state.1).expect("the span fits a port");
+        if state.0.contains(&port) {
+            continue;
+        }
         // One at a time: each socket is closed before the next bind.
         let free_tcp = |a: &str| TcpListener::bind((a, port)).is_ok();
         let free_udp = |a: &str| UdpSocket::bind((a, port)).is_ok();
-        let ok = free_tcp("0.0.0.0")
-            && free_udp("0.0.0.0")
-            && (!v6 || (free_tcp("::") && free_udp("::")));
-        if ok {
-            let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-            if !given.contains(&port) {
-                given.push(port);
-                return port;
-            }
+        if free_tcp("0.0.0.0") && free_udp("0.0.0.0") && (!v6 || (free_tcp("::") && free_udp("::")))
+        {
+            state.0.push(port);
+            return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port found below the ephemeral range");
+}
+
+/// The ports `free_port` draws from: from 10000 up to just below the
+/// kernel's ephemeral range (Linux's default range starts at 32768), or
+/// 10000-19999 where that range starts too low to leave room.
+fn below_ephemeral_range() -> (u16, u16) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if first_ephemeral > 12_000 {
+        (10_000, first_ephemeral - 1)
+    } else {
+        (10_000, 19_999)
+    }
 }
 
 /// Runs `f` on a thread of its own in a new network namespace with only
