@@ -22,7 +22,6 @@ use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
 use crate::sys;
 use crate::sys::child::SingleThreaded;
-use crate::validate::CorePolicy;
 
 /// How long the core waits for its controller to exit at shutdown, before
 /// and after SIGKILL.
@@ -30,7 +29,9 @@ const CONTROLLER_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything the daemon needs from start-up.
 pub struct Setup {
-    pub policy: CorePolicy,
+    pub policy: inetd_protocol::Policy,
+    /// The core's own uid.
+    pub uid: u32,
     pub dgram_idle: Duration,
     pub sigfd: SignalFd,
     pub mode: Mode,
@@ -70,7 +71,7 @@ impl Daemon {
             Mode::OneCommand(plan) => (None, Some(Supervisor::new(plan))),
         };
         Daemon {
-            core: CoreState::new(setup.policy),
+            core: CoreState::new(setup.policy, setup.uid),
             sigfd: setup.sigfd,
             links: Links::new(socket),
             listeners: ListenerTable::default(),
@@ -170,7 +171,7 @@ impl Daemon {
 
     fn run_timers(&mut self, now: Instant) {
         self.acceptor.tick(now);
-        self.listeners.retry_due(now, self.core.policy.uid);
+        self.listeners.retry_due(now, self.core.uid);
         if let Some(sup) = &mut self.supervisor {
             if sup.restart_at().is_some_and(|t| t <= now)
                 && sup.start(&mut self.children, &mut self.links).is_err()

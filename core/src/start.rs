@@ -1,5 +1,6 @@
-//! Start-up, in the order that matters: resolve the controller user (the
-//! only name the core ever resolves, from its own command line), make the
+//! Start-up, in the order that matters: resolve the controller user and
+//! the users and groups services may run as (the only names the core ever
+//! resolves, from its own command line), make the
 //! runtime directories and the core socket (these need CAP_CHOWN and
 //! CAP_SETGID-as-root), then cut the capabilities, raise the descriptor
 //! limit, then block the handled signals and make the signalfd.
@@ -12,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use inetd_protocol::{AllowedGroup, Policy};
 use log::{info, warn};
 
 use crate::cli::Cli;
@@ -19,7 +21,6 @@ use crate::daemon::{Mode, Setup};
 use crate::link::CoreSocket;
 use crate::supervisor::{controller_argv, ControllerPlan};
 use crate::sys::{self, UserInfo};
-use crate::validate::CorePolicy;
 
 /// A start-up failure: printed once, then the process exits with `code`
 /// (1 refused or failed, 2 usage or a bad flag value).
@@ -134,8 +135,9 @@ fn absolute(p: &Path) -> Result<PathBuf, StartError> {
 pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     let uid = sys::geteuid();
     let root = uid == 0;
-    // 1. The only name the core resolves, from its own command line.
+    // 1. The only names the core resolves, from its own command line.
     let ctl = resolve_controller(cli, root, uid)?;
+    let (users, groups) = allowed_ids(cli, root, &ctl)?;
     warn_unused_flags(cli);
     // 2. Directories and the core socket (or the controller's plan), while
     //    CAP_CHOWN and CAP_SETGID-as-root are still there.
@@ -156,19 +158,99 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     // 6. Tell a service manager that the core socket is up.
     crate::notify::ready();
     Ok(Setup {
-        policy: CorePolicy {
+        policy: Policy {
             root,
             allow_root_services: cli.allow_root_services,
             allow_setuid_services: cli.allow_setuid_services,
-            uid,
-            gid: sys::getegid(),
-            groups: sys::getgroups().unwrap_or_default(),
             controller_uid: ctl.uid,
+            controller_gid: ctl.gid,
+            users,
+            groups,
+            root_commands: if root {
+                cli.allow_root_commands.clone()
+            } else {
+                Vec::new()
+            },
+            unix_dirs: Vec::new(),
         },
+        uid,
         dgram_idle: Duration::from_secs(cli.dgram_idle),
         sigfd,
         mode,
     })
+}
+
+/// Who services may run as (trust rule 4): on a root core `nobody` and
+/// each `--allow-user` with the groups NSS gives it now, and each
+/// `--allow-group`; never root (only the root flags allow it) nor the
+/// controller's ids. A core that is not root runs everything as itself,
+/// with the gid and groups it has.
+fn allowed_ids(
+    cli: &Cli,
+    root: bool,
+    ctl: &UserInfo,
+) -> Result<(Vec<UserInfo>, Vec<AllowedGroup>), StartError> {
+    if !root {
+        if !(cli.allow_users.is_empty()
+            && cli.allow_groups.is_empty()
+            && cli.allow_root_commands.is_empty())
+        {
+            warn!("--allow-user, --allow-group and --allow-root-command are ignored: a core that is not root runs everything as itself");
+        }
+        let me = UserInfo {
+            gid: sys::getegid(),
+            groups: sys::getgroups().unwrap_or_default(),
+            ..ctl.clone()
+        };
+        return Ok((vec![me], Vec::new()));
+    }
+    let never = |flag: &str, spec: &str, id: u32, ctl_id: u32| {
+        match id {
+        0 => fail(2, format!("{flag} {spec} is root, which only --allow-root-command or --allow-root-services allows")),
+        _ if id == ctl_id => fail(2, format!("{flag} {spec} is the controller user's: a service with it could talk to the core, so the core never allows it")),
+        _ => Ok(()),
+    }
+    };
+    let lookup_err = |what: &str, e: std::io::Error| StartError {
+        code: 1,
+        message: format!("cannot look up {what}: {e}"),
+    };
+    let nobody = sys::lookup_user("65534")
+        .map_err(|e| lookup_err("uid 65534 (nobody)", e))?
+        .unwrap_or(UserInfo {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        });
+    let mut users = vec![nobody];
+    for spec in &cli.allow_users {
+        let Some(u) = sys::lookup_user(spec).map_err(|e| lookup_err(spec, e))? else {
+            return fail(2, format!("--allow-user {spec}: no such user"));
+        };
+        never("--allow-user", spec, u.uid, ctl.uid)?;
+        if !users.iter().any(|a| a.uid == u.uid) {
+            users.push(u);
+        }
+    }
+    let mut groups: Vec<AllowedGroup> = Vec::new();
+    for spec in &cli.allow_groups {
+        let Some((name, gid)) = sys::lookup_group(spec).map_err(|e| lookup_err(spec, e))? else {
+            return fail(2, format!("--allow-group {spec}: no such group"));
+        };
+        never("--allow-group", spec, gid, ctl.gid)?;
+        if !groups.iter().any(|a| a.gid == gid) {
+            groups.push(AllowedGroup { name, gid });
+        }
+    }
+    let shown_users: Vec<String> = users
+        .iter()
+        .map(|u| format!("{} {:?}", u.uid, u.groups))
+        .collect();
+    let gids: Vec<u32> = groups.iter().map(|g| g.gid).collect();
+    let pins: Vec<String> = cli.allow_root_commands.iter().map(|c| c.line()).collect();
+    info!("services may run as uids (with their groups) {shown_users:?}, with the groups {gids:?}; as root exactly {pins:?}");
+    Ok((users, groups))
 }
 
 fn warn_unused_flags(cli: &Cli) {
@@ -301,10 +383,11 @@ fn cut_capabilities(cli: &Cli, root: bool, uid: u32) -> Result<(), StartError> {
         info!("running as uid {uid}, not root: no capabilities to drop; every service runs as uid {uid}");
         return Ok(());
     }
-    let r = sys::caps::cut(cli.allow_root_services)
+    let root_services = cli.allow_root_services || !cli.allow_root_commands.is_empty();
+    let r = sys::caps::cut(root_services)
         .or_else(|e| fail(1, format!("cannot cut capabilities: {e}")))?;
     if r.bounding_skipped {
-        info!("capability bounding set left as it is (--allow-root-services: root services take their capabilities from it)");
+        info!("capability bounding set left as it is (--allow-root-services or --allow-root-command: root services take their capabilities from it)");
     } else if let Some(why) = &r.bounding_not_cut {
         warn!(
             "cannot cut the capability bounding set ({why}); cut it in the service manager instead"

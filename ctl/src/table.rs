@@ -6,6 +6,7 @@ use std::fmt::Write;
 use inetd_protocol::control::{
     ListReply, ReloadItem, ReloadReply, RowState, ServiceRow, StatusReply,
 };
+use inetd_protocol::Policy;
 
 use crate::timefmt::rfc3339;
 
@@ -150,24 +151,7 @@ pub fn status_text(s: &StatusReply) -> String {
             let _ = writeln!(out, "  uid:              {}", k.uid);
             let _ = writeln!(out, "  uptime:           {}s", k.uptime_s);
             let _ = writeln!(out, "  generation:       {}", k.generation);
-            let _ = writeln!(
-                out,
-                "  root services:    {}",
-                if k.allow_root_services {
-                    "allowed"
-                } else {
-                    "refused"
-                }
-            );
-            let _ = writeln!(
-                out,
-                "  setuid services: {}",
-                if k.allow_setuid_services {
-                    "allowed"
-                } else {
-                    "no_new_privs"
-                }
-            );
+            policy_text(&mut out, &k.policy);
             let _ = writeln!(out, "  listeners:        {}", k.listeners);
             let _ = writeln!(out, "  children:         {}", k.children);
         }
@@ -176,6 +160,48 @@ pub fn status_text(s: &StatusReply) -> String {
         }
     }
     out
+}
+
+/// What the core allows services to run as (trust rule 4), one item a
+/// line under its heading.
+fn policy_text(out: &mut String, p: &Policy) {
+    let yes = |b: bool, y: &'static str, n: &'static str| if b { y } else { n };
+    let _ = writeln!(out, "  root:             {}", yes(p.root, "yes", "no"));
+    let root = yes(p.allow_root_services, "allowed", "refused");
+    let _ = writeln!(out, "  root services:    {root}");
+    let setuid = yes(p.allow_setuid_services, "allowed", "no_new_privs");
+    let _ = writeln!(out, "  setuid services:  {setuid}");
+    let users = p.users.iter().map(|u| {
+        let groups: Vec<String> = u.groups.iter().map(u32::to_string).collect();
+        format!(
+            "{} (uid {}, gid {}, groups {})",
+            u.name,
+            u.uid,
+            u.gid,
+            groups.join(" ")
+        )
+    });
+    let groups = p
+        .groups
+        .iter()
+        .map(|g| format!("{} (gid {})", g.name, g.gid));
+    let pins = p.root_commands.iter().map(|c| c.line());
+    let dirs = p.unix_dirs.iter().cloned();
+    let lists: [(&str, Vec<String>); 4] = [
+        ("allowed users:", users.collect()),
+        ("allowed groups:", groups.collect()),
+        ("root commands:", pins.collect()),
+        ("unix dirs:", dirs.collect()),
+    ];
+    for (heading, items) in lists {
+        if items.is_empty() {
+            let _ = writeln!(out, "  {heading:<18}none");
+        }
+        for (i, item) in items.iter().enumerate() {
+            let h = if i == 0 { heading } else { "" };
+            let _ = writeln!(out, "  {h:<18}{}", clean(item));
+        }
+    }
 }
 
 fn item_line(verb: &str, i: &ReloadItem) -> String {

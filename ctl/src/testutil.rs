@@ -82,14 +82,26 @@ pub fn config(files: &[&str], entries: Vec<Entry>, rejected: Vec<RejectedEntry>)
         entries,
         rejected,
         diagnostics: vec![],
+        names: inetd_protocol::IdNames::default(),
     }
 }
 
-pub const ROOT_CORE: Policy = Policy {
-    root: true,
-    allow_root_services: false,
-    allow_setuid_services: false,
-};
+/// A root core as it starts by default: nobody and its groups; the
+/// controller is uid 101, gid 101.
+pub fn root_core() -> Policy {
+    Policy {
+        root: true,
+        controller_uid: 101,
+        controller_gid: 101,
+        users: vec![inetd_protocol::AllowedUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        }],
+        ..Policy::default()
+    }
+}
 
 pub fn listening(spec: &ListenerSpec, accepted: u64) -> ListenerStatus {
     ListenerStatus {
@@ -110,7 +122,7 @@ pub fn status(generation: u64, listeners: Vec<ListenerStatus>) -> StatusReport {
         pid: 10,
         uid: 0,
         started_at: 0,
-        policy: ROOT_CORE,
+        policy: root_core(),
         listeners,
         children: vec![],
     }

@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Policy;
+
 /// A request from the controller to the core. `Hello` must come first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoreRequest {
@@ -43,17 +45,6 @@ pub struct HelloReply {
     /// The core's uid: 0 when it runs as root.
     pub uid: u32,
     pub policy: Policy,
-}
-
-/// What the core was started to allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    /// The core runs as root (and so can run services as other users).
-    pub root: bool,
-    /// `--allow-root-services`: listeners may name uid, gid or a group 0.
-    pub allow_root_services: bool,
-    /// `--allow-setuid-services`: non-root children run without `no_new_privs`.
-    pub allow_setuid_services: bool,
 }
 
 /// Address family handling of an internet listener.

@@ -35,11 +35,11 @@ fn every_response_roundtrips() {
     }
 }
 
-/// Frozen encoding of version 1. If this fails, the wire format changed:
+/// Frozen encoding of version 2. If this fails, the wire format changed:
 /// bump PROTOCOL_VERSION and update these bytes together.
 #[test]
 fn golden_bytes() {
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
     let hello = encode_frame(&CoreRequest::Hello { version: 1 }).unwrap();
     assert_eq!(hello, [0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0]);
     let status = encode_frame(&CoreRequest::Status).unwrap();
@@ -53,12 +53,12 @@ fn golden_bytes() {
 }
 
 /// Every message in `samples` (core and control, requests and responses,
-/// each variant) against its frozen payload in `golden-v1.txt`. If this
+/// each variant) against its frozen payload in `golden-v2.txt`. If this
 /// fails, the wire format changed: bump PROTOCOL_VERSION and write a new
 /// file together (the failure prints the lines).
 #[test]
 fn golden_bytes_of_every_message() {
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
     fn line<T: serde::Serialize>(kind: &str, name: &str, msg: &T) -> String {
         let bytes = encode_payload(msg).unwrap();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -85,14 +85,14 @@ fn golden_bytes_of_every_message() {
             .iter()
             .map(|(n, m)| line("ctl-response", n, m)),
     );
-    let want: Vec<&str> = include_str!("golden-v1.txt")
+    let want: Vec<&str> = include_str!("golden-v2.txt")
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     let differ: Vec<&String> = got.iter().filter(|g| !want.contains(&g.as_str())).collect();
     assert!(
         differ.is_empty() && got.len() == want.len(),
-        "{} of {} messages differ from golden-v1.txt ({} frozen); now:\n{}",
+        "{} of {} messages differ from golden-v2.txt ({} frozen); now:\n{}",
         differ.len(),
         got.len(),
         want.len(),

@@ -19,7 +19,7 @@ pub const KEEP: [Capability; 4] = [
 pub struct CutReport {
     /// The bounding set could not be cut (no CAP_SETPCAP): the reason.
     pub bounding_not_cut: Option<String>,
-    /// The bounding set was left alone on purpose (`--allow-root-services`).
+    /// The bounding set was left alone on purpose (root services allowed).
     pub bounding_skipped: bool,
     /// The permitted set after the cut.
     pub permitted: Vec<String>,

@@ -114,6 +114,23 @@ pub fn policy() -> Policy {
         root: true,
         allow_root_services: false,
         allow_setuid_services: true,
+        controller_uid: 999,
+        controller_gid: 995,
+        users: vec![AllowedUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        }],
+        groups: vec![AllowedGroup {
+            name: "shadow".into(),
+            gid: 42,
+        }],
+        root_commands: vec![RootCommand {
+            path: "/usr/bin/id".into(),
+            argv: vec!["id".into(), "-u".into()],
+        }],
+        unix_dirs: vec!["/run/inetd/sockets".into()],
     }
 }
 
@@ -335,8 +352,7 @@ pub fn ctl_responses() -> Vec<(&'static str, CtlResponse)> {
                     uid: 0,
                     uptime_s: 100,
                     generation: 7,
-                    allow_root_services: false,
-                    allow_setuid_services: true,
+                    policy: policy(),
                     listeners: 10,
                     children: 2,
                 }),
