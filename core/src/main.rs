@@ -33,11 +33,11 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 5177 lines
+//! root, this process: core/src: 5182 lines
 //!     accept.rs 261, admission.rs 75, apply.rs 297, backoff.rs 56
 //!     children.rs 265, cli.rs 216, daemon.rs 355, link.rs 420
 //!     listeners.rs 393, logger.rs 56, main.rs 109, notify.rs 53, peer.rs 92
-//!     plan.rs 64, start.rs 408, supervisor.rs 263, validate.rs 329
+//!     plan.rs 64, start.rs 413, supervisor.rs 263, validate.rs 329
 //!     sys/caps.rs 114, sys/child.rs 502, sys/mod.rs 358, sys/net.rs 158
 //!     sys/status.rs 129, sys/unixsock.rs 204
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1070 lines

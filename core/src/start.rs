@@ -204,12 +204,17 @@ fn allowed_ids(
         };
         return Ok((vec![me], Vec::new()));
     }
+    // Root and the controller's ids are never allowed this way: a flag
+    // naming them would not do what it says.
     let never = |flag: &str, spec: &str, id: u32, ctl_id: u32| {
-        match id {
-        0 => fail(2, format!("{flag} {spec} is root, which only --allow-root-command or --allow-root-services allows")),
-        _ if id == ctl_id => fail(2, format!("{flag} {spec} is the controller user's: a service with it could talk to the core, so the core never allows it")),
-        _ => Ok(()),
-    }
+        let why = match id {
+            0 => "root, which only --allow-root-command or --allow-root-services allows",
+            _ if id == ctl_id => {
+                "the controller user's, which a service never gets (it could talk to the core)"
+            }
+            _ => return Ok(()),
+        };
+        fail(2, format!("{flag} {spec} is {why}"))
     };
     let lookup_err = |what: &str, e: std::io::Error| StartError {
         code: 1,
