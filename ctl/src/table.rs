@@ -319,6 +319,64 @@ mod tests {
     }
 
     #[test]
+    fn status_text_shows_what_the_core_allows() {
+        let policy = inetd_protocol::Policy {
+            root: true,
+            users: vec![
+                inetd_protocol::AllowedUser {
+                    name: "nobody".into(),
+                    uid: 65534,
+                    gid: 65534,
+                    groups: vec![65534],
+                },
+                inetd_protocol::AllowedUser {
+                    name: "identd".into(),
+                    uid: 104,
+                    gid: 65534,
+                    groups: vec![65534, 4],
+                },
+            ],
+            root_commands: vec![
+                inetd_protocol::RootCommand::parse("/usr/bin/id id -u").unwrap(),
+                inetd_protocol::RootCommand::parse("/bin/true true").unwrap(),
+            ],
+            ..inetd_protocol::Policy::default()
+        };
+        let s = StatusReply {
+            controller: ControllerInfo {
+                version: "0.1.0".into(),
+                pid: 1,
+                uptime_s: 2,
+                admin_group: "inetd-admin".into(),
+                config: vec![],
+                last_reload: None,
+            },
+            core: Some(CoreInfo {
+                version: "0.1.0".into(),
+                pid: 3,
+                uid: 0,
+                uptime_s: 4,
+                generation: 5,
+                policy,
+                listeners: 6,
+                children: 7,
+            }),
+        };
+        let out = status_text(&s);
+        let want = "  root:             yes\n  \
+                    root services:    refused\n  \
+                    setuid services:  no_new_privs\n  \
+                    allowed users:    nobody (uid 65534, gid 65534, groups 65534)\n                    \
+                    identd (uid 104, gid 65534, groups 65534 4)\n  \
+                    allowed groups:   none\n  \
+                    root commands:    /usr/bin/id id -u\n                    \
+                    /bin/true true\n  \
+                    unix dirs:        none\n  \
+                    listeners:        6\n";
+        assert!(out.contains(want), "{out}");
+    }
+
+    #[test]
     fn reload_text_names_every_change() {
         let item = |s: &str, reason: Option<&str>| ReloadItem {
             source: SourceRef {
