@@ -33,15 +33,15 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 5182 lines
+//! root, this process: core/src: 5185 lines
 //!     accept.rs 261, admission.rs 75, apply.rs 297, backoff.rs 56
 //!     children.rs 265, cli.rs 216, daemon.rs 355, link.rs 420
 //!     listeners.rs 393, logger.rs 56, main.rs 109, notify.rs 53, peer.rs 92
-//!     plan.rs 64, start.rs 413, supervisor.rs 263, validate.rs 329
+//!     plan.rs 64, start.rs 416, supervisor.rs 263, validate.rs 329
 //!     sys/caps.rs 114, sys/child.rs 502, sys/mod.rs 358, sys/net.rs 158
 //!     sys/status.rs 129, sys/unixsock.rs 204
-//! root too, shared with the controller (pure, fuzzed): protocol/src: 1070 lines
-//!     codec.rs 211, error.rs 62, lib.rs 80, local.rs 44, policy.rs 245
+//! root too, shared with the controller (pure, fuzzed): protocol/src: 1082 lines
+//!     codec.rs 211, error.rs 62, lib.rs 80, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 359
 //! the service user only, after the privilege drop: core/builtins/src: 1003 lines
 //!     answers.rs 53, clock.rs 113, dgram.rs 345, lib.rs 155, limiter.rs 119

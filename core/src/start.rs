@@ -228,6 +228,9 @@ fn allowed_ids(
             gid: 65534,
             groups: vec![65534],
         });
+    if nobody.gid == ctl.gid || nobody.groups.contains(&ctl.gid) {
+        warn!("nobody is in the controller user's group (gid {}), which no service gets: give the controller user a group of its own", ctl.gid);
+    }
     let mut users = vec![nobody];
     for spec in &cli.allow_users {
         let Some(u) = sys::lookup_user(spec).map_err(|e| lookup_err(spec, e))? else {

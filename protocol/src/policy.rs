@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Action, Credentials};
+use crate::MAX_REASON;
 
 /// What the core was started to allow.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +132,11 @@ fn root_refusal(what: &str, action: &Action) -> String {
         );
     }
     let line = words().map(String::as_str).collect::<Vec<_>>().join(" ");
+    // A reason stays within MAX_REASON, whatever argv the sender made up.
+    if line.len() > MAX_REASON / 2 {
+        let n = line.len();
+        return format!("{head}; this command line ({n} bytes) is too long to repeat here");
+    }
     // Quoted for a shell, a ' inside written '\''.
     let quoted = line.replace('\'', r"'\''");
     format!("{head}; to pin this one, start the core with --allow-root-command '{quoted}'")
@@ -198,18 +204,24 @@ pub fn verdict(
     if missing.is_empty() {
         return Ok(());
     }
-    let (flags, shown): (Vec<String>, Vec<String>) = missing
+    // At most SHOWN of them, so the reason stays short whatever was sent.
+    const SHOWN: usize = 8;
+    let (flags, mut shown): (Vec<String>, Vec<String>) = missing
         .iter()
+        .take(SHOWN)
         .map(|&g| named(&names.groups, g, "gid"))
         .map(|(arg, shown)| (format!("--allow-group {arg}"), shown))
         .unzip();
+    if missing.len() > SHOWN {
+        shown.push(format!("{} more", missing.len() - SHOWN));
+    }
+    let groups = if missing.len() == 1 {
+        "group"
+    } else {
+        "groups"
+    };
     Err(format!(
-        "runs with {} {}, which the core does not allow for {user}: start the core with {}",
-        if missing.len() == 1 {
-            "group"
-        } else {
-            "groups"
-        },
+        "runs with {groups} {}, which the core does not allow for {user}: start the core with {}",
         shown.join(", "),
         flags.join(" ")
     ))
@@ -510,6 +522,23 @@ mod tests {
             &names(),
         );
         assert!(r.contains("a builtin needs no root"), "{r}");
+    }
+
+    #[test]
+    fn reasons_stay_short_whatever_was_sent() {
+        let p = root_core();
+        let many: Vec<u32> = (100_000..160_000).collect();
+        let r = refused(&p, ids(65534, 65534, &many), &cat(), &names());
+        assert!(r.len() < crate::MAX_REASON, "{} bytes", r.len());
+        assert!(r.contains("59992 more"), "{r}");
+        let long = "x".repeat(4000);
+        let r = refused(
+            &p,
+            ids(0, 0, &[]),
+            &exec("/bin/echo", &["echo", &long]),
+            &names(),
+        );
+        assert!(r.len() < crate::MAX_REASON && r.contains("too long"), "{r}");
     }
 
     #[test]
