@@ -29,31 +29,26 @@ use crate::children::ChildTable;
 use crate::listeners::{describe_bind, log_label, BindError, Listener, ListenerTable, State};
 use crate::plan::{self, Step};
 use crate::sys;
-use crate::validate::{validate, CorePolicy, Prepared};
+use crate::validate::{validate, Prepared};
 
 /// What the core is, and the generation of what it runs.
 pub struct CoreState {
-    pub policy: CorePolicy,
+    /// What it allows, as the Hello reply and the status report carry it.
+    pub policy: Policy,
+    /// The core's own uid.
+    pub uid: u32,
     pub generation: u64,
     /// Unix seconds.
     pub started_at: u64,
 }
 
 impl CoreState {
-    pub fn new(policy: CorePolicy) -> CoreState {
+    pub fn new(policy: Policy, uid: u32) -> CoreState {
         CoreState {
             policy,
+            uid,
             generation: 0,
             started_at: unix_now(),
-        }
-    }
-
-    fn policy_wire(&self) -> Policy {
-        Policy {
-            root: self.policy.root,
-            allow_root_services: self.policy.allow_root_services,
-            allow_setuid_services: self.policy.allow_setuid_services,
-            unix_dirs: self.policy.unix_dirs.clone(),
         }
     }
 
@@ -63,8 +58,8 @@ impl CoreState {
             version: PROTOCOL_VERSION,
             software_version: env!("CARGO_PKG_VERSION").into(),
             pid: sys::getpid(),
-            uid: self.policy.uid,
-            policy: self.policy_wire(),
+            uid: self.uid,
+            policy: self.policy.clone(),
         }
     }
 }
@@ -102,7 +97,7 @@ pub fn apply(
             .any(|s| matches!(s, Step::Add | Step::Change | Step::Relabel));
     let named: HashSet<BindKey> = requested.iter().map(ListenerSpec::key).collect();
     let removed = remove(table, children, the_plan.removals, &named);
-    let core_uid = core.policy.uid;
+    let core_uid = core.uid;
     let outcomes: Vec<Outcome> = requested
         .into_iter()
         .zip(prepared)
@@ -312,9 +307,9 @@ pub fn status(
         generation: core.generation,
         software_version: env!("CARGO_PKG_VERSION").into(),
         pid: sys::getpid(),
-        uid: core.policy.uid,
+        uid: core.uid,
         started_at: core.started_at,
-        policy: core.policy_wire(),
+        policy: core.policy.clone(),
         listeners,
         children: children.servers(|id| index.get(&id).copied()),
     }

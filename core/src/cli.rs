@@ -1,15 +1,18 @@
 //! The command line (fixed: scripts and packaging depend on it), parsed by
-//! hand from a table of flags: `--flag value` and `--flag=value`,
-//! `--config` and `--unix-dir` repeatable and kept in order, everything
-//! after `--` passed to the controller. A parser library would add far more
-//! code to the root binary than nine flags need. Pure: arguments in, a value or a usage
-//! error (exit 2) out.
+//! hand from a table of flags: `--flag value` and `--flag=value`, the
+//! repeatable flags (`--config`, `--allow-user`, `--allow-group`,
+//! `--allow-root-command`, `--unix-dir`) kept in order, everything after
+//! `--` passed to the controller. A parser library would add far more code
+//! to the root binary than these flags need. Pure: arguments in, a value or
+//! a usage error (exit 2) out.
 #![forbid(unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+
+use inetd_protocol::RootCommand;
 
 /// What the command line asks for; see [`help`] for each flag.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +21,11 @@ pub struct Cli {
     pub controller_user: Option<String>,
     pub allow_root_services: bool,
     pub allow_setuid_services: bool,
+    /// `--allow-user`, as given (resolved at start).
+    pub allow_users: Vec<String>,
+    /// `--allow-group`, as given (resolved at start).
+    pub allow_groups: Vec<String>,
+    pub allow_root_commands: Vec<RootCommand>,
     pub dgram_idle: u64,
     /// One of [`LOG_LEVELS`].
     pub log_level: &'static str,
@@ -36,7 +44,7 @@ const DGRAM_IDLE_MAX: u64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Run(Cli),
+    Run(Box<Cli>),
     /// Print [`help`] on stdout, exit 0.
     Help,
     /// Print [`version`] on stdout, exit 0.
@@ -61,19 +69,28 @@ pub const USAGE: &str = "Usage: inetd-core [OPTIONS] [-- CONTROLLER-ARGS...]";
 
 /// Each flag: its name, the name of its value (`None` for a switch), help.
 /// Only those in [`REPEATABLE`] may be given more than once.
-const FLAGS: [(&str, Option<&str>, &str); 9] = [
+const FLAGS: [(&str, Option<&str>, &str); 12] = [
     ("core-socket", Some("PATH"), "The core socket (packaged mode). Default: RUN/core.sock"),
     ("controller-user", Some("USER"), "The controller's user, by name or uid (root only; default: inetd)"),
     ("allow-root-services", None, "Allow services that run with uid, gid or a group 0"),
     ("allow-setuid-services", None, "Let non-root services gain privileges through setuid programs (no no_new_privs)"),
+    ("allow-user", Some("USER|UID"), "Allow services to run as this user, with its own groups (repeatable; nobody is always allowed)"),
+    ("allow-group", Some("GROUP|GID"), "Allow services of any allowed user to run with this group (repeatable)"),
+    ("allow-root-command", Some("'PATH ARG0 ARGS...'"), "Allow exactly this command, split on whitespace, to run as root (repeatable)"),
+    ("unix-dir", Some("DIR"), "Unix-domain listeners may be made directly in DIR (repeatable). Default: RUN/sockets as root, else any directory outside RUN"),
     ("dgram-idle", Some("SECONDS"), "A datagram builtin exits after this many seconds without a datagram (1-86400) [default: 30]"),
     ("log-level", Some("LEVEL"), "error, warn, info, debug or trace [default: info]"),
     ("config", Some("PATH"), "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)"),
     ("control-socket", Some("PATH"), "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock"),
-    ("unix-dir", Some("DIR"), "Unix-domain listeners may be made directly in DIR (repeatable). Default: RUN/sockets as root, else any directory outside RUN"),
 ];
 
-const REPEATABLE: [&str; 2] = ["config", "unix-dir"];
+const REPEATABLE: [&str; 5] = [
+    "config",
+    "allow-user",
+    "allow-group",
+    "allow-root-command",
+    "unix-dir",
+];
 
 /// The `--help` text.
 pub fn help() -> String {
@@ -97,7 +114,10 @@ pub fn help() -> String {
         None => (format!("--{name}"), *help),
     });
     for (left, what) in flags.chain(rest) {
-        s.push_str(&format!("  {left:<28}{what}\n"));
+        match left.len() {
+            n if n < 28 => s.push_str(&format!("  {left:<28}{what}\n")),
+            _ => s.push_str(&format!("  {left}\n  {:<28}{what}\n", "")),
+        }
     }
     s
 }
@@ -125,6 +145,12 @@ fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
         "unix-dir" => cli.unix_dirs.push(v.clone().into()),
         "allow-root-services" => cli.allow_root_services = true,
         "allow-setuid-services" => cli.allow_setuid_services = true,
+        "allow-user" => cli.allow_users.push(text()?.to_owned()),
+        "allow-group" => cli.allow_groups.push(text()?.to_owned()),
+        "allow-root-command" => cli.allow_root_commands.push(
+            RootCommand::parse(text()?)
+                .map_err(|e| UsageError(format!("--allow-root-command {e}")))?,
+        ),
         "dgram-idle" => match text()?.parse::<u64>() {
             Ok(n) if (1..=DGRAM_IDLE_MAX).contains(&n) => cli.dgram_idle = n,
             _ => {
@@ -195,7 +221,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         };
         set(&mut cli, flag, value)?;
     }
-    Ok(Command::Run(cli))
+    Ok(Command::Run(Box::new(cli)))
 }
 
 #[cfg(test)]
@@ -204,7 +230,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Cli, UsageError> {
         match parse(args.iter().map(OsString::from))? {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             other => panic!("{other:?}"),
         }
     }
@@ -347,6 +373,43 @@ mod tests {
         }
         let shown = UsageError("x".into()).to_string();
         assert!(shown.starts_with("error: x\n") && shown.contains(USAGE));
+    }
+
+    #[test]
+    fn allowed_identities_and_root_commands() {
+        let c = run(&[
+            "--allow-user",
+            "postgres",
+            "--allow-user=109",
+            "--allow-group",
+            "shadow",
+            "--allow-root-command",
+            "/usr/sbin/in.tftpd in.tftpd -s /srv/tftp -u tftp",
+            "--allow-root-command=/usr/bin/id id -u",
+        ])
+        .unwrap();
+        assert_eq!(c.allow_users, ["postgres", "109"]);
+        assert_eq!(c.allow_groups, ["shadow"]);
+        let lines: Vec<String> = c.allow_root_commands.iter().map(|r| r.line()).collect();
+        assert_eq!(
+            lines,
+            [
+                "/usr/sbin/in.tftpd in.tftpd -s /srv/tftp -u tftp",
+                "/usr/bin/id id -u"
+            ]
+        );
+        assert_eq!(c.allow_root_commands[1].argv, ["id", "-u"]);
+        for (args, want) in [
+            (&["--allow-root-command=id id"][..], "absolute"),
+            (&["--allow-root-command", "/usr/bin/id"][..], "argv[0]"),
+            (&["--allow-root-command=   "][..], "absolute"),
+            (&["--allow-root-command", "./id id"][..], "absolute"),
+            (&["--allow-user"][..], "needs a value"),
+        ] {
+            let e = usage(args);
+            assert!(e.contains(want) && e.contains("--allow-"), "{args:?}: {e}");
+        }
+        assert!(help().contains("--allow-root-command 'PATH ARG0 ARGS...'\n"));
     }
 
     #[test]

@@ -30,7 +30,6 @@ use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
 use crate::sys;
 use crate::sys::child::SingleThreaded;
-use crate::validate::CorePolicy;
 
 /// How long the core waits, after the SIGKILL at the end of the grace, for
 /// what it killed to be reaped, before it exits all the same (a process
@@ -39,7 +38,9 @@ const AFTER_KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything the daemon needs from start-up.
 pub struct Setup {
-    pub policy: CorePolicy,
+    pub policy: inetd_protocol::Policy,
+    /// The core's own uid.
+    pub uid: u32,
     pub dgram_idle: Duration,
     pub sigfd: SignalFd,
     pub mode: Mode,
@@ -82,7 +83,7 @@ impl Daemon {
         };
         let grace = children::stop_grace(std::env::var(children::TEST_GRACE_ENV).ok().as_deref());
         Daemon {
-            core: CoreState::new(setup.policy),
+            core: CoreState::new(setup.policy, setup.uid),
             sigfd: setup.sigfd,
             links: Links::new(socket),
             listeners: ListenerTable::default(),
@@ -209,7 +210,7 @@ impl Daemon {
             return;
         }
         self.acceptor.tick(now);
-        self.listeners.retry_due(now, self.core.policy.uid);
+        self.listeners.retry_due(now, self.core.uid);
         if let Some(sup) = &mut self.supervisor {
             if sup.restart_at().is_some_and(|t| t <= now)
                 && sup.start(&mut self.children, &mut self.links).is_err()

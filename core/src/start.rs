@@ -1,12 +1,12 @@
 //! Start-up, in the order that matters: record the resource limits the
 //! core was started with (children get them back), resolve the controller
-//! user (the only name the core ever resolves, from its own command line),
-//! check the runtime directory and the unix directories, make the core
-//! socket (these need CAP_CHOWN and CAP_SETGID-as-root), then cut the
-//! capabilities and lock the securebits, raise the descriptor limit, settle
-//! what children are given back (limits, session keyring), then block the
-//! handled signals and make the signalfd. Everything after that is the
-//! poll loop.
+//! user and the users and groups services may run as (the only names the
+//! core ever resolves, from its own command line), check the runtime
+//! directory and the unix directories, make the core socket (these need
+//! CAP_CHOWN and CAP_SETGID-as-root), then cut the capabilities and lock
+//! the securebits, raise the descriptor limit, settle what children are
+//! given back (limits, session keyring), then block the handled signals and
+//! make the signalfd. Everything after that is the poll loop.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
@@ -15,7 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use inetd_protocol::UnixDirs;
+use inetd_protocol::{AllowedGroup, Policy, UnixDirs};
 use log::{debug, info, warn};
 
 use crate::cli::Cli;
@@ -23,7 +23,6 @@ use crate::daemon::{Mode, Setup};
 use crate::link::CoreSocket;
 use crate::supervisor::{controller_argv, ControllerPlan};
 use crate::sys::{self, UserInfo};
-use crate::validate::CorePolicy;
 
 /// A start-up failure: printed once, then the process exits with `code`
 /// (1 refused or failed, 2 usage or a bad flag value).
@@ -145,8 +144,9 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     let limits = sys::inherit::StartLimits::record();
     let uid = sys::geteuid();
     let root = uid == 0;
-    // 1. The only name the core resolves, from its own command line.
+    // 1. The only names the core resolves, from its own command line.
     let ctl = resolve_controller(cli, root, uid)?;
+    let (users, groups) = allowed_ids(cli, root, &ctl)?;
     warn_unused_flags(cli);
     // 2. Directories and the core socket (or the controller's plan), while
     //    CAP_CHOWN and CAP_SETGID-as-root are still there. A root core
@@ -184,20 +184,107 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     // 7. Tell a service manager that the core socket is up.
     crate::notify::ready();
     Ok(Setup {
-        policy: CorePolicy {
+        policy: Policy {
             root,
             allow_root_services: cli.allow_root_services,
             allow_setuid_services: cli.allow_setuid_services,
-            uid,
-            gid: sys::getegid(),
-            groups: sys::getgroups().unwrap_or_default(),
             controller_uid: ctl.uid,
+            controller_gid: ctl.gid,
+            users,
+            groups,
+            root_commands: if root {
+                cli.allow_root_commands.clone()
+            } else {
+                Vec::new()
+            },
             unix_dirs,
         },
+        uid,
         dgram_idle: Duration::from_secs(cli.dgram_idle),
         sigfd,
         mode,
     })
+}
+
+/// Who services may run as (trust rule 4): on a root core `nobody` and
+/// each `--allow-user` with the groups NSS gives it now, and each
+/// `--allow-group`; never root (only the root flags allow it) nor the
+/// controller's ids. A core that is not root runs everything as itself,
+/// with the gid and groups it has.
+fn allowed_ids(
+    cli: &Cli,
+    root: bool,
+    ctl: &UserInfo,
+) -> Result<(Vec<UserInfo>, Vec<AllowedGroup>), StartError> {
+    if !root {
+        if !(cli.allow_users.is_empty()
+            && cli.allow_groups.is_empty()
+            && cli.allow_root_commands.is_empty())
+        {
+            warn!("--allow-user, --allow-group and --allow-root-command are ignored: a core that is not root runs everything as itself");
+        }
+        let me = UserInfo {
+            gid: sys::getegid(),
+            groups: sys::getgroups().unwrap_or_default(),
+            ..ctl.clone()
+        };
+        return Ok((vec![me], Vec::new()));
+    }
+    // Root and the controller's ids are never allowed this way: a flag
+    // naming them would not do what it says.
+    let never = |flag: &str, spec: &str, id: u32, ctl_id: u32| {
+        let why = match id {
+            0 => "root, which only --allow-root-command or --allow-root-services allows",
+            _ if id == ctl_id => {
+                "the controller user's, which a service never gets (it could talk to the core)"
+            }
+            _ => return Ok(()),
+        };
+        fail(2, format!("{flag} {spec} is {why}"))
+    };
+    let lookup_err = |what: &str, e: std::io::Error| StartError {
+        code: 1,
+        message: format!("cannot look up {what}: {e}"),
+    };
+    let nobody = sys::lookup_user("65534")
+        .map_err(|e| lookup_err("uid 65534 (nobody)", e))?
+        .unwrap_or(UserInfo {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        });
+    if nobody.gid == ctl.gid || nobody.groups.contains(&ctl.gid) {
+        warn!("nobody is in the controller user's group (gid {}), which no service gets: give the controller user a group of its own", ctl.gid);
+    }
+    let mut users = vec![nobody];
+    for spec in &cli.allow_users {
+        let Some(u) = sys::lookup_user(spec).map_err(|e| lookup_err(spec, e))? else {
+            return fail(2, format!("--allow-user {spec}: no such user"));
+        };
+        never("--allow-user", spec, u.uid, ctl.uid)?;
+        if !users.iter().any(|a| a.uid == u.uid) {
+            users.push(u);
+        }
+    }
+    let mut groups: Vec<AllowedGroup> = Vec::new();
+    for spec in &cli.allow_groups {
+        let Some((name, gid)) = sys::lookup_group(spec).map_err(|e| lookup_err(spec, e))? else {
+            return fail(2, format!("--allow-group {spec}: no such group"));
+        };
+        never("--allow-group", spec, gid, ctl.gid)?;
+        if !groups.iter().any(|a| a.gid == gid) {
+            groups.push(AllowedGroup { name, gid });
+        }
+    }
+    let shown_users: Vec<String> = users
+        .iter()
+        .map(|u| format!("{} {:?}", u.uid, u.groups))
+        .collect();
+    let gids: Vec<u32> = groups.iter().map(|g| g.gid).collect();
+    let pins: Vec<String> = cli.allow_root_commands.iter().map(|c| c.line()).collect();
+    info!("services may run as uids (with their groups) {shown_users:?}, with the groups {gids:?}; as root exactly {pins:?}");
+    Ok((users, groups))
 }
 
 fn warn_unused_flags(cli: &Cli) {
@@ -411,11 +498,12 @@ fn controller_beside_us() -> Result<PathBuf, StartError> {
     Ok(path)
 }
 
-/// Whether any service may run as root: such services take their
+/// Whether any service may run as root (`--allow-root-services`, or a
+/// command pinned with `--allow-root-command`): such services take their
 /// capabilities back from the bounding set at exec, so the core leaves it
 /// as the service manager gave it.
 fn root_services_possible(cli: &Cli) -> bool {
-    cli.allow_root_services
+    cli.allow_root_services || !cli.allow_root_commands.is_empty()
 }
 
 /// Cuts the capabilities and locks the securebits (trust rule 5); a core
@@ -428,7 +516,7 @@ fn cut_capabilities(cli: &Cli, root: bool, uid: u32) -> Result<(), StartError> {
     let r = sys::caps::cut(root_services_possible(cli))
         .or_else(|e| fail(1, format!("cannot cut capabilities: {e}")))?;
     if r.bounding_skipped {
-        info!("capability bounding set left as it is (root services may run, and take their capabilities from it)");
+        info!("capability bounding set left as it is (--allow-root-services or --allow-root-command: root services may run, and take their capabilities from it)");
     } else if let Some(why) = &r.bounding_not_cut {
         warn!(
             "cannot cut the capability bounding set ({why}); cut it in the service manager instead"
@@ -486,6 +574,21 @@ fn raise_nofile() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_keeps_the_bounding_set_as_allow_root_services_does() {
+        let cli = |args: &[&str]| match crate::cli::parse(args.iter().map(Into::into)) {
+            Ok(crate::cli::Command::Run(c)) => *c,
+            other => panic!("{other:?}"),
+        };
+        assert!(!root_services_possible(&cli(&[])));
+        assert!(!root_services_possible(&cli(&["--allow-user", "109"])));
+        assert!(root_services_possible(&cli(&["--allow-root-services"])));
+        assert!(root_services_possible(&cli(&[
+            "--allow-root-command",
+            "/usr/sbin/in.tftpd in.tftpd -s /srv/tftp"
+        ])));
+    }
 
     fn unfit(dir: &str, root: bool) -> Option<String> {
         let run = Path::new("/run/inetd");

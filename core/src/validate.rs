@@ -11,29 +11,12 @@ use std::ffi::{c_char, CStr, CString};
 use std::net::IpAddr;
 
 use inetd_protocol::{
-    Action, Bind, Builtin, IpMode, ListenerSpec, SocketType, UnixDirs, MAX_ACL_RULES, MAX_ARGS,
-    MAX_ARG_LEN, MAX_GROUPS, MAX_LABEL, MAX_PATH, MAX_UNIX_PATH,
+    verdict, Action, Bind, Builtin, IdNames, IpMode, ListenerSpec, Policy, SocketType,
+    MAX_ACL_RULES, MAX_ARGS, MAX_ARG_LEN, MAX_GROUPS, MAX_LABEL, MAX_PATH, MAX_UNIX_PATH,
 };
 
 /// The fixed search path every child gets.
 pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// What the core was started as and allows: the rules validation applies.
-#[derive(Debug, Clone)]
-pub struct CorePolicy {
-    /// The core runs as root and changes ids for its children.
-    pub root: bool,
-    pub allow_root_services: bool,
-    pub allow_setuid_services: bool,
-    /// The core's own uid, gid and supplementary groups.
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    /// The controller user's uid: a root core runs no listener as it.
-    pub controller_uid: u32,
-    /// Where unix listeners may be (`--unix-dir`, resolved at start).
-    pub unix_dirs: UnixDirs,
-}
 
 /// The ids a child takes: the listener's on a root core, the core's own on
 /// any other (it cannot change them).
@@ -212,7 +195,7 @@ pub fn check_unix_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_bind(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
+fn check_bind(spec: &ListenerSpec, p: &Policy) -> Result<(), String> {
     match &spec.bind {
         Bind::Inet { addr, port, mode } => {
             if *port == 0 {
@@ -239,48 +222,11 @@ fn check_bind(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
     }
 }
 
-fn check_creds(spec: &ListenerSpec, p: &CorePolicy) -> Result<(), String> {
-    let c = &spec.creds;
-    not_too_many("groups", c.groups.len(), MAX_GROUPS)?;
-    // u32::MAX is (uid_t)-1: "no change" to the set*id calls.
-    if c.uid == u32::MAX || c.gid == u32::MAX || c.groups.contains(&u32::MAX) {
-        return Err("uid or gid 4294967295 (-1) is not a valid id".into());
-    }
-    if !p.allow_root_services && (c.uid == 0 || c.gid == 0 || c.groups.contains(&0)) {
-        return Err(
-            "runs with uid, gid or a group 0, and the core was not started with --allow-root-services"
-                .into(),
-        );
-    }
-    if p.root {
-        if c.uid == p.controller_uid {
-            return Err(format!(
-                "runs as the controller user (uid {}), which the core refuses",
-                c.uid
-            ));
-        }
-    } else {
-        if c.uid != p.uid {
-            return Err(format!(
-                "runs as uid {}, but a core that is not root runs everything as itself (uid {})",
-                c.uid, p.uid
-            ));
-        }
-        if c.gid != p.gid {
-            return Err(format!(
-                "runs with gid {}, but a core that is not root keeps its own gid {}",
-                c.gid, p.gid
-            ));
-        }
-        if let Some(g) = c
-            .groups
-            .iter()
-            .find(|g| **g != p.gid && !p.groups.contains(g))
-        {
-            return Err(format!("group {g} is not one of the core's own groups"));
-        }
-    }
-    Ok(())
+/// The ids, by the rules both sides share (trust rule 4); the core names
+/// no ids (it resolves no names for a request), so the reason has numbers.
+fn check_creds(spec: &ListenerSpec, p: &Policy) -> Result<(), String> {
+    not_too_many("groups", spec.creds.groups.len(), MAX_GROUPS)?;
+    verdict(p, &spec.creds, &spec.action, &IdNames::default())
 }
 
 fn check_action(spec: &ListenerSpec) -> Result<Program, String> {
@@ -355,24 +301,24 @@ fn check_limits(spec: &ListenerSpec) -> Result<(), String> {
 }
 
 /// The ids of a listener's children (its credentials already checked).
-fn identity(spec: &ListenerSpec, p: &CorePolicy) -> Identity {
+fn identity(spec: &ListenerSpec, p: &Policy) -> Identity {
     let c = &spec.creds;
     // A core that is not root cannot change ids: the child keeps the
-    // core's (check_creds made sure that is what was asked).
-    let (uid, gid, groups, change) = if p.root {
-        (c.uid, c.gid, &c.groups[..], true)
+    // core's, which the verdict made sure are the ones asked for.
+    let (groups, change) = if p.root {
+        (&c.groups[..], true)
     } else {
-        (p.uid, p.gid, &[][..], false)
+        (&[][..], false)
     };
     // Root services take their capabilities back at exec from the bounding
     // set; no_new_privs would not stop that, but it would stop setuid
     // programs they are meant to run, so they go without.
-    let no_new_privs = !(p.allow_setuid_services || uid == 0);
-    Identity::new(uid, gid, groups, change, no_new_privs)
+    let no_new_privs = !(p.allow_setuid_services || c.uid == 0);
+    Identity::new(c.uid, c.gid, groups, change, no_new_privs)
 }
 
 /// Validates one listener; the error is the reason it is rejected with.
-pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String> {
+pub fn validate(spec: &ListenerSpec, p: &Policy) -> Result<Prepared, String> {
     not_too_long("label", &spec.label, MAX_LABEL)?;
     check_bind(spec, p)?;
     check_creds(spec, p)?;
@@ -387,7 +333,7 @@ pub fn validate(spec: &ListenerSpec, p: &CorePolicy) -> Result<Prepared, String>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use inetd_protocol::{Credentials, Limits};
+    use inetd_protocol::{Credentials, Limits, UnixDirs};
 
     pub fn spec(port: u16) -> ListenerSpec {
         ListenerSpec {
@@ -413,20 +359,28 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn root_policy() -> CorePolicy {
-        CorePolicy {
+    /// A root core as it starts by default (nobody and its groups), the
+    /// controller being uid 998, gid 997.
+    pub fn root_policy() -> Policy {
+        Policy {
             root: true,
             allow_root_services: false,
             allow_setuid_services: false,
-            uid: 0,
-            gid: 0,
-            groups: vec![0],
             controller_uid: 998,
+            controller_gid: 997,
+            users: vec![inetd_protocol::AllowedUser {
+                name: "nobody".into(),
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534],
+            }],
+            groups: vec![],
+            root_commands: vec![],
             unix_dirs: UnixDirs::Only(vec!["/run/inetd/sockets".into()]),
         }
     }
 
-    fn rejected(s: &ListenerSpec, p: &CorePolicy) -> String {
+    fn rejected(s: &ListenerSpec, p: &Policy) -> String {
         validate(s, p).expect_err("should be rejected")
     }
 
@@ -450,34 +404,45 @@ pub(crate) mod tests {
     fn the_identity_is_decided_once() {
         let mut s = spec(7000);
         s.creds.groups = vec![30, 10, 30, 20];
-        let p = validate(&s, &root_policy()).unwrap();
+        let mut allowed = root_policy();
+        allowed.groups = [10, 20, 30]
+            .map(|gid| inetd_protocol::AllowedGroup {
+                name: gid.to_string(),
+                gid,
+            })
+            .to_vec();
+        let p = validate(&s, &allowed).unwrap();
         let id = p.identity();
         assert_eq!((id.uid(), id.gid()), (65534, 65534));
         assert_eq!(id.groups(), &[10, 20, 30], "sorted, without duplicates");
         assert!(id.change_ids() && id.no_new_privs());
 
         // setuid programs may lift a service only when the core allows it.
-        let allow = CorePolicy {
+        let allow = Policy {
             allow_setuid_services: true,
-            ..root_policy()
+            ..allowed.clone()
         };
         assert!(!validate(&s, &allow).unwrap().identity().no_new_privs());
         // Root services run without no_new_privs (they take their
         // capabilities back at exec).
-        let root = CorePolicy {
+        let root = Policy {
             allow_root_services: true,
-            ..root_policy()
+            ..allowed
         };
         s.creds.uid = 0;
         assert!(!validate(&s, &root).unwrap().identity().no_new_privs());
 
         // A core that is not root keeps its own ids.
-        let user = CorePolicy {
+        let user = Policy {
             root: false,
-            uid: 1000,
-            gid: 1000,
-            groups: vec![1000],
             controller_uid: 1000,
+            controller_gid: 1000,
+            users: vec![inetd_protocol::AllowedUser {
+                name: "alice".into(),
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000],
+            }],
             ..root_policy()
         };
         let mut s = spec(7000);
@@ -518,66 +483,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn refuses_root_ids_unless_allowed() {
+    fn the_ids_are_judged_by_the_shared_verdict_with_numbers() {
         let p = root_policy();
-        for f in [
-            |s: &mut ListenerSpec| s.creds.uid = 0,
-            |s: &mut ListenerSpec| s.creds.gid = 0,
-            |s: &mut ListenerSpec| s.creds.groups.push(0),
-        ] {
-            let mut s = spec(7000);
-            f(&mut s);
-            assert!(rejected(&s, &p).contains("--allow-root-services"));
-            let mut allow = p.clone();
-            allow.allow_root_services = true;
-            assert!(validate(&s, &allow).is_ok());
-        }
-    }
-
-    #[test]
-    fn refuses_minus_one_ids_even_when_root_is_allowed() {
-        let mut p = root_policy();
-        p.allow_root_services = true;
         let mut s = spec(7000);
-        s.creds.uid = u32::MAX;
-        assert!(rejected(&s, &p).contains("4294967295"));
-        let mut s = spec(7000);
-        s.creds.groups = vec![u32::MAX];
-        assert!(rejected(&s, &p).contains("4294967295"));
-    }
-
-    #[test]
-    fn root_core_refuses_the_controller_uid() {
-        let mut s = spec(7000);
+        s.creds.gid = 42;
+        assert!(rejected(&s, &p).ends_with("--allow-group 42"));
+        s.creds.gid = 65534;
+        s.creds.uid = 0;
+        assert!(rejected(&s, &p).contains("--allow-root-command '/bin/cat cat'"));
         s.creds.uid = 998;
-        assert!(rejected(&s, &root_policy()).contains("controller"));
-    }
-
-    #[test]
-    fn user_core_runs_only_itself() {
-        let p = CorePolicy {
-            root: false,
-            uid: 1000,
-            gid: 1000,
-            groups: vec![1000, 24],
-            controller_uid: 1000,
-            ..root_policy()
-        };
-        let mut s = spec(7000);
-        s.creds = inetd_protocol::Credentials {
-            uid: 1000,
-            gid: 1000,
-            groups: vec![24],
-        };
-        assert!(validate(&s, &p).is_ok());
-        s.creds.uid = 1001;
-        assert!(rejected(&s, &p).contains("itself"));
-        s.creds.uid = 1000;
-        s.creds.gid = 24;
-        assert!(rejected(&s, &p).contains("gid"));
-        s.creds.gid = 1000;
-        s.creds.groups = vec![27];
-        assert!(rejected(&s, &p).contains("group 27"));
+        assert!(rejected(&s, &p).contains("controller"));
+        s.creds.uid = 65534;
+        s.creds.groups = vec![65534; MAX_GROUPS + 1];
+        assert!(rejected(&s, &p).contains("too many groups"));
     }
 
     #[test]

@@ -77,8 +77,9 @@ pub enum InetctlCommand {
         #[arg(long)]
         partial: bool,
     },
-    /// Check configuration files locally, without a daemon. Default: the
-    /// default configuration.
+    /// Check configuration files locally. Default: the default
+    /// configuration. When a controller answers, entries its running core
+    /// would refuse (users, groups, root, unix directories) are errors too.
     Check {
         /// Configuration files or directories (their *.conf files) to
         /// check instead of the default configuration.

@@ -135,12 +135,7 @@ impl CoreLink {
                 software_version: String::new(),
                 pid: 0,
                 uid: 0,
-                policy: inetd_protocol::Policy {
-                    root: false,
-                    allow_root_services: false,
-                    allow_setuid_services: false,
-                    unix_dirs: inetd_protocol::UnixDirs::Only(Vec::new()),
-                },
+                policy: inetd_protocol::Policy::default(),
             },
         };
         match link.request(&CoreRequest::Hello {

@@ -200,7 +200,30 @@ impl Daemon {
                     if h.policy.allow_root_services { "allowed" } else { "refused" },
                     if h.policy.allow_setuid_services { "allowed" } else { "refused" },
                 );
-                if !h.policy.root {
+                if h.policy.root {
+                    let p = &h.policy;
+                    let users: Vec<String> = p
+                        .users
+                        .iter()
+                        .map(|u| format!("{} ({})", u.name, u.uid))
+                        .collect();
+                    let groups: Vec<String> = p
+                        .groups
+                        .iter()
+                        .map(|g| format!("{} ({})", g.name, g.gid))
+                        .collect();
+                    let pins: Vec<String> = p.root_commands.iter().map(|c| c.line()).collect();
+                    info!(
+                        "the core allows services as {} with their groups; other groups: {}; root only for: {}",
+                        users.join(", "),
+                        if groups.is_empty() { "none".into() } else { groups.join(", ") },
+                        match (p.allow_root_services, pins.is_empty()) {
+                            (true, _) => "every entry (--allow-root-services)".into(),
+                            (false, true) => "nothing".into(),
+                            (false, false) => pins.join("; "),
+                        },
+                    );
+                } else {
                     warn!(
                         "the core is not root: every service runs as {} (uid {})",
                         self.me.user, self.me.uid
@@ -376,7 +399,7 @@ impl Daemon {
         let Some(link) = self.link.as_mut() else {
             return Err(CoreDown);
         };
-        let plan = plan(&config.entries, &link.hello.policy, &self.me);
+        let plan = plan(&config.entries, &config.names, &link.hello.policy, &self.me);
         let answer = link.request(&CoreRequest::Apply {
             listeners: plan.specs(),
         });
@@ -504,8 +527,7 @@ impl Daemon {
                     uid: s.uid,
                     uptime_s: unix_now().saturating_sub(s.started_at),
                     generation: s.generation,
-                    allow_root_services: s.policy.allow_root_services,
-                    allow_setuid_services: s.policy.allow_setuid_services,
+                    policy: s.policy.clone(),
                     listeners: u32::try_from(s.listeners.len()).unwrap_or(u32::MAX),
                     children: u32::try_from(s.children.len()).unwrap_or(u32::MAX),
                 });

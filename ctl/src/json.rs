@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use inetd_protocol::control::{ListReply, ServiceRow, StatusReply};
+use inetd_protocol::UnixDirs;
 
 use crate::timefmt::rfc3339;
 
@@ -142,6 +143,32 @@ pub struct JsonCore<'a> {
     pub allow_setuid_services: Option<bool>,
     pub listeners: Option<u32>,
     pub children: Option<u32>,
+    /// What the core allows services to run as (trust rule 4).
+    pub root: Option<bool>,
+    pub allowed_users: Option<Vec<JsonUser<'a>>>,
+    pub allowed_groups: Option<Vec<JsonGroup<'a>>>,
+    /// `PATH ARG0 ARGS...`, as `--allow-root-command` takes it.
+    pub root_commands: Option<Vec<String>>,
+    /// The only directories unix listeners may be made in (directly);
+    /// null where the core restricts them otherwise.
+    pub unix_dirs: Option<&'a [String]>,
+    /// A core that is not root, given no `--unix-dir`: unix listeners
+    /// anywhere but in this directory (its runtime directory) or below.
+    pub unix_dirs_except: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct JsonUser<'a> {
+    pub user: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+}
+
+#[derive(Serialize)]
+pub struct JsonGroup<'a> {
+    pub group: &'a str,
+    pub gid: u32,
 }
 
 pub fn status_json(reply: &StatusReply) -> String {
@@ -174,10 +201,40 @@ pub fn status_json(reply: &StatusReply) -> String {
             uid: core.map(|k| k.uid),
             uptime_s: core.map(|k| k.uptime_s),
             generation: core.map(|k| k.generation),
-            allow_root_services: core.map(|k| k.allow_root_services),
-            allow_setuid_services: core.map(|k| k.allow_setuid_services),
+            allow_root_services: core.map(|k| k.policy.allow_root_services),
+            allow_setuid_services: core.map(|k| k.policy.allow_setuid_services),
             listeners: core.map(|k| k.listeners),
             children: core.map(|k| k.children),
+            root: core.map(|k| k.policy.root),
+            allowed_users: core.map(|k| {
+                let users = k.policy.users.iter();
+                users
+                    .map(|u| JsonUser {
+                        user: &u.name,
+                        uid: u.uid,
+                        gid: u.gid,
+                        groups: &u.groups,
+                    })
+                    .collect()
+            }),
+            allowed_groups: core.map(|k| {
+                let groups = k.policy.groups.iter();
+                groups
+                    .map(|g| JsonGroup {
+                        group: &g.name,
+                        gid: g.gid,
+                    })
+                    .collect()
+            }),
+            root_commands: core.map(|k| k.policy.root_commands.iter().map(|c| c.line()).collect()),
+            unix_dirs: core.and_then(|k| match &k.policy.unix_dirs {
+                UnixDirs::Only(dirs) => Some(&dirs[..]),
+                UnixDirs::AnyBut(_) => None,
+            }),
+            unix_dirs_except: core.and_then(|k| match &k.policy.unix_dirs {
+                UnixDirs::Only(_) => None,
+                UnixDirs::AnyBut(run) => Some(run.as_str()),
+            }),
         },
     };
     serde_json::to_string_pretty(&doc).expect("plain structs serialize")
@@ -312,8 +369,71 @@ mod tests {
                 r#""last_reload":{"at":"1970-01-01T00:01:00Z","result":"rejected","errors":["e"]}},"#,
                 r#""core":{"reachable":false,"version":null,"pid":null,"uid":null,"uptime_s":null,"#,
                 r#""generation":null,"allow_root_services":null,"allow_setuid_services":null,"#,
-                r#""listeners":null,"children":null}}"#
+                r#""listeners":null,"children":null,"root":null,"allowed_users":null,"#,
+                r#""allowed_groups":null,"root_commands":null,"unix_dirs":null,"#,
+                r#""unix_dirs_except":null}}"#
             )
+        );
+        let mut up = s;
+        up.core = Some(CoreInfo {
+            version: "0.1.0".into(),
+            pid: 7,
+            uid: 0,
+            uptime_s: 5,
+            generation: 2,
+            policy: inetd_protocol::Policy {
+                root: true,
+                users: vec![inetd_protocol::AllowedUser {
+                    name: "nobody".into(),
+                    uid: 65534,
+                    gid: 65534,
+                    groups: vec![65534],
+                }],
+                groups: vec![inetd_protocol::AllowedGroup {
+                    name: "shadow".into(),
+                    gid: 42,
+                }],
+                root_commands: vec![
+                    inetd_protocol::RootCommand::parse("/usr/bin/id id -u").unwrap()
+                ],
+                ..inetd_protocol::Policy::default()
+            },
+            listeners: 1,
+            children: 0,
+        });
+        let v: serde_json::Value = serde_json::from_str(&status_json(&up)).unwrap();
+        let core = &v["core"];
+        assert_eq!(core["root"], true);
+        assert_eq!(core["allow_root_services"], false);
+        assert_eq!(
+            core["allowed_users"],
+            serde_json::json!([{"user": "nobody", "uid": 65534, "gid": 65534, "groups": [65534]}])
+        );
+        assert_eq!(
+            core["allowed_groups"],
+            serde_json::json!([{"group": "shadow", "gid": 42}])
+        );
+        assert_eq!(
+            core["root_commands"],
+            serde_json::json!(["/usr/bin/id id -u"])
+        );
+        assert_eq!(core["unix_dirs"], serde_json::json!([]));
+        assert_eq!(core["unix_dirs_except"], serde_json::Value::Null);
+        let mut user = up.clone();
+        if let Some(k) = user.core.as_mut() {
+            k.policy.unix_dirs = UnixDirs::AnyBut("/run/user/7/inetd".into());
+        }
+        let v: serde_json::Value = serde_json::from_str(&status_json(&user)).unwrap();
+        assert_eq!(v["core"]["unix_dirs"], serde_json::Value::Null);
+        assert_eq!(v["core"]["unix_dirs_except"], "/run/user/7/inetd");
+        let mut root = up;
+        if let Some(k) = root.core.as_mut() {
+            k.policy.unix_dirs = UnixDirs::Only(vec!["/run/inetd/sockets".into()]);
+        }
+        let v: serde_json::Value = serde_json::from_str(&status_json(&root)).unwrap();
+        assert_eq!(
+            v["core"]["unix_dirs"],
+            serde_json::json!(["/run/inetd/sockets"])
         );
     }
 }

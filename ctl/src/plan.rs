@@ -3,9 +3,9 @@
 #![forbid(unsafe_code)]
 
 use inetd_protocol::control::{ReloadItem, ReloadResult, SourceRef};
-use inetd_protocol::{ApplyReport, Bind, ListenerSpec, Outcome, Policy, Removed};
+use inetd_protocol::{verdict, ApplyReport, Bind, IdNames, ListenerSpec, Outcome, Policy, Removed};
 
-use crate::config::{Entry, Label, Source};
+use crate::config::{Config, Diagnostic, Entry, Label, Severity, Source};
 
 /// The controller's own ids and names: what every entry runs as when the
 /// core is not root.
@@ -50,27 +50,24 @@ impl Plan {
     }
 }
 
-fn is_root_creds(spec: &ListenerSpec) -> bool {
-    spec.creds.uid == 0 || spec.creds.gid == 0 || spec.creds.groups.contains(&0)
-}
-
 /// Adapts the good entries to the core's policy (from its Hello):
 ///
 /// * a core that is not root runs everything as itself, so every entry
 ///   runs as the controller's user (the same uid in one-command mode), with
 ///   a warning where that differs from the configured user;
-/// * a root core without `--allow-root-services` refuses uid, gid or a
-///   supplementary group 0, and any core refuses a unix socket outside its
-///   unix directories (`--unix-dir`), so such entries are held back and
-///   shown rejected with the core's reason instead of being sent.
-pub fn plan(entries: &[Entry], policy: &Policy, me: &Identity) -> Plan {
+/// * an entry whose ids the core does not allow (the shared
+///   [`verdict`]: users and groups outside its allowlist, root unless
+///   allowed or pinned, the controller's own ids), and a unix entry outside
+///   the core's unix directories (`--unix-dir`, the shared
+///   [`UnixDirs::check`](inetd_protocol::UnixDirs::check)), is held back
+///   and shown rejected with the core's reason, its ids named as `names`
+///   has them, instead of being sent.
+pub fn plan(entries: &[Entry], names: &IdNames, policy: &Policy, me: &Identity) -> Plan {
     let mut out = Plan::default();
     for (i, e) in entries.iter().enumerate() {
-        if let Bind::Unix { path } = &e.spec.bind {
-            if let Err(reason) = policy.unix_dirs.check(path) {
-                out.refused.push(Refusal { entry: i, reason });
-                continue;
-            }
+        if let Some(reason) = unix_refusal(&e.spec, policy) {
+            out.refused.push(Refusal { entry: i, reason });
+            continue;
         }
         let mut spec = e.spec.clone();
         let mut warnings = e.warnings.clone();
@@ -92,14 +89,9 @@ pub fn plan(entries: &[Entry], policy: &Policy, me: &Identity) -> Plan {
                 label.group = group.clone();
                 spec.label = label.encode();
             }
-        } else if !policy.allow_root_services && is_root_creds(&spec) {
-            out.refused.push(Refusal {
-                entry: i,
-                reason: format!(
-                    "runs as {}:{} (uid, gid or a group is 0) and the core does not allow root services (--allow-root-services)",
-                    e.user, e.group
-                ),
-            });
+        }
+        if let Err(reason) = verdict(policy, &spec.creds, &spec.action, names) {
+            out.refused.push(Refusal { entry: i, reason });
             continue;
         }
         out.send.push(Planned {
@@ -109,6 +101,43 @@ pub fn plan(entries: &[Entry], policy: &Policy, me: &Identity) -> Plan {
             group,
             warnings,
         });
+    }
+    out
+}
+
+/// Why the core would refuse a unix listener at its path (outside its
+/// unix directories), by the rule the core applies.
+fn unix_refusal(spec: &ListenerSpec, policy: &Policy) -> Option<String> {
+    match &spec.bind {
+        Bind::Unix { path } => policy.unix_dirs.check(path).err(),
+        Bind::Inet { .. } => None,
+    }
+}
+
+/// What a core with `policy` would refuse of `config`, one diagnostic per
+/// entry, for `inetctl check`: the reasons [`plan`] holds entries back
+/// with. On a core that is not root only the unix directories count: the
+/// controller runs every entry as itself, which such a core allows.
+pub fn refusals(config: &Config, policy: &Policy) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::new();
+    for e in &config.entries {
+        let ids = || {
+            let v = verdict(policy, &e.spec.creds, &e.spec.action, &config.names);
+            v.err().filter(|_| policy.root)
+        };
+        let Some(reason) = unix_refusal(&e.spec, policy).or_else(ids) else {
+            continue;
+        };
+        let d = Diagnostic {
+            file: e.source.file.clone(),
+            line: e.source.line,
+            severity: Severity::Error,
+            message: format!("refused by the running core: {reason}"),
+        };
+        // The two halves of a `tcp` entry are refused alike: once.
+        if !out.contains(&d) {
+            out.push(d);
+        }
     }
     out
 }
@@ -254,13 +283,19 @@ mod tests {
     #[test]
     fn a_core_that_is_not_root_runs_everything_as_the_controller() {
         let entries = vec![entry("a", 8000, 65534, "f", 1), entry("b", 8001, 0, "f", 2)];
+        let alice = inetd_protocol::AllowedUser {
+            name: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 27],
+        };
         let p = plan(
             &entries,
+            &IdNames::default(),
             &Policy {
-                root: false,
-                allow_root_services: false,
-                allow_setuid_services: false,
+                users: vec![alice],
                 unix_dirs: UnixDirs::AnyBut("/run/user/1000/inetd".into()),
+                ..Policy::default()
             },
             &me(),
         );
@@ -297,7 +332,7 @@ mod tests {
             entry("b", 8001, 0, "f", 2),
             grp0,
         ];
-        let p = plan(&entries, &ROOT_CORE, &me());
+        let p = plan(&entries, &IdNames::default(), &root_core(), &me());
         assert_eq!(p.send.len(), 1);
         assert_eq!(p.send[0].spec, entries[0].spec, "sent unchanged");
         assert_eq!(
@@ -305,13 +340,77 @@ mod tests {
             vec![1, 2]
         );
         assert!(p.refused[0].reason.contains("--allow-root-services"));
+        assert!(p.refused[0]
+            .reason
+            .ends_with("--allow-root-command '/bin/cat cat'"));
         let allow = Policy {
             allow_root_services: true,
-            ..ROOT_CORE
+            ..root_core()
         };
-        let p = plan(&entries, &allow, &me());
+        let p = plan(&entries, &IdNames::default(), &allow, &me());
         assert_eq!(p.send.len(), 3);
         assert!(p.refused.is_empty());
+    }
+
+    #[test]
+    fn ids_the_core_does_not_allow_are_held_back_with_its_reason_and_names() {
+        let mut shadow = entry("s", 8003, 65534, "f", 4);
+        shadow.spec.creds.gid = 42;
+        shadow.spec.creds.groups = vec![42];
+        let mut ctl = entry("c", 8004, 65534, "f", 5);
+        ctl.spec.creds.groups.push(101);
+        let entries = vec![entry("a", 8000, 65534, "f", 1), shadow, ctl];
+        let names = IdNames {
+            groups: [(42, "shadow".to_owned())].into_iter().collect(),
+            ..IdNames::default()
+        };
+        let p = plan(&entries, &names, &root_core(), &me());
+        assert_eq!(p.send.len(), 1);
+        assert_eq!(p.refused[0].entry, 1);
+        assert!(
+            p.refused[0].reason.ends_with("--allow-group shadow"),
+            "{}",
+            p.refused[0].reason
+        );
+        assert!(p.refused[1].reason.contains("controller"));
+        // The reason is the core's own, but for the names.
+        let core_reason = verdict(
+            &root_core(),
+            &entries[1].spec.creds,
+            &entries[1].spec.action,
+            &IdNames::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            core_reason.replace("gid 42", "shadow (gid 42)"),
+            p.refused[0]
+                .reason
+                .replace("--allow-group shadow", "--allow-group 42")
+        );
+    }
+
+    #[test]
+    fn check_lists_what_a_running_core_refuses_once_per_entry() {
+        let mut half = entry("a", 8000, 0, "f", 1);
+        let mut twin = half.clone();
+        twin.spec.bind = Bind::Inet {
+            addr: "::1".parse().unwrap(),
+            port: 8000,
+            mode: inetd_protocol::IpMode::V6Only,
+        };
+        half.protocol = "tcp4".into();
+        let cfg = config(
+            &["f"],
+            vec![half, twin, entry("b", 8001, 65534, "f", 2)],
+            vec![],
+        );
+        let d = refusals(&cfg, &root_core());
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].line, d[0].severity), (1, Severity::Error));
+        assert!(d[0]
+            .to_string()
+            .starts_with("f:1: error: refused by the running core: runs as root"));
+        assert!(refusals(&cfg, &Policy::default()).is_empty(), "not root");
     }
 
     #[test]
@@ -348,9 +447,9 @@ mod tests {
         ];
         let policy = Policy {
             unix_dirs: UnixDirs::Only(vec!["/run/inetd/sockets".into()]),
-            ..ROOT_CORE
+            ..root_core()
         };
-        let p = plan(&entries, &policy, &me());
+        let p = plan(&entries, &IdNames::default(), &policy, &me());
         let sent: Vec<usize> = p.send.iter().map(|s| s.entry).collect();
         assert_eq!(sent, [0, 3]);
         let refused: Vec<usize> = p.refused.iter().map(|r| r.entry).collect();
@@ -362,6 +461,29 @@ mod tests {
             };
             assert_eq!(Err(r.reason.clone()), policy.unix_dirs.check(&path));
             assert!(r.reason.contains("--unix-dir"), "{}", r.reason);
+        }
+    }
+
+    #[test]
+    fn check_lists_unix_entries_outside_the_unix_dirs_on_any_core() {
+        let mut sock = entry("u", 1, 65534, "f", 1);
+        sock.spec.bind = Bind::Unix {
+            path: "/run/dbus/system_bus_socket".into(),
+        };
+        let cfg = config(&["f"], vec![sock, entry("t", 8000, 65534, "f", 2)], vec![]);
+        let root = Policy {
+            unix_dirs: UnixDirs::Only(vec!["/run/inetd/sockets".into()]),
+            ..root_core()
+        };
+        let user = Policy {
+            unix_dirs: UnixDirs::AnyBut("/run/dbus".into()),
+            ..Policy::default()
+        };
+        for policy in [root, user] {
+            let d = refusals(&cfg, &policy);
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert_eq!(d[0].line, 1);
+            assert!(d[0].message.contains("--unix-dir"), "{}", d[0].message);
         }
     }
 
@@ -378,7 +500,7 @@ mod tests {
                 )
             })
             .collect();
-        let p = plan(&entries, &ROOT_CORE, &me());
+        let p = plan(&entries, &IdNames::default(), &root_core(), &me());
         assert_eq!(p.send.len(), 4);
         let gone = entry("old", 7000, 65534, "g", 9);
         let report = ApplyReport {

@@ -235,7 +235,7 @@ mod tests {
     }
 
     fn applied(config: Config, refused_by_core: Vec<(usize, String)>) -> Applied {
-        let plan = plan(&config.entries, &ROOT_CORE, &me());
+        let plan = plan(&config.entries, &config.names, &root_core(), &me());
         Applied {
             config,
             plan,

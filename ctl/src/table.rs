@@ -6,6 +6,7 @@ use std::fmt::Write;
 use inetd_protocol::control::{
     ListReply, ReloadItem, ReloadReply, RowState, ServiceRow, StatusReply,
 };
+use inetd_protocol::{Policy, UnixDirs};
 
 use crate::timefmt::rfc3339;
 
@@ -150,24 +151,7 @@ pub fn status_text(s: &StatusReply) -> String {
             let _ = writeln!(out, "  uid:              {}", k.uid);
             let _ = writeln!(out, "  uptime:           {}s", k.uptime_s);
             let _ = writeln!(out, "  generation:       {}", k.generation);
-            let _ = writeln!(
-                out,
-                "  root services:    {}",
-                if k.allow_root_services {
-                    "allowed"
-                } else {
-                    "refused"
-                }
-            );
-            let _ = writeln!(
-                out,
-                "  setuid services: {}",
-                if k.allow_setuid_services {
-                    "allowed"
-                } else {
-                    "no_new_privs"
-                }
-            );
+            policy_text(&mut out, &k.policy);
             let _ = writeln!(out, "  listeners:        {}", k.listeners);
             let _ = writeln!(out, "  children:         {}", k.children);
         }
@@ -176,6 +160,51 @@ pub fn status_text(s: &StatusReply) -> String {
         }
     }
     out
+}
+
+/// What the core allows services to run as (trust rule 4), one item a
+/// line under its heading.
+fn policy_text(out: &mut String, p: &Policy) {
+    let yes = |b: bool, y: &'static str, n: &'static str| if b { y } else { n };
+    let _ = writeln!(out, "  root:             {}", yes(p.root, "yes", "no"));
+    let root = yes(p.allow_root_services, "allowed", "refused");
+    let _ = writeln!(out, "  root services:    {root}");
+    let setuid = yes(p.allow_setuid_services, "allowed", "no_new_privs");
+    let _ = writeln!(out, "  setuid services:  {setuid}");
+    let users = p.users.iter().map(|u| {
+        let groups: Vec<String> = u.groups.iter().map(u32::to_string).collect();
+        format!(
+            "{} (uid {}, gid {}, groups {})",
+            u.name,
+            u.uid,
+            u.gid,
+            groups.join(" ")
+        )
+    });
+    let groups = p
+        .groups
+        .iter()
+        .map(|g| format!("{} (gid {})", g.name, g.gid));
+    let pins = p.root_commands.iter().map(|c| c.line());
+    let dirs: Vec<String> = match &p.unix_dirs {
+        UnixDirs::Only(dirs) => dirs.clone(),
+        UnixDirs::AnyBut(run) => vec![format!("any but {run} and below")],
+    };
+    let lists: [(&str, Vec<String>); 4] = [
+        ("allowed users:", users.collect()),
+        ("allowed groups:", groups.collect()),
+        ("root commands:", pins.collect()),
+        ("unix dirs:", dirs),
+    ];
+    for (heading, items) in lists {
+        if items.is_empty() {
+            let _ = writeln!(out, "  {heading:<18}none");
+        }
+        for (i, item) in items.iter().enumerate() {
+            let h = if i == 0 { heading } else { "" };
+            let _ = writeln!(out, "  {h:<18}{}", clean(item));
+        }
+    }
 }
 
 fn item_line(verb: &str, i: &ReloadItem) -> String {
@@ -290,6 +319,76 @@ mod tests {
         );
         assert_eq!(lines[3], "    reason: nope");
         assert_eq!(lines[4], "    warning: careful");
+    }
+
+    #[test]
+    fn status_text_shows_what_the_core_allows() {
+        let policy = inetd_protocol::Policy {
+            root: true,
+            users: vec![
+                inetd_protocol::AllowedUser {
+                    name: "nobody".into(),
+                    uid: 65534,
+                    gid: 65534,
+                    groups: vec![65534],
+                },
+                inetd_protocol::AllowedUser {
+                    name: "identd".into(),
+                    uid: 104,
+                    gid: 65534,
+                    groups: vec![65534, 4],
+                },
+            ],
+            root_commands: vec![
+                inetd_protocol::RootCommand::parse("/usr/bin/id id -u").unwrap(),
+                inetd_protocol::RootCommand::parse("/bin/true true").unwrap(),
+            ],
+            ..inetd_protocol::Policy::default()
+        };
+        let s = StatusReply {
+            controller: ControllerInfo {
+                version: "0.1.0".into(),
+                pid: 1,
+                uptime_s: 2,
+                admin_group: "inetd-admin".into(),
+                config: vec![],
+                last_reload: None,
+            },
+            core: Some(CoreInfo {
+                version: "0.1.0".into(),
+                pid: 3,
+                uid: 0,
+                uptime_s: 4,
+                generation: 5,
+                policy,
+                listeners: 6,
+                children: 7,
+            }),
+        };
+        let out = status_text(&s);
+        let want = "  root:             yes\n  \
+                    root services:    refused\n  \
+                    setuid services:  no_new_privs\n  \
+                    allowed users:    nobody (uid 65534, gid 65534, groups 65534)\n                    \
+                    identd (uid 104, gid 65534, groups 65534 4)\n  \
+                    allowed groups:   none\n  \
+                    root commands:    /usr/bin/id id -u\n                    \
+                    /bin/true true\n  \
+                    unix dirs:        none\n  \
+                    listeners:        6\n";
+        assert!(out.contains(want), "{out}");
+        let mut s = s;
+        let k = s.core.as_mut().unwrap();
+        k.policy.unix_dirs = UnixDirs::Only(vec!["/run/inetd/sockets".into(), "/srv/s".into()]);
+        let out = status_text(&s);
+        let want = "  unix dirs:        /run/inetd/sockets\n                    /srv/s\n";
+        assert!(out.contains(want), "{out}");
+        s.core.as_mut().unwrap().policy.unix_dirs = UnixDirs::AnyBut("/run/user/7/inetd".into());
+        let out = status_text(&s);
+        assert!(
+            out.contains("  unix dirs:        any but /run/user/7/inetd and below\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -82,16 +82,27 @@ pub fn config(files: &[&str], entries: Vec<Entry>, rejected: Vec<RejectedEntry>)
         entries,
         rejected,
         diagnostics: vec![],
+        names: inetd_protocol::IdNames::default(),
     }
 }
 
-/// A root core that allows no unix listener anywhere.
-pub const ROOT_CORE: Policy = Policy {
-    root: true,
-    allow_root_services: false,
-    allow_setuid_services: false,
-    unix_dirs: UnixDirs::Only(Vec::new()),
-};
+/// A root core as it starts by default: nobody and its groups; the
+/// controller is uid 101, gid 101. It allows no unix listener anywhere.
+pub fn root_core() -> Policy {
+    Policy {
+        root: true,
+        controller_uid: 101,
+        controller_gid: 101,
+        users: vec![inetd_protocol::AllowedUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        }],
+        unix_dirs: UnixDirs::Only(Vec::new()),
+        ..Policy::default()
+    }
+}
 
 pub fn listening(spec: &ListenerSpec, accepted: u64) -> ListenerStatus {
     ListenerStatus {
@@ -112,7 +123,7 @@ pub fn status(generation: u64, listeners: Vec<ListenerStatus>) -> StatusReport {
         pid: 10,
         uid: 0,
         started_at: 0,
-        policy: ROOT_CORE,
+        policy: root_core(),
         listeners,
         children: vec![],
     }

@@ -247,8 +247,8 @@ pub struct CoreInfo {
     pub uid: u32,
     pub uptime_s: u64,
     pub generation: u64,
-    pub allow_root_services: bool,
-    pub allow_setuid_services: bool,
+    /// What the core allows (the JSON spreads it over several keys).
+    pub policy: crate::Policy,
     pub listeners: u32,
     pub children: u32,
 }

@@ -11,9 +11,10 @@
 //!
 //! This crate is pure: types and the codec, no sockets, no system calls
 //! (the clock read by [`unix_now`] aside), so it can be fuzzed and run under
-//! miri. It also holds what both sides must write the same way: the escape
-//! of outside text for a log line ([`escape_log`]), the runtime directory
-//! ([`runtime_dir`]), and the names of socket types and IP modes
+//! miri. It also holds what both sides must decide or write the same way:
+//! whether a listener's ids are allowed, with the reason ([`verdict`]), the
+//! escape of outside text for a log line ([`escape_log`]), the runtime
+//! directory ([`runtime_dir`]), and the names of socket types and IP modes
 //! (`Display`). Every message is a frame: a `u32`
 //! big-endian length followed by that many bytes of bincode 1.3.3 payload.
 //! The length is checked against [`MAX_FRAME`] before anything is allocated;
@@ -29,6 +30,7 @@ pub mod codec;
 pub mod control;
 mod error;
 mod local;
+mod policy;
 mod text;
 mod types;
 
@@ -37,6 +39,7 @@ pub use codec::{
 };
 pub use error::ProtocolError;
 pub use local::{runtime_dir, unix_now, unix_seconds, SYSTEM_RUNTIME_DIR};
+pub use policy::{verdict, AllowedGroup, AllowedUser, IdNames, Policy, RootCommand};
 pub use text::{escape_log, interpreted, log_safe};
 pub use types::*;
 

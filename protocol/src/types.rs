@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Policy;
+
 /// A request from the controller to the core. `Hello` must come first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoreRequest {
@@ -45,19 +47,6 @@ pub struct HelloReply {
     pub policy: Policy,
 }
 
-/// What the core was started to allow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    /// The core runs as root (and so can run services as other users).
-    pub root: bool,
-    /// `--allow-root-services`: listeners may name uid, gid or a group 0.
-    pub allow_root_services: bool,
-    /// `--allow-setuid-services`: non-root children run without `no_new_privs`.
-    pub allow_setuid_services: bool,
-    /// Where unix listeners may be (`--unix-dir`).
-    pub unix_dirs: UnixDirs,
-}
-
 /// Where the core makes unix-domain listeners. The directories are
 /// canonical absolute paths (the core resolved its `--unix-dir`s at start),
 /// and so are the listener paths (the controller resolves them), so the
@@ -72,6 +61,14 @@ pub enum UnixDirs {
     /// In any directory but the core's runtime directory RUN (this) and
     /// those below it: a core that is not root, given no `--unix-dir`.
     AnyBut(String),
+}
+
+/// No directory at all: every unix listener is refused. What a policy
+/// means before the core has told its own.
+impl Default for UnixDirs {
+    fn default() -> UnixDirs {
+        UnixDirs::Only(Vec::new())
+    }
 }
 
 impl UnixDirs {

@@ -34,6 +34,9 @@
 //!   that cannot start), dual-stack and single-family sockets, removal, bind
 //!   failure and retry.
 //! * `core_unix.rs`: unix listeners and the filesystem.
+//! * `core_identity.rs`: who services may run as: the users and groups the
+//!   core's command line allows, never the controller's ids, root only
+//!   with `--allow-root-services` or for a pinned command.
 //! * `core_socket.rs`: who may talk to the core, malformed and random
 //!   frames, version mismatch, a second core.
 //! * `core_apply.rs`: validation, diff by bind key, generation, 10,000

@@ -859,9 +859,7 @@ fn controller_exits_1_naming_both_versions_when_the_core_speaks_another() {
             uid: 0,
             policy: Policy {
                 root: true,
-                allow_root_services: false,
-                allow_setuid_services: false,
-                unix_dirs: inetd_protocol::UnixDirs::Only(vec![]),
+                ..Policy::default()
             },
         }),
     )
@@ -906,4 +904,97 @@ fn controller_resyncs_a_restarted_core_and_reloads_after_a_sighup_it_got_meanwhi
     wait_for("the reloaded set on the new core", secs(15), || {
         answers(pa) && answers(pb)
     });
+}
+
+#[test]
+fn entries_the_core_would_refuse_are_shown_rejected_with_its_reason_and_never_sent() {
+    require_root!("a root core's policy on identities");
+    let s = Scratch::new("identities");
+    let (ok, shadow, pinned, other) = (free_port(), free_port(), free_port(), free_port());
+    let conf = format!(
+        "{}\
+         127.0.0.1:{shadow} stream tcp4 nowait nobody:shadow /bin/cat cat /etc/shadow\n\
+         127.0.0.1:{pinned} stream tcp4 nowait root /usr/bin/id id -u\n\
+         127.0.0.1:{other} stream tcp4 nowait root /usr/bin/id id -u -n\n",
+        cat_line(ok, "")
+    );
+    let config = s.write("inetd.conf", &conf);
+    let log = s.path("core.log");
+    let _core = Proc::spawn(
+        Command::new(bin_path("inetd-core"))
+            .arg("--core-socket")
+            .arg(s.path("core.sock"))
+            .args(["--allow-root-command", "/usr/bin/id id -u"])
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap()),
+    );
+    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
+    let _controller = start_controller(&s, &config);
+    wait_for("the listeners", secs(15), || {
+        state_of(&s, ok).as_deref() == Some("listening")
+            && state_of(&s, pinned).as_deref() == Some("listening")
+    });
+    assert!(answers(ok));
+    let mut id = TcpStream::connect(("127.0.0.1", pinned)).unwrap();
+    let mut got = String::new();
+    id.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "0\n", "the pinned command runs as root");
+
+    let v = list_json(&s).unwrap();
+    let rows = v["services"].as_array().unwrap();
+    let row = |port: u16| {
+        rows.iter()
+            .find(|r| r["port"].as_u64() == Some(u64::from(port)))
+            .unwrap()
+    };
+    assert_eq!(row(shadow)["state"], "rejected", "{v}");
+    assert_eq!(row(shadow)["user"], "nobody");
+    assert_eq!(row(shadow)["group"], "shadow");
+    let why = row(shadow)["reason"].as_str().unwrap();
+    assert!(
+        why.contains("group shadow (gid")
+            && why.ends_with("start the core with --allow-group shadow"),
+        "{why}"
+    );
+    assert_eq!(row(other)["state"], "rejected", "{v}");
+    let why_other = row(other)["reason"].as_str().unwrap();
+    assert!(
+        why_other.ends_with("start the core with --allow-root-command '/usr/bin/id id -u -n'"),
+        "{why_other}"
+    );
+    assert!(refuses(shadow) && refuses(other));
+    // Held back by the controller: the core never saw them.
+    let core_log = fs::read_to_string(&log).unwrap();
+    assert!(!core_log.contains("rejected service="), "{core_log}");
+    // The table shows the same reason under the row.
+    let table = text(&inetctl(&s, &["list"]).stdout);
+    assert!(table.contains(&format!("    reason: {why}")), "{table}");
+
+    // check, with a controller answering: the same reasons, exit 1.
+    let out = inetctl(&s, &["check", config.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2: error: refused by the running core: {why}",
+            config.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(why_other), "{err}");
+    assert!(text(&out.stdout).contains("2 refused by the running core"));
+
+    // status shows what the core allows.
+    let st = text(&inetctl(&s, &["status"]).stdout);
+    assert!(st.contains("allowed users:    nobody (uid 65534"), "{st}");
+    assert!(st.contains("root commands:    /usr/bin/id id -u\n"), "{st}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&inetctl(&s, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["core"]["root"], true);
+    assert_eq!(st["core"]["allowed_users"][0]["uid"], 65534);
+    assert_eq!(st["core"]["allowed_groups"], serde_json::json!([]));
+    assert_eq!(
+        st["core"]["root_commands"],
+        serde_json::json!(["/usr/bin/id id -u"])
+    );
 }

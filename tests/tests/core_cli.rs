@@ -57,3 +57,28 @@ fn a_normal_users_core_refuses_another_controller_user() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot name another"), "{err}");
 }
+
+#[test]
+fn a_root_command_pin_without_an_absolute_path_and_argv0_exits_2() {
+    for pin in ["", "   ", "id id -u", "./id id", "/usr/bin/id"] {
+        let (code, err) = run_core(&["--allow-root-command", pin]);
+        assert_eq!(code, Some(2), "{pin:?}: {err}");
+        assert!(err.contains("--allow-root-command"), "{pin:?}: {err}");
+    }
+}
+
+#[test]
+fn an_allowed_user_or_group_that_does_not_exist_exits_2() {
+    require_root!("a root core resolves the users and groups it allows");
+    for args in [
+        ["--allow-user", "inetd-test-no-such-user"],
+        ["--allow-group", "inetd-test-no-such-group"],
+    ] {
+        let (code, err) = run_core(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{} {}: no such", args[0], args[1])),
+            "{err}"
+        );
+    }
+}

@@ -263,11 +263,23 @@ fn the_core_resolves_no_names_for_a_request() {
     });
     let started = std::fs::read_to_string(&trace).unwrap_or_default().len();
     let port = free_port();
+    // A listener refused for its group is judged and explained by numbers
+    // alone, too.
     let r = core.apply(vec![
         tcp4(port).exec("/bin/true", &["true"]),
         unix_stream(&unix_dir.join("s.sock")),
+        tcp4(free_port()).creds(Credentials {
+            uid: 65534,
+            gid: 42,
+            groups: vec![42],
+        }),
     ]);
-    assert_eq!(r.outcomes, vec![Outcome::Added; 2]);
+    assert_eq!(r.outcomes[..2], [Outcome::Added, Outcome::Added]);
+    assert!(
+        matches!(&r.outcomes[2], Outcome::Rejected { reason } if reason.ends_with("--allow-group 42")),
+        "{:?}",
+        r.outcomes[2]
+    );
     for _ in 0..3 {
         read_all(&mut connect4(port).unwrap());
     }

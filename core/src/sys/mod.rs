@@ -163,15 +163,9 @@ pub fn own_dir(path: &std::path::Path, uid: u32, gid: u32, mode: u32) -> io::Res
     dir.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
-/// A user as the core needs it: resolved once at start, from the core's own
+/// A user as NSS gives it: resolved once at start, from the core's own
 /// command line (trust rule 2 allows exactly this).
-#[derive(Debug, Clone)]
-pub struct UserInfo {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-}
+pub use inetd_protocol::AllowedUser as UserInfo;
 
 /// Looks a user up by name, or by number when `spec` is all digits.
 pub fn lookup_user(spec: &str) -> io::Result<Option<UserInfo>> {
@@ -198,6 +192,25 @@ pub fn lookup_user(spec: &str) -> io::Result<Option<UserInfo>> {
         gid: user.gid.as_raw(),
         groups,
     }))
+}
+
+/// Looks a group up by name, or by number when `spec` is all digits: its
+/// name and gid. A number NSS does not know is still a gid (named by it).
+pub fn lookup_group(spec: &str) -> io::Result<Option<(String, u32)>> {
+    use nix::unistd::{Gid, Group};
+    if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+        let gid: u32 = spec
+            .parse()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let name = Group::from_gid(Gid::from_raw(gid)).map_err(nix_err)?;
+        return Ok(Some((
+            name.map_or_else(|| spec.to_owned(), |g| g.name),
+            gid,
+        )));
+    }
+    Ok(Group::from_name(spec)
+        .map_err(nix_err)?
+        .map(|g| (g.name, g.gid.as_raw())))
 }
 
 /// One entry of a poll set. `revents` is filled by [`poll`].

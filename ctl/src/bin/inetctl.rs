@@ -14,7 +14,7 @@ use interprocess::local_socket::traits::Stream as _;
 
 use inetd_ctl::cli::{InetctlArgs as Args, InetctlCommand as Command};
 use inetd_ctl::config::{self, NameSources, Severity};
-use inetd_ctl::{json, local, paths, table};
+use inetd_ctl::{json, local, paths, plan, table};
 use inetd_protocol::control::{CtlCommand, CtlRequest, CtlResponse, ReloadResult};
 use inetd_protocol::{read_message, write_message};
 
@@ -60,7 +60,19 @@ fn print(out: &str) {
     let _ = o.flush();
 }
 
-fn check(paths: Vec<PathBuf>) -> ExitCode {
+/// The policy of the running core, if a controller answers and its core
+/// is up; quietly `None` otherwise.
+fn core_policy(path: &std::path::Path) -> Option<inetd_protocol::Policy> {
+    let mut stream = local::connect(path).ok()?;
+    let _ = stream.set_recv_timeout(Some(Duration::from_secs(10)));
+    write_message(&mut stream, &CtlRequest::new(CtlCommand::Status)).ok()?;
+    match read_message(&mut stream).ok()? {
+        CtlResponse::Status(s) => s.core.map(|c| c.policy),
+        _ => None,
+    }
+}
+
+fn check(paths: Vec<PathBuf>, socket: Option<PathBuf>) -> ExitCode {
     let paths = if paths.is_empty() {
         config::default_paths()
     } else {
@@ -81,12 +93,22 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
                 .filter(|d| d.severity == Severity::Error)
                 .count();
             let warnings = c.diagnostics.len() - errors;
+            // What a running core would refuse, as reload would show it.
+            let policy = core_policy(&socket_path(socket));
+            let refused = policy.map(|p| plan::refusals(&c, &p));
+            for d in refused.iter().flatten() {
+                eprintln!("{d}");
+            }
+            let by_core = match &refused {
+                Some(r) => format!(", {} refused by the running core", r.len()),
+                None => String::new(),
+            };
             println!(
-                "{} listeners, {} rejected entries, {errors} errors, {warnings} warnings",
+                "{} listeners, {} rejected entries, {errors} errors, {warnings} warnings{by_core}",
                 c.entries.len(),
                 c.rejected.len()
             );
-            if c.has_errors() {
+            if c.has_errors() || refused.is_some_and(|r| !r.is_empty()) {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -98,7 +120,7 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
 fn main() -> ExitCode {
     let args = Args::parse();
     let (command, as_json) = match args.command {
-        Command::Check { paths } => return check(paths),
+        Command::Check { paths } => return check(paths, args.socket),
         Command::List { json } => (CtlCommand::List, json),
         Command::Status { json } => (CtlCommand::Status, json),
         Command::Reload { partial } => (CtlCommand::Reload { partial }, false),

@@ -30,7 +30,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use inetd_protocol::{ListenerSpec, MAX_LISTENERS};
+use inetd_protocol::{IdNames, ListenerSpec, MAX_LISTENERS};
 
 pub use label::Label;
 
@@ -172,6 +172,7 @@ pub fn load_with(
         entries: Vec::new(),
         rejected: Vec::new(),
         diagnostics: Vec::new(),
+        names: IdNames::default(),
     };
     if !any_exists {
         config.diagnostics.push(Diagnostic::warning(
@@ -233,6 +234,17 @@ pub fn load_with(
         }
     }
 
+    // The names of every id the entries run with, for the core's reasons.
+    for e in &config.entries {
+        let c = &e.spec.creds;
+        config.names.users.insert(c.uid, e.user.clone());
+        for g in std::iter::once(c.gid).chain(c.groups.iter().copied()) {
+            if let Some(n) = names.group_name(g) {
+                config.names.groups.insert(g, n);
+            }
+        }
+    }
+
     // Stable: problems of one line keep the order they were found in.
     diags.sort_by_key(|(index, d)| (*index, d.line));
     config.diagnostics = diags.into_iter().map(|(_, d)| d).collect();
@@ -289,6 +301,8 @@ pub struct Config {
     pub rejected: Vec<RejectedEntry>,
     /// Errors and warnings, in file/line order.
     pub diagnostics: Vec<Diagnostic>,
+    /// The names of the uids and gids the entries run with, as resolved.
+    pub names: IdNames,
 }
 
 impl Config {

@@ -114,16 +114,43 @@ pub fn policy() -> Policy {
         root: true,
         allow_root_services: false,
         allow_setuid_services: true,
+        controller_uid: 999,
+        controller_gid: 995,
+        users: vec![AllowedUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        }],
+        groups: vec![AllowedGroup {
+            name: "shadow".into(),
+            gid: 42,
+        }],
+        root_commands: vec![RootCommand {
+            path: "/usr/bin/id".into(),
+            argv: vec!["id".into(), "-u".into()],
+        }],
         unix_dirs: UnixDirs::Only(vec!["/run/inetd/sockets".into(), "/srv/s".into()]),
     }
 }
 
-/// A normal user's core, given no `--unix-dir`.
+/// A normal user's core, given no `--unix-dir`: it runs everything as
+/// itself.
 pub fn user_policy() -> Policy {
     Policy {
         root: false,
         allow_root_services: false,
         allow_setuid_services: false,
+        controller_uid: 7,
+        controller_gid: 7,
+        users: vec![AllowedUser {
+            name: "alice".into(),
+            uid: 7,
+            gid: 7,
+            groups: vec![7, 24],
+        }],
+        groups: vec![],
+        root_commands: vec![],
         unix_dirs: UnixDirs::AnyBut("/run/user/7/inetd".into()),
     }
 }
@@ -346,8 +373,7 @@ pub fn ctl_responses() -> Vec<(&'static str, CtlResponse)> {
                     uid: 0,
                     uptime_s: 100,
                     generation: 7,
-                    allow_root_services: false,
-                    allow_setuid_services: true,
+                    policy: policy(),
                     listeners: 10,
                     children: 2,
                 }),
