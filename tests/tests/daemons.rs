@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use inetd_tests::*;
 
@@ -179,6 +179,8 @@ struct Inetd {
     pid: i32,
     start: u64,
     exited: Option<ExitStatus>,
+    args: Vec<String>,
+    netns: bool,
 }
 
 impl Inetd {
@@ -211,6 +213,8 @@ impl Inetd {
             pid: 0,
             start: 0,
             exited: None,
+            args: core_args.iter().map(|s| s.to_string()).collect(),
+            netns,
             dir,
         };
         i.adopt();
@@ -257,8 +261,21 @@ impl Inetd {
 
     fn adopt(&mut self) {
         self.pid = i32::try_from(self.child.id()).unwrap();
-        self.start = start_time(self.pid).unwrap_or(0);
+        // The first core's start: what it started may outlive it, and is
+        // cleaned up with the rest.
+        if self.start == 0 {
+            self.start = start_time(self.pid).unwrap_or(0);
+        }
         self.exited = None;
+    }
+
+    /// Stops this core (SIGTERM, as a service manager does) and starts
+    /// another with the same configuration and arguments.
+    fn restart(&mut self) {
+        self.stop();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.child = Inetd::spawn(&self.dir, &args, self.netns);
+        self.adopt();
     }
 
     fn log(&self) -> String {
@@ -287,6 +304,17 @@ impl Inetd {
     /// Waits until the controller lists exactly `n` rows and each is in
     /// `state`; returns the rows.
     fn wait_rows(&mut self, n: usize, state: &str) -> Vec<serde_json::Value> {
+        self.wait_list(&format!("{n} rows {state}"), |rows| {
+            rows.len() == n && rows.iter().all(|r| r["state"] == state)
+        })
+    }
+
+    /// Waits until the controller's rows satisfy `pred`; returns them.
+    fn wait_list(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let mut last = None;
         let ok = wait_until(Duration::from_secs(20), || {
             if self.exit_status().is_some() {
@@ -295,14 +323,34 @@ impl Inetd {
             last = self.list();
             last.as_ref()
                 .and_then(|v| v["services"].as_array())
-                .is_some_and(|rows| rows.len() == n && rows.iter().all(|r| r["state"] == state))
+                .is_some_and(|rows| pred(rows))
         });
         assert!(
             ok && self.exited.is_none(),
-            "wanted {n} rows {state}; last list: {last:#?}; core log:\n{}",
+            "wanted {what}; last list: {last:#?}; core exit: {:?}; core log:\n{}",
+            self.exited,
             self.log()
         );
         last.unwrap()["services"].as_array().unwrap().clone()
+    }
+
+    /// Writes a new configuration, sends SIGHUP (the core forwards it to
+    /// the controller) and waits for a newer generation whose rows satisfy
+    /// `pred`.
+    fn reload(
+        &mut self,
+        conf: &str,
+        what: &str,
+        pred: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let generation = |i: &Inetd| i.list().map(|v| v["generation"].clone());
+        let before = generation(self);
+        write_file(&self.dir.join("inetd.conf"), conf.as_bytes());
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_for("a new generation", Duration::from_secs(20), || {
+            generation(self) != before
+        });
+        self.wait_list(what, pred)
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -767,6 +815,19 @@ fn proc_ids(pid: i32) -> Option<ProcIds> {
     })
 }
 
+/// The processes whose process group is `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            proc_stat(p).is_some_and(|st| {
+                st.first().map(String::as_str) != Some("Z")
+                    && st.get(2).and_then(|s| s.parse::<i32>().ok()) == Some(pgid)
+            })
+        })
+        .collect()
+}
+
 /// The live children of `pid`.
 fn live_children(pid: i32) -> Vec<i32> {
     children_of(pid)
@@ -776,20 +837,26 @@ fn live_children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Checks what runs while a transfer from `port` on 127.0.0.1 is in its
-/// middle: the wait server is root, its transfer child is tftpd's `-u`
-/// user, chrooted into `root`; then finishes the transfer and compares it
-/// with `blob`. Returns (wait server, transfer child).
-fn check_transfer_ids(inetd: &Inetd, port: u16, root: &Path, blob: &[u8]) -> (i32, i32) {
-    let tftp = user("tftp").expect("user tftp (made by tftpd-hpa's package)");
+/// A transfer of `blob.bin` from 127.0.0.1:`port` stopped after its first
+/// block (not acknowledged, so tftpd's transfer child waits for us), with
+/// the wait server that forked it and that child.
+fn stalled_transfer(inetd: &Inetd, port: u16) -> (TftpRead, i32, i32) {
     let t = TftpRead::start((Ipv4Addr::LOCALHOST, port).into(), "blob.bin");
-    // The first block has come, and is not acknowledged: the transfer
-    // child waits for us.
     let servers = inetd.children_named("in.tftpd");
     let (server, child) = servers
         .iter()
         .find_map(|&s| Some((s, *live_children(s).first()?)))
         .unwrap_or_else(|| panic!("no transfer child under {servers:?}"));
+    (t, server, child)
+}
+
+/// Checks what runs while a transfer from `port` on 127.0.0.1 is in its
+/// middle: the wait server is root, its transfer child is tftpd's `-u`
+/// user, chrooted into `root`; then finishes the transfer and compares it
+/// with `blob`.
+fn check_transfer_ids(inetd: &Inetd, port: u16, root: &Path, blob: &[u8]) {
+    let tftp = user("tftp").expect("user tftp (made by tftpd-hpa's package)");
+    let (t, server, child) = stalled_transfer(inetd, port);
     let ids = proc_ids(child).expect("the transfer child's ids");
     let want_uid = format!("{0} {0} {0} {0}", tftp.uid);
     let want_gid = format!("{0} {0} {0} {0}", tftp.gid);
@@ -806,7 +873,6 @@ fn check_transfer_ids(inetd: &Inetd, port: u16, root: &Path, blob: &[u8]) -> (i3
     let server_ids = proc_ids(server).expect("the wait server's ids");
     assert_eq!(server_ids.uid, "0 0 0 0", "the wait server runs as root");
     assert!(t.finish() == blob, "the transfer differs");
-    (server, child)
 }
 
 #[test]
@@ -840,4 +906,234 @@ fn tftpd_allowed_root_serves_a_binary_file_byte_for_byte() {
             "tftp {host} {port}: the file differs"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// tftpd-hpa pinned with --allow-root-command
+
+/// The pin for tftpd's line serving `root`: program path and whole argv.
+fn tftpd_pin(root: &Path) -> String {
+    format!("{TFTPD} in.tftpd -s {} -u tftp", root.display())
+}
+
+/// The inetd.conf line the pin allows, on `addr`:`port` with `protocol`.
+fn tftpd_line(addr: &str, port: u16, protocol: &str, root: &Path) -> String {
+    format!(
+        "{addr}:{port} dgram {protocol} wait root {TFTPD} in.tftpd -s {} -u tftp\n",
+        root.display()
+    )
+}
+
+/// The rows for `port`.
+fn rows_on(rows: &[serde_json::Value], port: u16) -> Vec<&serde_json::Value> {
+    rows.iter()
+        .filter(|r| r["port"].as_u64() == Some(u64::from(port)))
+        .collect()
+}
+
+#[test]
+fn tftpd_pinned_with_allow_root_command_serves_and_other_root_entries_are_refused() {
+    require_root!("in.tftpd starts as root: it chroots and drops to -u itself");
+    need(TFTPD, "tftpd-hpa");
+    need(TFTP, "tftp-hpa");
+    let (root, blob) = tftp_root("tftp-pin");
+    let (pinned, other_args, other_program) = (free_port(), free_port(), free_port());
+    let dir = root.path().display().to_string();
+    // The pinned line; the same program with one more argument (-c: create
+    // files, the reason a pin is the whole argv); another program as root.
+    let conf = format!(
+        "{}\
+         127.0.0.1:{other_args} dgram udp4 wait root {TFTPD} in.tftpd -c -s {dir} -u tftp\n\
+         127.0.0.1:{other_program} stream tcp4 nowait root /bin/cat cat\n",
+        tftpd_line(loopbacks(), pinned, "udp", root.path()),
+    );
+    let pin = tftpd_pin(root.path());
+    let mut inetd = Inetd::start(&conf, &["--allow-root-command", &pin]);
+    let rows = inetd.wait_list("the pinned rows listening, the others rejected", |rows| {
+        rows.len() == loopback_rows() + 2
+            && rows_on(rows, pinned)
+                .iter()
+                .all(|r| r["state"] == "listening")
+            && rows_on(rows, other_args)
+                .iter()
+                .all(|r| r["state"] == "rejected")
+            && rows_on(rows, other_program)
+                .iter()
+                .all(|r| r["state"] == "rejected")
+    });
+    // The reason names the flag and the exact command line that would pin
+    // the refused entry.
+    let reason = |port| {
+        rows_on(&rows, port)[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let r = reason(other_args);
+    assert!(
+        r.contains("--allow-root-command")
+            && r.contains(&format!("{TFTPD} in.tftpd -c -s {dir} -u tftp")),
+        "reason for the unpinned tftpd line: {r}"
+    );
+    let r = reason(other_program);
+    assert!(
+        r.contains("--allow-root-command") && r.contains("/bin/cat cat"),
+        "reason for /bin/cat as root: {r}"
+    );
+
+    // The pinned daemon serves, and takes its own capabilities back at
+    // exec (chroot) while the core keeps only its four.
+    check_transfer_ids(&inetd, pinned, root.path(), &blob);
+    let scratch = TempDir::new("tftp-pin-got");
+    for host in url_hosts() {
+        let host = host.trim_matches(['[', ']']);
+        let dest = scratch.join(format!("got-{host}"));
+        let r = tftp_get(host, pinned, "blob.bin", &dest);
+        assert!(
+            r.ok(),
+            "tftp {host} {pinned}: {r}\ncore log:\n{}",
+            inetd.log()
+        );
+        assert!(
+            fs::read(&dest).unwrap() == blob,
+            "tftp {host} {pinned}: the file differs"
+        );
+    }
+    assert_eq!(
+        proc_caps(inetd.pid, "CapPrm"),
+        Some(cap::mask(&[
+            cap::NET_BIND_SERVICE,
+            cap::SETUID,
+            cap::SETGID,
+            cap::KILL
+        ])),
+        "the core's permitted set with a pin"
+    );
+    // Nothing answers where the entry was refused.
+    let mut rrq = vec![0, 1];
+    rrq.extend_from_slice(b"blob.bin\0octet\0");
+    assert!(
+        udp_request(
+            (Ipv4Addr::LOCALHOST, other_args).into(),
+            &rrq,
+            Duration::from_millis(500)
+        )
+        .is_none(),
+        "the unpinned tftpd line answered"
+    );
+}
+
+/// Waits until no process of group `pgid` is left; returns how long that
+/// took, or panics after `limit`.
+fn wait_group_gone(inetd: &Inetd, pgid: i32, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    let mut left = Vec::new();
+    let gone = wait_until(limit, || {
+        left = group_members(pgid);
+        left.is_empty()
+    });
+    assert!(
+        gone,
+        "processes of group {pgid} still run after {limit:?}: {left:?}; core log:\n{}",
+        inetd.log()
+    );
+    t0.elapsed()
+}
+
+/// True when nothing holds UDP 127.0.0.1:`port`.
+fn udp4_port_free(port: u16) -> bool {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+#[test]
+fn a_pinned_tftpd_and_its_transfers_leave_with_its_listener() {
+    require_root!("in.tftpd starts as root: it chroots and drops to -u itself");
+    need(TFTPD, "tftpd-hpa");
+    need(TFTP, "tftp-hpa");
+    // The core's grace period between SIGTERM and SIGKILL, and a margin
+    // for a loaded host.
+    let limit = Duration::from_secs(5) + Duration::from_secs(3);
+    let (one, blob_one) = tftp_root("tftp-one");
+    let (two, blob_two) = tftp_root("tftp-two");
+    let port = free_port();
+    let line_one = tftpd_line("127.0.0.1", port, "udp4", one.path());
+    let line_two = tftpd_line("127.0.0.1", port, "udp4", two.path());
+    let pins = [tftpd_pin(one.path()), tftpd_pin(two.path())];
+    let mut inetd = Inetd::start(
+        &line_one,
+        &[
+            "--allow-root-command",
+            &pins[0],
+            "--allow-root-command",
+            &pins[1],
+        ],
+    );
+    inetd.wait_rows(1, "listening");
+    let scratch = TempDir::new("tftp-life");
+    let fetch = |tag: &str| {
+        let dest = scratch.join(tag);
+        let r = tftp_get("127.0.0.1", port, "blob.bin", &dest);
+        assert!(r.ok(), "tftp after {tag}: {r}");
+        fs::read(&dest).unwrap()
+    };
+    let serving = |rows: &[serde_json::Value]| {
+        rows.len() == 1 && (rows[0]["state"] == "listening" || rows[0]["state"] == "waiting")
+    };
+
+    // A change of the entry (another -s): the server with the old
+    // arguments and its transfer leave; the next request gets the new one.
+    let (t, server, child) = stalled_transfer(&inetd, port);
+    assert_eq!(
+        group_members(server).len(),
+        2,
+        "server {server} and transfer {child}"
+    );
+    inetd.reload(&line_two, "the changed entry", serving);
+    let took = wait_group_gone(&inetd, server, limit);
+    drop(t);
+    assert!(
+        fetch("changed") == blob_two,
+        "the changed entry served the old directory"
+    );
+    eprintln!("change: the old server's group left in {took:?}");
+
+    // Removal: the server and its transfer leave, and the port is free.
+    let (t, server, _) = stalled_transfer(&inetd, port);
+    inetd.reload("# nothing\n", "no rows", |rows| rows.is_empty());
+    let took = wait_group_gone(&inetd, server, limit);
+    drop(t);
+    assert!(
+        udp4_port_free(port),
+        "UDP {port} is still held after removal"
+    );
+    eprintln!("removal: the server's group left in {took:?}");
+
+    // Core stop: the server and its transfer leave with the core, and a
+    // new core binds the port at once (no failed bind, no retry).
+    inetd.reload(&line_one, "the entry back", |rows| {
+        rows.len() == 1 && rows[0]["state"] == "listening"
+    });
+    let (t, server, _) = stalled_transfer(&inetd, port);
+    let t0 = Instant::now();
+    inetd.signal(nix::sys::signal::Signal::SIGTERM);
+    wait_group_gone(&inetd, server, limit);
+    assert!(
+        wait_until(limit, || inetd.exit_status().is_some()),
+        "the core did not exit; log:\n{}",
+        inetd.log()
+    );
+    let took = t0.elapsed();
+    drop(t);
+    assert!(
+        udp4_port_free(port),
+        "UDP {port} is still held after the core stopped"
+    );
+    eprintln!("core stop: the server's group and the core left in {took:?}");
+    inetd.restart();
+    let rows = inetd.wait_rows(1, "listening");
+    assert!(
+        rows[0]["last_error"].is_null(),
+        "the restarted core failed a bind: {rows:#?}"
+    );
+    assert!(fetch("restarted") == blob_one, "the restarted core's tftpd");
 }
