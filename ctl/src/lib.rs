@@ -10,6 +10,7 @@ pub mod config;
 pub mod corelink;
 pub mod ctlserver;
 pub mod daemon;
+pub mod hosts;
 pub mod json;
 pub mod logger;
 pub mod paths;

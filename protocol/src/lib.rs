@@ -18,7 +18,7 @@
 //!
 //! Enums here are append-only: a new variant goes at the end, and any change
 //! to the encoding bumps [`PROTOCOL_VERSION`] together with the golden-bytes
-//! test in `tests/golden.rs`.
+//! test in `tests/codec.rs`.
 #![forbid(unsafe_code)]
 
 pub mod codec;
@@ -34,7 +34,7 @@ pub use types::*;
 
 /// Version of both links. Core, controller and inetctl ship together; a
 /// mismatch is an error that names both numbers.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame payload accepted on any link: 16 MiB. Enough for
 /// [`MAX_LISTENERS`] listeners with long argv; refused before allocation.

@@ -42,8 +42,14 @@ fn row(state: RowState) -> ServiceRow {
             acl: 1,
             rate: 2,
             per_source: 3,
-            max_children: 4,
         },
+        at_max_children: 4,
+        limits: Some(RowLimits {
+            max_children: Some(256),
+            per_minute: None,
+            per_source_per_minute: Some(10),
+            per_source_children: None,
+        }),
         last_error: Some("exec failed".into()),
         warnings: vec!["w".into()],
     }

@@ -590,11 +590,12 @@ pub fn inet_spec(addr: IpAddr, port: u16, mode: IpMode, socket_type: SocketType)
     }
 }
 
-/// Limits that never pause or refuse (for tests that make many
-/// connections quickly): zero is unlimited everywhere.
+/// Limits that never pause, refuse or hold a connection (for tests that
+/// make many connections quickly): zero is unlimited everywhere.
 pub fn no_limits() -> Limits {
     Limits {
         max_per_minute: 0,
+        max_children: 0,
         ..Limits::default()
     }
 }

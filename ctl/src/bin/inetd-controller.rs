@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{geteuid, getgid, getgroups, getuid};
 
 use inetd_ctl::admin::{Admins, FilesDb, GroupDb};
-use inetd_ctl::config::{self, NameSources};
+use inetd_ctl::config::{self, AccessFiles, NameSources, SourcePrefix};
 use inetd_ctl::corelink::adopt_core_fd;
 use inetd_ctl::ctlserver::{self, Dispatch};
 use inetd_ctl::daemon::{CoreTarget, Daemon, Event, Settings};
@@ -67,6 +67,15 @@ struct Args {
     /// Read groups from FILE instead of NSS.
     #[arg(long, value_name = "FILE")]
     group: Option<PathBuf>,
+    /// Per-source limits group clients by these prefix lengths (IPv4,IPv6).
+    #[arg(long, value_name = "V4,V6", default_value = "32,128")]
+    source_prefix: SourcePrefix,
+    /// The tcpwrappers allow file (hosts_access(5)); missing means empty.
+    #[arg(long, value_name = "FILE", default_value = config::access::DEFAULT_HOSTS_ALLOW)]
+    hosts_allow: PathBuf,
+    /// The tcpwrappers deny file (hosts_access(5)); missing means empty.
+    #[arg(long, value_name = "FILE", default_value = config::access::DEFAULT_HOSTS_DENY)]
+    hosts_deny: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -146,7 +155,11 @@ fn run(args: Args, core: CoreTarget) -> Result<(), String> {
     } else {
         args.config.clone()
     };
-    let start_config = config::load(&config_paths, &names)
+    let access = AccessFiles {
+        allow: args.hosts_allow.clone(),
+        deny: args.hosts_deny.clone(),
+    };
+    let start_config = config::load_all(&config_paths, &names, &access, args.source_prefix)
         .map_err(|e| format!("cannot read the configuration: {e}"))?;
 
     let control_path = args.control_socket.clone().unwrap_or_else(|| {
@@ -188,6 +201,8 @@ fn run(args: Args, core: CoreTarget) -> Result<(), String> {
         Settings {
             config_paths,
             names,
+            access,
+            source_prefix: args.source_prefix,
             core,
             admin_group: args.admin_group.clone(),
             me,

@@ -1,0 +1,245 @@
+//! Compiles `hosts.allow` and `hosts.deny` for one daemon name into the
+//! address list the core checks.
+//!
+//! tcpd's decision for a client is: the first matching rule of hosts.allow,
+//! then of hosts.deny, decides (by its file, or by its `allow`/`deny`
+//! option); no match allows. Walking the rules in that order over sets of
+//! addresses gives the exact set of clients denied, which becomes a list of
+//! prefixes (or of its complement, whichever is shorter). A rule with a
+//! problem that could decide something for this daemon makes the whole
+//! compilation fail: an access list that cannot be compiled faithfully is
+//! never turned into something looser, or stricter, than tcpd's.
+
+use std::net::IpAddr;
+
+use inetd_protocol::{Acl, AclRule, MAX_ACL_RULES};
+
+use super::addrset::AddrSet;
+use super::{ClientPattern, DaemonPattern, HostsFile, List, Problem, Rule, Verdict};
+
+/// Which peers a listener can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Families {
+    V4,
+    V6,
+    /// A dual-stack socket, or a listener with no address at all (a unix
+    /// socket), for which every rule that could apply counts.
+    Both,
+}
+
+/// A rule: which file (index into the files compiled), which rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleRef {
+    pub file: usize,
+    pub rule: usize,
+}
+
+/// A compiled access list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// `None` when every client is allowed.
+    pub acl: Option<Acl>,
+    /// Every client denied.
+    pub denied: AddrSet,
+    /// The rules that decided something, in order.
+    pub used: Vec<RuleRef>,
+    /// The first rule that denied a client.
+    pub first_deny: Option<RuleRef>,
+}
+
+/// Why an access list cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// A rule that may apply to this daemon has a problem.
+    Rule { rule: RuleRef, problem: Problem },
+    /// The list would need more rules than the core accepts.
+    TooLarge { rules: usize },
+}
+
+/// Whether a daemon list matches `name`: `None` when a pattern that cannot
+/// be checked decides it.
+pub fn daemon_list_matches(l: &List<DaemonPattern>, name: &str) -> Option<bool> {
+    let mut base = Some(false);
+    for item in &l.items {
+        match item.matches(name) {
+            Some(true) => {
+                base = Some(true);
+                break;
+            }
+            None => base = None,
+            Some(false) => {}
+        }
+    }
+    if base == Some(false) {
+        return Some(false);
+    }
+    let except = match &l.except {
+        None => Some(false),
+        Some(e) => daemon_list_matches(e, name),
+    };
+    match (base, except) {
+        (_, Some(true)) => Some(false),
+        (Some(true), Some(false)) => Some(true),
+        _ => None,
+    }
+}
+
+/// The clients a list matches, or the first problem in it.
+pub fn client_set(l: &List<ClientPattern>) -> Result<AddrSet, Problem> {
+    let mut set = AddrSet::empty();
+    for item in &l.items {
+        match item {
+            ClientPattern::Addrs(a) => set = set.union(a),
+            ClientPattern::Problem(p) => return Err(p.clone()),
+        }
+    }
+    if let Some(e) = &l.except {
+        set = set.difference(&client_set(e)?);
+    }
+    Ok(set)
+}
+
+fn rule_set(r: &Rule) -> Result<AddrSet, Problem> {
+    match &r.problem {
+        Some(p) => Err(p.clone()),
+        None => client_set(&r.clients),
+    }
+}
+
+/// Compiles `files` (hosts.allow first, then hosts.deny) for the daemon
+/// `name`, for a listener whose peers are of `families`.
+pub fn compile(files: &[HostsFile], name: &str, families: Families) -> Result<Compiled, Blocked> {
+    let universe = match families {
+        Families::V4 => AddrSet::universe(true, false),
+        Families::V6 => AddrSet::universe(false, true),
+        Families::Both => AddrSet::all(),
+    };
+    let mut remaining = universe.clone();
+    let mut denied = AddrSet::empty();
+    let mut used = Vec::new();
+    let mut first_deny = None;
+    'files: for (fi, f) in files.iter().enumerate() {
+        for (ri, r) in f.rules.iter().enumerate() {
+            if remaining.is_empty() {
+                // Every client is decided: later rules cannot matter.
+                break 'files;
+            }
+            let rule = RuleRef { file: fi, rule: ri };
+            let set = match (daemon_list_matches(&r.daemons, name), rule_set(r)) {
+                (Some(false), _) => continue,
+                (Some(true), Ok(s)) => s,
+                (None, Ok(s)) if s.intersect(&remaining).is_empty() => continue,
+                _ => {
+                    return Err(Blocked::Rule {
+                        rule,
+                        problem: r.first_problem().unwrap_or_default(),
+                    })
+                }
+            };
+            let hit = set.intersect(&remaining);
+            if hit.is_empty() {
+                continue;
+            }
+            used.push(rule);
+            if r.verdict == Verdict::Deny {
+                denied = denied.union(&hit);
+                first_deny.get_or_insert(rule);
+            }
+            remaining = remaining.difference(&hit);
+        }
+    }
+    let acl = if denied.is_empty() {
+        None
+    } else {
+        let allowed = universe.difference(&denied);
+        let (deny_n, allow_n) = (denied.prefix_count(), allowed.prefix_count());
+        // Whichever is shorter: the denied prefixes with everything else
+        // allowed, or the allowed ones with everything else denied. Peers of
+        // a family the listener cannot have never reach either.
+        let (set, allow) = if allow_n < deny_n {
+            (&allowed, true)
+        } else {
+            (&denied, false)
+        };
+        let rules: Vec<AclRule> = set
+            .prefixes()
+            .into_iter()
+            .map(|(addr, prefix)| AclRule {
+                addr,
+                prefix,
+                allow,
+            })
+            .collect();
+        if rules.len() > MAX_ACL_RULES {
+            return Err(Blocked::TooLarge { rules: rules.len() });
+        }
+        Some(Acl {
+            rules,
+            default_allow: !allow,
+        })
+    };
+    Ok(Compiled {
+        acl,
+        denied,
+        used,
+        first_deny,
+    })
+}
+
+/// Whether an access list admits `peer`, as the core decides: the first
+/// rule whose prefix holds the (unmapped) peer decides; `None` allows all.
+pub fn acl_allows(acl: Option<&Acl>, peer: IpAddr) -> bool {
+    let Some(acl) = acl else { return true };
+    let peer = super::addrset::unmap(peer);
+    for r in &acl.rules {
+        if AddrSet::prefix(r.addr, r.prefix).contains(peer) {
+            return r.allow;
+        }
+    }
+    acl.default_allow
+}
+
+/// Whether a client list matches `peer`, as tcpd's `list_match`: `None`
+/// when a pattern that cannot be checked comes before the decision.
+fn client_list_matches(l: &List<ClientPattern>, peer: IpAddr) -> Option<bool> {
+    let mut matched = false;
+    for item in &l.items {
+        match item {
+            ClientPattern::Addrs(a) if a.contains(peer) => {
+                matched = true;
+                break;
+            }
+            ClientPattern::Addrs(_) => {}
+            ClientPattern::Problem(_) => return None,
+        }
+    }
+    if !matched {
+        return Some(false);
+    }
+    match &l.except {
+        None => Some(true),
+        Some(e) => client_list_matches(e, peer).map(|m| !m),
+    }
+}
+
+/// tcpd's decision for one client, rule by rule, without sets: `None` when
+/// it cannot be told. The reference the compiler is tested against.
+pub fn evaluate(files: &[HostsFile], name: &str, peer: IpAddr) -> Option<bool> {
+    for f in files {
+        for r in &f.rules {
+            let daemon = daemon_list_matches(&r.daemons, name);
+            if daemon == Some(false) {
+                continue;
+            }
+            if r.problem.is_some() {
+                return None;
+            }
+            match (daemon, client_list_matches(&r.clients, peer)?) {
+                (_, false) => continue,
+                (None, true) => return None,
+                (_, true) => return Some(r.verdict == Verdict::Allow),
+            }
+        }
+    }
+    Some(true)
+}
