@@ -16,8 +16,14 @@ use std::time::{Duration, Instant};
 
 use inetd_tests::*;
 
-/// A Hello { version: 1 } frame for printf: length 8, variant 0, version 1.
-const HELLO: &str = r"\000\000\000\010\000\000\000\000\001\000\000\000";
+/// A Hello frame of this protocol version, as octal escapes for printf.
+fn hello() -> String {
+    let frame = inetd_protocol::encode_frame(&inetd_protocol::CoreRequest::Hello {
+        version: inetd_protocol::PROTOCOL_VERSION,
+    })
+    .expect("a Hello encodes");
+    frame.iter().map(|b| format!("\\{b:03o}")).collect()
+}
 
 /// Held while files that will be executed are written and while processes
 /// are spawned: a fork in one test thread while another holds a file open
@@ -107,10 +113,11 @@ fn read(p: &Path) -> String {
 fn starts_the_controller_dropped_with_fd_3_and_forwards_signals() {
     require_root!("the controller runs as the inetd user");
     let ctl = user("inetd").expect("user inetd");
+    let hello = hello();
     let body = format!(
         r#"trap 'echo HUP >> $OUT/signals' HUP
 trap 'echo TERM >> $OUT/signals; exit 0' TERM
-printf '{HELLO}' >&3
+printf '{hello}' >&3
 {{ echo "args: $*"; env | cut -d= -f1 | sort | tr '\n' ' '; echo; grep -E '^(Uid|Gid|NoNewPrivs|CapEff|SigBlk)' /proc/self/status; ls -l /proc/self/fd/; }} > $OUT/info 2>&1
 echo ready > $OUT/ready
 while :; do sleep 0.05; done"#
@@ -173,7 +180,8 @@ fn gives_up_with_exit_1_after_three_early_failures() {
 #[test]
 fn a_controller_that_dies_after_hello_is_restarted_without_limit() {
     require_root!("the controller runs as the inetd user");
-    let body = format!("printf '{HELLO}' >&3\necho started >> $OUT/starts\nsleep 0.2\nexit 1");
+    let hello = hello();
+    let body = format!("printf '{hello}' >&3\necho started >> $OUT/starts\nsleep 0.2\nexit 1");
     let s = Setup::new(&body);
     let mut core = s.start(&[]);
     // Three deaths after Hello: not "failed before reaching the core", so
