@@ -168,6 +168,7 @@ pub fn apply(config: &mut Config, files: &[HostsFile]) {
     let mut rejected: BTreeMap<(String, u32), String> = BTreeMap::new();
     let mut warned: BTreeSet<(String, u32, String)> = BTreeSet::new();
     let mut entry_warnings: Vec<Diagnostic> = Vec::new();
+    let mut memo: BTreeMap<(Vec<u8>, Families), Result<hosts::Compiled, Blocked>> = BTreeMap::new();
 
     for e in &mut config.entries {
         let name = daemon_name(&e.spec.action);
@@ -179,7 +180,14 @@ pub fn apply(config: &mut Config, files: &[HostsFile]) {
                 entry_warnings.push(Diagnostic::warning(&key.0, key.1, text));
             }
         };
-        match hosts::compile(files, &name, families) {
+        // Listeners to which the same rules apply, for the same families,
+        // share their list: a large configuration compiles each once.
+        let shared = (hosts::applicable(files, &name), families);
+        let compiled = memo
+            .entry(shared)
+            .or_insert_with(|| hosts::compile(files, &name, families))
+            .clone();
+        match compiled {
             Err(Blocked::Rule { rule, problem }) => {
                 if wrapped_by_tcpd(&e.spec.action) && !matches!(check, Check::Never(_)) {
                     left_to_tcpd.entry(rule).or_default().insert(name.clone());

@@ -46,9 +46,8 @@ impl RangeSet {
         i > 0 && self.ranges[i - 1].1 >= x
     }
 
-    /// Sorts and merges overlapping or adjacent ranges.
-    fn normalize(mut ranges: Vec<(u128, u128)>) -> RangeSet {
-        ranges.sort_unstable();
+    /// Merges overlapping or adjacent ranges of a sorted list.
+    fn join(ranges: Vec<(u128, u128)>) -> RangeSet {
         let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
         for (lo, hi) in ranges {
             match out.last_mut() {
@@ -64,9 +63,20 @@ impl RangeSet {
     }
 
     pub fn union(&self, other: &RangeSet) -> RangeSet {
-        let mut all = self.ranges.clone();
-        all.extend_from_slice(&other.ranges);
-        RangeSet::normalize(all)
+        // Both are sorted: merge them in one pass, then join neighbours.
+        let (a, b) = (&self.ranges, &other.ranges);
+        let mut merged = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            if j == b.len() || (i < a.len() && a[i] <= b[j]) {
+                merged.push(a[i]);
+                i += 1;
+            } else {
+                merged.push(b[j]);
+                j += 1;
+            }
+        }
+        RangeSet::join(merged)
     }
 
     pub fn intersect(&self, other: &RangeSet) -> RangeSet {

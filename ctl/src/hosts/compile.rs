@@ -18,7 +18,7 @@ use super::addrset::AddrSet;
 use super::{ClientPattern, DaemonPattern, HostsFile, List, Problem, Rule, Verdict};
 
 /// Which peers a listener can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Families {
     V4,
     V6,
@@ -82,6 +82,21 @@ pub fn daemon_list_matches(l: &List<DaemonPattern>, name: &str) -> Option<bool> 
         (Some(true), Some(false)) => Some(true),
         _ => None,
     }
+}
+
+/// How every rule of `files` applies to the daemon `name`, one byte per
+/// rule (0 no, 1 yes, 2 cannot be told): two names with the same bytes get
+/// the same compiled list.
+pub fn applicable(files: &[HostsFile], name: &str) -> Vec<u8> {
+    files
+        .iter()
+        .flat_map(|f| f.rules.iter())
+        .map(|r| match daemon_list_matches(&r.daemons, name) {
+            Some(false) => 0,
+            Some(true) => 1,
+            None => 2,
+        })
+        .collect()
 }
 
 /// The clients a list matches, or the first problem in it.

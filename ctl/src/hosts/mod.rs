@@ -43,7 +43,9 @@ mod compile;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use addrset::AddrSet;
-pub use compile::{acl_allows, compile, evaluate, Blocked, Compiled, Families, RuleRef};
+pub use compile::{
+    acl_allows, applicable, compile, evaluate, Blocked, Compiled, Families, RuleRef,
+};
 
 /// What a matching rule decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
