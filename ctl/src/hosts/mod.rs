@@ -179,7 +179,7 @@ fn logical_lines(text: &str) -> (Lines, Lines) {
             continue;
         }
         acc.push_str(line);
-        if last {
+        if last && !acc.starts_with('#') && !acc.chars().all(is_sep) {
             notes.push((
                 n,
                 "the last line has no newline: tcpd skips such a line, this rule is read anyway"
@@ -209,7 +209,8 @@ fn split_at(s: &str, delim: char) -> Option<(&str, &str)> {
     for (i, c) in s.char_indices() {
         match c {
             '[' => depth += 1,
-            ']' => depth -= 1,
+            // A stray `]` does not hide the separators after it.
+            ']' => depth = (depth - 1).max(0),
             c if c == delim && depth == 0 => return Some((&s[..i], &s[i + c.len_utf8()..])),
             _ => {}
         }
@@ -492,10 +493,15 @@ fn options_verdict(text: &str, default: Verdict) -> (Verdict, Vec<String>) {
     if text.trim().is_empty() {
         return (default, notes);
     }
+    // Empty options (a trailing colon, `::`) say nothing.
     let opts: Vec<String> = split_options(text)
         .into_iter()
         .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
         .collect();
+    if opts.is_empty() {
+        return (default, notes);
+    }
     let mut verdict = default;
     let mut refuse: Option<String> = None;
     let mut ignored: Vec<String> = Vec::new();
@@ -528,7 +534,6 @@ fn options_verdict(text: &str, default: Verdict) -> (Verdict, Vec<String>) {
             }
             "spawn" | "severity" | "setenv" | "umask" | "user" | "nice" | "keepalive"
             | "linger" | "rfc931" | "banners" => ignored.push(keyword),
-            "" if i == last && opt.is_empty() => {}
             _ => {
                 let shown: String = opt.chars().take(40).collect();
                 refuse.get_or_insert(format!(

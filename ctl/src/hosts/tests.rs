@@ -228,6 +228,17 @@ fn comments_blank_lines_continuations_and_line_numbers() {
 }
 
 #[test]
+fn file_ends_and_stray_brackets() {
+    // A last comment or blank line without a newline is nothing to note.
+    assert!(allow("ALL: ALL\n# end").notes.is_empty());
+    assert!(allow("ALL: ALL\n  ").notes.is_empty());
+    // A stray closing bracket does not hide the separator after it.
+    let f = allow("a]: 10.\n");
+    assert!(f.rules[0].first_problem().is_none());
+    assert_eq!(daemon_list_matches(&f.rules[0].daemons, "a]"), Some(true));
+}
+
+#[test]
 fn a_line_without_a_separator_is_a_problem_of_its_rule() {
     let f = allow("ok: ALL\nin.fingerd 192.0.2.1\n: ALL\nsshd:\n");
     assert_eq!(f.rules.len(), 4);
@@ -288,6 +299,9 @@ fn options_decide_the_verdict() {
     assert_eq!(verdict, Verdict::Deny);
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(v("ALL: ALL:").0, Verdict::Allow, "an empty options field");
+    assert_eq!(deny("ALL: ALL: allow:\n").rules[0].verdict, Verdict::Allow);
+    assert_eq!(v("ALL: ALL: :: deny").0, Verdict::Deny);
+    assert!(v("ALL: ALL: :: deny").1.is_empty());
 }
 
 /// hosts.allow then hosts.deny, first match, default allow.
