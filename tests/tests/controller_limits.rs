@@ -246,7 +246,13 @@ fn inetctl_check_reports_limits_and_access_list_problems_with_file_and_line() {
 #[test]
 fn list_json_shows_limits_counters_and_rejects_an_access_list_on_a_wait_stream_service() {
     let d = scratch("list-acl");
-    let (p1, p2, p3, p4) = (free_port(), free_port(), free_port(), free_port());
+    let (p1, p2, p3, p4, p5) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     write(
         &d,
         "inetd.conf",
@@ -254,11 +260,16 @@ fn list_json_shows_limits_counters_and_rejects_an_access_list_on_a_wait_stream_s
             "127.0.0.1:{p1} stream tcp4 nowait nobody /bin/cat cat\n\
              127.0.0.1:{p2} stream tcp4 nowait.40 nobody /bin/cat other\n\
              127.0.0.1:{p3} stream tcp4 nowait/20/5/2 nobody /bin/cat other\n\
-             127.0.0.1:{p4} stream tcp4 wait nobody /bin/cat identd\n"
+             127.0.0.1:{p4} stream tcp4 wait nobody /bin/cat identd\n\
+             127.0.0.1:{p5} dgram udp4 wait nobody /bin/cat tftpd\n"
         ),
     );
     write(&d, "hosts.allow", "other: ALL\n");
-    let deny = write(&d, "hosts.deny", "identd: 192.0.2.1\ncat: 127.0.0.1\n");
+    let deny = write(
+        &d,
+        "hosts.deny",
+        "identd, tftpd: 192.0.2.1\ncat: 127.0.0.1\n",
+    );
     let (_core, _controller) = start(&d);
     wait_for("the listeners", Duration::from_secs(15), || {
         list_json(&d).is_some_and(|v| row(&v, p1)["state"] == "listening")
@@ -298,6 +309,16 @@ fn list_json_shows_limits_counters_and_rejects_an_access_list_on_a_wait_stream_s
     assert!(
         TcpStream::connect(("127.0.0.1", p4)).is_err(),
         "never run unfiltered"
+    );
+    // A dgram service gets its list, with a warning on its row (whatever
+    // the core makes of the list).
+    let r5 = row(&v, p5);
+    assert!(
+        r5["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("checked on the datagram that starts the server")),
+        "{r5:#}"
     );
     // The documented key order around the new keys.
     let raw = text(&inetctl(&d, &["list", "--json"]).stdout);
