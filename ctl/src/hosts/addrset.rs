@@ -46,6 +46,12 @@ impl RangeSet {
         i > 0 && self.ranges[i - 1].1 >= x
     }
 
+    /// The union of any ranges, in any order.
+    pub fn from_ranges(mut ranges: Vec<(u128, u128)>) -> RangeSet {
+        ranges.sort_unstable();
+        RangeSet::join(ranges)
+    }
+
     /// Merges overlapping or adjacent ranges of a sorted list.
     fn join(ranges: Vec<(u128, u128)>) -> RangeSet {
         let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
@@ -273,6 +279,19 @@ impl AddrSet {
         AddrSet {
             v4: self.v4.union(&o.v4),
             v6: self.v6.union(&o.v6),
+        }
+    }
+
+    /// The union of many sets at once.
+    pub fn union_all<'a>(sets: impl IntoIterator<Item = &'a AddrSet>) -> AddrSet {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for s in sets {
+            v4.extend_from_slice(&s.v4.ranges);
+            v6.extend_from_slice(&s.v6.ranges);
+        }
+        AddrSet {
+            v4: RangeSet::from_ranges(v4),
+            v6: RangeSet::from_ranges(v6),
         }
     }
 

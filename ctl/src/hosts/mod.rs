@@ -220,10 +220,27 @@ fn split_at(s: &str, delim: char) -> Option<(&str, &str)> {
 
 /// Tokens of a list, `[...]` around a whole token removed (as tcpd's
 /// `list_match` does), split into the list and its `EXCEPT` parts.
-fn parse_list<T>(text: &str, item: &dyn Fn(&str) -> T) -> List<T> {
-    let tokens: Vec<&str> = text.split(is_sep).filter(|t| !t.is_empty()).collect();
-    build_list(&tokens, item)
+///
+/// Lists nest once per `EXCEPT`; past [`MAX_EXCEPT`] the rest of the list is
+/// dropped and the second value is true (a problem of the rule), so no
+/// input can make the recursion over a list deep.
+fn parse_list<T>(text: &str, item: &dyn Fn(&str) -> T) -> (List<T>, bool) {
+    let mut tokens: Vec<&str> = text.split(is_sep).filter(|t| !t.is_empty()).collect();
+    let mut excepts = 0;
+    let cut = tokens.iter().position(|t| {
+        if t.eq_ignore_ascii_case("EXCEPT") {
+            excepts += 1;
+        }
+        excepts > MAX_EXCEPT
+    });
+    if let Some(i) = cut {
+        tokens.truncate(i);
+    }
+    (build_list(&tokens, item), cut.is_some())
 }
+
+/// Most `EXCEPT`s in one list. Real files use one or two.
+pub const MAX_EXCEPT: usize = 32;
 
 fn build_list<T>(tokens: &[&str], item: &dyn Fn(&str) -> T) -> List<T> {
     let split = tokens.iter().position(|t| t.eq_ignore_ascii_case("EXCEPT"));
@@ -571,7 +588,7 @@ pub fn parse(name: &str, data: &[u8], default: Verdict) -> HostsFile {
             None => {
                 rules.push(Rule {
                     line,
-                    daemons: parse_list(&l, &daemon_pattern),
+                    daemons: parse_list(&l, &daemon_pattern).0,
                     clients: List {
                         items: vec![],
                         except: None,
@@ -591,8 +608,10 @@ pub fn parse(name: &str, data: &[u8], default: Verdict) -> HostsFile {
             None => (rest, ""),
         };
         let (verdict, mut notes) = options_verdict(options, default);
-        let daemons = parse_list(daemons_text, &daemon_pattern);
-        let clients = parse_list(clients_text, &client_pattern);
+        let (daemons, deep_d) = parse_list(daemons_text, &daemon_pattern);
+        let (clients, deep_c) = parse_list(clients_text, &client_pattern);
+        let problem =
+            (deep_d || deep_c).then(|| format!("more than {MAX_EXCEPT} EXCEPTs in one list"));
         if daemons.items.is_empty() {
             file_notes.push((
                 line,
@@ -607,7 +626,7 @@ pub fn parse(name: &str, data: &[u8], default: Verdict) -> HostsFile {
             daemons,
             clients,
             verdict,
-            problem: None,
+            problem,
             notes,
         });
     }

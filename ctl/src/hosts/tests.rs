@@ -506,6 +506,40 @@ fn compiled_lists_agree_with_the_reference() {
 }
 
 #[test]
+fn long_lists_and_deep_except_nesting_stay_cheap() {
+    // 50,000 addresses in one list: one sort, not a union per item.
+    let list: String = (0..50_000u32)
+        .map(|i| format!("{} ", std::net::Ipv4Addr::from(0x0a00_0000 + 3 * i)))
+        .collect();
+    let f = deny(&format!("ALL: {list}\n"));
+    assert_eq!(
+        client_set(&f.rules[0].clients).unwrap().prefix_count(),
+        50_000
+    );
+    // 100,000 nested EXCEPTs would overflow a thread's stack: past the
+    // bound the rule is a problem, and its lists stay shallow.
+    let deep = "ALL EXCEPT ".repeat(100_000);
+    let f = deny(&format!("{deep}a: {deep}10.\n"));
+    let p = f.rules[0].first_problem().unwrap();
+    assert!(p.contains("more than 32 EXCEPTs"), "{p}");
+    let mut depth = 0;
+    let mut l = Some(&f.rules[0].clients);
+    while let Some(x) = l {
+        depth += 1;
+        l = x.except.as_deref();
+    }
+    assert_eq!(depth, MAX_EXCEPT + 1);
+    assert!(matches!(
+        compile(&[f], "a", Families::Both),
+        Err(Blocked::Rule { .. })
+    ));
+    // Exactly the bound is fine.
+    let ok = "ALL EXCEPT ".repeat(MAX_EXCEPT);
+    let f = deny(&format!("a: {ok}10.\n"));
+    assert!(f.rules[0].first_problem().is_none());
+}
+
+#[test]
 fn glob_matches_like_fnmatch() {
     assert!(glob("*", ""));
     assert!(glob("in.*", "in.fingerd"));
