@@ -59,9 +59,13 @@ pub enum Blocked {
 /// Whether a daemon list matches `name`: `None` when a pattern that cannot
 /// be checked decides it.
 pub fn daemon_list_matches(l: &List<DaemonPattern>, name: &str) -> Option<bool> {
+    list_matches_lowercase(l, &name.to_ascii_lowercase())
+}
+
+fn list_matches_lowercase(l: &List<DaemonPattern>, name: &str) -> Option<bool> {
     let mut base = Some(false);
     for item in &l.items {
-        match item.matches(name) {
+        match item.matches_lowercase(name) {
             Some(true) => {
                 base = Some(true);
                 break;
@@ -75,7 +79,7 @@ pub fn daemon_list_matches(l: &List<DaemonPattern>, name: &str) -> Option<bool> 
     }
     let except = match &l.except {
         None => Some(false),
-        Some(e) => daemon_list_matches(e, name),
+        Some(e) => list_matches_lowercase(e, name),
     };
     match (base, except) {
         (_, Some(true)) => Some(false),
@@ -142,8 +146,11 @@ pub fn compile(files: &[HostsFile], name: &str, families: Families) -> Result<Co
                 break 'files;
             }
             let rule = RuleRef { file: fi, rule: ri };
-            let set = match (daemon_list_matches(&r.daemons, name), rule_set(r)) {
-                (Some(false), _) => continue,
+            let daemon = daemon_list_matches(&r.daemons, name);
+            if daemon == Some(false) {
+                continue;
+            }
+            let set = match (daemon, rule_set(r)) {
                 (Some(true), Ok(s)) => s,
                 (None, Ok(s)) if s.intersect(&remaining).is_empty() => continue,
                 _ => {
@@ -209,7 +216,20 @@ pub fn acl_allows(acl: Option<&Acl>, peer: IpAddr) -> bool {
     let Some(acl) = acl else { return true };
     let peer = super::addrset::unmap(peer);
     for r in &acl.rules {
-        if AddrSet::prefix(r.addr, r.prefix).contains(peer) {
+        let within = match (r.addr, peer) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(r.prefix.min(32)));
+                let mask = mask.unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(r.prefix.min(128)));
+                let mask = mask.unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        };
+        if within {
             return r.allow;
         }
     }

@@ -319,15 +319,19 @@ impl DaemonPattern {
     /// Whether the pattern matches `name`, as tcpd's `string_match`:
     /// `Some(true)`, `Some(false)`, or `None` when it cannot be told.
     pub fn matches(&self, name: &str) -> Option<bool> {
-        let name = name.to_ascii_lowercase();
+        self.matches_lowercase(&name.to_ascii_lowercase())
+    }
+
+    /// [`DaemonPattern::matches`] for a name already in lowercase.
+    pub fn matches_lowercase(&self, name: &str) -> Option<bool> {
         Some(match self {
             DaemonPattern::All => true,
-            DaemonPattern::Name(p) if p.contains(['*', '?']) => glob(p, &name),
+            DaemonPattern::Name(p) if p.contains(['*', '?']) => glob(p, name),
             DaemonPattern::Name(p) => *p == name,
             DaemonPattern::Suffix(s) => name.len() > s.len() && name.ends_with(s.as_str()),
             DaemonPattern::Prefix(p) => name.starts_with(p.as_str()),
             DaemonPattern::Unsupported { daemon, .. } => {
-                return match daemon.matches(&name) {
+                return match daemon.matches_lowercase(name) {
                     Some(false) => Some(false),
                     _ => None,
                 }
