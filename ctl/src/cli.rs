@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::{access, SourcePrefix};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "inetd-controller",
@@ -43,6 +45,16 @@ pub struct ControllerArgs {
     /// Read groups from FILE instead of NSS.
     #[arg(long, value_name = "FILE")]
     pub group: Option<PathBuf>,
+    /// Per-source limits group clients by these prefix lengths (IPv4,IPv6),
+    /// so one client cannot dodge them by rotating addresses in its network.
+    #[arg(long, value_name = "V4,V6", default_value = "32,128")]
+    pub source_prefix: SourcePrefix,
+    /// The tcpwrappers allow file (hosts_access(5)); missing means empty.
+    #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_ALLOW)]
+    pub hosts_allow: PathBuf,
+    /// The tcpwrappers deny file (hosts_access(5)); missing means empty.
+    #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_DENY)]
+    pub hosts_deny: PathBuf,
 }
 
 #[derive(Parser, Debug)]
@@ -85,6 +97,12 @@ pub enum InetctlCommand {
         /// check instead of the default configuration.
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// The tcpwrappers allow file to compile the access lists from.
+        #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_ALLOW)]
+        hosts_allow: PathBuf,
+        /// The tcpwrappers deny file to compile the access lists from.
+        #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_DENY)]
+        hosts_deny: PathBuf,
     },
 }
 
