@@ -139,4 +139,46 @@ mod tests {
         ));
         assert_eq!(a.socket, Some(PathBuf::from("/s")));
     }
+
+    #[test]
+    fn limits_and_access_flags() {
+        let a = ControllerArgs::try_parse_from(["inetd-controller"]).unwrap();
+        assert_eq!(a.source_prefix, SourcePrefix { v4: 32, v6: 128 });
+        assert_eq!(a.hosts_allow, PathBuf::from("/etc/hosts.allow"));
+        assert_eq!(a.hosts_deny, PathBuf::from("/etc/hosts.deny"));
+        let a = ControllerArgs::try_parse_from([
+            "inetd-controller",
+            "--source-prefix",
+            "24,64",
+            "--hosts-allow",
+            "/a",
+            "--hosts-deny",
+            "/d",
+        ])
+        .unwrap();
+        assert_eq!(a.source_prefix, SourcePrefix { v4: 24, v6: 64 });
+        assert_eq!(a.hosts_allow, PathBuf::from("/a"));
+        assert_eq!(a.hosts_deny, PathBuf::from("/d"));
+        for bad in [
+            "33,64", "24,129", "0,64", "24", "24,64,1", "+24,64", "a,b", "",
+        ] {
+            let e = ControllerArgs::try_parse_from(["inetd-controller", "--source-prefix", bad])
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let a = InetctlArgs::try_parse_from(["inetctl", "check", "--hosts-deny", "/d", "x.conf"])
+            .unwrap();
+        match a.command {
+            InetctlCommand::Check {
+                paths,
+                hosts_allow,
+                hosts_deny,
+            } => {
+                assert_eq!(paths, vec![PathBuf::from("x.conf")]);
+                assert_eq!(hosts_allow, PathBuf::from("/etc/hosts.allow"));
+                assert_eq!(hosts_deny, PathBuf::from("/d"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
