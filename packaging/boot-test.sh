@@ -9,9 +9,11 @@
 # systemd-nspawn in a network namespace of its own, so its loopback ports
 # are its own. Then, inside: dpkg -i; both services run as their users with
 # the expected capabilities; a service enabled in /etc/inetd.conf answers
-# after `systemctl reload inetd-controller` and `inetctl list` shows it; an
-# entry added with update-inetd answers after its reload (and, being a root
-# builtin, runs as nobody), and one removed with it goes; `systemctl
+# after `systemctl reload inetd-controller` and `inetctl list` shows it;
+# /etc/hosts.deny, then /etc/hosts.allow, read by the sandboxed controller,
+# refuse and then admit its client again; an entry added with update-inetd
+# answers after its reload (and, being a root builtin, runs as nobody), and
+# one removed with it goes; `systemctl
 # restart inetd-controller` keeps the listening socket (same inode, same
 # core); `systemctl stop inetd-core` stops both cleanly; `dpkg --purge`
 # leaves nothing behind. Any failure prints the services' journal and exits
@@ -172,6 +174,9 @@ tells_time() {
 refuses() {
     ! in_net timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
+# The connection to 127.0.0.1:PORT is made, and closed without an echo
+# (what an access list's refusal looks like to a client).
+closes_at_once() { ! echoes "$1"; }
 # The inode of the IPv4 socket listening on PORT (from the container's
 # network namespace, as the host sees it).
 listen_inode() {
@@ -236,6 +241,34 @@ in_c inetctl list >"$work/list" || fail "inetctl list"
 grep -Eq '^echo +0\.0\.0\.0 +7 +tcp4 +nobody:nogroup +listening' "$work/list" ||
     { cat "$work/list" >&2; fail "inetctl list does not show echo listening"; }
 check_passed "echo (from /etc/inetd.conf) answers after systemctl reload; inetctl list shows it"
+
+# --- hosts.deny and hosts.allow, read by the controller in its sandbox ---------
+# hosts.deny refuses echo to everyone, so the core closes the connection
+# before fork; hosts.allow then admits 127.0.0.1 again. Each step shows the
+# controller (user inetd, ProtectSystem=strict) read that file: one it could
+# not read would fail the reload. Files the system had are put back after.
+for f in hosts.allow hosts.deny; do
+    if in_c test -e "/etc/$f"; then in_c cp -p "/etc/$f" "/root/$f.orig"; fi
+done
+in_c sh -c 'printf "echo: ALL\n" >/etc/hosts.deny && chmod 0644 /etc/hosts.deny'
+in_c systemctl reload inetd-controller || fail "systemctl reload inetd-controller with /etc/hosts.deny"
+poll 10 "echo refused by /etc/hosts.deny" closes_at_once 7
+in_c inetctl list >"$work/list" || fail "inetctl list"
+grep -Eq '^    refused: access list [1-9]' "$work/list" ||
+    { cat "$work/list" >&2; fail "inetctl list does not count the access list's refusals"; }
+in_c sh -c 'printf "echo: 127.0.0.1\n" >/etc/hosts.allow && chmod 0644 /etc/hosts.allow'
+in_c systemctl reload inetd-controller || fail "systemctl reload inetd-controller with /etc/hosts.allow"
+poll 10 "echo admitted by /etc/hosts.allow" echoes 7
+for f in hosts.allow hosts.deny; do
+    if in_c test -e "/root/$f.orig"; then
+        in_c mv "/root/$f.orig" "/etc/$f"
+    else
+        in_c rm -f "/etc/$f"
+    fi
+done
+in_c systemctl reload inetd-controller || fail "systemctl reload inetd-controller (access files restored)"
+echoes 7 || fail "echo does not answer with the access files restored"
+check_passed "/etc/hosts.deny refuses echo before fork, /etc/hosts.allow admits it again: both read under the sandbox"
 
 # --- update-inetd: add (a restart of "inetd"), remove (a force-reload) ---------
 # As a package registers a builtin: as root (it runs as nobody). A numeric

@@ -46,9 +46,9 @@
 //!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 332
 //!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 417
 //!     sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 248
-//! root too, shared with the controller (pure, fuzzed): protocol/src: 1144 lines
+//! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
-//!     text.rs 69, types.rs 407
+//!     text.rs 69, types.rs 439
 //! the service user only, after the privilege drop: core/builtins/src: 1003 lines
 //!     answers.rs 53, clock.rs 113, dgram.rs 345, lib.rs 155, limiter.rs 119
 //!     sockio.rs 102, stream.rs 116

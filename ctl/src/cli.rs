@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::{access, SourcePrefix};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "inetd-controller",
@@ -43,6 +45,16 @@ pub struct ControllerArgs {
     /// Read groups from FILE instead of NSS.
     #[arg(long, value_name = "FILE")]
     pub group: Option<PathBuf>,
+    /// Per-source limits group clients by these prefix lengths (IPv4,IPv6),
+    /// so one client cannot dodge them by rotating addresses in its network.
+    #[arg(long, value_name = "V4,V6", default_value = "32,128")]
+    pub source_prefix: SourcePrefix,
+    /// The tcpwrappers allow file (hosts_access(5)); missing means empty.
+    #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_ALLOW)]
+    pub hosts_allow: PathBuf,
+    /// The tcpwrappers deny file (hosts_access(5)); missing means empty.
+    #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_DENY)]
+    pub hosts_deny: PathBuf,
 }
 
 #[derive(Parser, Debug)]
@@ -85,6 +97,12 @@ pub enum InetctlCommand {
         /// check instead of the default configuration.
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// The tcpwrappers allow file to compile the access lists from.
+        #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_ALLOW)]
+        hosts_allow: PathBuf,
+        /// The tcpwrappers deny file to compile the access lists from.
+        #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_DENY)]
+        hosts_deny: PathBuf,
     },
 }
 
@@ -120,5 +138,47 @@ mod tests {
             InetctlCommand::Reload { partial: true }
         ));
         assert_eq!(a.socket, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn limits_and_access_flags() {
+        let a = ControllerArgs::try_parse_from(["inetd-controller"]).unwrap();
+        assert_eq!(a.source_prefix, SourcePrefix { v4: 32, v6: 128 });
+        assert_eq!(a.hosts_allow, PathBuf::from("/etc/hosts.allow"));
+        assert_eq!(a.hosts_deny, PathBuf::from("/etc/hosts.deny"));
+        let a = ControllerArgs::try_parse_from([
+            "inetd-controller",
+            "--source-prefix",
+            "24,64",
+            "--hosts-allow",
+            "/a",
+            "--hosts-deny",
+            "/d",
+        ])
+        .unwrap();
+        assert_eq!(a.source_prefix, SourcePrefix { v4: 24, v6: 64 });
+        assert_eq!(a.hosts_allow, PathBuf::from("/a"));
+        assert_eq!(a.hosts_deny, PathBuf::from("/d"));
+        for bad in [
+            "33,64", "24,129", "0,64", "24", "24,64,1", "+24,64", "a,b", "",
+        ] {
+            let e = ControllerArgs::try_parse_from(["inetd-controller", "--source-prefix", bad])
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let a = InetctlArgs::try_parse_from(["inetctl", "check", "--hosts-deny", "/d", "x.conf"])
+            .unwrap();
+        match a.command {
+            InetctlCommand::Check {
+                paths,
+                hosts_allow,
+                hosts_deny,
+            } => {
+                assert_eq!(paths, vec![PathBuf::from("x.conf")]);
+                assert_eq!(hosts_allow, PathBuf::from("/etc/hosts.allow"));
+                assert_eq!(hosts_deny, PathBuf::from("/d"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -17,7 +17,7 @@ use inetd_protocol::control::{
 };
 use inetd_protocol::{CoreRequest, CoreResponse, StatusReport};
 
-use crate::config::{self, Config, ConfigError, NameSources, Severity};
+use crate::config::{self, AccessFiles, Config, ConfigError, NameSources, Severity, SourcePrefix};
 use crate::corelink::{CoreLink, LinkError};
 use crate::ctlserver::Request;
 use crate::notify::Notifier;
@@ -52,6 +52,9 @@ pub enum CoreTarget {
 pub struct Settings {
     pub config_paths: Vec<PathBuf>,
     pub names: NameSources,
+    /// hosts.allow and hosts.deny, reread with the configuration.
+    pub access: AccessFiles,
+    pub source_prefix: SourcePrefix,
     pub core: CoreTarget,
     pub admin_group: String,
     pub me: Identity,
@@ -63,6 +66,8 @@ pub struct Settings {
 pub struct Daemon {
     config_paths: Vec<PathBuf>,
     names: NameSources,
+    access: AccessFiles,
+    source_prefix: SourcePrefix,
     core_path: Option<PathBuf>,
     core_fd: Option<Stream>,
     admin_group: String,
@@ -114,6 +119,8 @@ impl Daemon {
         Daemon {
             config_paths: settings.config_paths,
             names: settings.names,
+            access: settings.access,
+            source_prefix: settings.source_prefix,
             core_path,
             core_fd,
             admin_group: settings.admin_group,
@@ -333,7 +340,12 @@ impl Daemon {
     }
 
     fn load(&self) -> Result<Config, ConfigError> {
-        config::load(&self.config_paths, &self.names)
+        config::load_all(
+            &self.config_paths,
+            &self.names,
+            &self.access,
+            self.source_prefix,
+        )
     }
 
     fn refuse_unreadable(&mut self, e: &ConfigError) -> ReloadReply {

@@ -28,7 +28,15 @@ pub struct JsonRefused {
     pub acl: u64,
     pub rate: u64,
     pub per_source: u64,
-    pub max_children: u64,
+}
+
+/// The limits in force; `null` is unlimited.
+#[derive(Serialize)]
+pub struct JsonLimits {
+    pub max_children: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_source_per_minute: Option<u32>,
+    pub per_source_children: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -52,6 +60,9 @@ pub struct JsonService<'a> {
     pub accepted: u64,
     pub exec_failures: u64,
     pub refused: JsonRefused,
+    pub at_max_children: u64,
+    /// `null` for an entry that did not parse.
+    pub limits: Option<JsonLimits>,
     pub last_error: Option<&'a str>,
     pub warnings: &'a [String],
 }
@@ -84,8 +95,14 @@ impl<'a> From<&'a ServiceRow> for JsonService<'a> {
                 acl: r.refused.acl,
                 rate: r.refused.rate,
                 per_source: r.refused.per_source,
-                max_children: r.refused.max_children,
             },
+            at_max_children: r.at_max_children,
+            limits: r.limits.map(|l| JsonLimits {
+                max_children: l.max_children,
+                per_minute: l.per_minute,
+                per_source_per_minute: l.per_source_per_minute,
+                per_source_children: l.per_source_children,
+            }),
             last_error: r.last_error.as_deref(),
             warnings: &r.warnings,
         }
@@ -269,6 +286,11 @@ mod tests {
             accepted: 12,
             exec_failures: 0,
             refused: Refused::default(),
+            at_max_children: 0,
+            limits: Some(RowLimits {
+                max_children: Some(256),
+                ..RowLimits::default()
+            }),
             last_error: None,
             warnings: vec![],
         }
@@ -314,8 +336,14 @@ mod tests {
       "refused": {{
         "acl": 0,
         "rate": 0,
-        "per_source": 0,
-        "max_children": 0
+        "per_source": 0
+      }},
+      "at_max_children": 0,
+      "limits": {{
+        "max_children": 256,
+        "per_minute": null,
+        "per_source_per_minute": null,
+        "per_source_children": null
       }},
       "last_error": null,
       "warnings": {warnings}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod corelink;
 pub mod ctlserver;
 pub mod daemon;
+pub mod hosts;
 pub mod json;
 pub mod local;
 pub mod logger;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use inetd_protocol::control::{Refused, RowState, ServiceRow, SourceRef};
+use inetd_protocol::control::{Refused, RowLimits, RowState, ServiceRow, SourceRef};
 use inetd_protocol::{Action, Bind, ListenerSpec, ListenerState, ListenerStatus, StatusReport};
 
 use crate::config::{Config, Entry, Label};
@@ -42,6 +42,8 @@ fn blank(source: SourceRef, service: String, protocol: String) -> ServiceRow {
         accepted: 0,
         exec_failures: 0,
         refused: Refused::default(),
+        at_max_children: 0,
+        limits: None,
         last_error: None,
         warnings: Vec::new(),
     }
@@ -58,6 +60,7 @@ fn fill_from_spec(row: &mut ServiceRow, spec: &ListenerSpec) {
     }
     row.socket_type = spec.socket_type.to_string();
     row.wait = spec.wait;
+    row.limits = Some(RowLimits::from(&spec.limits));
     match &spec.action {
         Action::Exec { path, argv } => {
             row.server = path.clone();
@@ -91,8 +94,8 @@ fn fill_from_core(row: &mut ServiceRow, l: &ListenerStatus) {
         acl: l.counters.refused_acl,
         rate: l.counters.refused_rate,
         per_source: l.counters.refused_per_source,
-        max_children: l.counters.refused_max_children,
     };
+    row.at_max_children = l.counters.at_max_children;
     row.last_error = l.last_error.clone();
 }
 
@@ -199,10 +202,23 @@ pub fn build_rows(applied: Option<&Applied>, status: &StatusReport) -> Vec<Servi
             keyed.push(((rank(&e.source.file), e.source.line, r.entry), row));
         }
         for (k, r) in cfg.rejected.iter().enumerate() {
-            let mut row = blank(source_ref(&r.source), r.service.clone(), r.protocol.clone());
-            if r.service.starts_with('/') {
-                row.path = Some(r.service.clone());
-            }
+            let mut row = match &r.entry {
+                // Rejected for what it would run (an access list that
+                // cannot be checked): shown whole.
+                Some(e) => {
+                    let mut row = entry_row(e, &e.spec, &e.user, &e.group);
+                    row.warnings = e.warnings.clone();
+                    row
+                }
+                None => {
+                    let mut row =
+                        blank(source_ref(&r.source), r.service.clone(), r.protocol.clone());
+                    if r.service.starts_with('/') {
+                        row.path = Some(r.service.clone());
+                    }
+                    row
+                }
+            };
             row.reason = Some(r.reason.clone());
             keyed.push((
                 (rank(&r.source.file), r.source.line, cfg.entries.len() + k),

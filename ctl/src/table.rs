@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use inetd_protocol::control::{
-    ListReply, ReloadItem, ReloadReply, RowState, ServiceRow, StatusReply,
+    ListReply, ReloadItem, ReloadReply, RowLimits, RowState, ServiceRow, StatusReply,
 };
-use inetd_protocol::{Policy, UnixDirs};
+use inetd_protocol::{Policy, UnixDirs, DEFAULT_MAX_CHILDREN};
 
 use crate::timefmt::rfc3339;
 
@@ -65,8 +65,47 @@ fn clean(s: &str) -> String {
         .replace("\\'", "'")
 }
 
+/// The `limits:` note of a row, when its limits are not the defaults
+/// (256 children, nothing else): every limit set, and unlimited children.
+pub fn limits_note(l: &RowLimits) -> Option<String> {
+    let default = RowLimits {
+        max_children: Some(DEFAULT_MAX_CHILDREN),
+        ..RowLimits::default()
+    };
+    if *l == default {
+        return None;
+    }
+    let mut parts = vec![match l.max_children {
+        Some(n) => format!("{n} children"),
+        None => "unlimited children".to_owned(),
+    }];
+    if let Some(n) = l.per_minute {
+        parts.push(format!("{n} per minute"));
+    }
+    if let Some(n) = l.per_source_per_minute {
+        parts.push(format!("{n} per minute per source"));
+    }
+    if let Some(n) = l.per_source_children {
+        parts.push(format!("{n} children per source"));
+    }
+    Some(parts.join(", "))
+}
+
+/// The `refused:` note of a row, when the core refused or held anything.
+fn refused_note(r: &ServiceRow) -> Option<String> {
+    let f = &r.refused;
+    if f.acl == 0 && f.rate == 0 && f.per_source == 0 && r.at_max_children == 0 {
+        return None;
+    }
+    Some(format!(
+        "access list {}, rate {}, per source {}; held at max children {} times",
+        f.acl, f.rate, f.per_source, r.at_max_children
+    ))
+}
+
 /// One line per listener, columns aligned; below a row, indented, its
-/// reason (with the retry time) and its warnings.
+/// reason (with the retry time), its limits when they are not the
+/// defaults, what the core refused, and its warnings.
 pub fn list_table(reply: &ListReply) -> String {
     let rows: Vec<[String; 9]> = reply
         .services
@@ -103,6 +142,12 @@ pub fn list_table(reply: &ListReply) -> String {
                 _ => String::new(),
             };
             let _ = writeln!(out, "    reason: {}{until}", clean(reason));
+        }
+        if let Some(note) = r.limits.as_ref().and_then(limits_note) {
+            let _ = writeln!(out, "    limits: {note}");
+        }
+        if let Some(note) = refused_note(r) {
+            let _ = writeln!(out, "    refused: {note}");
         }
         if let Some(e) = &r.last_error {
             let _ = writeln!(out, "    last error: {}", clean(e));
@@ -281,6 +326,11 @@ mod tests {
             accepted: 22,
             exec_failures: 0,
             refused: Refused::default(),
+            at_max_children: 0,
+            limits: Some(RowLimits {
+                max_children: Some(256),
+                ..RowLimits::default()
+            }),
             last_error: None,
             warnings: vec![],
         }
@@ -389,6 +439,51 @@ mod tests {
             out.contains("  unix dirs:        any but /run/user/7/inetd and below\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn limits_and_refusals_show_below_their_row_only_when_set() {
+        let mut limited = row("ftp", RowState::Paused);
+        limited.limits = Some(RowLimits {
+            max_children: Some(20),
+            per_minute: Some(40),
+            per_source_per_minute: Some(5),
+            per_source_children: Some(2),
+        });
+        limited.refused = Refused {
+            acl: 1,
+            rate: 2,
+            per_source: 3,
+        };
+        limited.at_max_children = 4;
+        let mut unlimited = row("big", RowState::Listening);
+        unlimited.limits = Some(RowLimits::default());
+        let mut unparsed = row("bad", RowState::Rejected);
+        unparsed.limits = None;
+        let out = list_table(&ListReply {
+            generation: 1,
+            services: vec![
+                row("echo", RowState::Listening),
+                limited,
+                unlimited,
+                unparsed,
+            ],
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 8, "{out}");
+        assert!(lines[1].starts_with("echo "), "defaults add no note: {out}");
+        assert!(lines[2].starts_with("ftp "));
+        assert_eq!(
+            lines[3],
+            "    limits: 20 children, 40 per minute, 5 per minute per source, 2 children per source"
+        );
+        assert_eq!(
+            lines[4],
+            "    refused: access list 1, rate 2, per source 3; held at max children 4 times"
+        );
+        assert!(lines[5].starts_with("big "));
+        assert_eq!(lines[6], "    limits: unlimited children");
+        assert!(lines[7].starts_with("bad "));
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub fn rejected(service: &str, file: &str, line: u32, reason: &str) -> RejectedE
         service: service.into(),
         protocol: "tcp".into(),
         reason: reason.into(),
+        entry: None,
     }
 }
 

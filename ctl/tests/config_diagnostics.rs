@@ -114,7 +114,12 @@ fn rate_limit_forms() {
         c.entries[0].spec.limits
     };
     assert_eq!(limits("nowait"), Limits::default());
-    assert_eq!(limits("nowait").max_per_minute, 256);
+    // No hidden rate limit (OpenBSD's 256 per minute): only `.N` sets one;
+    // the default bounds concurrency instead.
+    assert_eq!(limits("nowait").max_per_minute, 0);
+    assert_eq!(limits("nowait").max_children, 256);
+    assert_eq!(limits("wait").max_per_minute, 0);
+    assert_eq!(limits("nowait.20").max_children, 256);
     assert_eq!(limits("nowait.400").max_per_minute, 400);
     assert_eq!(limits("nowait:600").max_per_minute, 600);
     assert_eq!(limits("wait.1").max_per_minute, 1);
@@ -147,6 +152,8 @@ fn rate_limit_forms() {
         }
     );
     assert_eq!(limits("nowait/400").max_children, 400);
+    assert_eq!(limits("nowait/400").max_per_minute, 0);
+    assert_eq!(limits("nowait/0").max_children, 0, "0 = unlimited");
     let c = load_text("ftp stream tcp4 wait nobody /usr/sbin/present\n");
     assert!(c.entries[0].spec.wait);
 }

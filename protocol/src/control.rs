@@ -142,8 +142,35 @@ pub struct ServiceRow {
     pub accepted: u64,
     pub exec_failures: u64,
     pub refused: Refused,
+    /// Times the listener stopped accepting at its children limit (or the
+    /// core's total) while connections waited in the kernel backlog.
+    pub at_max_children: u64,
+    /// The limits in force; `None` for an entry that did not parse.
+    pub limits: Option<RowLimits>,
     pub last_error: Option<String>,
     pub warnings: Vec<String>,
+}
+
+/// The limits of a row as `inetctl list --json` shows them: `None` is
+/// unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowLimits {
+    pub max_children: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_source_per_minute: Option<u32>,
+    pub per_source_children: Option<u32>,
+}
+
+impl From<&crate::Limits> for RowLimits {
+    fn from(l: &crate::Limits) -> Self {
+        use crate::Limits as L;
+        RowLimits {
+            max_children: L::get(l.max_children),
+            per_minute: L::get(l.max_per_minute),
+            per_source_per_minute: L::get(l.max_per_source_per_minute),
+            per_source_children: L::get(l.max_children_per_source),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,13 +196,13 @@ impl RowState {
     }
 }
 
-/// Connections refused before fork, by reason.
+/// Connections closed before fork, by reason (the core's
+/// `refused_*` counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
     pub acl: u64,
     pub rate: u64,
     pub per_source: u64,
-    pub max_children: u64,
 }
 
 /// `status`: the controller, and the core as the controller sees it.

@@ -222,29 +222,53 @@ pub struct Credentials {
     pub groups: Vec<u32>,
 }
 
-/// Limits carried per listener. Zero means unlimited everywhere.
+/// Limits carried per listener, enforced by the core after accept and
+/// before fork. In every count field 0 means unlimited (as in FreeBSD's
+/// inetd.conf); [`Limits::get`] reads a field as `None` for unlimited.
+/// Limits count per listener: the two listeners of a `*` `tcp` entry each
+/// have their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Connections (invocations) per minute before the service pauses.
+    /// Connections (invocations) per rate window before the service is
+    /// paused (`nowait.N`, NetBSD `nowait:N`); 0 = unlimited, the default.
     pub max_per_minute: u32,
-    /// Live children of this service.
+    /// Live children of this listener (FreeBSD `max-child`); past it the
+    /// listener is not polled, so connections wait in the kernel backlog.
+    /// 0 = unlimited; the default is [`DEFAULT_MAX_CHILDREN`].
     pub max_children: u32,
-    /// Connections per minute from one source prefix.
+    /// Connections per rate window from one source prefix (FreeBSD
+    /// `max-connections-per-ip-per-minute`); 0 = unlimited, the default.
     pub max_per_source_per_minute: u32,
-    /// Live children for one source prefix.
+    /// Live children for one source prefix (FreeBSD `max-child-per-ip`);
+    /// 0 = unlimited, the default.
     pub max_children_per_source: u32,
-    /// Sources are grouped by this IPv4 prefix length (32 or 24).
+    /// Sources are grouped by this IPv4 prefix length (0..=32; default 32).
+    /// IPv4-mapped IPv6 peers count as IPv4.
     pub source_prefix_v4: u8,
-    /// Sources are grouped by this IPv6 prefix length (128 or 64).
+    /// Sources are grouped by this IPv6 prefix length (0..=128; default 128).
     pub source_prefix_v6: u8,
 }
 
+/// Children per listener when the configuration does not say (FreeBSD's
+/// `max-child` field): concurrency is what the defaults bound, never a
+/// legitimate burst's rate.
+pub const DEFAULT_MAX_CHILDREN: u32 = 256;
+
+impl Limits {
+    /// A count field as a limit: `None` is unlimited (the field is 0).
+    pub fn get(field: u32) -> Option<u32> {
+        (field != 0).then_some(field)
+    }
+}
+
 impl Default for Limits {
-    /// The classic default: 256 invocations per minute, nothing else.
+    /// [`DEFAULT_MAX_CHILDREN`] children, nothing else limited, sources
+    /// grouped by /32 and /128. There is no default rate: unlike OpenBSD's
+    /// hidden 256 per minute, a rate limit applies only where `.N` says so.
     fn default() -> Self {
         Limits {
-            max_per_minute: 256,
-            max_children: 0,
+            max_per_minute: 0,
+            max_children: DEFAULT_MAX_CHILDREN,
             max_per_source_per_minute: 0,
             max_children_per_source: 0,
             source_prefix_v4: 32,
@@ -384,10 +408,18 @@ pub enum ListenerState {
 pub struct Counters {
     pub accepted: u64,
     pub exec_failures: u64,
+    /// Connections closed before fork because the access list refused the
+    /// peer.
     pub refused_acl: u64,
+    /// Connections closed before fork while the listener was paused by its
+    /// rate limit.
     pub refused_rate: u64,
+    /// Connections closed before fork by a per-source limit.
     pub refused_per_source: u64,
-    pub refused_max_children: u64,
+    /// Times the listener stopped accepting because its children (or the
+    /// core's total) reached the limit; the connections waited in the
+    /// kernel backlog, none was refused.
+    pub at_max_children: u64,
     /// Live children of this listener now.
     pub children: u32,
 }

@@ -37,11 +37,21 @@ fn every_response_roundtrips() {
 
 /// Frozen encoding of version 2. If this fails, the wire format changed:
 /// bump PROTOCOL_VERSION and update these bytes together.
+///
+/// Version 2: the Hello reply and the status carry the core's policy
+/// (allowed identities, root pins, unix directories); `Limits::default()`
+/// is 256 children and no rate limit (the bytes after the credentials);
+/// `Counters.refused_max_children` became `at_max_children`; the list row
+/// carries `at_max_children` and `limits`, and `Refused` lost
+/// `max_children`.
 #[test]
 fn golden_bytes() {
     assert_eq!(PROTOCOL_VERSION, 2);
-    let hello = encode_frame(&CoreRequest::Hello { version: 1 }).unwrap();
-    assert_eq!(hello, [0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0]);
+    let hello = encode_frame(&CoreRequest::Hello {
+        version: PROTOCOL_VERSION,
+    })
+    .unwrap();
+    assert_eq!(hello, [0, 0, 0, 8, 0, 0, 0, 0, 2, 0, 0, 0]);
     let status = encode_frame(&CoreRequest::Status).unwrap();
     assert_eq!(status, [0, 0, 0, 4, 2, 0, 0, 0]);
     let apply = encode_payload(&CoreRequest::Apply {
@@ -100,7 +110,7 @@ fn golden_bytes_of_every_message() {
     );
 }
 
-const GOLDEN_APPLY: &str = "01000000010000000000000000000000000000007f00000107000000000000000000000000000008000000000000002f62696e2f63617401000000000000000300000000000000636174feff0000feff00000100000000000000feff00000001000000000000000000000000000020800016000000000000006563686f202f6574632f696e6574642e636f6e663a33";
+const GOLDEN_APPLY: &str = "01000000010000000000000000000000000000007f00000107000000000000000000000000000008000000000000002f62696e2f63617401000000000000000300000000000000636174feff0000feff00000100000000000000feff00000000000000010000000000000000000020800016000000000000006563686f202f6574632f696e6574642e636f6e663a33";
 
 #[test]
 fn oversized_and_empty_headers_are_refused_before_allocation() {

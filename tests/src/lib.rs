@@ -58,6 +58,9 @@
 //!   limit after Hello.
 //! * `controller.rs`: the real `inetd-controller` and `inetctl` against a
 //!   real core, each started as a [`Proc`].
+//! * `controller_limits.rs`: limits and access lists as the controller
+//!   reads, compiles and shows them (`inetctl check`, `list --json`, the
+//!   access files reread on reload).
 //! * `wait_lifecycle.rs`: wait children leaving with their listener on
 //!   removal, change and core stop (driven by `inetctl reload`), SIGKILL
 //!   after the grace, no signal to a reused pid.
@@ -86,7 +89,9 @@
 //! | CVE-2006-5051, CVE-2024-6387, cups#1072, keepalived#209 (signal handlers) | `core_resources::signals_applies_and_exits_at_once_leave_a_consistent_core` |
 //! | OpenBSD `spawn()` (a wait server that cannot start) | `core_services::a_wait_dgram_server_that_cannot_start_does_not_loop`, `a_wait_stream_server_that_cannot_start_does_not_loop` |
 //! | unlink/bind TOCTOU on unix paths | `core_unix::*` |
-//! | openSUSE/xinetd PR #7 (ACL with no peer) | `core_acl::an_access_list_where_no_peer_can_be_checked_is_refused` |
+//! | openSUSE/xinetd PR #7 (ACL with no peer) | `core_acl::an_access_list_where_no_peer_can_be_checked_is_refused`, `controller_limits::list_json_shows_limits_counters_and_rejects_an_access_list_on_a_wait_stream_service` |
+//! | tcp_wrappers (missing or unreadable access files) | `controller_limits::a_reload_with_an_unreadable_hosts_file_changes_nothing` |
+//! | Debian 2000-06-19 (host-name access rules) | `controller_limits::inetctl_check_reports_limits_and_access_list_problems_with_file_and_line` |
 //! | OpenBSD `gettcp()` port 20 | `core_policy::a_connection_from_source_port_20_is_closed_at_once` |
 //! | PID reuse (ngIRCd, pidfd_send_signal) | `wait_lifecycle::a_reused_pid_of_the_same_uid_is_never_signalled` |
 #![forbid(unsafe_code)]
@@ -728,11 +733,12 @@ pub fn inet_spec(addr: IpAddr, port: u16, mode: IpMode, socket_type: SocketType)
     }
 }
 
-/// Limits that never pause or refuse (for tests that make many
-/// connections quickly): zero is unlimited everywhere.
+/// Limits that never pause, refuse or hold a connection (for tests that
+/// make many connections quickly): zero is unlimited everywhere.
 pub fn no_limits() -> Limits {
     Limits {
         max_per_minute: 0,
+        max_children: 0,
         ..Limits::default()
     }
 }

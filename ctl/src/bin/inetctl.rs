@@ -13,7 +13,7 @@ use clap::Parser;
 use interprocess::local_socket::traits::Stream as _;
 
 use inetd_ctl::cli::{InetctlArgs as Args, InetctlCommand as Command};
-use inetd_ctl::config::{self, NameSources, Severity};
+use inetd_ctl::config::{self, AccessFiles, NameSources, Severity, SourcePrefix};
 use inetd_ctl::{json, local, paths, plan, table};
 use inetd_protocol::control::{CtlCommand, CtlRequest, CtlResponse, ReloadResult};
 use inetd_protocol::{read_message, write_message};
@@ -72,13 +72,18 @@ fn core_policy(path: &std::path::Path) -> Option<inetd_protocol::Policy> {
     }
 }
 
-fn check(paths: Vec<PathBuf>, socket: Option<PathBuf>) -> ExitCode {
+fn check(paths: Vec<PathBuf>, access: AccessFiles, socket: Option<PathBuf>) -> ExitCode {
     let paths = if paths.is_empty() {
         config::default_paths()
     } else {
         paths
     };
-    match config::load(&paths, &NameSources::default()) {
+    match config::load_all(
+        &paths,
+        &NameSources::default(),
+        &access,
+        SourcePrefix::default(),
+    ) {
         Err(e) => {
             eprintln!("inetctl: {e}");
             ExitCode::from(1)
@@ -87,6 +92,7 @@ fn check(paths: Vec<PathBuf>, socket: Option<PathBuf>) -> ExitCode {
             for d in &c.diagnostics {
                 eprintln!("{d}");
             }
+            print(&check_notes(&c));
             let errors = c
                 .diagnostics
                 .iter()
@@ -117,10 +123,57 @@ fn check(paths: Vec<PathBuf>, socket: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// What `check` says about the good entries beyond their diagnostics: the
+/// limits that are not the defaults and the access lists, one line per
+/// entry (its listeners share them), then the defaults.
+fn check_notes(c: &config::Config) -> String {
+    use inetd_protocol::control::RowLimits;
+    let mut out = String::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &c.entries {
+        let mut notes = Vec::new();
+        if let Some(n) = table::limits_note(&RowLimits::from(&e.spec.limits)) {
+            notes.push(format!("limits: {n}"));
+        }
+        if let Some(acl) = &e.spec.acl {
+            notes.push(format!(
+                "access list: {} address rules, {} by default",
+                acl.rules.len(),
+                if acl.default_allow { "allow" } else { "deny" }
+            ));
+        }
+        if notes.is_empty() || !seen.insert((e.source.file.clone(), e.source.line, notes.clone())) {
+            continue;
+        }
+        out.push_str(&format!(
+            "{}: {} {}: {}\n",
+            e.source,
+            e.service,
+            e.protocol,
+            notes.join("; ")
+        ));
+    }
+    out.push_str(&format!(
+        "limits not shown are the defaults: {} children per listener, no rate or per-source limit\n",
+        inetd_protocol::DEFAULT_MAX_CHILDREN
+    ));
+    out
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let (command, as_json) = match args.command {
-        Command::Check { paths } => return check(paths, args.socket),
+        Command::Check {
+            paths,
+            hosts_allow,
+            hosts_deny,
+        } => {
+            let access = AccessFiles {
+                allow: hosts_allow,
+                deny: hosts_deny,
+            };
+            return check(paths, access, args.socket);
+        }
         Command::List { json } => (CtlCommand::List, json),
         Command::Status { json } => (CtlCommand::Status, json),
         Command::Reload { partial } => (CtlCommand::Reload { partial }, false),

@@ -24,7 +24,7 @@ use nix::unistd::{geteuid, getgid, getgroups, getuid};
 
 use inetd_ctl::admin::{Admins, FilesDb, GroupDb};
 use inetd_ctl::cli::ControllerArgs as Args;
-use inetd_ctl::config::{self, NameSources};
+use inetd_ctl::config::{self, AccessFiles, NameSources};
 use inetd_ctl::corelink::adopt_core_fd;
 use inetd_ctl::ctlserver::{self, Dispatch};
 use inetd_ctl::daemon::{CoreTarget, Daemon, Event, Settings};
@@ -135,7 +135,11 @@ fn run(
     } else {
         args.config.clone()
     };
-    let start_config = config::load(&config_paths, &names)
+    let access = AccessFiles {
+        allow: args.hosts_allow.clone(),
+        deny: args.hosts_deny.clone(),
+    };
+    let start_config = config::load_all(&config_paths, &names, &access, args.source_prefix)
         .map_err(|e| format!("cannot read the configuration: {e}"))?;
 
     let listener = ctlserver::bind_control_socket(&control_path, uid)
@@ -171,6 +175,8 @@ fn run(
         Settings {
             config_paths,
             names,
+            access,
+            source_prefix: args.source_prefix,
             core,
             admin_group: args.admin_group.clone(),
             me,

@@ -1087,6 +1087,10 @@ fn parse_socket_type(text: &str) -> Result<SocketType, Problem> {
 /// Field 4: `wait`/`nowait`, then `.N` or `:N` (N ≥ 1 connections per
 /// minute), or FreeBSD's `/max-child[/max-conn-per-ip-per-minute[/max-child-per-ip]]`
 /// where 0 means unlimited. Returns the word as written, wait, and limits.
+///
+/// Without a suffix there is no rate limit (OpenBSD's hidden 256 per
+/// minute throttles legitimate bursts) and the children limit is
+/// [`Limits::default`]'s; an explicit `max-child` replaces it, 0 included.
 fn parse_wait(text: &str) -> Result<(&str, bool, Limits), Problem> {
     const EXPECTED: &str = "wait or nowait, optionally followed by .N or :N \
         (at most N connections per minute, N >= 1) or \

@@ -12,13 +12,16 @@
 //! * [`overlap`] checks bind keys across every file, splitting
 //!   `tcp`/`tcp6` twins and refusing every other overlap;
 //! * [`label`] encodes what a restarted controller shows before it has
-//!   read its configuration.
+//!   read its configuration;
+//! * [`access`] compiles `hosts.allow` and `hosts.deny` into each
+//!   listener's access list, from outside inetd.conf.
 //!
 //! Nothing here panics on any input and nothing is skipped silently: every
 //! problem is one [`Diagnostic`], and a bad entry is one error and one
 //! [`RejectedEntry`].
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod entry;
 mod label;
 mod lexer;
@@ -32,6 +35,7 @@ use std::time::SystemTime;
 
 use inetd_protocol::{IdNames, ListenerSpec, MAX_LISTENERS};
 
+pub use access::AccessFiles;
 pub use label::Label;
 
 /// Longest physical line accepted, in bytes (without its newline). Classic
@@ -166,6 +170,44 @@ pub fn load_with(
         }
     }
 
+    assemble(
+        &files,
+        listing_warnings,
+        any_exists,
+        names,
+        options,
+        &mut |p| read_file(p),
+    )
+}
+
+/// Parses one configuration text as if it were the file `name`, with names
+/// from `names` and `options` (give them files, or this resolves through
+/// the system): what [`load_with`] does to each file, without reading it.
+/// For fuzzing and for tools that hold a configuration in memory.
+pub fn parse_bytes(
+    name: &str,
+    data: &[u8],
+    names: &NameSources,
+    options: &LoadOptions,
+) -> Result<Config, ConfigError> {
+    let files = [(name.to_owned(), PathBuf::from(name))];
+    assemble(&files, Vec::new(), true, names, options, &mut |_| {
+        Ok((data.to_vec(), None))
+    })
+}
+
+type FileData = (Vec<u8>, Option<SystemTime>);
+
+/// Parses `files` (shown name, path) as read by `read`, in order, and
+/// checks their entries together.
+fn assemble(
+    files: &[(String, PathBuf)],
+    listing_warnings: Vec<(usize, Diagnostic)>,
+    any_exists: bool,
+    names: &NameSources,
+    options: &LoadOptions,
+    read: &mut dyn FnMut(&Path) -> Result<FileData, ConfigError>,
+) -> Result<Config, ConfigError> {
     let mut names = names::Names::open(names, options)?;
     let mut config = Config {
         files: Vec::new(),
@@ -186,7 +228,7 @@ pub fn load_with(
     let mut parsed = Vec::new();
     let mut diags: Vec<(usize, Diagnostic)> = listing_warnings;
     for (index, (shown, path)) in files.iter().enumerate() {
-        let (data, mtime) = read_file(path)?;
+        let (data, mtime) = read(path)?;
         config.files.push(ConfigFile {
             path: path.clone(),
             mtime,
@@ -218,6 +260,7 @@ pub fn load_with(
                     service: p.service,
                     protocol: p.protocol,
                     reason,
+                    entry: None,
                 });
             }
             Ok(listeners) => {
@@ -251,6 +294,68 @@ pub fn load_with(
     Ok(config)
 }
 
+/// `--source-prefix V4,V6`: per-source limits group clients by these
+/// prefix lengths, so one client cannot dodge them by rotating addresses
+/// within its own network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcePrefix {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for SourcePrefix {
+    fn default() -> Self {
+        SourcePrefix { v4: 32, v6: 128 }
+    }
+}
+
+impl std::str::FromStr for SourcePrefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?}: expected V4,V6 prefix lengths, such as 24,64 (V4 1 to 32, V6 1 to 128)")
+        };
+        let (a, b) = s.split_once(',').ok_or_else(bad)?;
+        let len = |t: &str, max: u8| -> Option<u8> {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            t.parse::<u8>().ok().filter(|n| (1..=max).contains(n))
+        };
+        match (len(a, 32), len(b, 128)) {
+            (Some(v4), Some(v6)) => Ok(SourcePrefix { v4, v6 }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Config {
+    /// Sets every listener's source grouping.
+    pub fn set_source_prefix(&mut self, p: SourcePrefix) {
+        for e in &mut self.entries {
+            e.spec.limits.source_prefix_v4 = p.v4;
+            e.spec.limits.source_prefix_v6 = p.v6;
+        }
+    }
+}
+
+/// Everything the controller reads: the configuration ([`load`]), the
+/// access files compiled into it ([`access::apply`]), and the source
+/// grouping. Err when any of them cannot be read.
+pub fn load_all(
+    paths: &[PathBuf],
+    names: &NameSources,
+    access_files: &AccessFiles,
+    prefix: SourcePrefix,
+) -> Result<Config, ConfigError> {
+    let mut config = load(paths, names)?;
+    let hosts = access::read(access_files)?;
+    access::apply(&mut config, &hosts);
+    config.set_source_prefix(prefix);
+    Ok(config)
+}
+
 /// The core refuses an `Apply` of more than [`MAX_LISTENERS`] listeners as
 /// a whole; the entries that would go past it are rejected here instead,
 /// so the others can run.
@@ -271,7 +376,7 @@ fn limit_listeners(parsed: &mut [entry::Parsed]) {
 }
 
 /// Reads one file whole, bounded by [`MAX_FILE`].
-fn read_file(path: &Path) -> Result<(Vec<u8>, Option<SystemTime>), ConfigError> {
+fn read_file(path: &Path) -> Result<FileData, ConfigError> {
     let read_err = |e| ConfigError::Read {
         path: path.to_path_buf(),
         source: e,
@@ -373,6 +478,9 @@ pub struct RejectedEntry {
     pub protocol: String,
     /// The error's message (without FILE:LINE).
     pub reason: String,
+    /// The listener as parsed, when the entry was rejected for something
+    /// other than its own text (an access list that cannot be checked).
+    pub entry: Option<Box<Entry>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,21 +31,21 @@ pub const PAGES: &[Spec] = &[
         summary:
             "the unprivileged half of inetd: reads inetd.conf, drives inetd-core, serves inetctl",
         readme_heading: "inetd-controller",
-        see_also: "inetd-core(8), inetctl(8), inetd.conf(5), update-inetd(8)",
+        see_also: "inetd-core(8), inetctl(8), inetd.conf(5), hosts_access(5), update-inetd(8)",
     },
     Spec {
         name: "inetctl",
         section: 8,
         summary: "inspect, reload and check inetd",
         readme_heading: "inetctl",
-        see_also: "inetd-controller(8), inetd-core(8), inetd.conf(5)",
+        see_also: "inetd-controller(8), inetd-core(8), inetd.conf(5), hosts_access(5)",
     },
     Spec {
         name: "inetd.conf",
         section: 5,
         summary: "services started by the privilege-separated inetd",
         readme_heading: "inetd.conf",
-        see_also: "inetd-controller(8), inetctl(8), inetd-core(8), update-inetd(8), services(5)",
+        see_also: "inetd-controller(8), inetctl(8), inetd-core(8), update-inetd(8), services(5), hosts_access(5)",
     },
 ];
 

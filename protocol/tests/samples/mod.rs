@@ -66,7 +66,11 @@ pub fn specs() -> Vec<ListenerSpec> {
     };
     dual.limits = Limits {
         max_per_minute: 40,
-        ..Limits::default()
+        max_children: 20,
+        max_per_source_per_minute: 5,
+        max_children_per_source: 2,
+        source_prefix_v4: 24,
+        source_prefix_v6: 64,
     };
     let mut unix = spec(0);
     unix.bind = Bind::Unix {
@@ -229,7 +233,7 @@ pub fn core_responses() -> Vec<(&'static str, CoreResponse)> {
                             refused_acl: 3,
                             refused_rate: 4,
                             refused_per_source: 5,
-                            refused_max_children: 6,
+                            at_max_children: 6,
                             children: 7,
                         },
                         last_error: Some("exec failed".into()),
@@ -272,6 +276,7 @@ pub fn ctl_requests() -> Vec<(&'static str, CtlRequest)> {
     ]
 }
 
+/// A row in `state`; a rejected one did not parse, so it has no limits.
 pub fn row(state: RowState) -> ServiceRow {
     ServiceRow {
         source: SourceRef {
@@ -299,8 +304,14 @@ pub fn row(state: RowState) -> ServiceRow {
             acl: 1,
             rate: 2,
             per_source: 3,
-            max_children: 4,
         },
+        at_max_children: 4,
+        limits: (state != RowState::Rejected).then_some(RowLimits {
+            max_children: Some(256),
+            per_minute: None,
+            per_source_per_minute: Some(10),
+            per_source_children: None,
+        }),
         last_error: Some("exec failed".into()),
         warnings: vec!["w".into()],
     }
