@@ -435,7 +435,7 @@ fn one_command_and_peers(
         print_table(&title, &heads, &rows, 2);
         if kinds.first() == Some(&Kind::Ours) && rows.len() > 1 {
             print_table(
-                "ours / other (c/s above 1: ours is faster; the rest below 1: ours is lower)",
+                "ours / other (c/s, @N vs 1 above 1: ours does better; the rest below 1: ours is lower)",
                 &heads,
                 &ratios(&rows),
                 2,

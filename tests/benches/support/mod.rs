@@ -882,11 +882,20 @@ impl Load {
 
 /// `clients` threads connect to 127.0.0.1:`port` one connection at a
 /// time, each reading to end of file and checking it read `reply`.
+///
+/// With [`Amount::For`], a connection counts as served only if it ended
+/// within the time, and the rate is over that time: one that hangs past
+/// it (a peer that stalls) cannot stretch the run and lower everyone's
+/// rate; it still counts as failed if it fails.
 pub fn connect_load(port: u16, clients: usize, amount: Amount, reply: &'static [u8]) -> Load {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
+    let end = match amount {
+        Amount::For(d) => Some(t0 + d),
+        Amount::Total(_) => None,
+    };
     let handles: Vec<_> = (0..clients)
         .map(|_| {
             let (stop, started) = (stop.clone(), started.clone());
@@ -899,10 +908,13 @@ pub fn connect_load(port: u16, clients: usize, amount: Amount, reply: &'static [
                         _ => {}
                     }
                     let t = Instant::now();
-                    match one_connection(addr, reply) {
+                    let r = one_connection(addr, reply);
+                    let done = Instant::now();
+                    match r {
+                        Ok(()) if end.is_some_and(|e| done > e) => {}
                         Ok(()) => {
                             mine.ok += 1;
-                            let us = t.elapsed().as_micros();
+                            let us = (done - t).as_micros();
                             mine.lat_us.push(u32::try_from(us).unwrap_or(u32::MAX));
                         }
                         Err(e) => {
@@ -934,7 +946,10 @@ pub fn connect_load(port: u16, clients: usize, amount: Amount, reply: &'static [
             all.first_error = mine.first_error;
         }
     }
-    all.secs = t0.elapsed().as_secs_f64();
+    all.secs = match amount {
+        Amount::For(d) => d.as_secs_f64(),
+        Amount::Total(_) => t0.elapsed().as_secs_f64(),
+    };
     all
 }
 
