@@ -27,19 +27,21 @@
 //! the daemons that serve them (ours, openbsd-inetd, inetutils-inetd): a
 //! shorter run for repeated measurements of the UDP path.
 //!
-//! Run it alone: every daemon binds the echo port (7), so two runs at once,
-//! or an inetd already serving echo, would measure each other. A private
-//! loopback avoids both:
+//! The run moves itself onto a loopback of its own (`unshare -n`, see the
+//! `support` module; `INETD_BENCH_NETNS=host` keeps the host's): every
+//! daemon binds the echo port (7), so two runs at once, or an inetd
+//! already serving echo, would otherwise measure each other.
 //!
-//! ```text
-//! unshare -n sh -c 'ip link set lo up && cargo bench -p inetd-tests --bench peers'
-//! ```
+//! Run by `cargo test --benches` (no `--bench` argument), it is the smoke
+//! run: ours only, 0.3 s per workload, failing unless each served.
 //!
 //! Before each daemon starts, the run waits until the echo port is free:
 //! our UDP builtin child outlives its core until it has been idle (started
 //! here with `--dgram-idle 1`), and a peer started while it still holds
 //! [::1]:7 would fail to bind it and leave our child to answer the peer's
 //! workload.
+
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -50,38 +52,28 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use inetd_tests::{free_port, target_dir, wait_tcp4_accepts, wait_until};
+use support::{peer_command, Bench, Smoke};
 
 const RUN_FOR: Duration = Duration::from_secs(3);
+/// Each workload's time in the smoke run (`cargo test --benches`).
+const SMOKE_RUN_FOR: Duration = Duration::from_millis(300);
 const TCP_CLIENTS: usize = 4;
 const ECHO_PORT: u16 = 7;
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("the benchmark runs the daemons as root, like in production: run it as root");
-        std::process::exit(2);
-    }
-    let target = target_dir();
-    let peers = match fetch_peers(&target) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("cannot fetch the peer daemons: {e}");
-            std::process::exit(1);
-        }
-    };
-    let work = target.join("bench-work");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).expect("work dir");
+    let b = Bench::setup("peers");
+    let run_for = if b.smoke { SMOKE_RUN_FOR } else { RUN_FOR };
+    let work = b.work.path();
 
     let only_udp = std::env::var("INETD_BENCH_ONLY").is_ok_and(|v| v == "udp");
-    let mut daemons: Vec<Starter> = vec![
-        Box::new(|p| start_ours(&target, &work, p)),
-        Box::new(|p| start_openbsd(&peers, &work, p)),
-        Box::new(|p| start_inetutils(&peers, &work, p)),
-    ];
-    if !only_udp {
-        daemons.push(Box::new(|p| start_xinetd(&peers, &work, p)));
-        daemons.push(Box::new(|p| start_tcpserver(&peers, p)));
+    let mut daemons: Vec<Starter> = vec![Box::new(|p| start_ours(&b.bins, work, p))];
+    if let Some(peers) = &b.peers {
+        daemons.push(Box::new(|p| start_openbsd(peers, work, p)));
+        daemons.push(Box::new(|p| start_inetutils(peers, work, p)));
+        if !only_udp {
+            daemons.push(Box::new(|p| start_xinetd(peers, work, p)));
+            daemons.push(Box::new(|p| start_tcpserver(peers, p)));
+        }
     }
 
     let mut rows: Vec<(String, Vec<Option<f64>>)> = Vec::new();
@@ -95,10 +87,10 @@ fn main() {
             continue;
         };
         let results = vec![
-            (d.exec && !only_udp).then(|| bench_exec(ports.exec)),
-            (d.echo && !only_udp).then(|| bench_tcp_echo(ports.echo)),
-            d.udp.then(|| bench_udp_echo(ports.echo, 1)),
-            d.udp.then(|| bench_udp_echo(ports.echo, 8)),
+            (d.exec && !only_udp).then(|| bench_exec(ports.exec, run_for)),
+            (d.echo && !only_udp).then(|| bench_tcp_echo(ports.echo, run_for)),
+            d.udp.then(|| bench_udp_echo(ports.echo, 1, run_for)),
+            d.udp.then(|| bench_udp_echo(ports.echo, 8, run_for)),
         ];
         rows.push((d.name.clone(), results));
         d.stop();
@@ -140,6 +132,18 @@ fn main() {
             .collect();
         println!("{name:<18}{}", cells.join(""));
     }
+    if b.smoke {
+        // Every workload of ours ran and served something.
+        let mut smoke = Smoke::default();
+        for (head, r) in heads.iter().zip(ours) {
+            smoke.require(
+                &format!("inetd-core {head}"),
+                r.is_some_and(|v| v > 0.0),
+                "nothing served",
+            );
+        }
+        smoke.finish();
+    }
 }
 
 type Starter<'a> = Box<dyn Fn(&Ports) -> Option<Running> + 'a>;
@@ -160,15 +164,28 @@ impl Ports {
 
 /// Waits until nobody holds `port` on [::1] (UDP) and 127.0.0.1 (TCP).
 fn wait_port_free(port: u16) -> bool {
-    // TcpListener sets SO_REUSEADDR, so only a listener (not TIME_WAIT)
-    // keeps it from binding.
-    let free = wait_until(Duration::from_secs(40), || {
-        UdpSocket::bind(("::1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
-    });
-    if !free {
-        eprintln!("port {port} is still in use (another run, or an inetd serving echo): skipped");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        // TcpListener sets SO_REUSEADDR, so only a listener (not TIME_WAIT)
+        // keeps it from binding.
+        let udp = UdpSocket::bind(("::1", port)).is_ok();
+        let tcp = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if udp && tcp {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "port {port} is still in use (another run, or an inetd serving echo): skipped"
+            );
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
     }
-    free
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 struct Running {
@@ -196,76 +213,31 @@ impl Running {
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        if wait_until(Duration::from_secs(5), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        }) {
-            return;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Unpacks the peers' Debian packages under `target/bench-peers/root`.
-fn fetch_peers(target: &Path) -> Result<PathBuf, String> {
-    let dir = target.join("bench-peers");
-    let root = dir.join("root");
-    if root.join("usr/sbin/inetd").exists() && root.join("usr/bin/tcpserver").exists() {
-        return Ok(root);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let pkgs = [
-        "openbsd-inetd",
-        "inetutils-inetd",
-        "xinetd",
-        "ucspi-tcp",
-        "libwrap0",
-    ];
-    let st = Command::new("apt-get")
-        .arg("download")
-        .args(pkgs)
-        .current_dir(&dir)
-        .status()
-        .map_err(|e| format!("apt-get: {e}"))?;
-    if !st.success() {
-        return Err("apt-get download failed (try apt-get update first)".into());
-    }
-    for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
-        let p = entry.map_err(|e| e.to_string())?.path();
-        if p.extension().is_some_and(|e| e == "deb") {
-            let st = Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(&p)
-                .arg(&root)
-                .status()
-                .map_err(|e| format!("dpkg-deb: {e}"))?;
-            if !st.success() {
-                return Err(format!("dpkg-deb -x {} failed", p.display()));
-            }
+fn wait_tcp(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
         }
+        thread::sleep(Duration::from_millis(20));
     }
-    Ok(root)
-}
-
-fn peer_command(peers: &Path, bin: &str) -> Command {
-    let mut c = Command::new(peers.join(bin));
-    c.env(
-        "LD_LIBRARY_PATH",
-        format!(
-            "{}:{}",
-            peers.join("usr/lib/x86_64-linux-gnu").display(),
-            peers.join("lib/x86_64-linux-gnu").display()
-        ),
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    c
+    false
 }
 
 fn ready(mut r: Running, ports: &Ports) -> Option<Running> {
-    let ok = (!r.exec || wait_tcp4_accepts(ports.exec, Duration::from_secs(10)))
-        && (!r.echo || wait_tcp4_accepts(ports.echo, Duration::from_secs(10)));
+    let ok = (!r.exec || wait_tcp(ports.exec)) && (!r.echo || wait_tcp(ports.echo));
     if ok {
         Some(r)
     } else {
@@ -287,11 +259,8 @@ fn classic_conf(ports: &Ports, rate: &str) -> String {
     )
 }
 
-fn start_ours(target: &Path, work: &Path, ports: &Ports) -> Option<Running> {
-    let bin = ["release", "debug"]
-        .iter()
-        .map(|p| target.join(p).join("inetd-core"))
-        .find(|p| p.exists())?;
+fn start_ours(bins: &Path, work: &Path, ports: &Ports) -> Option<Running> {
+    let bin = bins.join("inetd-core");
     let conf = work.join("ours.conf");
     std::fs::write(&conf, classic_conf(ports, ".1000000")).ok()?;
     // The controller (user inetd) must be able to read it.
@@ -435,7 +404,11 @@ fn start_tcpserver(peers: &Path, ports: &Ports) -> Option<Running> {
 
 /// Runs `clients` threads doing `op` until RUN_FOR has passed; returns
 /// successful operations per second.
-fn run_clients(clients: usize, op: impl Fn() -> bool + Send + Sync + 'static) -> f64 {
+fn run_clients(
+    clients: usize,
+    run_for: Duration,
+    op: impl Fn() -> bool + Send + Sync + 'static,
+) -> f64 {
     let op = Arc::new(op);
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -452,7 +425,7 @@ fn run_clients(clients: usize, op: impl Fn() -> bool + Send + Sync + 'static) ->
             })
         })
         .collect();
-    thread::sleep(RUN_FOR);
+    thread::sleep(run_for);
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
@@ -460,8 +433,8 @@ fn run_clients(clients: usize, op: impl Fn() -> bool + Send + Sync + 'static) ->
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-fn bench_exec(port: u16) -> f64 {
-    run_clients(TCP_CLIENTS, move || {
+fn bench_exec(port: u16, run_for: Duration) -> f64 {
+    run_clients(TCP_CLIENTS, run_for, move || {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
             return false;
         };
@@ -471,8 +444,8 @@ fn bench_exec(port: u16) -> f64 {
     })
 }
 
-fn bench_tcp_echo(port: u16) -> f64 {
-    run_clients(TCP_CLIENTS, move || {
+fn bench_tcp_echo(port: u16, run_for: Duration) -> f64 {
+    run_clients(TCP_CLIENTS, run_for, move || {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
             return false;
         };
@@ -486,9 +459,9 @@ fn bench_tcp_echo(port: u16) -> f64 {
     })
 }
 
-fn bench_udp_echo(port: u16, clients: usize) -> f64 {
+fn bench_udp_echo(port: u16, clients: usize, run_for: Duration) -> f64 {
     let server: SocketAddr = ([0u16, 0, 0, 0, 0, 0, 0, 1], port).into();
-    run_clients(clients, move || {
+    run_clients(clients, run_for, move || {
         thread_local! {
             static SOCK: UdpSocket = {
                 let s = UdpSocket::bind("[::1]:0").unwrap();
