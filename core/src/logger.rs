@@ -1,14 +1,44 @@
 //! A minimal `log` backend: one line per record on stderr, with the syslog
 //! priority prefix journald understands (`<3>` error, `<4>` warning, `<6>`
-//! info, `<7>` debug and trace). No thread, no buffering: each line is one
-//! write(2), so lines of the core and of its controller child (which shares
-//! the core's stderr) do not interleave.
+//! info, `<7>` debug and trace). No thread.
+//!
+//! Lines are formatted into one buffer that is kept, so a record allocates
+//! nothing, and written out together: a warning or an error at once (with
+//! whatever came before it), info and debug lines when the buffer holds
+//! 2 KiB or its oldest line is [`FLUSH_AFTER`] old (the event loop wakes up
+//! for that, see [`flush_deadline`]), and when the core exits. Under load
+//! that is one `write` for many connections instead of two per connection.
+//! Each write holds whole lines and stays under `PIPE_BUF` (4 KiB), so the
+//! core's lines and those of its controller child (which shares the core's
+//! stderr) do not interleave within a line.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use inetd_protocol::{escape_log, log_safe};
 use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// How long an info or debug line may wait in the buffer.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// Written out once the buffer holds this much.
+const FLUSH_AT: usize = 2048;
+
+/// Never more in one write (`PIPE_BUF`): a longer line is written alone.
+const WRITE_MAX: usize = 4096;
+
+struct Buffer {
+    bytes: Vec<u8>,
+    /// When the oldest line still in the buffer was written.
+    since: Option<Instant>,
+}
+
+static BUF: Mutex<Buffer> = Mutex::new(Buffer {
+    bytes: Vec::new(),
+    since: None,
+});
 
 struct StderrLog;
 
@@ -21,6 +51,59 @@ pub fn prefix(level: Level) -> &'static str {
     }
 }
 
+/// Appends one record's line to `out`. Text from outside is escaped where
+/// it is placed in a message (labels and paths, once per apply). A message
+/// that still holds a character a terminal would interpret (a newline
+/// would forge a second record) is escaped whole rather than written raw.
+fn format_line(out: &mut Vec<u8>, level: Level, args: &std::fmt::Arguments<'_>) {
+    let start = out.len();
+    out.extend_from_slice(prefix(level).as_bytes());
+    out.extend_from_slice(b"inetd-core: ");
+    let msg_at = out.len();
+    if write!(out, "{args}").is_err() {
+        out.truncate(start);
+        return;
+    }
+    let safe = std::str::from_utf8(&out[msg_at..]).is_ok_and(log_safe);
+    if !safe {
+        let msg = String::from_utf8_lossy(&out[msg_at..]).into_owned();
+        out.truncate(msg_at);
+        out.extend_from_slice(escape_log(&msg, usize::MAX).as_bytes());
+    }
+    out.push(b'\n');
+}
+
+/// Writes out `bytes` (whole lines) in writes of at most [`WRITE_MAX`]
+/// bytes, each ending at a line's end; a failed write is dropped: there is
+/// nowhere to report it.
+fn write_out(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let cut = if rest.len() <= WRITE_MAX {
+            rest.len()
+        } else {
+            match rest[..WRITE_MAX].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| i + 1),
+            }
+        };
+        let _ = err.write_all(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+}
+
+impl Buffer {
+    fn flush(&mut self) {
+        write_out(&self.bytes);
+        self.bytes.clear();
+        self.since = None;
+    }
+}
+
 impl Log for StderrLog {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
         m.level() <= log::max_level()
@@ -30,21 +113,22 @@ impl Log for StderrLog {
         if !self.enabled(r.metadata()) {
             return;
         }
-        // Text from outside is escaped where it is placed in a message
-        // (labels and paths, once per apply). A message that still holds a
-        // character a terminal would interpret (a newline would forge a
-        // second record) is escaped whole rather than written raw.
-        let msg = r.args().to_string();
-        let msg = if log_safe(&msg) {
-            msg
-        } else {
-            escape_log(&msg, usize::MAX).into_owned()
+        let Ok(mut b) = BUF.lock() else {
+            return;
         };
-        let line = format!("{}inetd-core: {}\n", prefix(r.level()), msg);
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        format_line(&mut b.bytes, r.level(), r.args());
+        if r.level() <= Level::Warn || b.bytes.len() >= FLUSH_AT {
+            b.flush();
+        } else if b.since.is_none() {
+            b.since = Some(Instant::now());
+        }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        if let Ok(mut b) = BUF.lock() {
+            b.flush();
+        }
+    }
 }
 
 static LOGGER: StderrLog = StderrLog;
@@ -52,6 +136,25 @@ static LOGGER: StderrLog = StderrLog;
 pub fn init(level: LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// When the buffered lines are due to be written, if any are buffered.
+pub fn flush_deadline() -> Option<Instant> {
+    BUF.lock().ok()?.since.map(|t| t + FLUSH_AFTER)
+}
+
+/// Writes out the buffered lines if they are due.
+pub fn flush_due() {
+    if let Ok(mut b) = BUF.lock() {
+        if b.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
+            b.flush();
+        }
+    }
+}
+
+/// Writes out every buffered line (before the core exits).
+pub fn flush() {
+    LOGGER.flush();
 }
 
 #[cfg(test)]
@@ -62,5 +165,25 @@ mod tests {
     fn priority_prefixes() {
         assert_eq!(prefix(Level::Warn), "<4>");
         assert_eq!(prefix(Level::Trace), "<7>");
+    }
+
+    #[test]
+    fn a_line_is_formatted_and_escaped_in_place() {
+        let mut out = b"<6>inetd-core: before\n".to_vec();
+        let cap = {
+            out.reserve(256);
+            out.capacity()
+        };
+        format_line(
+            &mut out,
+            Level::Info,
+            &format_args!("accept peer={}", "1.2.3.4:5"),
+        );
+        format_line(&mut out, Level::Error, &format_args!("x{}y", "\nforged"));
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "<6>inetd-core: before\n<6>inetd-core: accept peer=1.2.3.4:5\n<3>inetd-core: x\\nforgedy\n"
+        );
+        assert_eq!(out.capacity(), cap, "formatted into the buffer kept");
     }
 }
