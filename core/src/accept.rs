@@ -5,7 +5,6 @@
 //! burst; the first child that starts ends the burst.
 #![forbid(unsafe_code)]
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
@@ -156,10 +155,9 @@ impl Acceptor {
         let Some(peer) = peer_of(s.l, &conn) else {
             return Some(pipe);
         };
-        let peer_text = peer.log_text();
         if let Err(r) = admission::admit(s.l.spec(), &peer) {
             info!(
-                "refused service=\"{}\" peer={peer_text}: {}",
+                "refused service=\"{}\" peer={peer}: {}",
                 s.l.label(),
                 r.reason()
             );
@@ -168,14 +166,13 @@ impl Acceptor {
             }
             return Some(pipe);
         }
-        let what = Some((peer_text.clone(), peer.env()));
-        let pid = self.spawn(s, conn.as_raw_fd(), what, pipe)?;
-        s.l.counters.accepted += 1;
-        info!(
-            "accept service=\"{}\" peer={peer_text} pid={pid}",
-            s.l.label()
-        );
-        None
+        let mut pipe = Some(pipe);
+        let pid = self.spawn(s, conn.as_raw_fd(), Some(peer), &mut pipe);
+        if let Some(pid) = pid {
+            s.l.counters.accepted += 1;
+            info!("accept service=\"{}\" peer={peer} pid={pid}", s.l.label());
+        }
+        pipe
     }
 
     /// A wait service (or a dgram builtin): the child gets the socket.
@@ -183,8 +180,15 @@ impl Acceptor {
         let Some(raw) = s.l.socket().map(|fd| fd.as_raw_fd()) else {
             return;
         };
-        let Some(pipe) = self.pipe() else { return };
-        if let Some(pid) = self.spawn(s, raw, None, pipe) {
+        let mut pipe = self.pipe();
+        if pipe.is_none() {
+            return;
+        }
+        let pid = self.spawn(s, raw, None, &mut pipe);
+        if pipe.is_some() {
+            self.spare_pipe = pipe;
+        }
+        if let Some(pid) = pid {
             s.l.hold(pid);
             s.l.counters.accepted += 1;
             info!(
@@ -194,19 +198,20 @@ impl Acceptor {
         }
     }
 
-    /// Starts a child with `fd` as its connection (`conn`: its peer text
-    /// and environment) or socket; its pid, or `None` (logged).
+    /// Starts a child with `fd` as its connection (from `peer`) or socket;
+    /// its pid, or `None` (logged). A child that needs the status pipe
+    /// takes it from `pipe`.
     fn spawn(
         &mut self,
         s: &mut Serving<'_>,
         fd: RawFd,
-        conn: Option<(String, Vec<CString>)>,
-        pipe: StatusPipe,
+        peer: Option<Peer>,
+        pipe: &mut Option<StatusPipe>,
     ) -> Option<i32> {
         let l = &mut *s.l;
         match s
             .children
-            .spawn_server(s.id, l, fd, conn, Some(pipe), s.udp_ports)
+            .spawn_server(s.id, l, fd, peer, pipe, s.udp_ports)
         {
             Ok(pid) => {
                 self.child_started();

@@ -151,7 +151,7 @@ impl Daemon {
                 // Round up so a timer is never woken for a little early.
                 i32::try_from(ms + 1).unwrap_or(i32::MAX)
             });
-            crate::logger::flush_due();
+            crate::logger::flush();
             ready.clear();
             if let Err(e) = self.events.wait(timeout, &mut ready) {
                 error!("epoll_wait failed: {e}");
@@ -302,21 +302,16 @@ impl Daemon {
 
     fn next_deadline(&self) -> Option<Instant> {
         if self.exit_by.is_some() {
-            return [
-                self.children.next_kill(),
-                self.exit_by,
-                crate::logger::flush_deadline(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            return [self.children.next_kill(), self.exit_by]
+                .into_iter()
+                .flatten()
+                .min();
         }
         [
             self.acceptor.paused_until(),
             self.retry_at,
             self.supervisor.as_ref().and_then(Supervisor::restart_at),
             self.children.next_kill(),
-            crate::logger::flush_deadline(),
         ]
         .into_iter()
         .flatten()

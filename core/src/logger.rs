@@ -5,23 +5,20 @@
 //! Lines are formatted into one buffer that is kept, so a record allocates
 //! nothing, and written out together: a warning or an error at once (with
 //! whatever came before it), info and debug lines when the buffer holds
-//! 2 KiB or its oldest line is [`FLUSH_AFTER`] old (the event loop wakes up
-//! for that, see [`flush_deadline`]), and when the core exits. Under load
-//! that is one `write` for many connections instead of two per connection.
-//! Each write holds whole lines and stays under `PIPE_BUF` (4 KiB), so the
+//! 2 KiB, and otherwise at the end of each turn of the event loop, before
+//! it waits ([`flush`]), and when the core exits. So a line is out before
+//! the core waits for anything else, and under load one `write` carries the
+//! lines of many connections instead of two writes per connection. Each
+//! write holds whole lines and stays under `PIPE_BUF` (4 KiB), so the
 //! core's lines and those of its controller child (which shares the core's
 //! stderr) do not interleave within a line.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use inetd_protocol::{escape_log, log_safe};
 use log::{Level, LevelFilter, Log, Metadata, Record};
-
-/// How long an info or debug line may wait in the buffer.
-pub const FLUSH_AFTER: Duration = Duration::from_millis(20);
 
 /// Written out once the buffer holds this much.
 const FLUSH_AT: usize = 2048;
@@ -31,14 +28,9 @@ const WRITE_MAX: usize = 4096;
 
 struct Buffer {
     bytes: Vec<u8>,
-    /// When the oldest line still in the buffer was written.
-    since: Option<Instant>,
 }
 
-static BUF: Mutex<Buffer> = Mutex::new(Buffer {
-    bytes: Vec::new(),
-    since: None,
-});
+static BUF: Mutex<Buffer> = Mutex::new(Buffer { bytes: Vec::new() });
 
 struct StderrLog;
 
@@ -98,9 +90,10 @@ fn write_out(bytes: &[u8]) {
 
 impl Buffer {
     fn flush(&mut self) {
-        write_out(&self.bytes);
-        self.bytes.clear();
-        self.since = None;
+        if !self.bytes.is_empty() {
+            write_out(&self.bytes);
+            self.bytes.clear();
+        }
     }
 }
 
@@ -119,8 +112,6 @@ impl Log for StderrLog {
         format_line(&mut b.bytes, r.level(), r.args());
         if r.level() <= Level::Warn || b.bytes.len() >= FLUSH_AT {
             b.flush();
-        } else if b.since.is_none() {
-            b.since = Some(Instant::now());
         }
     }
 
@@ -138,21 +129,8 @@ pub fn init(level: LevelFilter) {
     log::set_max_level(level);
 }
 
-/// When the buffered lines are due to be written, if any are buffered.
-pub fn flush_deadline() -> Option<Instant> {
-    BUF.lock().ok()?.since.map(|t| t + FLUSH_AFTER)
-}
-
-/// Writes out the buffered lines if they are due.
-pub fn flush_due() {
-    if let Ok(mut b) = BUF.lock() {
-        if b.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
-            b.flush();
-        }
-    }
-}
-
-/// Writes out every buffered line (before the core exits).
+/// Writes out every buffered line: at the end of each turn of the event
+/// loop, and before the core exits.
 pub fn flush() {
     LOGGER.flush();
 }

@@ -39,13 +39,14 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 6405 lines
-//!     accept.rs 261, admission.rs 75, apply.rs 316, backoff.rs 56
-//!     children.rs 451, cli.rs 226, daemon.rs 513, events.rs 147, link.rs 420
-//!     listeners.rs 393, logger.rs 159, main.rs 123, notify.rs 53, peer.rs 92
-//!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 332
-//!     sys/caps.rs 176, sys/child.rs 546, sys/epoll.rs 90, sys/inherit.rs 134
-//!     sys/mod.rs 388, sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 248
+//! root, this process: core/src: 6967 lines
+//!     accept.rs 266, admission.rs 75, apply.rs 316, backoff.rs 56
+//!     children.rs 486, cli.rs 226, daemon.rs 508, events.rs 147, link.rs 420
+//!     listeners.rs 393, logger.rs 137, main.rs 124, notify.rs 53, peer.rs 4
+//!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 337
+//!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
+//!     sys/mod.rs 390, sys/net.rs 158, sys/raw.rs 92, sys/spawn.rs 509
+//!     sys/status.rs 138, sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439

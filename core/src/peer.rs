@@ -2,6 +2,7 @@
 //! (pure).
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
 
@@ -22,18 +23,55 @@ pub enum Peer {
 
 impl Peer {
     /// The peer as written in the log and in the status report.
+    #[cfg(test)]
     pub fn log_text(&self) -> String {
-        match *self {
-            Peer::Inet { peer, .. } => fmt_addr(peer),
-            Peer::Unix { pid, uid, gid } => fmt_unix(pid, uid, gid),
-        }
+        self.to_string()
     }
 
     /// The per-connection environment variables of this connection.
+    #[cfg(test)]
     pub fn env(&self) -> Vec<CString> {
+        let mut buf = Vec::new();
+        self.write_env(&mut buf);
+        buf.split(|&b| b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| CString::new(v).unwrap_or_default())
+            .collect()
+    }
+
+    /// Appends the per-connection variables to `out`, each `NAME=value`
+    /// and a NUL, without allocating beyond `out`'s growth (the child
+    /// table keeps one such buffer).
+    pub fn write_env(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Names and values are built from numbers and addresses here: no
+        // NUL inside, and writing to a Vec cannot fail.
+        let _ = match *self {
+            Peer::Inet { peer, local } => {
+                let (rip, rport) = (unmap(peer.ip()), peer.port());
+                let (lip, lport) = (unmap(local.ip()), local.port());
+                write!(
+                    out,
+                    "PROTO=TCP\0TCPREMOTEIP={rip}\0TCPREMOTEPORT={rport}\0\
+                     TCPLOCALIP={lip}\0TCPLOCALPORT={lport}\0\
+                     REMOTE_ADDR={rip}\0REMOTE_PORT={rport}\0"
+                )
+            }
+            Peer::Unix { pid, uid, gid } => write!(
+                out,
+                "PROTO=UNIX\0UNIXREMOTEPID={pid}\0UNIXREMOTEEUID={uid}\0UNIXREMOTEEGID={gid}\0"
+            ),
+        };
+    }
+}
+
+/// The peer as written in the log: `192.0.2.1:4000`, `[2001:db8::1]:4000`
+/// or `unix:pid=P,uid=U,gid=G`.
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
-            Peer::Inet { peer, local } => tcp_env(peer, local),
-            Peer::Unix { pid, uid, gid } => unix_env(pid, uid, gid),
+            Peer::Inet { peer, .. } => SocketAddr::new(unmap(peer.ip()), peer.port()).fmt(f),
+            Peer::Unix { pid, uid, gid } => write!(f, "unix:pid={pid},uid={uid},gid={gid}"),
         }
     }
 }
@@ -50,44 +88,25 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A peer for the log: `192.0.2.1:4000` or `[2001:db8::1]:4000`.
+#[cfg(test)]
 fn fmt_addr(sa: SocketAddr) -> String {
-    SocketAddr::new(unmap(sa.ip()), sa.port()).to_string()
+    let local = sa;
+    Peer::Inet { peer: sa, local }.to_string()
 }
 
-/// A unix peer for the log.
+#[cfg(test)]
 fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
-    format!("unix:pid={pid},uid={uid},gid={gid}")
+    Peer::Unix { pid, uid, gid }.to_string()
 }
 
-fn var(name: &str, value: impl std::fmt::Display) -> CString {
-    // Names and values are built from numbers and addresses here: no NUL.
-    CString::new(format!("{name}={value}")).unwrap_or_default()
-}
-
-/// The per-connection variables of a TCP connection: ucspi's and systemd's.
+#[cfg(test)]
 fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
-    let rip = unmap(peer.ip());
-    let lip = unmap(local.ip());
-    vec![
-        var("PROTO", "TCP"),
-        var("TCPREMOTEIP", rip),
-        var("TCPREMOTEPORT", peer.port()),
-        var("TCPLOCALIP", lip),
-        var("TCPLOCALPORT", local.port()),
-        var("REMOTE_ADDR", rip),
-        var("REMOTE_PORT", peer.port()),
-    ]
+    Peer::Inet { peer, local }.env()
 }
 
-/// The per-connection variables of a unix stream connection.
+#[cfg(test)]
 fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
-    vec![
-        var("PROTO", "UNIX"),
-        var("UNIXREMOTEPID", pid),
-        var("UNIXREMOTEEUID", uid),
-        var("UNIXREMOTEEGID", gid),
-    ]
+    Peer::Unix { pid, uid, gid }.env()
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ pub mod child;
 pub mod epoll;
 pub mod inherit;
 pub mod net;
+mod raw;
+pub mod spawn;
 mod status;
 pub mod unixsock;
 

@@ -1,0 +1,630 @@
+//! Starting a server without copying the core: `clone(CLONE_VM)` on a stack
+//! of its own, the child path of `child.rs` in raw system calls, then
+//! `execve`. What glibc's `posix_spawn` and Go's `forkAndExecInChild` do,
+//! except that the core never waits for the child (no `CLONE_VFORK`).
+//!
+//! # A spawn slot
+//!
+//! Each child gets a slot: one mapping with a guard page, the child's stack,
+//! a header and the data it needs, all written before the clone: the plan
+//! (ids, groups, descriptors), the path, argv, the environment (the fixed
+//! part, then the per-connection variables the caller formatted into its
+//! reused buffer) and their pointer arrays. The child reads nothing else of
+//! the core's memory but `'static` values (what it is given back of the
+//! core's start), so the core may change or drop a listener while a child
+//! of it is still starting. A failure is written to the header (step and
+//! errno) before the child exits with 127.
+//!
+//! The header also holds the word the kernel clears when the child's
+//! memory stops being the core's (`CLONE_CHILD_CLEARTID`: at exec, or at
+//! exit): from then on the slot is free, unless it holds a failure, which
+//! is read (and the slot freed) when the child is reaped. Slots are reused;
+//! the core makes another when every slot is taken by a child that has not
+//! reached exec yet, so a child stopped on its way (after the id change any
+//! process of its uid may SIGSTOP it) stalls neither the core nor other
+//! spawns. That is why there is no `CLONE_VFORK`: with it, the core would
+//! wait for each child to exec, and freeze with a stopped one.
+//!
+//! # Why sharing the core's memory until exec is safe
+//!
+//! * Nothing runs in the child but the child path: raw system calls on its
+//!   own stack, no allocation, no lock, no C library call (which could
+//!   write the core's `errno`, or run the library's thread machinery, as
+//!   `setresuid` does). It leaves only by `execve` or `exit_group`.
+//! * Signals: every signal is blocked in the core across the clone, so no
+//!   handler can run in the child before step 2 sets every disposition to
+//!   its default; only then is its mask emptied. The core has no handlers
+//!   of its own (signals come through its signalfd).
+//! * Other processes: once the child has changed to the service's uid, the
+//!   kernel marks the shared memory non-dumpable (the uid changed; with
+//!   `fs.suid_dumpable` 0 or 2 alike), so the service's uid cannot ptrace
+//!   it or open its `/proc/PID/mem`; before that it is root's. The core is
+//!   marked too, as a side effect: it stays non-dumpable, which a root
+//!   daemon may as well be.
+//! * The core writes to a slot only while it is free, and the child only
+//!   its header's report; a failure is read after the kernel cleared the
+//!   word, when the child can no longer write.
+//!
+//! Elsewhere than x86-64 and aarch64 (no raw system calls without the C
+//! library, see `raw.rs`), the same path runs after `fork`, with the
+//! status pipe.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+use super::child::{self, Plan, Report, SharedReport};
+use super::status::{ChildStatus, StatusPipe, Step};
+use crate::validate::{ExecImage, Identity};
+
+/// The child's stack: the child path needs a few KiB; the rest is margin
+/// (pages never touched are never backed).
+const STACK: usize = 64 * 1024;
+
+/// Free slots kept for reuse; more are unmapped.
+const KEEP_FREE: usize = 8;
+
+/// The environment variable that delays, in tests only, every child of one
+/// program right after its id change: `MS:PATH`.
+pub const TEST_DELAY_ENV: &str = "INETD_TEST_EXEC_DELAY";
+
+#[repr(C)]
+struct Header {
+    /// Nonzero from the clone until the kernel clears it when the child
+    /// execs or exits.
+    tid: AtomicU32,
+    report: SharedReport,
+    plan: Plan,
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+struct Slot {
+    base: *mut u8,
+    len: usize,
+    /// The child using it; 0 when free.
+    pid: i32,
+}
+
+impl Slot {
+    fn header(&self) -> *mut Header {
+        // The header follows the guard page and the stack.
+        // SAFETY (of the arithmetic): within the mapping, see `Slot::map`.
+        self.base.wrapping_add(page() + STACK).cast()
+    }
+
+    fn data_len(&self) -> usize {
+        self.len - page() - STACK - std::mem::size_of::<Header>()
+    }
+
+    /// Maps a slot with room for `data` bytes after the header.
+    fn map(data: usize) -> io::Result<Slot> {
+        let len = round_up(
+            page() + STACK + std::mem::size_of::<Header>() + data,
+            page(),
+        );
+        // SAFETY: an anonymous private mapping; no existing memory is
+        // touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // The guard page: a stack overflow in the child faults instead of
+        // writing over other memory.
+        // SAFETY: the first page of the mapping just made.
+        if unsafe { libc::mprotect(p, page(), libc::PROT_NONE) } == -1 {
+            let e = io::Error::last_os_error();
+            // SAFETY: the mapping just made, used by no one.
+            unsafe { libc::munmap(p, len) };
+            return Err(e);
+        }
+        Ok(Slot {
+            base: p.cast(),
+            len,
+            pid: 0,
+        })
+    }
+
+    /// The child has left the slot (exec'd or exited).
+    fn left(&self) -> bool {
+        // SAFETY: the header lies within the mapping, and `tid` is only
+        // written atomically (by the core, or by the kernel).
+        unsafe { (*self.header()).tid.load(Ordering::Acquire) == 0 }
+    }
+
+    /// The failure the child reported, if any; only meaningful once it left.
+    fn failure(&self) -> Option<(Step, i32)> {
+        // SAFETY: as in `left`; the report is written atomically.
+        let r = unsafe { &(*self.header()).report };
+        let step = r.step.load(Ordering::Acquire);
+        (step != 0).then(|| (Step::from_u32(step), r.errno.load(Ordering::Relaxed)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Only free slots are dropped (see `Spawner::release`), and a slot
+        // that a starting child may still use is leaked instead.
+        // SAFETY: the mapping made in `Slot::map`, no longer used.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn page() -> usize {
+    // SAFETY: sysconf with a valid name.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// Starts exec children and keeps what tells how they went.
+pub struct Spawner {
+    slots: Vec<Slot>,
+    delay: Option<(u64, CString)>,
+}
+
+impl Default for Spawner {
+    fn default() -> Self {
+        Spawner::new(std::env::var(TEST_DELAY_ENV).ok().as_deref())
+    }
+}
+
+impl Spawner {
+    /// `test_delay`: the value of [`TEST_DELAY_ENV`], if set.
+    pub fn new(test_delay: Option<&str>) -> Spawner {
+        let delay = test_delay.and_then(|v| {
+            let (ms, path) = v.split_once(':')?;
+            let ms: u64 = ms.parse().ok().filter(|&m| m <= 60_000)?;
+            log::warn!("{TEST_DELAY_ENV}: children of {path} wait {ms} ms after their id change (for tests)");
+            Some((ms * 1_000_000, CString::new(path).ok()?))
+        });
+        Spawner {
+            slots: Vec::new(),
+            delay,
+        }
+    }
+
+    /// Starts a child that execs `image` as `id`, with `fds[i]` on
+    /// descriptor `i` and the per-connection variables `conn_env` (each
+    /// `NAME=value` and a NUL) after the fixed environment. Its pid, and a
+    /// status pipe where the child path ran after `fork` (see the top of
+    /// this file); otherwise its outcome comes from [`Spawner::outcome`].
+    pub fn exec(
+        &mut self,
+        id: &Identity,
+        image: &ExecImage,
+        conn_env: &[u8],
+        fds: &[RawFd],
+    ) -> io::Result<(i32, Option<OwnedFd>)> {
+        if !super::raw::NATIVE {
+            return fork_exec(id, image, conn_env, fds);
+        }
+        let need = data_size(id, image, conn_env);
+        let i = self.free_slot(need)?;
+        let delay_ns = match &self.delay {
+            Some((ns, path)) if path.as_c_str() == image.path() => *ns,
+            _ => 0,
+        };
+        let slot = &mut self.slots[i];
+        let hdr = slot.header();
+        // SAFETY: the slot is free (no child uses it), and `fill` writes
+        // only within its data area, whose size `data_size` accounted for.
+        unsafe { fill(hdr, slot.data_len(), id, image, conn_env, fds, delay_ns)? };
+        // SAFETY: the slot is ready (see above); `clone_child` is the child
+        // path and never returns into the core.
+        let pid = unsafe { clone_child(hdr, slot.base.wrapping_add(page() + STACK))? };
+        slot.pid = pid;
+        Ok((pid, None))
+    }
+
+    /// A free slot with room for `need` data bytes, made if there is none;
+    /// slots whose child has exec'd are freed first.
+    fn free_slot(&mut self, need: usize) -> io::Result<usize> {
+        for s in &mut self.slots {
+            if s.pid != 0 && s.left() && s.failure().is_none() {
+                s.pid = 0;
+            }
+        }
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.pid == 0 && s.data_len() >= need)
+        {
+            return Ok(i);
+        }
+        self.slots.push(Slot::map(need.max(4096))?);
+        Ok(self.slots.len() - 1)
+    }
+
+    /// How child `pid`, just reaped, went, if it was started here: a
+    /// failure its slot holds, or `Started`. Frees its slot.
+    pub fn outcome(&mut self, pid: i32) -> ChildStatus {
+        let Some(i) = self.slots.iter().position(|s| s.pid == pid) else {
+            return ChildStatus::Started;
+        };
+        let st = match self.slots[i].failure() {
+            Some((step, errno)) if self.slots[i].left() => ChildStatus::Failed { step, errno },
+            _ => ChildStatus::Started,
+        };
+        self.release(i);
+        st
+    }
+
+    fn release(&mut self, i: usize) {
+        if !self.slots[i].left() {
+            // Reaped, so gone: the kernel cleared the word at its exit.
+            // Should it not have, the slot is leaked rather than reused.
+            std::mem::forget(self.slots.swap_remove(i));
+            return;
+        }
+        self.slots[i].pid = 0;
+        let free = self.slots.iter().filter(|s| s.pid == 0).count();
+        if free > KEEP_FREE {
+            self.slots.swap_remove(i);
+        }
+    }
+
+    /// Slots in use and mapped, for tests.
+    #[cfg(test)]
+    pub fn slots(&self) -> (usize, usize) {
+        let used = self.slots.iter().filter(|s| s.pid != 0).count();
+        (used, self.slots.len())
+    }
+}
+
+/// The data bytes a child of `image` needs (with room for alignment).
+fn data_size(id: &Identity, image: &ExecImage, conn_env: &[u8]) -> usize {
+    let strings: usize = image.path().to_bytes_with_nul().len()
+        + image
+            .argv()
+            .iter()
+            .map(|a| a.to_bytes_with_nul().len())
+            .sum::<usize>()
+        + image
+            .env()
+            .iter()
+            .map(|e| e.to_bytes_with_nul().len())
+            .sum::<usize>()
+        + conn_env.len();
+    let nconn = conn_env.iter().filter(|&&b| b == 0).count();
+    let ptrs = (image.argv().len() + 1 + image.env().len() + nconn + 1) * 8;
+    let groups = (2 * id.groups().len() + 1) * 4;
+    strings + ptrs + groups + 64
+}
+
+/// A cursor over a slot's data area.
+struct Writer {
+    at: *mut u8,
+    left: usize,
+}
+
+impl Writer {
+    /// Reserves `n` bytes aligned to `align`; `None` past the end.
+    fn take(&mut self, n: usize, align: usize) -> Option<*mut u8> {
+        let pad = self.at.align_offset(align);
+        if pad + n > self.left {
+            return None;
+        }
+        let p = self.at.wrapping_add(pad);
+        self.at = p.wrapping_add(n);
+        self.left -= pad + n;
+        Some(p)
+    }
+
+    /// Copies `bytes`; where they start.
+    fn bytes(&mut self, bytes: &[u8]) -> Option<*const libc::c_char> {
+        let p = self.take(bytes.len(), 1)?;
+        // SAFETY: `take` reserved `bytes.len()` bytes at `p`, within the
+        // slot and apart from `bytes`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+        Some(p.cast_const().cast())
+    }
+
+    /// A NULL-terminated pointer array of `items`.
+    fn ptrs(&mut self, items: &[*const libc::c_char]) -> Option<*const *const libc::c_char> {
+        let n = items.len() + 1;
+        let p: *mut *const libc::c_char = self.take(n * 8, 8)?.cast();
+        for (k, &it) in items
+            .iter()
+            .chain(std::iter::once(&std::ptr::null()))
+            .enumerate()
+        {
+            // SAFETY: `take` reserved `n` aligned pointers at `p`.
+            unsafe { p.add(k).write(it) };
+        }
+        Some(p.cast_const())
+    }
+}
+
+/// Most argv and environment entries a child may have (the pointers are
+/// gathered on the core's stack before they are copied to the slot).
+const MAX_ENTRIES: usize = 512;
+
+/// Writes the header and data of a slot for one child.
+///
+/// # Safety
+///
+/// `hdr` is the header of a free slot with `data_len` bytes after it.
+unsafe fn fill(
+    hdr: *mut Header,
+    data_len: usize,
+    id: &Identity,
+    image: &ExecImage,
+    conn_env: &[u8],
+    fds: &[RawFd],
+    delay_ns: u64,
+) -> io::Result<()> {
+    let too_big = || io::Error::from_raw_os_error(libc::E2BIG);
+    let mut w = Writer {
+        at: hdr.wrapping_add(1).cast(),
+        left: data_len,
+    };
+    let ng = id.groups().len();
+    let groups: *mut libc::gid_t = w.take(ng * 4, 4).ok_or_else(too_big)?.cast();
+    // SAFETY: room for `ng` groups was just reserved at `groups`.
+    unsafe { std::ptr::copy_nonoverlapping(id.groups().as_ptr(), groups, ng) };
+    let got_groups = w.take((ng + 1) * 4, 4).ok_or_else(too_big)?.cast();
+    let path = w
+        .bytes(image.path().to_bytes_with_nul())
+        .ok_or_else(too_big)?;
+    let mut list = [std::ptr::null::<libc::c_char>(); MAX_ENTRIES];
+    let mut n = 0;
+    for a in image.argv() {
+        *list.get_mut(n).ok_or_else(too_big)? =
+            w.bytes(a.to_bytes_with_nul()).ok_or_else(too_big)?;
+        n += 1;
+    }
+    let argv = w.ptrs(&list[..n]).ok_or_else(too_big)?;
+    n = 0;
+    for e in image.env() {
+        *list.get_mut(n).ok_or_else(too_big)? =
+            w.bytes(e.to_bytes_with_nul()).ok_or_else(too_big)?;
+        n += 1;
+    }
+    let conn = w.bytes(conn_env).ok_or_else(too_big)?;
+    let mut off = 0;
+    for var in conn_env.split_inclusive(|&b| b == 0) {
+        *list.get_mut(n).ok_or_else(too_big)? = conn.wrapping_add(off);
+        off += var.len();
+        n += 1;
+    }
+    let envp = w.ptrs(&list[..n]).ok_or_else(too_big)?;
+    let mut plan = Plan::new(id, fds, got_groups, Report::Shared(std::ptr::null()))?;
+    plan.groups = groups;
+    plan.delay_ns = delay_ns;
+    // SAFETY: `hdr` is the free slot's header; nothing else uses it.
+    unsafe {
+        hdr.write(Header {
+            tid: AtomicU32::new(1),
+            report: SharedReport {
+                step: AtomicU32::new(0),
+                errno: AtomicI32::new(0),
+            },
+            plan,
+            path,
+            argv,
+            envp,
+        });
+        (*hdr).plan.report = Report::Shared(&(*hdr).report);
+    }
+    Ok(())
+}
+
+/// Clones the child (`CLONE_VM`, its stack ending at `stack_top`) with
+/// every signal blocked across the call; its pid.
+///
+/// # Safety
+///
+/// `hdr` is a slot's header filled by [`fill`], and the slot stays as it
+/// is until the kernel clears `tid`.
+unsafe fn clone_child(hdr: *mut Header, stack_top: *mut u8) -> io::Result<i32> {
+    // SAFETY: sigfillset on a zeroed set, then sigprocmask with valid sets.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    let flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+    // SAFETY: `clone_entry` runs on the slot's stack with the slot's header
+    // as its argument and never returns into the core (see the top of this
+    // file for why sharing the memory is safe); `tid` is the word the
+    // kernel clears.
+    let pid = unsafe {
+        libc::clone(
+            clone_entry,
+            stack_top.cast(),
+            flags,
+            hdr.cast(),
+            std::ptr::null_mut::<libc::pid_t>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::addr_of_mut!((*hdr).tid),
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    if pid == -1 {
+        return Err(err);
+    }
+    Ok(pid)
+}
+
+/// The child: the child path, then exec. Never returns.
+extern "C" fn clone_entry(arg: *mut libc::c_void) -> libc::c_int {
+    let hdr: *mut Header = arg.cast();
+    // SAFETY: the core filled the header before the clone and leaves the
+    // slot alone until this child has exec'd or exited.
+    let h = unsafe { &mut *hdr };
+    if let Err((step, errno)) = child::run_steps(&mut h.plan) {
+        child::fail(h.plan.report, step, errno);
+    }
+    let errno = child::exec(h.path, h.argv, h.envp);
+    child::fail(h.plan.report, Step::Exec, errno)
+}
+
+/// The child path after `fork`, where raw system calls go through the C
+/// library (see the top of this file); the status pipe reports.
+fn fork_exec(
+    id: &Identity,
+    image: &ExecImage,
+    conn_env: &[u8],
+    fds: &[RawFd],
+) -> io::Result<(i32, Option<OwnedFd>)> {
+    let mut env: Vec<*const libc::c_char> = image.env().iter().map(|c| c.as_ptr()).collect();
+    let mut off = 0;
+    for var in conn_env.split_inclusive(|&b| b == 0) {
+        env.push(conn_env[off..].as_ptr().cast());
+        off += var.len();
+    }
+    env.push(std::ptr::null());
+    let (pid, rd, report) = child::fork_child(id, fds, Some(StatusPipe::new()?), true)?;
+    if pid == 0 {
+        // Closed by the child path already (see `fork_child`).
+        std::mem::forget(rd);
+        let errno = child::exec(
+            image.path().as_ptr(),
+            image.argv_ptrs().as_ptr(),
+            env.as_ptr(),
+        );
+        child::fail(report, Step::Exec, errno);
+    }
+    Ok((pid, Some(rd)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    /// Runs `argv` through the child path as the current user with a pipe
+    /// on 0, 1 and 2; returns the outcome, the exit status and the output.
+    fn run(sp: &mut Spawner, path: &CStr, argv: &[&str]) -> (ChildStatus, i32, String) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let argv: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
+        // What a core that is not root prepares for its controller: the
+        // same ids, no change.
+        let (id, image) = crate::validate::controller(
+            (super::super::geteuid(), super::super::getegid(), &[]),
+            false,
+            path.to_owned(),
+            argv,
+        );
+        let fds = [w.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()];
+        let (pid, status) = sp.exec(&id, &image, b"TCPREMOTEPORT=7\0", &fds).unwrap();
+        drop(w);
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let code = match st {
+            nix::sys::wait::WaitStatus::Exited(_, c) => c,
+            other => panic!("{other:?}"),
+        };
+        let slot = sp.outcome(pid);
+        let said = status.map_or(slot, |fd| super::super::status::read_status(&fd));
+        (said, code, out)
+    }
+
+    #[test]
+    fn exec_reports_success() {
+        let mut sp = Spawner::new(None);
+        let (st, code, out) = run(
+            &mut sp,
+            c"/bin/sh",
+            &["sh", "-c", "echo $PATH $TCPREMOTEPORT; ls /proc/self/fd | wc -l; grep NoNewPrivs /proc/self/status; umask; pwd"],
+        );
+        assert_eq!(st, ChildStatus::Started);
+        assert_eq!(code, 0);
+        let lines: Vec<&str> = out.lines().collect();
+        let path = crate::validate::PATH_ENV.strip_prefix("PATH=").unwrap();
+        assert_eq!(lines[0], format!("{path} 7"), "fixed, then per-connection");
+        // 0, 1, 2 and ls's handle on the directory.
+        assert_eq!(lines[1].trim(), "4");
+        assert_eq!(lines[2], "NoNewPrivs:\t1");
+        assert_eq!(lines[3], "0022");
+        assert_eq!(lines[4], "/");
+    }
+
+    #[test]
+    fn exec_failure_reaches_the_parent() {
+        let mut sp = Spawner::new(None);
+        let (st, code, out) = run(&mut sp, c"/nonexistent/server", &["server"]);
+        assert_eq!(
+            st,
+            ChildStatus::Failed {
+                step: Step::Exec,
+                errno: libc::ENOENT
+            }
+        );
+        assert_eq!(code, 127);
+        assert_eq!(out, "", "nothing is written to the peer");
+    }
+
+    #[test]
+    fn slots_are_reused_and_a_failure_is_read_once() {
+        let mut sp = Spawner::new(None);
+        for _ in 0..20 {
+            let (st, _, _) = run(&mut sp, c"/bin/true", &["true"]);
+            assert_eq!(st, ChildStatus::Started);
+            let (st, _, _) = run(&mut sp, c"/nonexistent", &["x"]);
+            assert!(matches!(st, ChildStatus::Failed { .. }), "{st:?}");
+        }
+        let (used, mapped) = sp.slots();
+        assert_eq!(used, 0, "every slot is free once its child is reaped");
+        if super::super::raw::NATIVE {
+            assert_eq!(mapped, 1, "one child at a time needs one slot");
+        }
+        // Unknown pids (a child started otherwise) count as started.
+        assert_eq!(sp.outcome(1), ChildStatus::Started);
+    }
+
+    #[test]
+    fn a_child_slow_to_exec_holds_its_slot_and_others_get_their_own() {
+        if !super::super::raw::NATIVE {
+            return;
+        }
+        let mut sp = Spawner::new(Some("300:/bin/sh"));
+        let (id, image) = crate::validate::controller(
+            (super::super::geteuid(), super::super::getegid(), &[]),
+            false,
+            c"/bin/sh".to_owned(),
+            vec![
+                CString::new("sh").unwrap(),
+                CString::new("-c").unwrap(),
+                CString::new("exit 3").unwrap(),
+            ],
+        );
+        let null = super::super::open_dev_null().unwrap();
+        let fds = [null.as_raw_fd(); 3];
+        let (slow, _) = sp.exec(&id, &image, b"", &fds).unwrap();
+        // Meanwhile, others start and finish, each in another slot.
+        let (st, code, _) = run(&mut sp, c"/bin/true", &["true"]);
+        assert_eq!((st, code), (ChildStatus::Started, 0));
+        let (used, mapped) = sp.slots();
+        assert_eq!((used, mapped), (1, 2), "the slow child keeps its slot");
+        let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(slow), None).unwrap();
+        assert_eq!(
+            st,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(slow), 3)
+        );
+        assert_eq!(sp.outcome(slow), ChildStatus::Started);
+        assert_eq!(sp.slots().0, 0);
+    }
+}
