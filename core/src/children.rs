@@ -305,8 +305,8 @@ impl ChildTable {
     /// of its group with it (SIGKILL) before it is reaped, the last moment
     /// its group can be named safely. A pid the table does not know (none
     /// is expected) is logged and reaped.
-    pub fn reap(&mut self) -> Vec<Reaped> {
-        let mut out = Vec::new();
+    /// What was reaped is appended to `out`, which the caller keeps.
+    pub fn reap(&mut self, out: &mut Vec<Reaped>) {
         while let Some(pid) = sys::ended_child() {
             if let (Some(c), Some(Some(_))) = (self.children.get(&pid), self.stopping.get(&pid)) {
                 if c.holder {
@@ -348,7 +348,6 @@ impl ChildTable {
                 failure,
             });
         }
-        out
     }
 
     /// Asks child `pid` to stop, if it is in the table and the core may
@@ -481,6 +480,14 @@ fn signal_process(pid: i32, c: &Child, sig: i32) -> io::Result<()> {
     match &c.pidfd {
         Some(fd) => sys::pidfd_signal(fd.as_fd(), sig),
         None => sys::kill(pid, sig),
+    }
+}
+
+#[cfg(test)]
+impl ChildTable {
+    /// Children in the table.
+    pub fn live(&self) -> usize {
+        self.children.len()
     }
 }
 

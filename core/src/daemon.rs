@@ -85,6 +85,9 @@ pub struct Daemon {
     conns: Vec<(Tok, RawFd)>,
     statuses: Vec<(Tok, RawFd)>,
     scratch: Vec<(Tok, RawFd, u32)>,
+    /// Kept for every SIGCHLD: the signals read, the children reaped.
+    signals: Vec<i32>,
+    reaped: Vec<Reaped>,
 }
 
 /// The sources looked at every turn.
@@ -119,6 +122,8 @@ impl Daemon {
             conns: Vec::new(),
             statuses: Vec::new(),
             scratch: Vec::new(),
+            signals: Vec::with_capacity(8),
+            reaped: Vec::with_capacity(16),
         })
     }
 
@@ -377,12 +382,15 @@ impl Daemon {
     }
 
     fn reap(&mut self) {
-        for r in self.children.reap() {
+        let mut reaped = std::mem::take(&mut self.reaped);
+        self.children.reap(&mut reaped);
+        for r in reaped.drain(..) {
             if let Some(f) = &r.failure {
                 self.child_failed(f);
             }
             self.child_ended(r);
         }
+        self.reaped = reaped;
     }
 
     fn child_ended(&mut self, r: Reaped) {
@@ -410,14 +418,12 @@ impl Daemon {
     }
 
     fn on_signals(&mut self) {
-        let sigs = match sys::read_signals(&self.sigfd) {
-            Ok(s) => s,
-            Err(e) => {
-                error!("reading the signalfd failed: {e}");
-                return;
-            }
-        };
-        for s in sigs {
+        let mut sigs = std::mem::take(&mut self.signals);
+        sigs.clear();
+        if let Err(e) = sys::read_signals(&self.sigfd, &mut sigs) {
+            error!("reading the signalfd failed: {e}");
+        }
+        for &s in &sigs {
             match s {
                 libc::SIGCHLD => self.reap(),
                 libc::SIGTERM | libc::SIGINT if self.quit.is_none() => {
@@ -434,6 +440,7 @@ impl Daemon {
                 _ => {}
             }
         }
+        self.signals = sigs;
     }
 
     /// The core stops: the children that must go with it (wait children,

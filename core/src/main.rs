@@ -5,7 +5,7 @@
 //! controller user (once, from its own command line), makes its runtime
 //! directories and its core socket, then cuts its capabilities to
 //! NET_BIND_SERVICE, SETUID, SETGID and KILL. After that it only reacts,
-//! in one poll loop, to:
+//! in one epoll loop, to:
 //!
 //! * its controller: in packaged mode any number (bounded) of connections
 //!   on the core socket, each checked with SO_PEERCRED before a byte is
@@ -39,11 +39,12 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 6967 lines
+//! root, this process: core/src: 7049 lines
 //!     accept.rs 266, admission.rs 75, apply.rs 316, backoff.rs 56
-//!     children.rs 486, cli.rs 226, daemon.rs 508, events.rs 147, link.rs 420
-//!     listeners.rs 393, logger.rs 137, main.rs 124, notify.rs 53, peer.rs 4
-//!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 337
+//!     children.rs 485, cli.rs 226, daemon.rs 515, events.rs 147
+//!     exec_path.rs 4, link.rs 420, listeners.rs 393, logger.rs 137
+//!     main.rs 126, notify.rs 53, peer.rs 71, plan.rs 78, start.rs 573
+//!     supervisor.rs 259, validate.rs 337, sys/alloc_count.rs 3
 //!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
 //!     sys/mod.rs 390, sys/net.rs 158, sys/raw.rs 92, sys/spawn.rs 509
 //!     sys/status.rs 138, sys/unixsock.rs 248
@@ -63,6 +64,7 @@ mod children;
 mod cli;
 mod daemon;
 mod events;
+mod exec_path;
 mod link;
 mod listeners;
 mod logger;

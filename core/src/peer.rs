@@ -2,8 +2,6 @@
 //! (pure).
 #![forbid(unsafe_code)]
 
-#[cfg(test)]
-use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
 
 /// The other end of an accepted connection, as the kernel reports it.
@@ -22,23 +20,6 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// The peer as written in the log and in the status report.
-    #[cfg(test)]
-    pub fn log_text(&self) -> String {
-        self.to_string()
-    }
-
-    /// The per-connection environment variables of this connection.
-    #[cfg(test)]
-    pub fn env(&self) -> Vec<CString> {
-        let mut buf = Vec::new();
-        self.write_env(&mut buf);
-        buf.split(|&b| b == 0)
-            .filter(|v| !v.is_empty())
-            .map(|v| CString::new(v).unwrap_or_default())
-            .collect()
-    }
-
     /// Appends the per-connection variables to `out`, each `NAME=value`
     /// and a NUL, without allocating beyond `out`'s growth (the child
     /// table keeps one such buffer).
@@ -89,29 +70,41 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
 }
 
 #[cfg(test)]
-fn fmt_addr(sa: SocketAddr) -> String {
-    let local = sa;
-    Peer::Inet { peer: sa, local }.to_string()
-}
-
-#[cfg(test)]
-fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
-    Peer::Unix { pid, uid, gid }.to_string()
-}
-
-#[cfg(test)]
-fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
-    Peer::Inet { peer, local }.env()
-}
-
-#[cfg(test)]
-fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
-    Peer::Unix { pid, uid, gid }.env()
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
+
+    impl Peer {
+        fn log_text(&self) -> String {
+            self.to_string()
+        }
+
+        fn env(&self) -> Vec<CString> {
+            let mut buf = Vec::new();
+            self.write_env(&mut buf);
+            buf.split(|&b| b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| CString::new(v).unwrap_or_default())
+                .collect()
+        }
+    }
+
+    fn fmt_addr(sa: SocketAddr) -> String {
+        let local = sa;
+        Peer::Inet { peer: sa, local }.to_string()
+    }
+
+    fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
+        Peer::Unix { pid, uid, gid }.to_string()
+    }
+
+    fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
+        Peer::Inet { peer, local }.env()
+    }
+
+    fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
+        Peer::Unix { pid, uid, gid }.env()
+    }
 
     fn strs(v: &[CString]) -> Vec<&str> {
         v.iter().map(|c| c.to_str().unwrap()).collect()

@@ -573,6 +573,17 @@ fn close_between(first: libc::c_int, last: libc::c_int) {
 }
 
 #[cfg(test)]
+impl SingleThreaded {
+    /// For unit tests that never start a builtin (the harness runs
+    /// threads of its own).
+    pub fn for_tests() -> SingleThreaded {
+        SingleThreaded {
+            _this_thread: PhantomData,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

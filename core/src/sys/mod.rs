@@ -8,6 +8,7 @@
 //! [`child`]), where only async-signal-safe calls are wanted.
 #![allow(unsafe_code)]
 
+pub mod alloc_count;
 pub mod caps;
 pub mod child;
 pub mod epoll;
@@ -242,13 +243,12 @@ pub fn signal_fd() -> io::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(nix_err)
 }
 
-/// Reads every pending signal number from the signalfd.
-pub fn read_signals(sfd: &SignalFd) -> io::Result<Vec<i32>> {
-    let mut out = Vec::new();
+/// Appends every pending signal number from the signalfd to `out`.
+pub fn read_signals(sfd: &SignalFd, out: &mut Vec<i32>) -> io::Result<()> {
     loop {
         match sfd.read_signal() {
             Ok(Some(info)) => out.push(i32::try_from(info.ssi_signo).unwrap_or(0)),
-            Ok(None) => return Ok(out),
+            Ok(None) => return Ok(()),
             Err(nix::Error::EINTR) => {}
             Err(e) => return Err(nix_err(e)),
         }
