@@ -174,6 +174,12 @@ impl ChildTable {
         }
     }
 
+    /// Whether the core has many listeners: its exec children then copy
+    /// only the low part of its descriptor table (see `sys::spawn`).
+    pub fn set_many_listeners(&mut self, many: bool) {
+        self.spawner.set_many_listeners(many);
+    }
+
     /// Listener `id`'s label as its children share it.
     fn label_of(&mut self, id: ListenerId, l: &Listener) -> Rc<str> {
         if let Some(rc) = self.labels.get(&id) {

@@ -43,6 +43,10 @@ use crate::sys::child::SingleThreaded;
 /// stuck in the kernel does not hold the core forever).
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(2);
 
+/// From this many listeners on, exec children start on the core's
+/// descriptor table and copy only its low part (see `sys::spawn`).
+const MANY_LISTENERS: usize = 64;
+
 /// Everything the daemon needs from start-up.
 pub struct Setup {
     pub policy: inetd_protocol::Policy,
@@ -251,6 +255,8 @@ impl Daemon {
             self.sync_listener(id, paused);
         }
         self.retry_at = self.listeners.next_retry();
+        let many = self.listeners.iter().nth(MANY_LISTENERS).is_some();
+        self.children.set_many_listeners(many);
     }
 
     /// The core socket's connections: few, looked at every turn.

@@ -39,14 +39,14 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 7049 lines
+//! root, this process: core/src: 7231 lines
 //!     accept.rs 266, admission.rs 75, apply.rs 316, backoff.rs 56
-//!     children.rs 485, cli.rs 226, daemon.rs 515, events.rs 147
+//!     children.rs 491, cli.rs 226, daemon.rs 521, events.rs 147
 //!     exec_path.rs 4, link.rs 420, listeners.rs 393, logger.rs 137
 //!     main.rs 126, notify.rs 53, peer.rs 71, plan.rs 78, start.rs 573
 //!     supervisor.rs 259, validate.rs 337, sys/alloc_count.rs 3
 //!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
-//!     sys/mod.rs 390, sys/net.rs 158, sys/raw.rs 92, sys/spawn.rs 509
+//!     sys/mod.rs 390, sys/net.rs 180, sys/raw.rs 92, sys/spawn.rs 657
 //!     sys/status.rs 138, sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257

@@ -35,15 +35,37 @@
 //!   handler can run in the child before step 2 sets every disposition to
 //!   its default; only then is its mask emptied. The core has no handlers
 //!   of its own (signals come through its signalfd).
-//! * Other processes: once the child has changed to the service's uid, the
-//!   kernel marks the shared memory non-dumpable (the uid changed; with
-//!   `fs.suid_dumpable` 0 or 2 alike), so the service's uid cannot ptrace
-//!   it or open its `/proc/PID/mem`; before that it is root's. The core is
-//!   marked too, as a side effect: it stays non-dumpable, which a root
-//!   daemon may as well be.
+//! * Other processes: when the child changes its ids, the kernel sets the
+//!   shared memory's dumpable flag to `fs.suid_dumpable`. With 0 (the
+//!   default) the service's uid can then neither ptrace the child nor open
+//!   its `/proc/PID/mem`; with 2 only a process with CAP_SYS_PTRACE can;
+//!   before the change the child is root's. The core is marked too, as a
+//!   side effect, which a root daemon may as well be. With 1 ("debug",
+//!   documented as insecure) the flag would make a child of the service's
+//!   uid traceable by that uid while it shares the core's memory, and every
+//!   other child's id change sets it again: so the core looks at the
+//!   setting (at most once a second) and, when it is 1, starts children
+//!   with `fork`, as it does for builtins.
 //! * The core writes to a slot only while it is free, and the child only
 //!   its header's report; a failure is read after the kernel cleared the
 //!   word, when the child can no longer write.
+//!
+//! # Many listeners: the descriptor table
+//!
+//! A clone copies the core's descriptor table, and the child then closes
+//! every listener it inherited: with 10,000 listeners both cost more than
+//! the rest of the spawn. So with many listeners (see
+//! [`Spawner::set_many_listeners`]) the child starts on the core's own
+//! table (`CLONE_FILES`) and its first system call takes a copy of only the
+//! descriptors below its highest one (`close_range` with
+//! `CLOSE_RANGE_UNSHARE`); the listeners live above them, from
+//! `net::LISTENER_FD_BASE` up, and connections get the lowest free numbers.
+//! Until that call the core waits (it must not close the connection, or
+//! reuse its number, while the table is shared): the child is still root
+//! then, with every signal blocked, so no process of a service's uid can
+//! stop it, and the wait is the few microseconds before its first system
+//! call. The id change, and the window in which a service's uid could stop
+//! the child, come after it.
 //!
 //! Elsewhere than x86-64 and aarch64 (no raw system calls without the C
 //! library, see `raw.rs`), the same path runs after `fork`, with the
@@ -71,9 +93,13 @@ pub const TEST_DELAY_ENV: &str = "INETD_TEST_EXEC_DELAY";
 
 #[repr(C)]
 struct Header {
-    /// Nonzero from the clone until the kernel clears it when the child
-    /// execs or exits.
+    /// 1 from the clone; 2 once the child has its own descriptor table
+    /// (when it started on the core's); 0 when the kernel cleared it, as
+    /// the child exec'd or exited.
     tid: AtomicU32,
+    /// Nonzero: the child shares the core's descriptor table and first
+    /// copies the descriptors below this one.
+    unshare_below: i32,
     report: SharedReport,
     plan: Plan,
     path: *const libc::c_char,
@@ -161,6 +187,24 @@ impl Drop for Slot {
     }
 }
 
+/// The first byte of `/proc/sys/fs/suid_dumpable`, read without
+/// allocating.
+fn suid_dumpable() -> Option<u8> {
+    use nix::fcntl::{open, OFlag};
+    let path = c"/proc/sys/fs/suid_dumpable";
+    let fd = open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    // SAFETY: `open` just returned this descriptor, owned by no one else.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut b = [0u8; 4];
+    let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut b).ok()?;
+    (n > 0).then_some(b[0])
+}
+
 fn page() -> usize {
     // SAFETY: sysconf with a valid name.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -174,7 +218,13 @@ fn round_up(n: usize, to: usize) -> usize {
 /// Starts exec children and keeps what tells how they went.
 pub struct Spawner {
     slots: Vec<Slot>,
+    /// `fs.suid_dumpable` is not 1, as of `checked`.
+    clone_safe: bool,
+    checked: Option<std::time::Instant>,
     delay: Option<(u64, CString)>,
+    /// Children start on the core's descriptor table (see the top of this
+    /// file).
+    share_files: bool,
 }
 
 impl Default for Spawner {
@@ -194,8 +244,17 @@ impl Spawner {
         });
         Spawner {
             slots: Vec::new(),
+            clone_safe: false,
+            checked: None,
             delay,
+            share_files: false,
         }
+    }
+
+    /// With many listeners, children copy only the low part of the core's
+    /// descriptor table (see the top of this file).
+    pub fn set_many_listeners(&mut self, many: bool) {
+        self.share_files = many;
     }
 
     /// Starts a child that execs `image` as `id`, with `fds[i]` on
@@ -210,7 +269,7 @@ impl Spawner {
         conn_env: &[u8],
         fds: &[RawFd],
     ) -> io::Result<(i32, Option<OwnedFd>)> {
-        if !super::raw::NATIVE {
+        if !super::raw::NATIVE || !self.clone_is_safe() {
             return fork_exec(id, image, conn_env, fds);
         }
         let need = data_size(id, image, conn_env);
@@ -219,16 +278,43 @@ impl Spawner {
             Some((ns, path)) if path.as_c_str() == image.path() => *ns,
             _ => 0,
         };
+        let top = fds.iter().copied().max().unwrap_or(0);
+        let unshare_below = if self.share_files && top < super::net::LISTENER_FD_BASE {
+            top + 1
+        } else {
+            0
+        };
         let slot = &mut self.slots[i];
         let hdr = slot.header();
         // SAFETY: the slot is free (no child uses it), and `fill` writes
         // only within its data area, whose size `data_size` accounted for.
         unsafe { fill(hdr, slot.data_len(), id, image, conn_env, fds, delay_ns)? };
+        // SAFETY: as above; the child is not started yet.
+        unsafe { (*hdr).unshare_below = unshare_below };
         // SAFETY: the slot is ready (see above); `clone_child` is the child
         // path and never returns into the core.
         let pid = unsafe { clone_child(hdr, slot.base.wrapping_add(page() + STACK))? };
         slot.pid = pid;
         Ok((pid, None))
+    }
+
+    /// Whether children may share the core's memory (see the top of this
+    /// file): `fs.suid_dumpable` is not 1, read at most once a second.
+    fn clone_is_safe(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .checked
+            .is_some_and(|t| now.duration_since(t).as_secs() < 1)
+        {
+            return self.clone_safe;
+        }
+        self.checked = Some(now);
+        let safe = suid_dumpable().is_some_and(|v| v != b'1');
+        if safe != self.clone_safe && !safe {
+            log::warn!("fs.suid_dumpable is 1 (or unreadable): children are started with fork, not sharing the core's memory until exec");
+        }
+        self.clone_safe = safe;
+        safe
     }
 
     /// A free slot with room for `need` data bytes, made if there is none;
@@ -410,6 +496,7 @@ unsafe fn fill(
     unsafe {
         hdr.write(Header {
             tid: AtomicU32::new(1),
+            unshare_below: 0,
             report: SharedReport {
                 step: AtomicU32::new(0),
                 errno: AtomicI32::new(0),
@@ -440,7 +527,12 @@ unsafe fn clone_child(hdr: *mut Header, stack_top: *mut u8) -> io::Result<i32> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         old
     };
-    let flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+    let mut flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+    // SAFETY: the header is filled and not yet shared.
+    let share = unsafe { (*hdr).unshare_below } > 0;
+    if share {
+        flags |= libc::CLONE_FILES;
+    }
     // SAFETY: `clone_entry` runs on the slot's stack with the slot's header
     // as its argument and never returns into the core (see the top of this
     // file for why sharing the memory is safe); `tid` is the word the
@@ -462,7 +554,36 @@ unsafe fn clone_child(hdr: *mut Header, stack_top: *mut u8) -> io::Result<i32> {
     if pid == -1 {
         return Err(err);
     }
+    if share {
+        // SAFETY: the header stays mapped while the child may use it.
+        wait_unshared(unsafe { &(*hdr).tid });
+    }
     Ok(pid)
+}
+
+/// Waits until a child that started on the core's descriptor table has
+/// its own (or has gone): a short spin, then a futex wait on the word the
+/// child and the kernel change and wake.
+fn wait_unshared(tid: &AtomicU32) {
+    for _ in 0..100 {
+        if tid.load(Ordering::Acquire) != 1 {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+    while tid.load(Ordering::Acquire) == 1 {
+        // Not the private variant: the kernel's wake at exit is not either.
+        // SAFETY: FUTEX_WAIT on a live, aligned u32 with no timeout.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                tid.as_ptr(),
+                libc::FUTEX_WAIT,
+                1u32,
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+    }
 }
 
 /// The child: the child path, then exec. Never returns.
@@ -471,11 +592,38 @@ extern "C" fn clone_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: the core filled the header before the clone and leaves the
     // slot alone until this child has exec'd or exited.
     let h = unsafe { &mut *hdr };
+    if h.unshare_below > 0 {
+        unshare_files(h);
+    }
     if let Err((step, errno)) = child::run_steps(&mut h.plan) {
         child::fail(h.plan.report, step, errno);
     }
     let errno = child::exec(h.path, h.argv, h.envp);
     child::fail(h.plan.report, Step::Exec, errno)
+}
+
+/// In the child, first thing: a descriptor table of its own with only the
+/// descriptors below `unshare_below`, then the core is told (it waits).
+fn unshare_files(h: &Header) {
+    const CLOSE_RANGE_UNSHARE: usize = 2;
+    let below = h.unshare_below as usize;
+    let args = [below, u32::MAX as usize, CLOSE_RANGE_UNSHARE];
+    // SAFETY: close_range takes integers.
+    let mut r = unsafe { super::raw::call(libc::SYS_close_range, &args) };
+    if r.is_err() {
+        // Kernels before 5.9: a copy of the whole table.
+        let flags = [libc::CLONE_FILES as usize];
+        // SAFETY: unshare takes integers.
+        r = unsafe { super::raw::call(libc::SYS_unshare, &flags) };
+    }
+    h.tid.store(2, Ordering::Release);
+    let wake = [h.tid.as_ptr() as usize, libc::FUTEX_WAKE as usize, 1];
+    // SAFETY: FUTEX_WAKE on the header's live, aligned word.
+    let _ = unsafe { super::raw::call(libc::SYS_futex, &wake) };
+    if let Err(errno) = r {
+        // Still on the core's table: nothing may be closed from here.
+        child::fail(h.plan.report, Step::Descriptors, errno);
+    }
 }
 
 /// The child path after `fork`, where raw system calls go through the C
@@ -593,6 +741,46 @@ mod tests {
         }
         // Unknown pids (a child started otherwise) count as started.
         assert_eq!(sp.outcome(1), ChildStatus::Started);
+    }
+
+    #[test]
+    fn a_child_on_the_cores_table_copies_only_the_low_part() {
+        if !super::super::raw::NATIVE {
+            return;
+        }
+        // A listener's place: high up, as `net::move_high` puts them.
+        let high = nix::fcntl::fcntl(
+            super::super::open_dev_null().unwrap().as_raw_fd(),
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(super::super::net::LISTENER_FD_BASE + 44),
+        )
+        .unwrap();
+        let mut sp = Spawner::new(None);
+        sp.set_many_listeners(true);
+        for _ in 0..3 {
+            let (st, code, out) = run(
+                &mut sp,
+                c"/bin/sh",
+                &["sh", "-c", "ls /proc/self/fd | tr '\\n' ' '"],
+            );
+            assert_eq!((st, code), (ChildStatus::Started, 0));
+            // 0, 1, 2 and ls's handle on the directory.
+            assert_eq!(out.split_whitespace().count(), 4, "{out}");
+            // The child's closing happened in its own table.
+            assert!(nix::fcntl::fcntl(high, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+        }
+        let (st, code, _) = run(&mut sp, c"/nonexistent", &["x"]);
+        assert!(
+            matches!(
+                st,
+                ChildStatus::Failed {
+                    step: Step::Exec,
+                    ..
+                }
+            ),
+            "{st:?}"
+        );
+        assert_eq!(code, 127);
+        nix::unistd::close(high).unwrap();
     }
 
     #[test]
