@@ -116,6 +116,11 @@ impl Listener {
         }
     }
 
+    fn is_udp_builtin(&self) -> bool {
+        matches!(self.prep.program(), Program::Builtin(_))
+            && self.spec.socket_type == SocketType::Dgram
+    }
+
     /// A child now holds the socket: not polled until it is reaped.
     pub fn hold(&mut self, pid: i32) {
         self.state = State::Waiting { pid };
@@ -231,8 +236,11 @@ impl ListenerTable {
             nonblocking: true,
             log_label,
         };
+        let udp = l.is_udp_builtin();
         self.by_id.insert(id, l);
-        self.refresh_ports();
+        if udp {
+            self.refresh_ports();
+        }
         Some(id)
     }
 
@@ -245,10 +253,13 @@ impl ListenerTable {
         if l.spec.key() != spec.key() {
             return false;
         }
+        let was = l.is_udp_builtin();
         l.log_label = log_label(&spec.label);
         l.spec = spec;
         l.prep = prep;
-        self.refresh_ports();
+        if was || l.is_udp_builtin() {
+            self.refresh_ports();
+        }
         true
     }
 
@@ -257,7 +268,9 @@ impl ListenerTable {
         let id = self.by_key.remove(key)?;
         let mut l = self.by_id.remove(&id)?;
         l.close();
-        self.refresh_ports();
+        if l.is_udp_builtin() {
+            self.refresh_ports();
+        }
         Some(l)
     }
 
@@ -344,15 +357,14 @@ impl ListenerTable {
     }
 
     /// A UDP builtin never answers a datagram from one of these ports (no
-    /// ping-pong between builtins).
+    /// ping-pong between builtins). Recomputed only when a UDP builtin
+    /// comes, changes or goes: an `Apply` of n other listeners stays
+    /// linear in n.
     fn refresh_ports(&mut self) {
         let mut ports: Vec<u16> = self
             .by_id
             .values()
-            .filter(|l| {
-                matches!(l.prep.program(), Program::Builtin(_))
-                    && l.spec.socket_type == SocketType::Dgram
-            })
+            .filter(|l| l.is_udp_builtin())
             .filter_map(|l| match l.spec.bind {
                 Bind::Inet { port, .. } => Some(port),
                 Bind::Unix { .. } => None,

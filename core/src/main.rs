@@ -39,10 +39,10 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 7231 lines
+//! root, this process: core/src: 7243 lines
 //!     accept.rs 266, admission.rs 75, apply.rs 316, backoff.rs 56
 //!     children.rs 491, cli.rs 226, daemon.rs 521, events.rs 147
-//!     exec_path.rs 4, link.rs 420, listeners.rs 393, logger.rs 137
+//!     exec_path.rs 4, link.rs 420, listeners.rs 405, logger.rs 137
 //!     main.rs 126, notify.rs 53, peer.rs 71, plan.rs 78, start.rs 573
 //!     supervisor.rs 259, validate.rs 337, sys/alloc_count.rs 3
 //!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
