@@ -293,6 +293,9 @@ impl Daemon {
                 info!("exit service=\"{}\" pid={pid} status={status}", r.label);
                 if let Some(l) = self.listeners.get_mut(id) {
                     l.limits.child_ended(pid);
+                    if !l.held_by(pid) {
+                        return;
+                    }
                     // A wait server failed if it exited with a status other
                     // than 0, or left a connection waiting on its socket.
                     let failed =

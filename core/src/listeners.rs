@@ -157,6 +157,11 @@ impl Listener {
         )
     }
 
+    /// Whether child `pid` holds the socket.
+    pub fn held_by(&self, pid: i32) -> bool {
+        self.state == (State::Waiting { pid })
+    }
+
     /// A child now holds the socket: not polled until it is reaped.
     pub fn hold(&mut self, pid: i32) {
         self.state = State::Waiting { pid };
