@@ -190,6 +190,12 @@ fn the_rate_limit_pauses_at_exactly_its_number_and_resumes() {
         other => panic!("not paused: {other:?}"),
     }
     assert_eq!((st.counters.accepted, st.counters.refused_rate), (5, 2));
+    // A paused listener keeps its port: nobody else can bind it meanwhile.
+    let squat = std::net::TcpListener::bind(lo(port));
+    assert!(
+        squat.as_ref().err().map(|e| e.kind()) == Some(std::io::ErrorKind::AddrInUse),
+        "the paused port could be bound: {squat:?}"
+    );
     // It resumes by itself.
     core.wait_state(&st.spec.bind, T, |s| *s == ListenerState::Listening);
     assert!(!daytime_from("127.0.0.1", lo(port)).is_empty());
@@ -245,6 +251,24 @@ fn per_source_children_refuse_that_source_only() {
     });
     let mut again = connect_from("127.0.0.1", lo(port));
     assert!(echoes(&mut again));
+}
+
+#[test]
+fn per_source_children_are_released_when_a_child_fails() {
+    let core = Core::start();
+    let port = free_port();
+    let spec = with_limits(tcp4(port).exec("/bin/false", &["false"]), |l| {
+        l.max_children_per_source = 2
+    });
+    assert_all_applied(&core.apply(vec![spec]));
+    for i in 0..10 {
+        read_all(&mut connect_from("127.0.0.1", lo(port)));
+        wait_for("the child to be reaped", T, || {
+            counters(&core, port).children == 0
+        });
+        assert_eq!(counters(&core, port).accepted, i + 1);
+    }
+    assert_eq!(counters(&core, port).refused_per_source, 0);
 }
 
 #[test]
