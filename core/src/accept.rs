@@ -124,6 +124,11 @@ impl Acceptor {
             children,
             knobs,
         };
+        // Another listener served in this round may have reached the
+        // core's total since the poll set was made.
+        if at_children_limit(&s) {
+            return;
+        }
         if hands {
             self.spawn_holder(&mut s);
             return;
@@ -177,14 +182,14 @@ impl Acceptor {
         };
         let peer_text = peer.log_text();
         let now = Instant::now();
-        let admitted = if s.l.paused() {
-            Err(Refusal::Rate)
-        } else {
-            admission::admit(s.l.spec(), &peer).and_then(|()| {
-                let (spec, limits) = s.l.spec_and_limits();
-                admission::admit_limits(spec, limits, &peer, now, s.knobs)
-            })
-        };
+        let paused = s.l.paused();
+        let admitted = admission::admit(s.l.spec(), &peer).and_then(|()| {
+            if paused {
+                return Err(Refusal::Rate);
+            }
+            let (spec, limits) = s.l.spec_and_limits();
+            admission::admit_limits(spec, limits, &peer, now, s.knobs)
+        });
         let source = match admitted {
             Ok(source) => source,
             Err(r) => {
