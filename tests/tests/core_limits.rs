@@ -446,3 +446,43 @@ fn the_defaults_serve_a_burst_of_1500_from_32_clients() {
         (0, 0, 0)
     );
 }
+
+#[test]
+fn the_core_bounds_the_source_tables_of_all_listeners() {
+    let _g = serial();
+    let core = Core::start();
+    let port = free_port();
+    let specs: Vec<_> = (0..1025u32)
+        .map(|i| {
+            let mut sp = with_limits(tcp4(port).builtin(Builtin::Daytime), |l| {
+                l.max_per_source_per_minute = 5
+            });
+            sp.bind = inetd_protocol::Bind::Inet {
+                addr: IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)),
+                port,
+                mode: IpMode::V4,
+            };
+            sp
+        })
+        .collect();
+    let r = core.client().apply(specs);
+    let added = r
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, inetd_protocol::Outcome::Added))
+        .count();
+    assert_eq!(added, 1024);
+    match r.outcomes.last() {
+        Some(inetd_protocol::Outcome::Rejected { reason }) => {
+            assert!(reason.contains("per-source limit"), "{reason}")
+        }
+        other => panic!("the 1,025th: {other:?}"),
+    }
+    // The tables are allocated: a source past its limit on one of them is
+    // refused there.
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 1, 4, 24)), port);
+    for _ in 0..5 {
+        assert!(!daytime_from("127.0.0.1", to).is_empty());
+    }
+    assert_eq!(daytime_from("127.0.0.1", to), "");
+}
