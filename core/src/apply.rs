@@ -246,6 +246,7 @@ fn carry_out(
                     l.label()
                 );
                 stop_holder(children, l);
+                l.fresh_start();
             }
             // A listener that could not bind tries again now.
             if matches!(l.state(), State::Failed { .. }) {

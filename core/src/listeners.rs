@@ -157,6 +157,15 @@ impl Listener {
         )
     }
 
+    /// A changed spec gets a fresh start: a service resting after failed
+    /// wait servers listens again at once (the change may be the fix).
+    pub fn fresh_start(&mut self) {
+        if matches!(self.state, State::Resting { .. }) {
+            self.state = State::Listening;
+            self.limits.wait_served();
+        }
+    }
+
     /// Whether child `pid` holds the socket.
     pub fn held_by(&self, pid: i32) -> bool {
         self.state == (State::Waiting { pid })

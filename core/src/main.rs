@@ -39,10 +39,10 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 6795 lines
-//!     accept.rs 443, admission.rs 123, apply.rs 338, backoff.rs 56
+//! root, this process: core/src: 6805 lines
+//!     accept.rs 443, admission.rs 123, apply.rs 339, backoff.rs 56
 //!     children.rs 466, cli.rs 260, daemon.rs 409, limits.rs 368, link.rs 420
-//!     listeners.rs 505, logger.rs 56, main.rs 116, notify.rs 53, peer.rs 92
+//!     listeners.rs 514, logger.rs 56, main.rs 116, notify.rs 53, peer.rs 92
 //!     plan.rs 78, start.rs 583, supervisor.rs 259, validate.rs 334
 //!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 417
 //!     sys/net.rs 177, sys/status.rs 138, sys/unixsock.rs 248

@@ -486,3 +486,32 @@ fn the_core_bounds_the_source_tables_of_all_listeners() {
     }
     assert_eq!(daytime_from("127.0.0.1", to), "");
 }
+
+#[test]
+fn a_changed_entry_ends_the_backoff_of_failed_wait_servers() {
+    let core = Core::start();
+    let port = free_port();
+    let spec = udp4(port).exec("/bin/false", &["false"]);
+    assert_all_applied(&core.apply(vec![spec.clone()]));
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.send_to(b"x", lo(port)).unwrap();
+    core.wait_state(&spec.bind, T, |s| matches!(s, ListenerState::Failed { .. }));
+    // The fix, by reload: served at once, not after the 10 s backoff.
+    let fixed = udp4(port).probe(&["udp-echo-once"]);
+    assert_all_applied(&core.apply(vec![fixed]));
+    let st = core.status().listeners.remove(0);
+    assert!(
+        !matches!(st.state, ListenerState::Failed { .. }),
+        "{:?}",
+        st.state
+    );
+    // The datagram that waited is served by the fixed server, then a new
+    // one by the next.
+    let mut buf = [0u8; 256];
+    let (n, _) = c.recv_from(&mut buf).expect("an answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with(" x"));
+    c.send_to(b"hello", lo(port)).unwrap();
+    let (n, _) = c.recv_from(&mut buf).expect("an answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with(" hello"));
+}
