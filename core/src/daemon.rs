@@ -28,10 +28,11 @@ use inetd_protocol::{CoreRequest, CoreResponse};
 use log::{error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
-use crate::accept::Acceptor;
+use crate::accept::{self as accept, Acceptor};
 use crate::apply::{self, CoreState};
-use crate::children::{self, ChildTable, Kind, Reaped, SetupFailure};
+use crate::children::{self, BuiltinIdle, ChildTable, Kind, Reaped, SetupFailure};
 use crate::events::{self, Events, Tok};
+use crate::limits::Knobs;
 use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
@@ -52,7 +53,8 @@ pub struct Setup {
     pub policy: inetd_protocol::Policy,
     /// The core's own uid.
     pub uid: u32,
-    pub dgram_idle: Duration,
+    pub idle: BuiltinIdle,
+    pub knobs: Knobs,
     pub sigfd: SignalFd,
     pub mode: Mode,
 }
@@ -71,6 +73,7 @@ pub struct Daemon {
     listeners: ListenerTable,
     children: ChildTable,
     acceptor: Acceptor,
+    knobs: Knobs,
     supervisor: Option<Supervisor>,
     quit: Option<i32>,
     /// Once stopping: when the core exits whatever is left.
@@ -84,6 +87,8 @@ pub struct Daemon {
     retry_at: Option<Instant>,
     /// Accepting was paused at the end of the last turn.
     was_paused: bool,
+    /// The core's total of children was reached at the end of the last turn.
+    was_at_total: bool,
     /// The connections and status pipes registered, to forget the ones
     /// that went away.
     conns: Vec<(Tok, RawFd)>,
@@ -113,8 +118,9 @@ impl Daemon {
             sigfd: setup.sigfd,
             links: Links::new(socket),
             listeners: ListenerTable::default(),
-            children: ChildTable::new(single, setup.dgram_idle, grace),
+            children: ChildTable::new(single, setup.idle, grace),
             acceptor: Acceptor::default(),
+            knobs: setup.knobs,
             supervisor,
             quit: None,
             exit_by: None,
@@ -123,6 +129,7 @@ impl Daemon {
             all_dirty: true,
             retry_at: None,
             was_paused: false,
+            was_at_total: false,
             conns: Vec::new(),
             statuses: Vec::new(),
             scratch: Vec::new(),
@@ -196,8 +203,13 @@ impl Daemon {
         self.sync_conns();
         self.sync_statuses();
         let paused = self.acceptor.paused_until().is_some();
-        if paused != self.was_paused {
+        // The core's total of children reached or left: every listener's
+        // registration may change (rarely: at the total, 1,024 by default).
+        let live = self.children.live_servers();
+        let at_total = self.knobs.max_children.is_some_and(|m| live >= m);
+        if paused != self.was_paused || at_total != self.was_at_total {
             self.was_paused = paused;
+            self.was_at_total = at_total;
             self.all_dirty = true;
         }
         if self.all_dirty {
@@ -224,15 +236,26 @@ impl Daemon {
     }
 
     fn sync_listener(&mut self, id: ListenerId, paused: bool) {
-        let fd = self.listeners.get_mut(id).map(|l| l.pollable());
-        match fd {
+        let total = self.children.live_servers();
+        let mine = self.children.count_for(id);
+        let Some(l) = self.listeners.get_mut(id) else {
             // Gone (closed): forgotten.
+            self.events.forget(Tok::Listener(id));
+            return;
+        };
+        // Its state may have changed: a pause or a rest to end in time.
+        if let Some(t) = l.wake_at() {
+            self.retry_at = Some(self.retry_at.map_or(t, |r| r.min(t)));
+        }
+        // At a children limit the listener is not served: its connections
+        // wait in the kernel's backlog.
+        let limited = accept::children_limit_reached(&l.spec().limits, mine, total, &self.knobs);
+        match l.pollable() {
+            // Not served now (a child holds it, or it failed): forgotten.
             None => self.events.forget(Tok::Listener(id)),
-            // Not served now (a child holds it, or it failed), or accepting
-            // is paused: left disarmed.
-            Some(None) => self.events.forget(Tok::Listener(id)),
-            Some(Some(fd)) => {
-                let ev = if paused { 0 } else { events::IN };
+            // Accepting is paused, or a limit holds it: left disarmed.
+            Some(fd) => {
+                let ev = if paused || limited { 0 } else { events::IN };
                 self.want(Tok::Listener(id), Some(fd), ev);
             }
         }
@@ -354,7 +377,8 @@ impl Daemon {
             return;
         }
         if let Some((l, ports)) = self.listeners.get_mut_with_ports(id) {
-            self.acceptor.serve(id, l, ports, &mut self.children);
+            self.acceptor
+                .serve(id, l, ports, &mut self.children, &self.knobs);
         }
     }
 
@@ -415,10 +439,27 @@ impl Daemon {
             }
             Kind::Server(id) => {
                 info!("exit service=\"{}\" pid={pid} status={status}", r.label);
-                if let Some(l) = self.listeners.get_mut(id) {
-                    l.release(pid);
-                }
+                // Its children limit, or its state, may have changed.
                 self.dirty.push(id);
+                if let Some(l) = self.listeners.get_mut(id) {
+                    l.limits.child_ended(pid);
+                    if !l.held_by(pid) {
+                        return;
+                    }
+                    // A wait server failed if it exited with a status other
+                    // than 0, or left a connection waiting on its socket.
+                    let failed =
+                        !matches!(status, sys::ExitStatus::Exited(0)) || l.connection_waiting();
+                    if let Some(d) = l.wait_ended(pid, failed, Instant::now(), &self.knobs) {
+                        warn!(
+                            "failed service=\"{}\": {} wait servers failed within {} s; not started again for {} s",
+                            l.label(),
+                            crate::limits::WAIT_FAILURES,
+                            self.knobs.window.as_secs(),
+                            d.as_secs()
+                        );
+                    }
+                }
             }
         }
     }

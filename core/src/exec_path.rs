@@ -13,7 +13,8 @@ mod tests {
     use log::info;
 
     use crate::accept::Acceptor;
-    use crate::children::{ChildTable, Kind};
+    use crate::children::{BuiltinIdle, ChildTable, Kind};
+    use crate::limits::Knobs;
     use crate::listeners::ListenerTable;
     use crate::sys::alloc_count::counting;
     use crate::sys::child::SingleThreaded;
@@ -88,7 +89,12 @@ mod tests {
         let id = table.insert(spec, prep).unwrap();
         table.get_mut(id).unwrap().bind(0, 0).unwrap();
         let single = SingleThreaded::for_tests();
-        let mut children = ChildTable::new(single, Duration::from_secs(1), Duration::from_secs(1));
+        let idle = BuiltinIdle {
+            dgram: Duration::from_secs(1),
+            stream: Duration::from_secs(1),
+        };
+        let mut children = ChildTable::new(single, idle, Duration::from_secs(1));
+        let knobs = Knobs::default();
         let mut acceptor = Acceptor::default();
         let mut reaped = Vec::new();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -97,7 +103,7 @@ mod tests {
             let mut c = TcpStream::connect(addr).unwrap();
             let ((), mut allocs) = counting(|| {
                 let (l, ports) = table.get_mut_with_ports(id).unwrap();
-                acceptor.serve(id, l, ports, &mut children);
+                acceptor.serve(id, l, ports, &mut children, &knobs);
             });
             let mut got = String::new();
             c.read_to_string(&mut got).unwrap();

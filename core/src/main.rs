@@ -39,21 +39,21 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 7243 lines
-//!     accept.rs 266, admission.rs 75, apply.rs 316, backoff.rs 56
-//!     children.rs 491, cli.rs 226, daemon.rs 521, events.rs 147
-//!     exec_path.rs 4, link.rs 420, listeners.rs 405, logger.rs 137
-//!     main.rs 126, notify.rs 53, peer.rs 71, plan.rs 78, start.rs 573
-//!     supervisor.rs 259, validate.rs 337, sys/alloc_count.rs 3
+//! root, this process: core/src: 8145 lines
+//!     accept.rs 448, admission.rs 123, apply.rs 339, backoff.rs 56
+//!     children.rs 506, cli.rs 260, daemon.rs 562, events.rs 147
+//!     exec_path.rs 4, limits.rs 368, link.rs 420, listeners.rs 529
+//!     logger.rs 137, main.rs 127, notify.rs 53, peer.rs 76, plan.rs 78
+//!     start.rs 583, supervisor.rs 259, validate.rs 339, sys/alloc_count.rs 3
 //!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
-//!     sys/mod.rs 390, sys/net.rs 180, sys/raw.rs 92, sys/spawn.rs 657
+//!     sys/mod.rs 420, sys/net.rs 199, sys/raw.rs 92, sys/spawn.rs 657
 //!     sys/status.rs 138, sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439
-//! the service user only, after the privilege drop: core/builtins/src: 1003 lines
-//!     answers.rs 53, clock.rs 113, dgram.rs 345, lib.rs 155, limiter.rs 119
-//!     sockio.rs 102, stream.rs 116
+//! the service user only, after the privilege drop: core/builtins/src: 1042 lines
+//!     answers.rs 53, clock.rs 113, dgram.rs 346, lib.rs 159, limiter.rs 126
+//!     sockio.rs 122, stream.rs 123
 #![deny(unsafe_code)]
 
 mod accept;
@@ -65,6 +65,7 @@ mod cli;
 mod daemon;
 mod events;
 mod exec_path;
+mod limits;
 mod link;
 mod listeners;
 mod logger;

@@ -20,6 +20,11 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// The peer as written in the log and in the status report.
+    pub fn log_text(&self) -> String {
+        self.to_string()
+    }
+
     /// Appends the per-connection variables to `out`, each `NAME=value`
     /// and a NUL, without allocating beyond `out`'s growth (the child
     /// table keeps one such buffer).
@@ -75,10 +80,6 @@ mod tests {
     use std::ffi::CString;
 
     impl Peer {
-        fn log_text(&self) -> String {
-            self.to_string()
-        }
-
         fn env(&self) -> Vec<CString> {
             let mut buf = Vec::new();
             self.write_env(&mut buf);

@@ -217,10 +217,40 @@ pub fn lookup_group(spec: &str) -> io::Result<Option<(String, u32)>> {
         .map(|g| (g.name, g.gid.as_raw())))
 }
 
-/// The interest of a core-socket connection (`link`): readable, or
-/// writable while an answer is pending.
+/// One entry of a poll set (a one-off look at a descriptor; the event
+/// loop itself uses epoll). `revents` is filled by [`poll`].
+pub type PollEntry = libc::pollfd;
+
+/// Poll events; also the interest of a core-socket connection (`link`):
+/// readable, or writable while an answer is pending.
 pub const POLLIN: i16 = libc::POLLIN;
 pub const POLLOUT: i16 = libc::POLLOUT;
+
+pub fn poll_entry(fd: RawFd, events: i16) -> PollEntry {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Waits for events on `fds`, at most `timeout_ms` (-1: no limit). EINTR is
+/// reported as zero events.
+pub fn poll(fds: &mut [PollEntry], timeout_ms: i32) -> io::Result<usize> {
+    let n = libc::nfds_t::try_from(fds.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `n` pollfd
+    // structures for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), n, timeout_ms) };
+    if r == -1 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(r as usize)
+}
 
 /// The signals the core handles through its signalfd.
 pub const HANDLED_SIGNALS: [Signal; 4] = [
