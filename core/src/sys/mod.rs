@@ -15,6 +15,7 @@ pub mod epoll;
 pub mod inherit;
 pub mod net;
 mod raw;
+mod slot;
 pub mod spawn;
 mod status;
 pub mod unixsock;
