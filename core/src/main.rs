@@ -39,7 +39,7 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 8158 lines
+//! root, this process: core/src: 8166 lines
 //!     accept.rs 448, admission.rs 123, apply.rs 339, backoff.rs 56
 //!     children.rs 506, cli.rs 260, daemon.rs 562, events.rs 147
 //!     exec_path.rs 4, limits.rs 368, link.rs 420, listeners.rs 529
@@ -47,7 +47,7 @@
 //!     start.rs 583, supervisor.rs 259, validate.rs 339, sys/alloc_count.rs 3
 //!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
 //!     sys/mod.rs 421, sys/net.rs 199, sys/raw.rs 92, sys/slot.rs 260
-//!     sys/spawn.rs 409, sys/status.rs 138, sys/unixsock.rs 248
+//!     sys/spawn.rs 417, sys/status.rs 138, sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439

@@ -199,10 +199,18 @@ impl Spawner {
         {
             return self.clone_safe;
         }
+        let first = self.checked.is_none();
         self.checked = Some(now);
-        let safe = suid_dumpable().is_some_and(|v| v != b'1');
-        if safe != self.clone_safe && !safe {
-            log::warn!("fs.suid_dumpable is 1 (or unreadable): children are started with fork, not sharing the core's memory until exec");
+        let value = suid_dumpable();
+        let safe = value.is_some_and(|v| v != b'1');
+        if !safe && (first || self.clone_safe) {
+            let why = match value {
+                Some(_) => "fs.suid_dumpable is 1",
+                None => "/proc/sys/fs/suid_dumpable cannot be read",
+            };
+            log::warn!(
+                "{why}: servers are started with fork, not sharing the core's memory until exec"
+            );
         }
         self.clone_safe = safe;
         safe
