@@ -134,7 +134,7 @@ impl Acceptor {
                 }
                 Err(AcceptError::Other(e)) => {
                     self.spare_pipe = Some(pipe);
-                    warn!("accept failed service=\"{}\": {e}", s.l.label());
+                    warn!("{}: accept failed: {e}", s.l.label());
                     s.l.last_error = Some(format!("accept: {e}"));
                     return;
                 }
@@ -156,10 +156,9 @@ impl Acceptor {
         let Some(peer) = peer_of(s.l, &conn) else {
             return Some(pipe);
         };
-        let peer_text = peer.log_text();
         if let Err(r) = admission::admit(s.l.spec(), &peer) {
             info!(
-                "refused service=\"{}\" peer={peer_text}: {}",
+                "{}: refused connection from {peer}: {}",
                 s.l.label(),
                 r.reason()
             );
@@ -168,13 +167,12 @@ impl Acceptor {
             }
             return Some(pipe);
         }
-        let what = Some((peer_text.clone(), peer.env()));
+        let what = Some((peer.log_text(), peer.env()));
         let pid = self.spawn(s, conn.as_raw_fd(), what, pipe)?;
         s.l.counters.accepted += 1;
-        info!(
-            "accept service=\"{}\" peer={peer_text} pid={pid}",
-            s.l.label()
-        );
+        // The label (escaped once per apply) and the peer format into the
+        // logger's stack buffer: one write, no allocation for the line.
+        info!("{}: connection from {peer}, pid {pid}", s.l.label());
         None
     }
 
@@ -187,10 +185,7 @@ impl Acceptor {
         if let Some(pid) = self.spawn(s, raw, None, pipe) {
             s.l.hold(pid);
             s.l.counters.accepted += 1;
-            info!(
-                "start service=\"{}\" pid={pid} (holds the socket)",
-                s.l.label()
-            );
+            info!("{}: started pid {pid}, holding the socket", s.l.label());
         }
     }
 
@@ -216,10 +211,7 @@ impl Acceptor {
                 l.last_error = Some(format!("cannot start a child: {e}"));
                 // Out of processes, descriptors or memory: the socket stays
                 // readable, so back off as for a failed accept.
-                self.pause(&format!(
-                    "cannot start a child for service=\"{}\": {e}",
-                    l.label()
-                ));
+                self.pause(&format!("{}: cannot start a child: {e}", l.label()));
                 None
             }
         }
@@ -240,10 +232,7 @@ fn peer_of(l: &Listener, conn: &OwnedFd) -> Option<Peer> {
         return match net::peer_cred(conn.as_fd()) {
             Ok((pid, uid, gid)) => Some(Peer::Unix { pid, uid, gid }),
             Err(e) => {
-                debug!(
-                    "connection to service=\"{}\": no peer credentials: {e}",
-                    l.label()
-                );
+                debug!("{}: connection without peer credentials: {e}", l.label());
                 None
             }
         };
@@ -251,10 +240,7 @@ fn peer_of(l: &Listener, conn: &OwnedFd) -> Option<Peer> {
     match (net::peer_inet(conn.as_fd()), net::local_inet(conn.as_fd())) {
         (Some(peer), Some(local)) => Some(Peer::Inet { peer, local }),
         _ => {
-            debug!(
-                "connection to service=\"{}\" gone before it was served",
-                l.label()
-            );
+            debug!("{}: connection gone before it was served", l.label());
             None
         }
     }

@@ -332,7 +332,7 @@ impl ChildTable {
         }
         let ms = self.grace.as_millis();
         info!(
-            "stopping service=\"{}\" pid={pid}: SIGTERM, SIGKILL in {ms} ms",
+            "{}: stopping pid {pid}: SIGTERM, SIGKILL in {ms} ms",
             c.label
         );
         if let Err(e) = signal(pid, c, libc::SIGTERM) {
@@ -379,7 +379,7 @@ impl ChildTable {
                 continue;
             };
             warn!(
-                "service=\"{}\" pid={pid} has not stopped after SIGTERM; SIGKILL",
+                "{}: pid {pid} has not stopped after SIGTERM; SIGKILL",
                 c.label
             );
             if let Err(e) = signal(*pid, c, libc::SIGKILL) {

@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use inetd_protocol::{CoreRequest, CoreResponse};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
 use crate::accept::Acceptor;
@@ -28,8 +28,8 @@ use crate::children::{self, ChildTable, Kind, Reaped, SetupFailure};
 use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
-use crate::sys;
 use crate::sys::child::SingleThreaded;
+use crate::sys::{self, ExitStatus};
 
 /// How long the core waits, after the SIGKILL at the end of the grace, for
 /// what it killed to be reaped, before it exits all the same (a process
@@ -243,10 +243,7 @@ impl Daemon {
             }
             Kind::Server(id) => id,
         };
-        error!(
-            "{what} service=\"{}\" pid={pid} step={step}{err_text}",
-            f.label
-        );
+        error!("{}: {what}, pid {pid}, step={step}{err_text}", f.label);
         if let Some(l) = self.listeners.get_mut(id) {
             l.counters.exec_failures += 1;
             l.last_error = Some(format!("{what} at {step}{err_text}"));
@@ -278,7 +275,13 @@ impl Daemon {
                 }
             }
             Kind::Server(id) => {
-                info!("exit service=\"{}\" pid={pid} status={status}", r.label);
+                // A normal exit is routine (the connection line said what
+                // matters); a failure is worth a look.
+                if status == ExitStatus::Exited(0) {
+                    debug!("{}: pid {pid} ended: {status}", r.label);
+                } else {
+                    warn!("{}: pid {pid} failed: {status}", r.label);
+                }
                 if let Some(l) = self.listeners.get_mut(id) {
                     l.release(pid);
                 }

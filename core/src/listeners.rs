@@ -164,10 +164,7 @@ impl Listener {
         if let Some(s) = &self.sock {
             match sys::set_nonblocking(s.as_fd(), want_nb) {
                 Ok(()) => self.nonblocking = want_nb,
-                Err(e) => warn!(
-                    "service=\"{}\": cannot change O_NONBLOCK: {e}",
-                    self.label()
-                ),
+                Err(e) => warn!("{}: cannot change O_NONBLOCK: {e}", self.label()),
             }
         }
     }
@@ -329,12 +326,9 @@ impl ListenerTable {
                 _ => continue,
             };
             match l.bind(core_uid, attempt) {
-                Ok(()) => info!(
-                    "listening again service=\"{}\" after {attempt} retries",
-                    l.label()
-                ),
+                Ok(()) => info!("{}: listening again after {attempt} retries", l.label()),
                 Err(e) => warn!(
-                    "bind failed again service=\"{}\": {}; next retry in {} s",
+                    "{}: bind failed again: {}; next retry in {} s",
                     l.label(),
                     e.reason(),
                     backoff::bind_retry_delay(attempt).as_secs()

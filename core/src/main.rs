@@ -39,10 +39,10 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 5954 lines
-//!     accept.rs 261, admission.rs 75, apply.rs 316, backoff.rs 56
-//!     children.rs 451, cli.rs 226, daemon.rs 381, link.rs 420
-//!     listeners.rs 393, logger.rs 56, main.rs 115, notify.rs 53, peer.rs 92
+//! root, this process: core/src: 5985 lines
+//!     accept.rs 247, admission.rs 75, apply.rs 310, backoff.rs 56
+//!     children.rs 451, cli.rs 226, daemon.rs 384, link.rs 420
+//!     listeners.rs 387, logger.rs 96, main.rs 115, notify.rs 53, peer.rs 106
 //!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 332
 //!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 417
 //!     sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 248

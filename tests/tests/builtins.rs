@@ -455,11 +455,18 @@ fn chargen_child_runs_as_nobody_and_leaves_after_a_reset() {
     wait_for("the chargen child to end and be reaped", WAIT, || gone(pid));
     // Ended, not killed (SIGPIPE is at its default in children): the core
     // logs each reaped child's status.
-    let exit = format!("pid={pid} status=");
-    core.wait_log(&exit, WAIT);
+    let exit = format!(": pid {pid} ");
+    wait_for("the exit line", WAIT, || {
+        core.log()
+            .lines()
+            .any(|l| l.contains(&exit) && (l.contains("ended") || l.contains("failed")))
+    });
     let log = core.log();
-    let line = log.lines().find(|l| l.contains(&exit)).expect("exit line");
-    assert!(line.contains("status=exit "), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&exit) && (l.contains("ended") || l.contains("failed")))
+        .expect("exit line");
+    assert!(line.contains(": exit "), "{line}");
     // The core itself is unaffected and serves the next client.
     let mut s = connect(SocketAddr::new(lo, port));
     let mut line = [0u8; 74];

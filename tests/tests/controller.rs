@@ -965,7 +965,7 @@ fn entries_the_core_would_refuse_are_shown_rejected_with_its_reason_and_never_se
     assert!(refuses(shadow) && refuses(other));
     // Held back by the controller: the core never saw them.
     let core_log = fs::read_to_string(&log).unwrap();
-    assert!(!core_log.contains("rejected service="), "{core_log}");
+    assert!(!core_log.contains(": rejected: "), "{core_log}");
     // The table shows the same reason under the row.
     let table = text(&inetctl(&s, &["list"]).stdout);
     assert!(table.contains(&format!("    reason: {why}")), "{table}");
