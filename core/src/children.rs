@@ -20,17 +20,18 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use inetd_builtins::{serve_dgram, serve_stream, UdpGuard};
-use inetd_protocol::{unix_now, ChildInfo, SocketType};
+use inetd_protocol::{unix_now, Builtin, ChildInfo, SocketType};
 use log::{debug, info, warn};
 
 use crate::listeners::{Listener, ListenerId};
 use crate::sys::child::{self, ChildStatus, SingleThreaded, Spawned, StatusPipe, Step};
+use crate::sys::title::{self, ArgArea};
 use crate::sys::{self, ExitStatus};
 use crate::validate::{ExecImage, Identity, Program};
 
@@ -149,6 +150,19 @@ pub struct ChildTable {
     single: SingleThreaded,
     dgram_idle: Duration,
     grace: Duration,
+    /// The core's argument area, where a builtin child writes its name.
+    args: Option<ArgArea>,
+}
+
+/// What a builtin child is called in `ps` and `pgrep`.
+fn builtin_name(b: Builtin) -> &'static CStr {
+    match b {
+        Builtin::Echo => c"inetd-echo",
+        Builtin::Discard => c"inetd-discard",
+        Builtin::Chargen => c"inetd-chargen",
+        Builtin::Daytime => c"inetd-daytime",
+        Builtin::Time => c"inetd-time",
+    }
 }
 
 impl ChildTable {
@@ -160,6 +174,7 @@ impl ChildTable {
             single,
             dgram_idle,
             grace,
+            args: title::ArgArea::of_self(),
         }
     }
 
@@ -186,17 +201,25 @@ impl ChildTable {
             // never execs and never prints, so it needs no stdio.
             Program::Builtin(b) => {
                 let b = *b;
+                let args = self.args;
+                let named = move || title::set(builtin_name(b), args);
                 match l.spec().socket_type {
                     SocketType::Dgram => {
                         let guard = UdpGuard {
                             builtin_ports: udp_ports.to_vec(),
                         };
                         let idle = self.dgram_idle;
-                        let serve = move |fd| serve_dgram(b, fd, idle, &guard);
+                        let serve = move |fd| {
+                            named();
+                            serve_dgram(b, fd, idle, &guard)
+                        };
                         child::spawn_builtin(identity, fd, serve, pipe, &self.single)
                     }
                     SocketType::Stream | SocketType::Seqpacket => {
-                        let serve = move |fd| serve_stream(b, fd);
+                        let serve = move |fd| {
+                            named();
+                            serve_stream(b, fd)
+                        };
                         child::spawn_builtin(identity, fd, serve, pipe, &self.single)
                     }
                 }

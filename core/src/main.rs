@@ -39,13 +39,14 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 5985 lines
+//! root, this process: core/src: 6068 lines
 //!     accept.rs 247, admission.rs 75, apply.rs 310, backoff.rs 56
-//!     children.rs 451, cli.rs 226, daemon.rs 384, link.rs 420
+//!     children.rs 474, cli.rs 226, daemon.rs 384, link.rs 420
 //!     listeners.rs 387, logger.rs 96, main.rs 115, notify.rs 53, peer.rs 106
 //!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 332
-//!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 417
-//!     sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 248
+//!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 418
+//!     sys/net.rs 158, sys/status.rs 138, sys/title.rs 59
+//!     sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439

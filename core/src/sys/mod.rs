@@ -13,6 +13,7 @@ pub mod child;
 pub mod inherit;
 pub mod net;
 mod status;
+pub mod title;
 pub mod unixsock;
 
 use std::ffi::CString;
