@@ -36,8 +36,26 @@ const TICK: Duration = Duration::from_millis(500);
 struct CoreDown;
 
 pub enum Event {
-    Signal(Signal),
+    /// A signal and the pid that sent it (0 from the kernel).
+    Signal(Signal, u32),
     Request(Request),
+}
+
+/// What the controller logs when `sig`, sent by `from`, stops it: what
+/// really happens next depends on the mode. `core` is the pid of the
+/// one-command core that started this controller, `None` in packaged mode.
+pub fn stop_message(sig: Signal, from: u32, core: Option<u32>) -> String {
+    match core {
+        None => format!(
+            "{sig}: stopping; the core keeps serving every listener, and the next controller re-syncs with it"
+        ),
+        Some(core) if from == core => format!(
+            "{sig} from the core (pid {core}): stopping with it; the core closes its listeners and exits"
+        ),
+        Some(core) => format!(
+            "{sig}: stopping; the core (pid {core}) keeps serving and starts a new controller (stop the core to stop both)"
+        ),
+    }
 }
 
 /// Where the core is.
@@ -90,6 +108,9 @@ pub struct Daemon {
     /// even after the core was logged down).
     untrusted_logged: bool,
     notify: Notifier,
+    /// Started by a one-command core (on its socketpair): the core is the
+    /// parent.
+    one_command: bool,
 }
 
 fn link_down(what: &str) -> CtlResponse {
@@ -116,7 +137,9 @@ impl Daemon {
             CoreTarget::Fd(s) => (None, Some(s)),
         };
         let files = file_infos(&start_config);
+        let one_command = core_fd.is_some();
         Daemon {
+            one_command,
             config_paths: settings.config_paths,
             names: settings.names,
             access: settings.access,
@@ -155,9 +178,11 @@ impl Daemon {
                     .clamp(Duration::from_millis(10), TICK),
             };
             match events.recv_timeout(wait) {
-                Ok(Event::Signal(Signal::SIGHUP)) => self.sighup(),
-                Ok(Event::Signal(sig)) => {
-                    info!("{sig}: stopping; the core keeps serving");
+                Ok(Event::Signal(Signal::SIGHUP, _)) => self.sighup(),
+                Ok(Event::Signal(sig, from)) => {
+                    let core = self.one_command.then(|| nix::unistd::getppid().as_raw());
+                    let core = core.and_then(|p| u32::try_from(p).ok());
+                    info!("{}", stop_message(sig, from, core));
                     self.notify.send("STOPPING=1");
                     return Ok(());
                 }
@@ -199,13 +224,13 @@ impl Daemon {
             Ok(link) => {
                 let h = &link.hello;
                 info!(
-                    "connected to the core: pid {}, uid {}, version {}, root {}, root services {}, setuid services {}",
+                    "connected to the core: pid {}, uid {}, version {}, root: {}, root services: {}, setuid services: {}",
                     h.pid,
                     h.uid,
                     h.software_version,
-                    h.policy.root,
-                    if h.policy.allow_root_services { "allowed" } else { "refused" },
-                    if h.policy.allow_setuid_services { "allowed" } else { "refused" },
+                    if h.policy.root { "yes" } else { "no" },
+                    crate::table::root_services_word(h.policy.allow_root_services),
+                    crate::table::setuid_word(h.policy.allow_setuid_services),
                 );
                 if h.policy.root {
                     let p = &h.policy;
@@ -578,4 +603,26 @@ fn file_infos(config: &Config) -> Vec<ConfigFileInfo> {
             mtime: f.mtime.and_then(unix_secs),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_line_says_what_happens_in_each_mode() {
+        let packaged = stop_message(Signal::SIGTERM, 1, None);
+        assert!(packaged.contains("the core keeps serving"), "{packaged}");
+        let with_core = stop_message(Signal::SIGTERM, 42, Some(42));
+        assert!(
+            with_core.starts_with("SIGTERM from the core (pid 42): stopping with it")
+                && with_core.contains("closes its listeners and exits"),
+            "{with_core}"
+        );
+        let alone = stop_message(Signal::SIGINT, 7, Some(42));
+        assert!(
+            alone.contains("the core (pid 42) keeps serving and starts a new controller"),
+            "{alone}"
+        );
+    }
 }

@@ -207,14 +207,34 @@ pub fn status_text(s: &StatusReply) -> String {
     out
 }
 
+/// How the status and the controller's log both say whether setuid
+/// programs take effect: `allowed`, or `no_new_privs` (their setuid bits
+/// are ignored).
+pub fn setuid_word(allowed: bool) -> &'static str {
+    if allowed {
+        "allowed"
+    } else {
+        "no_new_privs"
+    }
+}
+
+/// Whether entries may run as root: `allowed` or `refused`.
+pub fn root_services_word(allowed: bool) -> &'static str {
+    if allowed {
+        "allowed"
+    } else {
+        "refused"
+    }
+}
+
 /// What the core allows services to run as (trust rule 4), one item a
 /// line under its heading.
 fn policy_text(out: &mut String, p: &Policy) {
     let yes = |b: bool, y: &'static str, n: &'static str| if b { y } else { n };
     let _ = writeln!(out, "  root:             {}", yes(p.root, "yes", "no"));
-    let root = yes(p.allow_root_services, "allowed", "refused");
+    let root = root_services_word(p.allow_root_services);
     let _ = writeln!(out, "  root services:    {root}");
-    let setuid = yes(p.allow_setuid_services, "allowed", "no_new_privs");
+    let setuid = setuid_word(p.allow_setuid_services);
     let _ = writeln!(out, "  setuid services:  {setuid}");
     let users = p.users.iter().map(|u| {
         let groups: Vec<String> = u.groups.iter().map(u32::to_string).collect();
@@ -427,6 +447,13 @@ mod tests {
                     unix dirs:        none\n  \
                     listeners:        6\n";
         assert!(out.contains(want), "{out}");
+        // Every value starts in the same column, continuation lines too.
+        for line in out.lines().filter(|l| l.starts_with("  ")) {
+            assert!(
+                line.len() > 20 && line[..20].ends_with(' ') && !line[20..].starts_with(' '),
+                "out of alignment: {line:?}"
+            );
+        }
         let mut s = s;
         let k = s.core.as_mut().unwrap();
         k.policy.unix_dirs = UnixDirs::Only(vec!["/run/inetd/sockets".into(), "/srv/s".into()]);

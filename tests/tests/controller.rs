@@ -594,12 +594,14 @@ fn one_command_mode_restarts_a_killed_controller() {
     let pa = free_port();
     let s = Scratch::new("onecmd");
     let config = s.write("inetd.conf", &cat_line(pa, ""));
+    let log = s.path("log");
     let mut c = Command::new(bin_path("inetd-core"));
     c.arg("--config")
         .arg(&config)
         .arg("--control-socket")
         .arg(s.control())
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
     let mut core = Proc::spawn(&mut c);
     wait_for("the service", secs(15), || answers(pa));
     assert_eq!(state_of(&s, pa).as_deref(), Some("listening"));
@@ -625,8 +627,36 @@ fn one_command_mode_restarts_a_killed_controller() {
         state_of(&s, pa).as_deref() == Some("listening")
     });
     assert!(answers(pa));
+    // SIGTERM to the controller alone: it says the core restarts it.
+    let second = controller_child(core.pid()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let restarts = format!(
+        "SIGTERM: stopping; the core (pid {}) keeps serving and starts a new controller",
+        core.pid()
+    );
+    wait_for("the controller's SIGTERM line", secs(10), || {
+        fs::read_to_string(&log).unwrap().contains(&restarts)
+    });
+    wait_for("a third controller child", secs(15), || {
+        controller_child(core.pid()).is_some_and(|c| c != second)
+    });
+    wait_for("inetctl list again", secs(15), || {
+        state_of(&s, pa).as_deref() == Some("listening")
+    });
+    // SIGTERM to the core: the controller says it goes with the core.
     core.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(core.wait_exit(secs(10)).success());
+    let text = fs::read_to_string(&log).unwrap();
+    let with_core = format!(
+        "SIGTERM from the core (pid {}): stopping with it; the core closes its listeners and exits",
+        core.pid()
+    );
+    assert!(text.contains(&with_core), "{text}");
+    assert!(!text.contains("the core keeps serving\n"), "{text}");
 }
 
 #[test]
