@@ -39,10 +39,10 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 6068 lines
+//! root, this process: core/src: 6069 lines
 //!     accept.rs 247, admission.rs 75, apply.rs 310, backoff.rs 56
 //!     children.rs 474, cli.rs 226, daemon.rs 384, link.rs 420
-//!     listeners.rs 387, logger.rs 96, main.rs 115, notify.rs 53, peer.rs 106
+//!     listeners.rs 387, logger.rs 96, main.rs 116, notify.rs 53, peer.rs 106
 //!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 332
 //!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 418
 //!     sys/net.rs 158, sys/status.rs 138, sys/title.rs 59

@@ -89,9 +89,10 @@ pub enum InetctlCommand {
         #[arg(long)]
         partial: bool,
     },
-    /// Check configuration files locally. Default: the default
-    /// configuration. When a controller answers, entries its running core
-    /// would refuse (users, groups, root, unix directories) are errors too.
+    /// Check configuration files locally. Default: the files the running
+    /// controller uses when one answers, else the default configuration.
+    /// When a controller answers, entries its running core would refuse
+    /// (users, groups, root, unix directories) are errors too.
     Check {
         /// Configuration files or directories (their *.conf files) to
         /// check instead of the default configuration.
@@ -104,6 +105,16 @@ pub enum InetctlCommand {
         #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_DENY)]
         hosts_deny: PathBuf,
     },
+    /// The live children, one per connection: pid, service, client, user,
+    /// start time and age (admins only).
+    Connections {
+        /// Print the stable JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counters and states in the Prometheus text format, for
+    /// node_exporter's textfile collector.
+    Metrics,
 }
 
 #[cfg(test)]

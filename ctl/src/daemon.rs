@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 
 use inetd_protocol::control::{
     ConfigFileInfo, ControllerInfo, CoreInfo, CtlCommand, CtlErrorKind, CtlResponse, LastReload,
-    ListReply, ReloadItem, ReloadReply, ReloadResult, StatusReply,
+    ListReply, ReloadCounts, ReloadItem, ReloadReply, ReloadResult, StatusReply,
 };
 use inetd_protocol::{CoreRequest, CoreResponse, StatusReport};
 
@@ -21,7 +21,7 @@ use crate::config::{self, AccessFiles, Config, ConfigError, NameSources, Severit
 use crate::corelink::{CoreLink, LinkError};
 use crate::ctlserver::Request;
 use crate::notify::Notifier;
-use crate::plan::{plan, result_of, should_apply, summarize, Identity, Mode};
+use crate::plan::{plan, result_of, should_apply, summarize, with_drop_in, Identity, Mode};
 use crate::rows::{build_rows, Applied};
 use crate::timefmt::{unix_now, unix_secs};
 
@@ -39,6 +39,16 @@ pub enum Event {
     /// A signal and the pid that sent it (0 from the kernel).
     Signal(Signal, u32),
     Request(Request),
+}
+
+/// How a refused reload points at `--partial`; `started_without`: the
+/// running set already leaves the bad entries out (a start skipped them).
+pub fn partial_hint(started_without: bool) -> &'static str {
+    if started_without {
+        "the running services were started without the bad entries; inetctl reload --partial applies the good ones the same way"
+    } else {
+        "inetctl reload --partial applies the good entries and leaves the bad ones out"
+    }
 }
 
 /// What the controller logs when `sig`, sent by `from`, stops it: what
@@ -99,6 +109,7 @@ pub struct Daemon {
     reload_pending: bool,
     files: Vec<ConfigFileInfo>,
     last_reload: Option<LastReload>,
+    reloads: ReloadCounts,
     generation: u64,
     started: Instant,
     backoff: Duration,
@@ -117,6 +128,21 @@ fn link_down(what: &str) -> CtlResponse {
     CtlResponse::Error {
         kind: CtlErrorKind::CoreUnreachable,
         message: format!("the core is not reachable; {what} (the controller keeps retrying)"),
+    }
+}
+
+/// The reply to a reload that changed nothing.
+fn nothing_changed(result: ReloadResult, generation: u64, diagnostics: Vec<String>) -> ReloadReply {
+    ReloadReply {
+        result,
+        generation,
+        added: vec![],
+        changed: vec![],
+        removed: vec![],
+        rejected: vec![],
+        failed: vec![],
+        unchanged: 0,
+        diagnostics,
     }
 }
 
@@ -154,6 +180,7 @@ impl Daemon {
             reload_pending: false,
             files,
             last_reload: None,
+            reloads: ReloadCounts::default(),
             generation: 0,
             started: Instant::now(),
             backoff: BACKOFF_MIN,
@@ -357,9 +384,10 @@ impl Daemon {
     fn announce(&self, what: &str, r: &ReloadReply) {
         let running = r.added.len() + r.changed.len() + r.unchanged as usize;
         self.notify.ready(&format!(
-            "{what}: {}, generation {}, {running} listeners, {} failed or rejected",
+            "{what}: {}, generation {}, {running} listeners, {} rejected, {} failed",
             r.result.as_str(),
             r.generation,
+            r.rejected.len(),
             r.failed.len()
         ));
     }
@@ -375,21 +403,18 @@ impl Daemon {
 
     fn refuse_unreadable(&mut self, e: &ConfigError) -> ReloadReply {
         error!("reload refused, nothing changed: {e}");
+        self.record(ReloadResult::Rejected, vec![e.to_string()]);
+        nothing_changed(ReloadResult::Rejected, self.generation, vec![e.to_string()])
+    }
+
+    /// Remembers the outcome of a load for `status` and `metrics`.
+    fn record(&mut self, result: ReloadResult, errors: Vec<String>) {
+        self.reloads.count(result);
         self.last_reload = Some(LastReload {
             at: unix_now(),
-            result: ReloadResult::Rejected,
-            errors: vec![e.to_string()],
+            result,
+            errors,
         });
-        ReloadReply {
-            result: ReloadResult::Rejected,
-            generation: self.generation,
-            added: vec![],
-            changed: vec![],
-            removed: vec![],
-            failed: vec![],
-            unchanged: 0,
-            diagnostics: vec![e.to_string()],
-        }
     }
 
     /// Takes a configuration by `mode`. `Err` only when the core could not
@@ -413,30 +438,29 @@ impl Daemon {
         }
         self.files = file_infos(&config);
         if !should_apply(has_errors, mode) {
+            let started_without = self.applied.as_ref().is_some_and(|a| a.config.has_errors());
             error!(
-                "{what} rejected: {} errors in the configuration; nothing changed",
-                errors.len()
+                "{what} rejected: {} errors in the configuration; nothing changed ({})",
+                errors.len(),
+                partial_hint(started_without)
             );
-            self.last_reload = Some(LastReload {
-                at: unix_now(),
-                result: ReloadResult::Rejected,
-                errors,
-            });
-            return Ok(ReloadReply {
-                result: ReloadResult::Rejected,
-                generation: self.generation,
-                added: vec![],
-                changed: vec![],
-                removed: vec![],
-                failed: vec![],
-                unchanged: 0,
+            self.record(ReloadResult::Rejected, errors);
+            return Ok(nothing_changed(
+                ReloadResult::Rejected,
+                self.generation,
                 diagnostics,
-            });
+            ));
         }
         let Some(link) = self.link.as_mut() else {
             return Err(CoreDown);
         };
-        let plan = plan(&config.entries, &config.names, &link.hello.policy, &self.me);
+        let mut plan = plan(&config.entries, &config.names, &link.hello.policy, &self.me);
+        let packaged = self.core_path.is_some();
+        if packaged {
+            for r in &mut plan.refused {
+                r.reason = with_drop_in(std::mem::take(&mut r.reason));
+            }
+        }
         let answer = link.request(&CoreRequest::Apply {
             listeners: plan.specs(),
         });
@@ -452,21 +476,12 @@ impl Daemon {
                 errs.push(format!("the core refused the request: {reason}"));
                 let mut diags = diagnostics;
                 diags.push(format!("the core refused the request: {reason}"));
-                self.last_reload = Some(LastReload {
-                    at: unix_now(),
-                    result: ReloadResult::Failed,
-                    errors: errs,
-                });
-                return Ok(ReloadReply {
-                    result: ReloadResult::Failed,
-                    generation: self.generation,
-                    added: vec![],
-                    changed: vec![],
-                    removed: vec![],
-                    failed: vec![],
-                    unchanged: 0,
-                    diagnostics: diags,
-                });
+                self.record(ReloadResult::Failed, errs);
+                return Ok(nothing_changed(
+                    ReloadResult::Failed,
+                    self.generation,
+                    diags,
+                ));
             }
             Err(e) => {
                 self.lost(&e.to_string());
@@ -474,35 +489,43 @@ impl Daemon {
             }
         };
         self.generation = report.generation;
-        let summary = summarize(&config.entries, &plan, &report);
-        let result = result_of(true, has_errors, !summary.failed.is_empty());
-        for i in &summary.failed {
+        let mut summary = summarize(&config.entries, &plan, &report);
+        if packaged {
+            for (_, reason) in &mut summary.core_refused {
+                *reason = with_drop_in(std::mem::take(reason));
+            }
+            for i in &mut summary.rejected {
+                i.reason = i.reason.take().map(with_drop_in);
+            }
+        }
+        let refused = !summary.failed.is_empty() || !summary.rejected.is_empty();
+        let result = result_of(true, has_errors, refused);
+        for i in summary.rejected.iter().chain(&summary.failed) {
             warn!("{}", failure_line(i));
         }
         info!(
-            "{what}: {}, generation {}: {} added, {} changed, {} removed, {} failed, {} unchanged, {} entries rejected",
+            "{what}: {}, generation {}: {} added, {} changed, {} removed, {} rejected, {} failed, {} unchanged, {} bad entries left out",
             result.as_str(),
             report.generation,
             summary.added.len(),
             summary.changed.len(),
             summary.removed.len(),
+            summary.rejected.len(),
             summary.failed.len(),
             summary.unchanged,
             config.rejected.len()
         );
         let mut errs = errors;
+        errs.extend(summary.rejected.iter().map(failure_line));
         errs.extend(summary.failed.iter().map(failure_line));
-        self.last_reload = Some(LastReload {
-            at: unix_now(),
-            result,
-            errors: errs,
-        });
+        self.record(result, errs);
         let reply = ReloadReply {
             result,
             generation: report.generation,
             added: summary.added,
             changed: summary.changed,
             removed: summary.removed,
+            rejected: summary.rejected,
             failed: summary.failed,
             unchanged: summary.unchanged,
             diagnostics,
@@ -576,10 +599,20 @@ impl Daemon {
                         admin_group: self.admin_group.clone(),
                         config: self.files.clone(),
                         last_reload: self.last_reload.clone(),
+                        config_paths: self
+                            .config_paths
+                            .iter()
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .collect(),
+                        reloads: self.reloads,
                     },
                     core,
                 })
             }
+            CtlCommand::Connections => match self.core_status() {
+                Some(status) => CtlResponse::Connections(crate::connections::connections(&status)),
+                None => link_down("cannot tell what runs"),
+            },
             CtlCommand::Reload { partial } => {
                 info!(
                     "reload{} asked by uid {uid}",

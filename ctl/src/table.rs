@@ -103,6 +103,36 @@ fn refused_note(r: &ServiceRow) -> Option<String> {
     ))
 }
 
+/// `rows` under `headers`, columns aligned (two spaces apart), the last
+/// column unpadded; cells cleaned of control characters.
+pub fn aligned(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c)).collect())
+        .collect();
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let heads: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for cols in std::iter::once(&heads).chain(&rows) {
+        let mut l = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = width[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// One line per listener, columns aligned; below a row, indented, its
 /// reason (with the retry time), its limits when they are not the
 /// defaults, what the core refused, and its warnings.
@@ -296,6 +326,7 @@ pub fn reload_text(r: &ReloadReply) -> String {
         ("added", &r.added),
         ("changed", &r.changed),
         ("removed", &r.removed),
+        ("rejected", &r.rejected),
         ("failed", &r.failed),
     ] {
         for i in items {
@@ -305,12 +336,13 @@ pub fn reload_text(r: &ReloadReply) -> String {
     }
     let _ = writeln!(
         out,
-        "{}: generation {}, {} added, {} changed, {} removed, {} failed, {} unchanged",
+        "{}: generation {}, {} added, {} changed, {} removed, {} rejected, {} failed, {} unchanged",
         r.result.as_str(),
         r.generation,
         r.added.len(),
         r.changed.len(),
         r.removed.len(),
+        r.rejected.len(),
         r.failed.len(),
         r.unchanged
     );
@@ -423,6 +455,8 @@ mod tests {
                 admin_group: "inetd-admin".into(),
                 config: vec![],
                 last_reload: None,
+                config_paths: vec![],
+                reloads: Default::default(),
             },
             core: Some(CoreInfo {
                 version: "0.1.0".into(),
@@ -531,6 +565,7 @@ mod tests {
             added: vec![item("new", None)],
             changed: vec![item("argv", None)],
             removed: vec![item("gone", None)],
+            rejected: vec![item("root", Some("runs as root"))],
             failed: vec![item("busy", Some("Address already in use"))],
             unchanged: 3,
             diagnostics: vec![],
@@ -540,8 +575,9 @@ mod tests {
             "added    new 127.0.0.1:9 tcp4 (f:2)\n\
              changed  argv 127.0.0.1:9 tcp4 (f:2)\n\
              removed  gone 127.0.0.1:9 tcp4 (f:2)\n\
+             rejected root 127.0.0.1:9 tcp4 (f:2): runs as root\n\
              failed   busy 127.0.0.1:9 tcp4 (f:2): Address already in use\n\
-             failed: generation 9, 1 added, 1 changed, 1 removed, 1 failed, 3 unchanged\n"
+             failed: generation 9, 1 added, 1 changed, 1 removed, 1 rejected, 1 failed, 3 unchanged\n"
         );
     }
 }

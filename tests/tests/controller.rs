@@ -980,25 +980,36 @@ fn entries_the_core_would_refuse_are_shown_rejected_with_its_reason_and_never_se
     assert_eq!(row(shadow)["state"], "rejected", "{v}");
     assert_eq!(row(shadow)["user"], "nobody");
     assert_eq!(row(shadow)["group"], "shadow");
-    let why = row(shadow)["reason"].as_str().unwrap();
+    let shown = row(shadow)["reason"].as_str().unwrap();
+    // The flag, and for the packaged service the drop-in it goes in.
+    let (why, packaged) = shown.split_once(" (packaged: ").expect("the drop-in");
     assert!(
         why.contains("group shadow (gid")
             && why.ends_with("start the core with --allow-group shadow"),
         "{why}"
     );
+    assert!(
+        packaged.starts_with(
+            "put it on the ExecStart= line of /etc/systemd/system/inetd-core.service.d/allow-users.conf, as /usr/share/doc/inetd-privsep/examples/inetd-core.service.d/allow-users.conf shows"
+        ),
+        "{packaged}"
+    );
     assert_eq!(row(other)["state"], "rejected", "{v}");
     let why_other = row(other)["reason"].as_str().unwrap();
     assert!(
-        why_other.ends_with("start the core with --allow-root-command '/usr/bin/id id -u -n'"),
+        why_other.contains(
+            "start the core with --allow-root-command '/usr/bin/id id -u -n' (packaged: "
+        ),
         "{why_other}"
     );
+    let why_other = why_other.split(" (packaged: ").next().unwrap();
     assert!(refuses(shadow) && refuses(other));
     // Held back by the controller: the core never saw them.
     let core_log = fs::read_to_string(&log).unwrap();
     assert!(!core_log.contains(": rejected: "), "{core_log}");
     // The table shows the same reason under the row.
     let table = text(&inetctl(&s, &["list"]).stdout);
-    assert!(table.contains(&format!("    reason: {why}")), "{table}");
+    assert!(table.contains(&format!("    reason: {shown}")), "{table}");
 
     // check, with a controller answering: the same reasons, exit 1.
     let out = inetctl(&s, &["check", config.to_str().unwrap()]);
