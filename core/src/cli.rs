@@ -29,6 +29,8 @@ pub struct Cli {
     pub dgram_idle: u64,
     /// One of [`LOG_LEVELS`].
     pub log_level: &'static str,
+    /// Log to the local syslog instead of stderr.
+    pub syslog: bool,
     pub config: Vec<PathBuf>,
     pub control_socket: Option<PathBuf>,
     /// The directories unix listeners may be made in, as given.
@@ -69,7 +71,7 @@ pub const USAGE: &str = "Usage: inetd-core [OPTIONS] [-- CONTROLLER-ARGS...]";
 
 /// Each flag: its name, the name of its value (`None` for a switch), help.
 /// Only those in [`REPEATABLE`] may be given more than once.
-const FLAGS: [(&str, Option<&str>, &str); 12] = [
+const FLAGS: [(&str, Option<&str>, &str); 13] = [
     ("core-socket", Some("PATH"), "The core socket (packaged mode). Default: RUN/core.sock"),
     ("controller-user", Some("USER"), "The controller's user, by name or uid (root only; default: inetd)"),
     ("allow-root-services", None, "Allow services that run with uid, gid or a group 0"),
@@ -80,6 +82,7 @@ const FLAGS: [(&str, Option<&str>, &str); 12] = [
     ("unix-dir", Some("DIR"), "Unix-domain listeners may be made directly in DIR (repeatable). Default: RUN/sockets as root, else any directory outside RUN"),
     ("dgram-idle", Some("SECONDS"), "A datagram builtin exits after this many seconds without a datagram (1-86400) [default: 30]"),
     ("log-level", Some("LEVEL"), "error, warn, info, debug or trace [default: info]"),
+    ("syslog", None, "Log to the local syslog (/dev/log, facility daemon, ident inetd-core) instead of stderr; passed on to the controller"),
     ("config", Some("PATH"), "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)"),
     ("control-socket", Some("PATH"), "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock"),
 ];
@@ -145,6 +148,7 @@ fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
         "unix-dir" => cli.unix_dirs.push(v.clone().into()),
         "allow-root-services" => cli.allow_root_services = true,
         "allow-setuid-services" => cli.allow_setuid_services = true,
+        "syslog" => cli.syslog = true,
         "allow-user" => cli.allow_users.push(text()?.to_owned()),
         "allow-group" => cli.allow_groups.push(text()?.to_owned()),
         "allow-root-command" => cli.allow_root_commands.push(

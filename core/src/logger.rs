@@ -3,12 +3,17 @@
 //! info, `<7>` debug and trace). No thread, no buffering: each line is one
 //! write(2), so lines of the core and of its controller child (which shares
 //! the core's stderr) do not interleave.
+//!
+//! With `--syslog`, records go to the local syslog instead (`/dev/log`,
+//! facility daemon, ident `inetd-core`, the same priorities), through the
+//! `syslog` crate; messages are escaped as for stderr.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 
 use inetd_protocol::{escape_log, log_safe};
 use std::fmt::Arguments;
+use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -30,6 +35,16 @@ impl Log for StderrLog {
 
     fn log(&self, r: &Record<'_>) {
         if !self.enabled(r.metadata()) {
+            return;
+        }
+        if let Some(sys) = SYSLOG.get() {
+            let msg = r.args().to_string();
+            let msg = if log_safe(&msg) {
+                msg
+            } else {
+                escape_log(&msg, usize::MAX).into_owned()
+            };
+            crate::syslog::send(sys, r.level(), &msg);
             return;
         }
         let mut buf = [0u8; LINE_BUF];
@@ -89,9 +104,22 @@ fn write_line(line: &[u8]) {
 
 static LOGGER: StderrLog = StderrLog;
 
-pub fn init(level: LevelFilter) {
+/// The syslog connection, with `--syslog`.
+static SYSLOG: OnceLock<crate::syslog::Syslog> = OnceLock::new();
+
+/// Installs the logger; with `syslog`, on the local syslog if it can be
+/// reached (else on stderr, saying so).
+pub fn init(level: LevelFilter, syslog: bool) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+    if syslog {
+        match crate::syslog::Syslog::open("inetd-core") {
+            Ok(s) => {
+                let _ = SYSLOG.set(s);
+            }
+            Err(e) => log::warn!("--syslog: {e}; logging to stderr"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,7 +150,7 @@ mod tests {
         );
         assert_eq!(
             line(Level::Warn, format_args!("{long}")).len(),
-            long.len() + 17
+            long.len() + 16
         );
         let forged = line(Level::Info, format_args!("a\n<3>inetd-core: forged"));
         assert_eq!(forged, "<6>inetd-core: a\\n<3>inetd-core: forged\n");

@@ -39,13 +39,13 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 6069 lines
+//! root, this process: core/src: 6173 lines
 //!     accept.rs 247, admission.rs 75, apply.rs 310, backoff.rs 56
-//!     children.rs 474, cli.rs 226, daemon.rs 384, link.rs 420
-//!     listeners.rs 387, logger.rs 96, main.rs 116, notify.rs 53, peer.rs 106
-//!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 332
-//!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 418
-//!     sys/net.rs 158, sys/status.rs 138, sys/title.rs 59
+//!     children.rs 474, cli.rs 230, daemon.rs 384, link.rs 420
+//!     listeners.rs 387, logger.rs 124, main.rs 120, notify.rs 53
+//!     peer.rs 106, plan.rs 78, start.rs 574, supervisor.rs 263, syslog.rs 63
+//!     validate.rs 332, sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134
+//!     sys/mod.rs 418, sys/net.rs 158, sys/status.rs 138, sys/title.rs 59
 //!     sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
@@ -71,6 +71,7 @@ mod plan;
 mod start;
 mod supervisor;
 mod sys;
+mod syslog;
 mod validate;
 
 fn main() {
@@ -103,7 +104,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    logger::init(cli.log_level.parse().unwrap_or(log::LevelFilter::Info));
+    logger::init(
+        cli.log_level.parse().unwrap_or(log::LevelFilter::Info),
+        cli.syslog,
+    );
     let code = match start::start(&cli) {
         Ok(setup) => daemon::Daemon::new(setup, single).run(),
         Err(e) => {

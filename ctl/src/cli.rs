@@ -36,6 +36,10 @@ pub struct ControllerArgs {
     /// error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = crate::logger::parse_level)]
     pub log_level: log::LevelFilter,
+    /// Log to the local syslog (/dev/log, facility daemon, ident
+    /// inetd-controller) instead of stderr.
+    #[arg(long)]
+    pub syslog: bool,
     /// Read service names from FILE instead of /etc/services.
     #[arg(long, value_name = "FILE")]
     pub services: Option<PathBuf>,

@@ -355,3 +355,135 @@ fn reload_reports_rejected_apart_from_failed_and_a_moved_line_as_unchanged() {
         );
     }
 }
+
+/// Runs `program` in a private mount namespace whose `/dev/log` is
+/// `socket` (on a fresh `/dev` holding the host's null, zero, random and
+/// urandom), so the test reads what a daemon sends to syslog and the
+/// host's `/dev` is untouched.
+fn with_dev_log(dir: &TempDir, socket: &std::path::Path, program: &std::path::Path) -> Command {
+    let script = r#"set -e
+d=$1; sock=$2; shift 2
+mkdir -p "$d/hostdev"
+mount --bind /dev "$d/hostdev"
+mount -t tmpfs -o mode=755 tmpfs /dev
+for n in null zero random urandom; do
+    touch "/dev/$n"
+    mount --bind "$d/hostdev/$n" "/dev/$n"
+done
+ln -s /proc/self/fd /dev/fd
+touch /dev/log
+mount --bind "$sock" /dev/log
+exec "$@""#;
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(dir.path())
+    .arg(socket)
+    .arg(program);
+    c
+}
+
+#[test]
+fn syslog_gets_both_daemons_lines_with_facility_daemon() {
+    inetd_tests::require_root!("a private mount namespace and a /dev/log of our own");
+    let dir = TempDir::new("syslog");
+    let control = dir.join("control");
+    fs::create_dir(&control).unwrap();
+    let inetd = user("inetd").expect("user inetd");
+    nix::unistd::chown(
+        &control,
+        Some(nix::unistd::Uid::from_raw(inetd.uid)),
+        Some(nix::unistd::Gid::from_raw(inetd.gid)),
+    )
+    .unwrap();
+    let sock_path = dir.join("log.sock");
+    let log = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o666)).unwrap();
+    log.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = free_port();
+    let failing = free_port();
+    let conf = format!(
+        "{}127.0.0.1:{failing} stream tcp4 nowait nobody /bin/false false\n",
+        cat_line(port)
+    );
+    let config = write(&dir, "inetd.conf", &conf);
+    let stderr = dir.join("stderr");
+    let mut cmd = with_dev_log(&dir, &sock_path, &bin_path("inetd-core"));
+    cmd.arg("--syslog")
+        .arg("--config")
+        .arg(&config)
+        .arg("--control-socket")
+        .arg(control.join("control.sock"))
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap());
+    let mut core = Proc::spawn(&mut cmd);
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut conn = None;
+    let deadline = std::time::Instant::now() + WAIT;
+    let seen = |got: &[String], ident: &str, text: &str| {
+        got.iter()
+            .any(|m| m.contains(&format!(" {ident}[")) && m.contains(text))
+    };
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = log.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        // The listener is up once the controller has applied the file.
+        if conn.is_none() && seen(&got, "inetd-core", ": added (") {
+            conn = Some(open_connection(port));
+            let _ = TcpStream::connect(("127.0.0.1", failing));
+        }
+        let me = conn.as_ref().map(|c| c.local_addr().unwrap().to_string());
+        if me.is_some_and(|me| seen(&got, "inetd-core", &format!("connection from {me},")))
+            && seen(&got, "inetd-controller", "serving inetctl on")
+            && seen(&got, "inetd-core", " failed: exit 1")
+        {
+            break;
+        }
+    }
+    let all = got.join("\n");
+    let me = conn.as_ref().expect("connected").local_addr().unwrap();
+    // Facility daemon (3) and info (6): <30>; the ident and pid as usual.
+    let line = got
+        .iter()
+        .find(|m| m.contains(&format!("connection from {me},")))
+        .unwrap_or_else(|| panic!("no connection line in:\n{all}"));
+    assert!(line.starts_with("<30>"), "{line}");
+    assert!(
+        line.contains(&format!(
+            " inetd-core[{}]: {port} tcp4 {}:1 nobody:nogroup: connection from {me}, pid ",
+            core.pid(),
+            config.display()
+        )),
+        "{line}\nwant pid {} and {me}",
+        core.pid()
+    );
+    let ctl = got
+        .iter()
+        .find(|m| m.contains(" inetd-controller[") && m.contains("serving inetctl on"))
+        .unwrap_or_else(|| panic!("nothing from the controller (passed --syslog) in:\n{all}"));
+    assert!(ctl.starts_with("<30>"), "{ctl}");
+    // The same priorities as on stderr: a failed server is a warning, <28>.
+    let failed = got
+        .iter()
+        .find(|m| m.contains(" failed: exit 1"))
+        .unwrap_or_else(|| panic!("no failure line in:\n{all}"));
+    assert!(failed.starts_with("<28>"), "{failed}");
+    drop(conn);
+    core.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(core.wait_exit(WAIT).success());
+    let text_err = fs::read_to_string(&stderr).unwrap();
+    assert!(
+        !text_err.contains("connection from"),
+        "--syslog also wrote to stderr:\n{text_err}"
+    );
+}

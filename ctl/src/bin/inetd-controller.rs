@@ -63,6 +63,12 @@ fn main() -> ExitCode {
             },
         }),
     };
+    // After the core descriptor is adopted: the syslog socket is a new one.
+    if args.syslog {
+        if let Err(e) = logger::use_syslog("inetd-controller") {
+            warn!("--syslog: {e}; logging to stderr");
+        }
+    }
     let control = match &args.control_socket {
         Some(p) => p.clone(),
         None => match default_run() {
