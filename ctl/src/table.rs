@@ -10,7 +10,10 @@ use inetd_protocol::{Policy, UnixDirs, DEFAULT_MAX_CHILDREN};
 
 use crate::timefmt::rfc3339;
 
-const HEADERS: [&str; 9] = [
+/// `EXEC-FAILED` counts children whose exec (or set-up) failed, so an entry
+/// whose server is missing shows `listening` and its failures side by side;
+/// `WARNINGS` counts the warnings printed below the row.
+const HEADERS: [&str; 11] = [
     "SERVICE",
     "ADDRESS",
     "PORT/PATH",
@@ -19,10 +22,12 @@ const HEADERS: [&str; 9] = [
     "STATE",
     "CHILDREN",
     "ACCEPTED",
+    "EXEC-FAILED",
+    "WARNINGS",
     "SOURCE",
 ];
 
-fn cells(r: &ServiceRow) -> [String; 9] {
+fn cells(r: &ServiceRow) -> [String; 11] {
     let dash = || "-".to_owned();
     let user = match (r.user.is_empty(), r.group.is_empty()) {
         (true, _) => dash(),
@@ -52,6 +57,12 @@ fn cells(r: &ServiceRow) -> [String; 9] {
         r.state.as_str().to_owned(),
         r.children.to_string(),
         r.accepted.to_string(),
+        r.exec_failures.to_string(),
+        if r.warnings.is_empty() {
+            dash()
+        } else {
+            r.warnings.len().to_string()
+        },
         source,
     ]
 }
@@ -137,7 +148,7 @@ pub fn aligned(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// reason (with the retry time), its limits when they are not the
 /// defaults, what the core refused, and its warnings.
 pub fn list_table(reply: &ListReply) -> String {
-    let rows: Vec<[String; 9]> = reply
+    let rows: Vec<[String; 11]> = reply
         .services
         .iter()
         .map(|r| cells(r).map(|c| clean(&c)))

@@ -487,3 +487,43 @@ fn syslog_gets_both_daemons_lines_with_facility_daemon() {
         "--syslog also wrote to stderr:\n{text_err}"
     );
 }
+
+#[test]
+fn a_missing_server_listens_with_a_warning_and_its_exec_failures_counted() {
+    let port = free_port();
+    let conf =
+        format!("127.0.0.1:{port} stream tcp4 nowait nobody /nonexistent/in.fingerd in.fingerd\n");
+    let s = setup("missing-server", &conf, &[port]);
+    let row = |s: &Setup| s.json(&["list", "--json"])["services"][0].clone();
+    let r = row(&s);
+    assert_eq!(r["state"], "listening");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("\"/nonexistent/in.fingerd\" does not exist")),
+        "{r}"
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    wait_for("the exec failure to be counted", WAIT, || {
+        row(&s)["exec_failures"] == 1
+    });
+    let table = text(&s.inetctl(&["list"]).stdout);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let cells: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let at = |h: &str| cells[header.iter().position(|x| *x == h).unwrap()];
+    assert_eq!(at("STATE"), "listening", "{table}");
+    assert_eq!(at("EXEC-FAILED"), "1", "{table}");
+    assert_eq!(at("WARNINGS"), "1", "{table}");
+    assert!(
+        table.contains("    warning: server \"/nonexistent/in.fingerd\" does not exist"),
+        "{table}"
+    );
+    assert!(
+        table.contains("    last error: exec failed at execve"),
+        "{table}"
+    );
+}
