@@ -124,6 +124,8 @@ pub struct Reaped {
     pub status: ExitStatus,
     /// A failure its status pipe reported and nobody had read yet.
     pub failure: Option<SetupFailure>,
+    /// The core had asked it to stop (its listener went, or the core stops).
+    pub stopped: bool,
 }
 
 impl Child {
@@ -320,7 +322,7 @@ impl ChildTable {
                 warn!("could not reap pid={pid}");
                 break;
             };
-            self.stopping.remove(&pid);
+            let stopped = self.stopping.remove(&pid).is_some();
             let Some(mut c) = self.children.remove(&pid) else {
                 debug!("reaped unknown child pid={pid} status={status}");
                 continue;
@@ -344,6 +346,7 @@ impl ChildTable {
                 started,
                 status,
                 failure,
+                stopped,
             });
         }
         out

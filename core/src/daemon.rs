@@ -288,9 +288,13 @@ impl Daemon {
             }
             Kind::Server(id) => {
                 // A normal exit is routine (the connection line said what
-                // matters); a failure is worth a look.
+                // matters); a failure is worth a look; one the core asked
+                // for (SIGTERM to a wait server whose listener went) is
+                // neither.
                 if status == ExitStatus::Exited(0) {
                     debug!("{}: pid {pid} ended: {status}", r.label);
+                } else if r.stopped {
+                    info!("{}: pid {pid} stopped: {status}", r.label);
                 } else {
                     warn!("{}: pid {pid} failed: {status}", r.label);
                 }

@@ -313,7 +313,7 @@ fn removing_a_wait_dgram_listener_stops_its_child() {
         UdpSocket::bind(("127.0.0.1", port)).is_ok()
     });
     core.wait_log(
-        &format!("pid {pid} failed: signal 15"),
+        &format!("pid {pid} stopped: signal 15"),
         Duration::from_secs(5),
     );
     assert!(
