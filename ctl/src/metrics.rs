@@ -8,6 +8,7 @@
 //! `reason` label per key. A counter the core adds to its status, once the
 //! list row carries it, appears here without a change.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use inetd_protocol::control::{ListReply, RowState, ServiceRow, StatusReply};
@@ -98,13 +99,24 @@ const STATES: [RowState; 5] = [
     RowState::Rejected,
 ];
 
-fn service(m: &mut Families, r: &ServiceRow) {
+/// The metrics of one row. A rejected row also carries its `source`: two
+/// bad lines (or a line overlapping a good one) may share service,
+/// protocol and address, and a series must be unique. Rows that still
+/// collide (which a configuration cannot produce) are left out.
+fn service(m: &mut Families, seen: &mut HashSet<String>, r: &ServiceRow) {
     let where_ = listen(r);
-    let id = [
+    let source = format!("{}:{}", r.source.file, r.source.line);
+    let mut id = vec![
         ("service", r.service.as_str()),
         ("protocol", r.protocol.as_str()),
         ("listen", where_.as_str()),
     ];
+    if r.state == RowState::Rejected {
+        id.push(("source", source.as_str()));
+    }
+    if !seen.insert(labels(&id)) {
+        return;
+    }
     for st in STATES {
         let mut l = id.to_vec();
         l.push(("state", st.as_str()));
@@ -240,8 +252,9 @@ pub fn exposition(status: &StatusReply, list: Option<&ListReply>) -> String {
             u64::from(k.children),
         );
     }
+    let mut seen = HashSet::new();
     for r in list.map(|l| l.services.as_slice()).unwrap_or_default() {
-        service(&mut m, r);
+        service(&mut m, &mut seen, r);
     }
     m.text()
 }
@@ -379,6 +392,37 @@ mod tests {
                 assert_eq!(name, current, "{l}");
             }
         }
+    }
+
+    #[test]
+    fn rejected_rows_that_share_a_listener_stay_distinct_series() {
+        let mut overlap = row(RowState::Rejected);
+        overlap.source.line = 13;
+        let mut unparsed = row(RowState::Rejected);
+        unparsed.address = None;
+        unparsed.port = None;
+        let mut unparsed2 = unparsed.clone();
+        unparsed2.source.line = 14;
+        let list = ListReply {
+            generation: 7,
+            services: vec![row(RowState::Listening), overlap, unparsed, unparsed2],
+        };
+        let text = exposition(&status(true), Some(&list));
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0)
+            .collect();
+        let unique: HashSet<&&str> = samples.iter().collect();
+        assert_eq!(unique.len(), samples.len(), "duplicate series:\n{text}");
+        assert!(
+            text.contains(r#"source="/etc/inetd.conf:13",state="rejected"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"listen="",source="/etc/inetd.conf:14""#),
+            "{text}"
+        );
     }
 
     #[test]
