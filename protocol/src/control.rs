@@ -66,12 +66,13 @@ pub enum CtlResponse {
     List(ListReply),
     Status(StatusReply),
     Reload(ReloadReply),
-    Connections(ConnectionsReply),
-    /// The request was not carried out.
+    /// The request was not carried out. Stays variant 3, so an `inetctl`
+    /// of another version still decodes a version mismatch.
     Error {
         kind: CtlErrorKind,
         message: String,
     },
+    Connections(ConnectionsReply),
 }
 
 /// Why a request was not carried out; each kind has its exit code
