@@ -131,6 +131,31 @@ fn link_down(what: &str) -> CtlResponse {
     }
 }
 
+/// What a loaded configuration says about itself.
+struct Found {
+    has_errors: bool,
+    /// Its errors, one line each.
+    errors: Vec<String>,
+    /// Its errors and warnings, one line each.
+    diagnostics: Vec<String>,
+}
+
+impl Found {
+    fn of(config: &Config) -> Found {
+        let line = |d: &config::Diagnostic| d.to_string();
+        Found {
+            has_errors: config.has_errors(),
+            errors: config
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(line)
+                .collect(),
+            diagnostics: config.diagnostics.iter().map(line).collect(),
+        }
+    }
+}
+
 /// The reply to a reload that changed nothing.
 fn nothing_changed(result: ReloadResult, generation: u64, diagnostics: Vec<String>) -> ReloadReply {
     ReloadReply {
@@ -420,14 +445,7 @@ impl Daemon {
     /// Takes a configuration by `mode`. `Err` only when the core could not
     /// be reached (nothing changed).
     fn apply(&mut self, config: Config, mode: Mode, what: &str) -> Result<ReloadReply, CoreDown> {
-        let has_errors = config.has_errors();
-        let diagnostics: Vec<String> = config.diagnostics.iter().map(|d| d.to_string()).collect();
-        let errors: Vec<String> = config
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string())
-            .collect();
+        let found = Found::of(&config);
         if what != "re-sync" {
             for d in &config.diagnostics {
                 match d.severity {
@@ -437,26 +455,25 @@ impl Daemon {
             }
         }
         self.files = file_infos(&config);
-        if !should_apply(has_errors, mode) {
+        if !should_apply(found.has_errors, mode) {
             let started_without = self.applied.as_ref().is_some_and(|a| a.config.has_errors());
             error!(
                 "{what} rejected: {} errors in the configuration; nothing changed ({})",
-                errors.len(),
+                found.errors.len(),
                 partial_hint(started_without)
             );
-            self.record(ReloadResult::Rejected, errors);
+            self.record(ReloadResult::Rejected, found.errors);
             return Ok(nothing_changed(
                 ReloadResult::Rejected,
                 self.generation,
-                diagnostics,
+                found.diagnostics,
             ));
         }
         let Some(link) = self.link.as_mut() else {
             return Err(CoreDown);
         };
         let mut plan = plan(&config.entries, &config.names, &link.hello.policy, &self.me);
-        let packaged = self.core_path.is_some();
-        if packaged {
+        if self.core_path.is_some() {
             for r in &mut plan.refused {
                 r.reason = with_drop_in(std::mem::take(&mut r.reason));
             }
@@ -464,33 +481,45 @@ impl Daemon {
         let answer = link.request(&CoreRequest::Apply {
             listeners: plan.specs(),
         });
-        let report = match answer {
-            Ok(CoreResponse::Applied(r)) => r,
+        match answer {
+            Ok(CoreResponse::Applied(report)) => {
+                Ok(self.applied_reply(config, plan, &report, found, what))
+            }
             Ok(other) => {
                 let reason = match other {
                     CoreResponse::Error { reason } => reason,
                     o => format!("unexpected answer {o:?}"),
                 };
                 error!("{what} failed: the core refused the request: {reason}; nothing changed");
-                let mut errs = errors;
+                let (mut errs, mut diags) = (found.errors, found.diagnostics);
                 errs.push(format!("the core refused the request: {reason}"));
-                let mut diags = diagnostics;
                 diags.push(format!("the core refused the request: {reason}"));
                 self.record(ReloadResult::Failed, errs);
-                return Ok(nothing_changed(
+                Ok(nothing_changed(
                     ReloadResult::Failed,
                     self.generation,
                     diags,
-                ));
+                ))
             }
             Err(e) => {
                 self.lost(&e.to_string());
-                return Err(CoreDown);
+                Err(CoreDown)
             }
-        };
+        }
+    }
+
+    /// What the core did with an Apply: logged, recorded, the reply.
+    fn applied_reply(
+        &mut self,
+        config: Config,
+        plan: crate::plan::Plan,
+        report: &inetd_protocol::ApplyReport,
+        found: Found,
+        what: &str,
+    ) -> ReloadReply {
         self.generation = report.generation;
-        let mut summary = summarize(&config.entries, &plan, &report);
-        if packaged {
+        let mut summary = summarize(&config.entries, &plan, report);
+        if self.core_path.is_some() {
             for (_, reason) in &mut summary.core_refused {
                 *reason = with_drop_in(std::mem::take(reason));
             }
@@ -499,7 +528,7 @@ impl Daemon {
             }
         }
         let refused = !summary.failed.is_empty() || !summary.rejected.is_empty();
-        let result = result_of(true, has_errors, refused);
+        let result = result_of(true, found.has_errors, refused);
         for i in summary.rejected.iter().chain(&summary.failed) {
             warn!("{}", failure_line(i));
         }
@@ -515,11 +544,16 @@ impl Daemon {
             summary.unchanged,
             config.rejected.len()
         );
-        let mut errs = errors;
+        let mut errs = found.errors;
         errs.extend(summary.rejected.iter().map(failure_line));
         errs.extend(summary.failed.iter().map(failure_line));
         self.record(result, errs);
-        let reply = ReloadReply {
+        self.applied = Some(Applied {
+            config,
+            plan,
+            core_refused: summary.core_refused,
+        });
+        ReloadReply {
             result,
             generation: report.generation,
             added: summary.added,
@@ -528,14 +562,8 @@ impl Daemon {
             rejected: summary.rejected,
             failed: summary.failed,
             unchanged: summary.unchanged,
-            diagnostics,
-        };
-        self.applied = Some(Applied {
-            config,
-            plan,
-            core_refused: summary.core_refused,
-        });
-        Ok(reply)
+            diagnostics: found.diagnostics,
+        }
     }
 
     fn reload(&mut self, partial: bool) -> Result<ReloadReply, CoreDown> {
