@@ -185,22 +185,30 @@ pub const DROP_IN_EXAMPLES: &str = "/usr/share/doc/inetd-privsep/examples/inetd-
 /// the packaged service (whose command line is in its unit); any other
 /// reason unchanged.
 pub fn with_drop_in(reason: String) -> String {
-    let example = if reason.contains("(packaged: ") {
+    if reason.contains("(packaged: ") {
         return reason;
-    } else if reason.contains("--allow-user") || reason.contains("--allow-group") {
-        "allow-users.conf"
-    } else if reason.contains("--allow-root-command") || reason.contains("--unix-dir") {
-        "tftpd-hpa.conf"
+    }
+    // Where the flag goes, and the shipped example that shows how.
+    let (file, example) = if reason.contains("--allow-user") || reason.contains("--allow-group") {
+        (
+            format!("{DROP_IN_DIR}/allow-users.conf"),
+            format!("{DROP_IN_EXAMPLES}/allow-users.conf"),
+        )
+    } else if reason.contains("--allow-root-command") {
+        (
+            format!("a drop-in in {DROP_IN_DIR}/"),
+            format!("{DROP_IN_EXAMPLES}/tftpd-hpa.conf"),
+        )
+    } else if reason.contains("--unix-dir") {
+        (
+            format!("a drop-in in {DROP_IN_DIR}/"),
+            format!("the examples in {DROP_IN_EXAMPLES}/"),
+        )
     } else {
         return reason;
-    };
-    let file = if example == "allow-users.conf" {
-        format!("{DROP_IN_DIR}/{example}")
-    } else {
-        format!("a drop-in in {DROP_IN_DIR}/")
     };
     format!(
-        "{reason} (packaged: put it on the ExecStart= line of {file}, as {DROP_IN_EXAMPLES}/{example} shows; then systemctl daemon-reload && systemctl restart inetd-core)"
+        "{reason} (packaged: put it on the ExecStart= line of {file}, as {example} shows; then systemctl daemon-reload && systemctl restart inetd-core)"
     )
 }
 
@@ -529,6 +537,13 @@ mod tests {
         );
         let r = with_drop_in("start the core with --allow-root-command '/bin/x x'".into());
         assert!(r.contains("tftpd-hpa.conf"), "{r}");
+        let r = with_drop_in("allow another with --unix-dir DIR".into());
+        assert!(
+            r.contains(
+                "a drop-in in /etc/systemd/system/inetd-core.service.d/, as the examples in"
+            ),
+            "{r}"
+        );
         assert_eq!(with_drop_in("address in use".into()), "address in use");
         assert_eq!(with_drop_in(r.clone()), r, "once");
     }
