@@ -527,3 +527,32 @@ fn a_missing_server_listens_with_a_warning_and_its_exec_failures_counted() {
         "{table}"
     );
 }
+
+#[test]
+fn syslog_that_does_not_answer_falls_back_to_stderr_saying_so() {
+    inetd_tests::require_root!("a private mount namespace and a /dev/log of our own");
+    let dir = TempDir::new("syslog-down");
+    // A socket file nobody reads any more: connecting is refused.
+    let sock_path = dir.join("log.sock");
+    drop(std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap());
+    let stderr = dir.join("stderr");
+    let mut cmd = with_dev_log(&dir, &sock_path, &bin_path("inetd-core"));
+    cmd.arg("--syslog")
+        .arg("--core-socket")
+        .arg(dir.join("core.sock"))
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap());
+    let mut core = Proc::spawn(&mut cmd);
+    wait_for("the core socket", WAIT, || dir.join("core.sock").exists());
+    let text = fs::read_to_string(&stderr).unwrap();
+    assert!(
+        text.lines().next().is_some_and(|l| l
+            .starts_with("<4>inetd-core: --syslog: cannot reach the local syslog (/dev/log)")
+            && l.ends_with("; logging to stderr")),
+        "{text}"
+    );
+    // And it does: the start-up lines follow on stderr.
+    assert!(text.lines().count() > 1, "{text}");
+    core.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(core.wait_exit(WAIT).success());
+}
