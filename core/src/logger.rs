@@ -157,6 +157,33 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_line_is_formatted_without_allocating() {
+        let peer = crate::peer::Peer::Inet {
+            peer: "[::ffff:192.0.2.7]:50412".parse().unwrap(),
+            local: "127.0.0.1:79".parse().unwrap(),
+        };
+        let label = "finger tcp4 /etc/inetd.conf:25 nobody:nogroup";
+        let pid = 4242;
+        let mut buf = [0u8; LINE_BUF];
+        let before = crate::sys::counting::allocations();
+        let line = format_line(
+            &mut buf,
+            Level::Info,
+            &format_args!("{label}: connection from {peer}, pid {pid}"),
+        )
+        .map(<[u8]>::len);
+        let allocated = crate::sys::counting::allocations() - before;
+        assert_eq!(allocated, 0, "the connection line allocated");
+        let want = "<6>inetd-core: finger tcp4 /etc/inetd.conf:25 nobody:nogroup: connection from 192.0.2.7:50412, pid 4242\n";
+        assert_eq!(line, Some(want.len()));
+        assert_eq!(&buf[..want.len()], want.as_bytes());
+        // The counter counts: the slow path allocates.
+        let before = crate::sys::counting::allocations();
+        let _ = slow_line(Level::Info, &format_args!("{label}"));
+        assert!(crate::sys::counting::allocations() > before);
+    }
+
+    #[test]
     fn priority_prefixes() {
         assert_eq!(prefix(Level::Warn), "<4>");
         assert_eq!(prefix(Level::Trace), "<7>");
