@@ -39,7 +39,8 @@ impl Peer {
 }
 
 /// The peer as the per-connection log lines write it: `192.0.2.1:4000`,
-/// `[2001:db8::1]:4000`, or a unix peer's `pid 7 uid 1000 gid 1000`;
+/// `[2001:db8::1]:4000`, or a unix peer's `uid 1000 gid 1000 (pid 7)`
+/// (its uid first: who it is matters more than which process);
 /// formatted in place, without allocating.
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +48,7 @@ impl std::fmt::Display for Peer {
             Peer::Inet { peer, .. } => {
                 std::fmt::Display::fmt(&SocketAddr::new(unmap(peer.ip()), peer.port()), f)
             }
-            Peer::Unix { pid, uid, gid } => write!(f, "pid {pid} uid {uid} gid {gid}"),
+            Peer::Unix { pid, uid, gid } => write!(f, "uid {uid} gid {gid} (pid {pid})"),
         }
     }
 }
@@ -138,7 +139,7 @@ mod tests {
             uid: 1000,
             gid: 100,
         };
-        assert_eq!(u.to_string(), "pid 7 uid 1000 gid 100");
+        assert_eq!(u.to_string(), "uid 1000 gid 100 (pid 7)");
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn client_text(c: &Client, wait: bool) -> String {
     match c {
         Client::Inet { address, port } if address.contains(':') => format!("[{address}]:{port}"),
         Client::Inet { address, port } => format!("{address}:{port}"),
-        Client::Unix { pid, uid, gid } => format!("pid {pid} uid {uid} gid {gid}"),
+        Client::Unix { pid, uid, gid } => format!("uid {uid} gid {gid} (pid {pid})"),
         Client::None if wait => "(wait server)".into(),
         Client::None => "-".into(),
     }
@@ -304,13 +304,13 @@ mod output_tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "PID  SERVICE  PROTO  CLIENT                  USER    STARTED               AGE    SOURCE"
+            "PID  SERVICE  PROTO  CLIENT                    USER    STARTED               AGE    SOURCE"
         );
         assert_eq!(
             lines[1],
-            "41   echo     tcp4   127.0.0.1:5000          nobody  2023-11-14T22:13:20Z  1m15s  /etc/inetd.conf:12"
+            "41   echo     tcp4   127.0.0.1:5000            nobody  2023-11-14T22:13:20Z  1m15s  /etc/inetd.conf:12"
         );
-        assert!(lines[2].contains("pid 9 uid 1000 gid 100"), "{t}");
+        assert!(lines[2].contains("uid 1000 gid 100 (pid 9)"), "{t}");
         assert!(lines[3].contains("(wait server)"), "{t}");
         assert_eq!(age_text(7200 + 420), "2h07m");
         assert_eq!(age_text(86_400 * 3 + 3600 * 4), "3d04h");
