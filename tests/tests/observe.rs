@@ -84,6 +84,11 @@ fn cat_line(port: u16) -> String {
 
 /// A core and a controller on `conf`, once `ports` listen.
 fn setup(tag: &str, conf: &str, ports: &[u16]) -> Setup {
+    setup_with(tag, conf, ports, &[])
+}
+
+/// As [`setup`], the core given `core_args` too.
+fn setup_with(tag: &str, conf: &str, ports: &[u16], core_args: &[String]) -> Setup {
     let dir = TempDir::new(tag);
     let control = dir.join("control");
     fs::create_dir(&control).unwrap();
@@ -102,6 +107,7 @@ fn setup(tag: &str, conf: &str, ports: &[u16]) -> Setup {
         Command::new(bin_path("inetd-core"))
             .arg("--core-socket")
             .arg(dir.join("core.sock"))
+            .args(core_args)
             .stdin(Stdio::null()),
     );
     wait_for("the core socket", WAIT, || dir.join("core.sock").exists());
@@ -555,4 +561,39 @@ fn syslog_that_does_not_answer_falls_back_to_stderr_saying_so() {
     assert!(text.lines().count() > 1, "{text}");
     core.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(core.wait_exit(WAIT).success());
+}
+
+#[test]
+fn connections_shows_a_unix_client_by_its_credentials() {
+    use std::os::unix::net::UnixStream;
+    let sockets = TempDir::secure("conns-unix");
+    let path = sockets.join("greet.sock");
+    let conf = format!(
+        "{} stream unix nowait nobody /bin/cat cat\n",
+        path.display()
+    );
+    let s = setup_with("conns-unix", &conf, &[], &sockets.unix_dir_args());
+    wait_for("the unix listener", WAIT, || path.exists());
+    let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"x\n").unwrap();
+    let mut b = [0u8; 2];
+    c.read_exact(&mut b).unwrap();
+    let v = s.json(&["connections", "--json"]);
+    let r = &v["connections"][0];
+    assert_eq!(r["service"], path.display().to_string(), "{v}");
+    assert_eq!(r["protocol"], "unix");
+    assert_eq!(r["address"], serde_json::Value::Null);
+    assert_eq!(r["port"], serde_json::Value::Null);
+    assert_eq!(r["peer"]["pid"], std::process::id());
+    assert_eq!(r["peer"]["uid"], nix::unistd::getuid().as_raw());
+    assert_eq!(r["peer"]["gid"], nix::unistd::getgid().as_raw());
+    let table = text(&s.inetctl(&["connections"]).stdout);
+    let me = format!(
+        "uid {} gid {} (pid {})",
+        nix::unistd::getuid(),
+        nix::unistd::getgid(),
+        std::process::id()
+    );
+    assert!(table.contains(&me), "{table}");
 }
