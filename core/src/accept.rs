@@ -180,7 +180,6 @@ impl Acceptor {
         let Some(peer) = peer_of(s.l, &conn) else {
             return Some(pipe);
         };
-        let peer_text = peer.log_text();
         let now = Instant::now();
         let paused = s.l.paused();
         let admitted = admission::admit(s.l.spec(), &peer).and_then(|()| {
@@ -193,11 +192,13 @@ impl Acceptor {
         let source = match admitted {
             Ok(source) => source,
             Err(r) => {
-                refused(s, r, &peer_text, now);
+                refused(s, r, &peer, now);
                 return Some(pipe);
             }
         };
-        let what = Some((peer_text, peer.env()));
+        // A refused connection costs no allocation: the child table's
+        // text and the environment are made only for a child.
+        let what = Some((peer.log_text(), peer.env()));
         let pid = self.spawn(s, conn.as_raw_fd(), what, pipe)?;
         if let Some(key) = source {
             s.l.limits.child_started(pid, key);
@@ -328,7 +329,7 @@ fn earlier(n: u64) -> String {
 /// A connection (or a wait service's waiting connection or datagram)
 /// refused for `r`: counted by reason, logged once per burst; reaching the
 /// rate limit pauses the service.
-fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
+fn refused(s: &mut Serving<'_>, r: Refusal, peer: &Peer, now: Instant) {
     let c = &mut s.l.counters;
     match r {
         Refusal::FtpBounce => {}
@@ -378,17 +379,16 @@ fn refuse_waiting(s: &mut Serving<'_>, now: Instant, max: usize) {
                 None => continue,
             }
         };
-        refused(s, Refusal::Rate, &peer_text(peer), now);
+        refused(s, Refusal::Rate, &source_peer(peer), now);
     }
 }
 
-/// A datagram's source as the log writes a peer.
-fn peer_text(src: std::net::SocketAddr) -> String {
+/// A datagram's (or a refused connection's) source as a peer, for the log.
+fn source_peer(src: std::net::SocketAddr) -> Peer {
     Peer::Inet {
         peer: src,
         local: src,
     }
-    .log_text()
 }
 
 /// A dgram service with an access list: the datagrams that would wake
@@ -404,7 +404,7 @@ fn first_datagram_admitted(s: &mut Serving<'_>, now: Instant) -> bool {
             return true;
         }
         net::discard_datagram(fd);
-        refused(s, Refusal::AccessList, &peer_text(src), now);
+        refused(s, Refusal::AccessList, &source_peer(src), now);
     }
     false
 }
