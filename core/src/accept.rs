@@ -157,7 +157,7 @@ impl Acceptor {
                 }
                 Err(AcceptError::Other(e)) => {
                     self.spare_pipe = Some(pipe);
-                    warn!("accept failed service=\"{}\": {e}", s.l.label());
+                    warn!("{}: accept failed: {e}", s.l.label());
                     s.l.last_error = Some(format!("accept: {e}"));
                     return;
                 }
@@ -191,7 +191,7 @@ impl Acceptor {
         let source = match admitted {
             Ok(source) => source,
             Err(r) => {
-                refused(s, r, &peer.to_string(), now);
+                refused(s, r, &peer, now);
                 return Some(pipe);
             }
         };
@@ -203,7 +203,9 @@ impl Acceptor {
             s.l.limits.child_started(pid, key);
         }
         s.l.counters.accepted += 1;
-        info!("accept service=\"{}\" peer={peer} pid={pid}", s.l.label());
+        // The label (escaped once per apply) and the peer format into the
+        // logger's stack buffer: no allocation for the line.
+        info!("{}: connection from {peer}, pid {pid}", s.l.label());
         pipe
     }
 
@@ -244,10 +246,7 @@ impl Acceptor {
         if let Some(pid) = pid {
             s.l.hold(pid);
             s.l.counters.accepted += 1;
-            info!(
-                "start service=\"{}\" pid={pid} (holds the socket)",
-                s.l.label()
-            );
+            info!("{}: started pid {pid}, holding the socket", s.l.label());
         }
     }
 
@@ -274,10 +273,7 @@ impl Acceptor {
                 l.last_error = Some(format!("cannot start a child: {e}"));
                 // Out of processes, descriptors or memory: the socket stays
                 // readable, so back off as for a failed accept.
-                self.pause(&format!(
-                    "cannot start a child for service=\"{}\": {e}",
-                    l.label()
-                ));
+                self.pause(&format!("{}: cannot start a child: {e}", l.label()));
                 None
             }
         }
@@ -322,7 +318,7 @@ fn held(s: &mut Serving<'_>) {
         let mine = s.children.count_for(s.id);
         let total = s.children.live_servers();
         warn!(
-            "service=\"{}\" at its children limit ({mine} children, {total} in the core): new connections wait in the backlog until a child exits (logged once per burst{})",
+            "{}: at its children limit ({mine} children, {total} in the core): new connections wait in the backlog until a child exits (logged once per burst{})",
             s.l.label(),
             earlier(before)
         );
@@ -340,7 +336,7 @@ fn earlier(n: u64) -> String {
 /// A connection (or a wait service's waiting connection or datagram)
 /// refused for `r`: counted by reason, logged once per burst; reaching the
 /// rate limit pauses the service.
-fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
+fn refused(s: &mut Serving<'_>, r: Refusal, peer: &Peer, now: Instant) {
     let c = &mut s.l.counters;
     match r {
         Refusal::FtpBounce => {}
@@ -352,7 +348,7 @@ fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
         let until = now + s.knobs.pause;
         s.l.pause(until);
         warn!(
-            "paused service=\"{}\": {}; every connection is closed for {} s, then it resumes by itself",
+            "{}: paused: {}; every connection is closed for {} s, then it resumes by itself",
             s.l.label(),
             s.l.pause_reason(),
             s.knobs.pause.as_secs()
@@ -360,7 +356,7 @@ fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
     }
     if let Some(before) = s.l.limits.refusals.note(now) {
         info!(
-            "refused service=\"{}\" peer={peer}: {} (further refusals are counted, logged once per burst{})",
+            "{}: refused connection from {peer}: {} (further refusals are counted, logged once per burst{})",
             s.l.label(),
             r.reason(),
             earlier(before)
@@ -390,17 +386,16 @@ fn refuse_waiting(s: &mut Serving<'_>, now: Instant, max: usize) {
                 None => continue,
             }
         };
-        refused(s, Refusal::Rate, &peer_text(peer), now);
+        refused(s, Refusal::Rate, &source_peer(peer), now);
     }
 }
 
-/// A datagram's source as the log writes a peer.
-fn peer_text(src: std::net::SocketAddr) -> String {
+/// A datagram's (or a refused connection's) source as a peer, for the log.
+fn source_peer(src: std::net::SocketAddr) -> Peer {
     Peer::Inet {
         peer: src,
         local: src,
     }
-    .log_text()
 }
 
 /// A dgram service with an access list: the datagrams that would wake
@@ -416,7 +411,7 @@ fn first_datagram_admitted(s: &mut Serving<'_>, now: Instant) -> bool {
             return true;
         }
         net::discard_datagram(fd);
-        refused(s, Refusal::AccessList, &peer_text(src), now);
+        refused(s, Refusal::AccessList, &source_peer(src), now);
     }
     false
 }
@@ -427,10 +422,7 @@ fn peer_of(l: &Listener, conn: &OwnedFd) -> Option<Peer> {
         return match net::peer_cred(conn.as_fd()) {
             Ok((pid, uid, gid)) => Some(Peer::Unix { pid, uid, gid }),
             Err(e) => {
-                debug!(
-                    "connection to service=\"{}\": no peer credentials: {e}",
-                    l.label()
-                );
+                debug!("{}: connection without peer credentials: {e}", l.label());
                 None
             }
         };
@@ -438,10 +430,7 @@ fn peer_of(l: &Listener, conn: &OwnedFd) -> Option<Peer> {
     match (net::peer_inet(conn.as_fd()), net::local_inet(conn.as_fd())) {
         (Some(peer), Some(local)) => Some(Peer::Inet { peer, local }),
         _ => {
-            debug!(
-                "connection to service=\"{}\" gone before it was served",
-                l.label()
-            );
+            debug!("{}: connection gone before it was served", l.label());
             None
         }
     }

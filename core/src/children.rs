@@ -20,19 +20,21 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use inetd_builtins::{serve_dgram, serve_stream, UdpGuard};
-use inetd_protocol::{unix_now, ChildInfo, SocketType};
+use inetd_protocol::{unix_now, Builtin, ChildInfo, SocketType};
 use log::{debug, info, warn};
 
 use crate::listeners::{Listener, ListenerId};
 use crate::peer::Peer;
 use crate::sys::child::{self, ChildStatus, SingleThreaded, Spawned, StatusPipe, Step};
 use crate::sys::spawn::Spawner;
+use crate::sys::title::{self, ArgArea};
 use crate::sys::{self, ExitStatus};
 use crate::validate::{ExecImage, Identity, Program};
 
@@ -125,6 +127,8 @@ pub struct Reaped {
     pub status: ExitStatus,
     /// A failure its status pipe reported and nobody had read yet.
     pub failure: Option<SetupFailure>,
+    /// The core had asked it to stop (its listener went, or the core stops).
+    pub stopped: bool,
 }
 
 impl Child {
@@ -157,6 +161,19 @@ pub struct ChildTable {
     env: Vec<u8>,
     /// Each listener's label, shared by its children.
     labels: HashMap<ListenerId, Rc<str>>,
+    /// The core's argument area, where a builtin child writes its name.
+    args: Option<ArgArea>,
+}
+
+/// What a builtin child is called in `ps` and `pgrep`.
+fn builtin_name(b: Builtin) -> &'static CStr {
+    match b {
+        Builtin::Echo => c"inetd-echo",
+        Builtin::Discard => c"inetd-discard",
+        Builtin::Chargen => c"inetd-chargen",
+        Builtin::Daytime => c"inetd-daytime",
+        Builtin::Time => c"inetd-time",
+    }
 }
 
 /// How long a builtin child waits for its client: a datagram builtin
@@ -180,6 +197,7 @@ impl ChildTable {
             spawner: Spawner::default(),
             env: Vec::with_capacity(512),
             labels: HashMap::new(),
+            args: title::ArgArea::of_self(),
         }
     }
 
@@ -233,18 +251,26 @@ impl ChildTable {
             // never execs and never prints, so it needs no stdio.
             Program::Builtin(b) => {
                 let b = *b;
+                let args = self.args;
+                let named = move || title::set(builtin_name(b), args);
                 match l.spec().socket_type {
                     SocketType::Dgram => {
                         let guard = UdpGuard {
                             builtin_ports: udp_ports.to_vec(),
                         };
                         let idle = self.idle.dgram;
-                        let serve = move |fd| serve_dgram(b, fd, idle, &guard);
+                        let serve = move |fd| {
+                            named();
+                            serve_dgram(b, fd, idle, &guard)
+                        };
                         child::spawn_builtin(identity, fd, serve, pipe.take(), &self.single)
                     }
                     SocketType::Stream | SocketType::Seqpacket => {
                         let idle = self.idle.stream;
-                        let serve = move |fd| serve_stream(b, fd, idle);
+                        let serve = move |fd| {
+                            named();
+                            serve_stream(b, fd, idle)
+                        };
                         child::spawn_builtin(identity, fd, serve, pipe.take(), &self.single)
                     }
                 }
@@ -335,7 +361,7 @@ impl ChildTable {
                 warn!("could not reap pid={pid}");
                 break;
             };
-            self.stopping.remove(&pid);
+            let stopped = self.stopping.remove(&pid).is_some();
             let Some(mut c) = self.children.remove(&pid) else {
                 debug!("reaped unknown child pid={pid} status={status}");
                 continue;
@@ -362,6 +388,7 @@ impl ChildTable {
                 started,
                 status,
                 failure,
+                stopped,
             });
         }
     }
@@ -382,7 +409,7 @@ impl ChildTable {
         }
         let ms = self.grace.as_millis();
         info!(
-            "stopping service=\"{}\" pid={pid}: SIGTERM, SIGKILL in {ms} ms",
+            "{}: stopping pid {pid}: SIGTERM, SIGKILL in {ms} ms",
             c.label
         );
         if let Err(e) = signal(pid, c, libc::SIGTERM) {
@@ -429,7 +456,7 @@ impl ChildTable {
                 continue;
             };
             warn!(
-                "service=\"{}\" pid={pid} has not stopped after SIGTERM; SIGKILL",
+                "{}: pid {pid} has not stopped after SIGTERM; SIGKILL",
                 c.label
             );
             if let Err(e) = signal(*pid, c, libc::SIGKILL) {
@@ -466,7 +493,7 @@ impl ChildTable {
                 Kind::Server(id) => Some(ChildInfo {
                     pid: pid.unsigned_abs(),
                     listener: index(id),
-                    peer: c.peer.map(|p| p.to_string()),
+                    peer: c.peer.map(|p| p.log_text()),
                     uid: c.uid,
                     started_at: c.started_at,
                 }),

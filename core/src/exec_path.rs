@@ -16,9 +16,16 @@ mod tests {
     use crate::children::{BuiltinIdle, ChildTable, Kind};
     use crate::limits::Knobs;
     use crate::listeners::ListenerTable;
-    use crate::sys::alloc_count::counting;
     use crate::sys::child::SingleThreaded;
+    use crate::sys::counting::allocations;
     use crate::validate::{self, tests as vt};
+
+    /// Runs `f`; its result and the allocations it made on this thread.
+    fn counting<T>(f: impl FnOnce() -> T) -> (T, u64) {
+        let before = allocations();
+        let out = f();
+        (out, allocations() - before)
+    }
 
     const ALONE: &str = "INETD_TEST_EXEC_PATH_ALONE";
     const NAME: &str = "exec_path::tests::the_exec_path_allocates_nothing_per_connection";
@@ -34,10 +41,7 @@ mod tests {
                 for r in reaped.drain(..) {
                     assert!(r.failure.is_none(), "{:?}", r.failure);
                     if let Kind::Server(_) = r.kind {
-                        info!(
-                            "exit service=\"{}\" pid={} status={}",
-                            r.label, r.pid, r.status
-                        );
+                        info!("{}: pid {} ended: {}", r.label, r.pid, r.status);
                     }
                 }
             });
@@ -70,7 +74,7 @@ mod tests {
             eprintln!("skipped: the child changes to nobody, which needs root");
             return;
         }
-        crate::logger::init(log::LevelFilter::Info);
+        crate::logger::init(log::LevelFilter::Info, false);
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -2,22 +2,30 @@
 //! priority prefix journald understands (`<3>` error, `<4>` warning, `<6>`
 //! info, `<7>` debug and trace). No thread.
 //!
-//! Lines are formatted into one buffer that is kept, so a record allocates
-//! nothing, and written out together: a warning or an error at once (with
-//! whatever came before it), info and debug lines when the buffer holds
-//! 2 KiB, and otherwise at the end of each turn of the event loop, before
-//! it waits ([`flush`]), and when the core exits. So a line is out before
-//! the core waits for anything else, and under load one `write` carries the
-//! lines of many connections instead of two writes per connection. Each
-//! write holds whole lines and stays under `PIPE_BUF` (4 KiB), so the
-//! core's lines and those of its controller child (which shares the core's
-//! stderr) do not interleave within a line.
+//! Each line is formatted on the stack (no allocation for a connection's
+//! lines) and appended to one buffer that is kept, written out together: a
+//! warning or an error at once (with whatever came before it), info and
+//! debug lines when the buffer holds 2 KiB, and otherwise at the end of
+//! each turn of the event loop, before it waits ([`flush`]), and when the
+//! core exits. So a line is out before the core waits for anything else,
+//! and under load one `write` carries the lines of many connections
+//! instead of two writes per connection. Each write holds whole lines and
+//! stays under `PIPE_BUF` (4 KiB), so the core's lines and those of its
+//! controller child (which shares the core's stderr) do not interleave
+//! within a line.
+//!
+//! With `--syslog`, records go to the local syslog instead (`/dev/log`,
+//! facility daemon, ident `inetd-core`, the same priorities), through the
+//! `syslog` crate; messages are escaped as for stderr.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::sync::Mutex;
 
 use inetd_protocol::{escape_log, log_safe};
+use std::fmt::Arguments;
+use std::sync::OnceLock;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 /// Written out once the buffer holds this much.
@@ -32,37 +40,13 @@ struct Buffer {
 
 static BUF: Mutex<Buffer> = Mutex::new(Buffer { bytes: Vec::new() });
 
-struct StderrLog;
-
-pub fn prefix(level: Level) -> &'static str {
-    match level {
-        Level::Error => "<3>",
-        Level::Warn => "<4>",
-        Level::Info => "<6>",
-        Level::Debug | Level::Trace => "<7>",
+impl Buffer {
+    fn flush(&mut self) {
+        if !self.bytes.is_empty() {
+            write_out(&self.bytes);
+            self.bytes.clear();
+        }
     }
-}
-
-/// Appends one record's line to `out`. Text from outside is escaped where
-/// it is placed in a message (labels and paths, once per apply). A message
-/// that still holds a character a terminal would interpret (a newline
-/// would forge a second record) is escaped whole rather than written raw.
-fn format_line(out: &mut Vec<u8>, level: Level, args: &std::fmt::Arguments<'_>) {
-    let start = out.len();
-    out.extend_from_slice(prefix(level).as_bytes());
-    out.extend_from_slice(b"inetd-core: ");
-    let msg_at = out.len();
-    if write!(out, "{args}").is_err() {
-        out.truncate(start);
-        return;
-    }
-    let safe = std::str::from_utf8(&out[msg_at..]).is_ok_and(log_safe);
-    if !safe {
-        let msg = String::from_utf8_lossy(&out[msg_at..]).into_owned();
-        out.truncate(msg_at);
-        out.extend_from_slice(escape_log(&msg, usize::MAX).as_bytes());
-    }
-    out.push(b'\n');
 }
 
 /// Writes out `bytes` (whole lines) in writes of at most [`WRITE_MAX`]
@@ -88,12 +72,20 @@ fn write_out(bytes: &[u8]) {
     }
 }
 
-impl Buffer {
-    fn flush(&mut self) {
-        if !self.bytes.is_empty() {
-            write_out(&self.bytes);
-            self.bytes.clear();
-        }
+/// Writes out every buffered line: at the end of each turn of the event
+/// loop, and before the core exits.
+pub fn flush() {
+    LOGGER.flush();
+}
+
+struct StderrLog;
+
+pub fn prefix(level: Level) -> &'static str {
+    match level {
+        Level::Error => "<3>",
+        Level::Warn => "<4>",
+        Level::Info => "<6>",
+        Level::Debug | Level::Trace => "<7>",
     }
 }
 
@@ -106,10 +98,26 @@ impl Log for StderrLog {
         if !self.enabled(r.metadata()) {
             return;
         }
+        if let Some(sys) = SYSLOG.get() {
+            let msg = r.args().to_string();
+            let msg = if log_safe(&msg) {
+                msg
+            } else {
+                escape_log(&msg, usize::MAX).into_owned()
+            };
+            crate::syslog::send(sys, r.level(), &msg);
+            return;
+        }
         let Ok(mut b) = BUF.lock() else {
             return;
         };
-        format_line(&mut b.bytes, r.level(), r.args());
+        let mut buf = [0u8; LINE_BUF];
+        match format_line(&mut buf, r.level(), r.args()) {
+            Some(line) => b.bytes.extend_from_slice(line),
+            None => b
+                .bytes
+                .extend_from_slice(slow_line(r.level(), r.args()).as_bytes()),
+        }
         if r.level() <= Level::Warn || b.bytes.len() >= FLUSH_AT {
             b.flush();
         }
@@ -122,46 +130,129 @@ impl Log for StderrLog {
     }
 }
 
-static LOGGER: StderrLog = StderrLog;
+/// Room for one line on the stack: a connection's line (a label cut for the
+/// log, and a peer) fits,
+/// so the per-connection lines are formatted without allocating.
+const LINE_BUF: usize = 2048;
 
-pub fn init(level: LevelFilter) {
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
+const TAG: &str = "inetd-core: ";
+
+/// `<N>inetd-core: MESSAGE\n` formatted into `buf`; `None` if it does not
+/// fit or the message holds a character a terminal would interpret (the
+/// slow path escapes it).
+fn format_line<'a>(buf: &'a mut [u8], level: Level, args: &Arguments<'_>) -> Option<&'a [u8]> {
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    write!(cur, "{}{TAG}", prefix(level)).ok()?;
+    let start = usize::try_from(cur.position()).ok()?;
+    write!(cur, "{args}").ok()?;
+    let end = usize::try_from(cur.position()).ok()?;
+    cur.write_all(b"\n").ok()?;
+    let msg = std::str::from_utf8(&buf[start..end]).ok()?;
+    if !log_safe(msg) {
+        return None;
+    }
+    Some(&buf[..=end])
 }
 
-/// Writes out every buffered line: at the end of each turn of the event
-/// loop, and before the core exits.
-pub fn flush() {
-    LOGGER.flush();
+/// The line for a message that does not fit the stack buffer or must be
+/// escaped: text from outside is escaped where it is placed in a message
+/// (labels and paths, once per apply), and a message that still holds a
+/// character a terminal would interpret (a newline would forge a second
+/// record) is escaped whole rather than written raw.
+fn slow_line(level: Level, args: &Arguments<'_>) -> String {
+    let msg = args.to_string();
+    let msg = if log_safe(&msg) {
+        msg
+    } else {
+        escape_log(&msg, usize::MAX).into_owned()
+    };
+    format!("{}{TAG}{msg}\n", prefix(level))
+}
+
+static LOGGER: StderrLog = StderrLog;
+
+/// The syslog connection, with `--syslog`.
+static SYSLOG: OnceLock<crate::syslog::Syslog> = OnceLock::new();
+
+/// Installs the logger; with `syslog`, on the local syslog if it can be
+/// reached (else on stderr, saying so).
+pub fn init(level: LevelFilter, syslog: bool) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+    if syslog {
+        match crate::syslog::Syslog::open("inetd-core") {
+            Ok(s) => {
+                let _ = SYSLOG.set(s);
+            }
+            Err(e) => log::warn!("--syslog: {e}; logging to stderr"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn line(level: Level, args: Arguments<'_>) -> String {
+        let mut buf = [0u8; LINE_BUF];
+        match format_line(&mut buf, level, &args) {
+            Some(l) => String::from_utf8(l.to_vec()).unwrap(),
+            None => slow_line(level, &args),
+        }
+    }
+
+    #[test]
+    fn lines_fit_the_stack_or_take_the_slow_path_escaped() {
+        let mut buf = [0u8; LINE_BUF];
+        let label = "echo tcp4 /etc/inetd.conf:12 nobody:nogroup";
+        let fast = format_line(&mut buf, Level::Info, &format_args!("{label}: connection"));
+        assert_eq!(
+            fast,
+            Some(&b"<6>inetd-core: echo tcp4 /etc/inetd.conf:12 nobody:nogroup: connection\n"[..])
+        );
+        let long = "x".repeat(LINE_BUF * 2);
+        assert_eq!(
+            format_line(&mut buf, Level::Info, &format_args!("{long}")),
+            None
+        );
+        assert_eq!(
+            line(Level::Warn, format_args!("{long}")).len(),
+            long.len() + 16
+        );
+        let forged = line(Level::Info, format_args!("a\n<3>inetd-core: forged"));
+        assert_eq!(forged, "<6>inetd-core: a\\n<3>inetd-core: forged\n");
+    }
+
+    #[test]
+    fn a_connection_line_is_formatted_without_allocating() {
+        let peer = crate::peer::Peer::Inet {
+            peer: "[::ffff:192.0.2.7]:50412".parse().unwrap(),
+            local: "127.0.0.1:79".parse().unwrap(),
+        };
+        let label = "finger tcp4 /etc/inetd.conf:25 nobody:nogroup";
+        let pid = 4242;
+        let mut buf = [0u8; LINE_BUF];
+        let before = crate::sys::counting::allocations();
+        let line = format_line(
+            &mut buf,
+            Level::Info,
+            &format_args!("{label}: connection from {peer}, pid {pid}"),
+        )
+        .map(<[u8]>::len);
+        let allocated = crate::sys::counting::allocations() - before;
+        assert_eq!(allocated, 0, "the connection line allocated");
+        let want = "<6>inetd-core: finger tcp4 /etc/inetd.conf:25 nobody:nogroup: connection from 192.0.2.7:50412, pid 4242\n";
+        assert_eq!(line, Some(want.len()));
+        assert_eq!(&buf[..want.len()], want.as_bytes());
+        // The counter counts: the slow path allocates.
+        let before = crate::sys::counting::allocations();
+        let _ = slow_line(Level::Info, &format_args!("{label}"));
+        assert!(crate::sys::counting::allocations() > before);
+    }
+
     #[test]
     fn priority_prefixes() {
         assert_eq!(prefix(Level::Warn), "<4>");
         assert_eq!(prefix(Level::Trace), "<7>");
-    }
-
-    #[test]
-    fn a_line_is_formatted_and_escaped_in_place() {
-        let mut out = b"<6>inetd-core: before\n".to_vec();
-        let cap = {
-            out.reserve(256);
-            out.capacity()
-        };
-        format_line(
-            &mut out,
-            Level::Info,
-            &format_args!("accept peer={}", "1.2.3.4:5"),
-        );
-        format_line(&mut out, Level::Error, &format_args!("x{}y", "\nforged"));
-        assert_eq!(
-            String::from_utf8(out.clone()).unwrap(),
-            "<6>inetd-core: before\n<6>inetd-core: accept peer=1.2.3.4:5\n<3>inetd-core: x\\nforgedy\n"
-        );
-        assert_eq!(out.capacity(), cap, "formatted into the buffer kept");
     }
 }

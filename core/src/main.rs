@@ -39,15 +39,16 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 8166 lines
-//!     accept.rs 448, admission.rs 123, apply.rs 339, backoff.rs 56
-//!     children.rs 506, cli.rs 260, daemon.rs 562, events.rs 147
-//!     exec_path.rs 4, limits.rs 368, link.rs 420, listeners.rs 529
-//!     logger.rs 137, main.rs 127, notify.rs 53, peer.rs 76, plan.rs 78
-//!     start.rs 583, supervisor.rs 259, validate.rs 339, sys/alloc_count.rs 3
+//! root, this process: core/src: 8370 lines
+//!     accept.rs 437, admission.rs 123, apply.rs 333, backoff.rs 56
+//!     children.rs 533, cli.rs 264, daemon.rs 569, events.rs 147
+//!     exec_path.rs 4, limits.rs 368, link.rs 420, listeners.rs 520
+//!     logger.rs 191, main.rs 132, notify.rs 53, peer.rs 84, plan.rs 78
+//!     start.rs 584, supervisor.rs 263, syslog.rs 63, validate.rs 339
 //!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
-//!     sys/mod.rs 421, sys/net.rs 199, sys/raw.rs 92, sys/slot.rs 260
-//!     sys/spawn.rs 417, sys/status.rs 138, sys/unixsock.rs 248
+//!     sys/mod.rs 422, sys/net.rs 199, sys/raw.rs 92, sys/slot.rs 260
+//!     sys/spawn.rs 417, sys/status.rs 138, sys/title.rs 59
+//!     sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
 //!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439
@@ -75,6 +76,7 @@ mod plan;
 mod start;
 mod supervisor;
 mod sys;
+mod syslog;
 mod validate;
 
 fn main() {
@@ -107,7 +109,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    logger::init(cli.log_level.parse().unwrap_or(log::LevelFilter::Info));
+    logger::init(
+        cli.log_level.parse().unwrap_or(log::LevelFilter::Info),
+        cli.syslog,
+    );
     let code = match start::start(&cli) {
         Ok(setup) => match daemon::Daemon::new(setup, single) {
             Ok(d) => d.run(),

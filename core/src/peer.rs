@@ -20,9 +20,13 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// The peer as written in the log and in the status report.
+    /// The peer as the status report and a refusal write it:
+    /// `192.0.2.1:4000`, `[2001:db8::1]:4000`, `unix:pid=P,uid=U,gid=G`.
     pub fn log_text(&self) -> String {
-        self.to_string()
+        match *self {
+            Peer::Inet { peer, .. } => SocketAddr::new(unmap(peer.ip()), peer.port()).to_string(),
+            Peer::Unix { pid, uid, gid } => format!("unix:pid={pid},uid={uid},gid={gid}"),
+        }
     }
 
     /// Appends the per-connection variables to `out`, each `NAME=value`
@@ -51,13 +55,17 @@ impl Peer {
     }
 }
 
-/// The peer as written in the log: `192.0.2.1:4000`, `[2001:db8::1]:4000`
-/// or `unix:pid=P,uid=U,gid=G`.
+/// The peer as the per-connection log lines write it: `192.0.2.1:4000`,
+/// `[2001:db8::1]:4000`, or a unix peer's `uid 1000 gid 1000 (pid 7)`
+/// (its uid first: who it is matters more than which process);
+/// formatted in place, without allocating.
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
-            Peer::Inet { peer, .. } => SocketAddr::new(unmap(peer.ip()), peer.port()).fmt(f),
-            Peer::Unix { pid, uid, gid } => write!(f, "unix:pid={pid},uid={uid},gid={gid}"),
+            Peer::Inet { peer, .. } => {
+                std::fmt::Display::fmt(&SocketAddr::new(unmap(peer.ip()), peer.port()), f)
+            }
+            Peer::Unix { pid, uid, gid } => write!(f, "uid {uid} gid {gid} (pid {pid})"),
         }
     }
 }
@@ -92,11 +100,11 @@ mod tests {
 
     fn fmt_addr(sa: SocketAddr) -> String {
         let local = sa;
-        Peer::Inet { peer: sa, local }.to_string()
+        Peer::Inet { peer: sa, local }.log_text()
     }
 
     fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
-        Peer::Unix { pid, uid, gid }.to_string()
+        Peer::Unix { pid, uid, gid }.log_text()
     }
 
     fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
@@ -121,6 +129,23 @@ mod tests {
             unmap("::1".parse().unwrap()),
             "::1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn peers_in_log_lines() {
+        let local = "127.0.0.1:7".parse().unwrap();
+        let p = |s: &str| Peer::Inet {
+            peer: s.parse().unwrap(),
+            local,
+        };
+        assert_eq!(p("[::ffff:192.0.2.1]:4000").to_string(), "192.0.2.1:4000");
+        assert_eq!(p("[2001:db8::1]:4000").to_string(), "[2001:db8::1]:4000");
+        let u = Peer::Unix {
+            pid: 7,
+            uid: 1000,
+            gid: 100,
+        };
+        assert_eq!(u.to_string(), "uid 1000 gid 100 (pid 7)");
     }
 
     #[test]
