@@ -39,15 +39,15 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 5954 lines
+//! root, this process: core/src: 6133 lines
 //!     accept.rs 261, admission.rs 75, apply.rs 316, backoff.rs 56
-//!     children.rs 451, cli.rs 226, daemon.rs 381, link.rs 420
-//!     listeners.rs 393, logger.rs 56, main.rs 115, notify.rs 53, peer.rs 92
-//!     plan.rs 78, start.rs 573, supervisor.rs 259, validate.rs 332
-//!     sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134, sys/mod.rs 417
-//!     sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 248
-//! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
-//!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
+//!     children.rs 451, cli.rs 226, daemon.rs 383, link.rs 497
+//!     listeners.rs 393, logger.rs 56, main.rs 116, notify.rs 53, peer.rs 92
+//!     plan.rs 78, reply.rs 99, start.rs 573, supervisor.rs 259
+//!     validate.rs 332, sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134
+//!     sys/mod.rs 417, sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 248
+//! root too, shared with the controller (pure, fuzzed): protocol/src: 1190 lines
+//!     codec.rs 225, error.rs 68, lib.rs 88, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439
 //! the service user only, after the privilege drop: core/builtins/src: 1003 lines
 //!     answers.rs 53, clock.rs 113, dgram.rs 345, lib.rs 155, limiter.rs 119
@@ -67,6 +67,7 @@ mod logger;
 mod notify;
 mod peer;
 mod plan;
+mod reply;
 mod start;
 mod supervisor;
 mod sys;
