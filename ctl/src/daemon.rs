@@ -30,6 +30,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often an idle controller checks that the core link is still there.
 const TICK: Duration = Duration::from_millis(500);
+/// How long a status from the core answers `list` and `status`: any local
+/// user may ask, as often as they like, and each fresh status is a full
+/// report the core builds. An apply or a lost link drops it at once.
+pub const STATUS_CACHE: Duration = Duration::from_secs(1);
 
 /// The core could not be reached, so nothing changed.
 #[derive(Debug)]
@@ -82,6 +86,10 @@ pub struct Daemon {
     files: Vec<ConfigFileInfo>,
     last_reload: Option<LastReload>,
     generation: u64,
+    /// The last status the core gave, and when: see [`STATUS_CACHE`].
+    cached: Option<(Instant, StatusReport)>,
+    /// [`STATUS_CACHE`], or `INETD_TEST_STATUS_CACHE_MS` for tests.
+    status_cache: Duration,
     started: Instant,
     backoff: Duration,
     next_attempt: Instant,
@@ -132,6 +140,9 @@ impl Daemon {
             files,
             last_reload: None,
             generation: 0,
+            cached: None,
+            status_cache: crate::ctlserver::test_knob_ms("INETD_TEST_STATUS_CACHE_MS")
+                .unwrap_or(STATUS_CACHE),
             started: Instant::now(),
             backoff: BACKOFF_MIN,
             next_attempt: Instant::now(),
@@ -179,6 +190,7 @@ impl Daemon {
 
     fn lost(&mut self, why: &str) {
         self.link = None;
+        self.cached = None;
         if self.core_path.is_some() {
             warn!("lost the core: {why}; reconnecting");
             self.down_logged = true;
@@ -260,7 +272,21 @@ impl Daemon {
         }
     }
 
+    /// The core's status for `list` and `status`: the one fetched within
+    /// [`STATUS_CACHE`] if there is one, else a new one.
+    fn cached_status(&mut self) -> Option<StatusReport> {
+        if let Some((at, s)) = &self.cached {
+            if at.elapsed() < self.status_cache {
+                return Some(s.clone());
+            }
+        }
+        let s = self.core_status()?;
+        self.cached = Some((Instant::now(), s.clone()));
+        Some(s)
+    }
+
     fn core_status(&mut self) -> Option<StatusReport> {
+        self.cached = None;
         let link = self.link.as_mut()?;
         match link.request(&CoreRequest::Status) {
             Ok(CoreResponse::Status(s)) => {
@@ -408,6 +434,7 @@ impl Daemon {
                 diagnostics,
             });
         }
+        self.cached = None;
         let Some(link) = self.link.as_mut() else {
             return Err(CoreDown);
         };
@@ -525,7 +552,7 @@ impl Daemon {
 
     fn handle(&mut self, command: CtlCommand, uid: u32) -> CtlResponse {
         match command {
-            CtlCommand::List => match self.core_status() {
+            CtlCommand::List => match self.cached_status() {
                 Some(status) => CtlResponse::List(ListReply {
                     generation: status.generation,
                     services: build_rows(self.applied.as_ref(), &status),
@@ -533,7 +560,7 @@ impl Daemon {
                 None => link_down("cannot tell what runs"),
             },
             CtlCommand::Status => {
-                let core = self.core_status().map(|s| CoreInfo {
+                let core = self.cached_status().map(|s| CoreInfo {
                     version: s.software_version.clone(),
                     pid: s.pid,
                     uid: s.uid,
