@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inetd_protocol::{
-    codec::encode_payload, encode_frame, read_message, write_message, Action, CoreRequest,
-    CoreResponse, ListenerSpec, MAX_ARGS, MAX_ARG_LEN, MAX_REQUEST, PROTOCOL_VERSION,
+    codec::encode_payload, encode_frame, read_message, write_message, Action, Bind, CoreRequest,
+    CoreResponse, ListenerSpec, Outcome, MAX_ARGS, MAX_ARG_LEN, MAX_REQUEST, PROTOCOL_VERSION,
 };
 use inetd_tests::*;
 
@@ -253,4 +253,253 @@ fn a_controller_streaming_requests_does_not_starve_the_listeners() {
     );
     assert!(all < Duration::from_secs(5), "20 connections took {all:?}");
     assert!(core.is_alive());
+}
+
+/// A core serving two listeners that a hostile controller must not
+/// disturb: `daytime` on `served` (probed all along from another thread)
+/// and the probe's `report` on `kept` (whose socket must stay the same).
+struct Victim {
+    core: Core,
+    unix_dir: TempDir,
+    served: u16,
+    kept: u16,
+    inode: Option<u64>,
+    baseline: Vec<ListenerSpec>,
+    generation: u64,
+    stop: Arc<AtomicBool>,
+    prober: Option<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Victim {
+    fn start() -> Victim {
+        let unix_dir = TempDir::secure("hostile-unix");
+        let core = Core::start_unix(&unix_dir);
+        let (served, kept) = (free_port(), free_port());
+        let baseline = vec![
+            tcp4(served)
+                .builtin(inetd_protocol::Builtin::Daytime)
+                .limits(no_limits()),
+            tcp4(kept),
+        ];
+        let r = core.apply(baseline.clone());
+        assert_all_applied(&r);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_p = stop.clone();
+        let prober = std::thread::spawn(move || {
+            let (mut ok, mut failures) = (0u64, Vec::new());
+            while !stop_p.load(Ordering::Relaxed) {
+                match connect4(served).map(|mut c| read_all(&mut c)) {
+                    Ok(t) if !t.is_empty() => ok += 1,
+                    other => failures.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (ok, failures)
+        });
+        Victim {
+            inode: listen_inode(kept),
+            core,
+            unix_dir,
+            served,
+            kept,
+            baseline,
+            generation: r.generation,
+            stop,
+            prober: Some(prober),
+        }
+    }
+
+    /// Nothing changed: the same listeners, generation and socket, and
+    /// both listeners answer.
+    fn unchanged(&self, what: &str) {
+        let st = self.core.status();
+        let specs: Vec<&ListenerSpec> = st.listeners.iter().map(|l| &l.spec).collect();
+        assert_eq!(specs, self.baseline.iter().collect::<Vec<_>>(), "{what}");
+        assert_eq!(
+            st.generation, self.generation,
+            "{what}: the generation rose"
+        );
+        assert_eq!(
+            listen_inode(self.kept),
+            self.inode,
+            "{what}: socket replaced"
+        );
+        Report::read_from(&mut connect4(self.kept).unwrap());
+        serves_daytime(self.served);
+    }
+
+    /// Applies the baseline plus `hostile`; each hostile listener must be
+    /// rejected with a reason containing its `words`, and nothing change.
+    fn rejects(&self, what: &str, hostile: Vec<(ListenerSpec, &str)>) {
+        let mut l = self.baseline.clone();
+        l.extend(hostile.iter().map(|(s, _)| s.clone()));
+        let r = self.core.apply(l);
+        for (i, (_, words)) in hostile.iter().enumerate() {
+            match &r.outcomes[self.baseline.len() + i] {
+                Outcome::Rejected { reason } => {
+                    assert!(reason.contains(words), "{what}: {reason:?} lacks {words:?}")
+                }
+                o => panic!("{what}: hostile listener {i} was {o:?}"),
+            }
+        }
+        assert!(r.outcomes[..self.baseline.len()]
+            .iter()
+            .all(|o| *o == Outcome::Unchanged));
+        self.unchanged(what);
+    }
+
+    /// Sends a whole Apply that the core must refuse as a whole (an error
+    /// answer or, for what does not decode, the connection closed).
+    fn refuses_whole(&self, what: &str, frame: &[u8], words: &str) {
+        let mut s = hello(&self.core);
+        let mut w = s.try_clone().unwrap();
+        let f = frame.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&f);
+        });
+        match read_message::<CoreResponse, _>(&mut s) {
+            Ok(CoreResponse::Error { reason }) => {
+                assert!(reason.contains(words), "{what}: {reason:?} lacks {words:?}")
+            }
+            Ok(other) => panic!("{what}: answered {other:?}"),
+            // Closed without an answer: the log says why.
+            Err(_) => self.core.wait_log(words, Duration::from_secs(5)),
+        }
+        writer.join().unwrap();
+        self.unchanged(what);
+    }
+
+    /// Stops the prober: every probe made meanwhile was answered.
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (ok, failures) = self.prober.take().unwrap().join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} probes failed: {failures:?}",
+            failures.len()
+        );
+        assert!(ok > 0);
+        assert!(self.core.is_alive());
+        let log = self.core.log();
+        assert!(
+            log.lines()
+                .all(|l| !l.chars().any(inetd_protocol::interpreted)),
+            "a control character reached the log"
+        );
+    }
+}
+
+fn serves_daytime(port: u16) {
+    let text = read_all(&mut connect4(port).unwrap());
+    assert!(!text.is_empty(), "daytime answered nothing");
+}
+
+fn unix_at(path: &str) -> ListenerSpec {
+    let mut s = tcp4(1);
+    s.bind = Bind::Unix { path: path.into() };
+    s.label = "hostile unix".into();
+    s
+}
+
+fn frame_of(listeners: Vec<ListenerSpec>) -> Vec<u8> {
+    encode_frame(&CoreRequest::Apply { listeners }).unwrap()
+}
+
+#[test]
+fn hostile_listeners_are_rejected_one_by_one_and_nothing_else_changes() {
+    let v = Victim::start();
+    let dir = v.unix_dir.path().display().to_string();
+    let run = inetd_protocol::SYSTEM_RUNTIME_DIR;
+    let own = v.core.socket_path().display().to_string();
+    let argv: Vec<String> = (0..10_000).map(|i| format!("a{i}")).collect();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut port_zero = tcp4(0);
+    port_zero.label = "port 0".into();
+    v.rejects(
+        "paths",
+        vec![
+            (unix_at("relative.sock"), "not absolute"),
+            (unix_at(&format!("{dir}/a\0b.sock")), "NUL"),
+            (tcp4(free_port()).exec("/bin/c\0at", &["cat"]), "NUL"),
+            (tcp4(free_port()).exec("bin/cat", &["cat"]), "absolute"),
+            (
+                unix_at(&format!("{run}/core.sock")),
+                "not a directory for unix sockets",
+            ),
+            (unix_at(&format!("{run}/sockets/../core.sock")), "canonical"),
+            (unix_at(&format!("{dir}/../x.sock")), "canonical"),
+            (unix_at(&own), "not a directory for unix sockets"),
+            // Control characters in a path: refused, and escaped in the log.
+            (
+                unix_at("/tmp/evil\n<3>inetd-core: FORGED\u{1b}[2J"),
+                "not a directory for unix sockets",
+            ),
+        ],
+    );
+    v.rejects(
+        "sizes and numbers",
+        vec![
+            (
+                tcp4(free_port()).exec("/bin/echo", &argv),
+                "too many arguments",
+            ),
+            (port_zero, "port 0"),
+        ],
+    );
+    assert!(
+        !v.core
+            .log()
+            .lines()
+            .any(|l| l.starts_with("<3>inetd-core: FORGED")),
+        "a unix path forged a log line"
+    );
+    v.finish();
+}
+
+#[test]
+fn hostile_applies_are_refused_as_a_whole_and_nothing_changes() {
+    let v = Victim::start();
+    // 100,000 listeners: longer than the core reads, refused unread.
+    let many: Vec<ListenerSpec> = (0..100_000u32)
+        .map(|i| {
+            let mut s = tcp4(u16::try_from(1024 + i % 60_000).unwrap())
+                .exec("/x", &["x"])
+                .label("");
+            s.creds.groups.clear();
+            s
+        })
+        .collect();
+    v.refuses_whole(
+        "100,000 listeners",
+        &frame_of(many),
+        "longer than the core reads",
+    );
+    // Two listeners with one bind key, one of them the one in force.
+    let mut dup = v.baseline.clone();
+    dup.push(tcp4(v.kept).probe(&["echo"]));
+    v.refuses_whole("a duplicate bind key", &frame_of(dup), "bind key");
+    // An unknown builtin: the variant index past the last one does not
+    // decode, so the connection ends (a bad message) and nothing changes.
+    let (mut with, port) = (v.baseline.clone(), free_port());
+    with.push(tcp4(port).builtin(inetd_protocol::Builtin::Time));
+    let mut other = with.clone();
+    *other.last_mut().unwrap() = tcp4(port).builtin(inetd_protocol::Builtin::Daytime);
+    let (a, b) = (frame_of(with), frame_of(other));
+    let at: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    assert_eq!(at.len(), 1, "the builtin's tag is one byte apart");
+    let mut unknown = a.clone();
+    unknown[at[0]] = 99;
+    v.refuses_whole("an unknown builtin", &unknown, "undecodable");
+    v.finish();
+}
+
+#[test]
+fn port_65536_cannot_be_written_and_a_raw_one_is_another_port() {
+    // A port is a u16 on the wire: 65536 has no encoding. The nearest a
+    // sender can get is the two bytes of the port, which the core reads
+    // as a port from 0 to 65535 and checks as any other (port 0 above).
+    let a = encode_payload(&tcp4(65535).label("p")).unwrap();
+    let b = encode_payload(&tcp4(65534).label("p")).unwrap();
+    assert_eq!(a.len(), b.len());
+    assert_eq!((0..a.len()).filter(|&i| a[i] != b[i]).count(), 1);
 }
