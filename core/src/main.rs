@@ -199,3 +199,8 @@ mod tests {
         );
     }
 }
+
+/// The protocol tests' samples: one message of every kind.
+#[cfg(test)]
+#[path = "../../protocol/tests/samples/mod.rs"]
+mod samples;
