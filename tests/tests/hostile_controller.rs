@@ -503,3 +503,45 @@ fn port_65536_cannot_be_written_and_a_raw_one_is_another_port() {
     assert_eq!(a.len(), b.len());
     assert_eq!((0..a.len()).filter(|&i| a[i] != b[i]).count(), 1);
 }
+
+/// Peak resident size of `pid`, KiB.
+fn hwm_kib(pid: i32) -> u64 {
+    let s = proc_status(pid).unwrap();
+    s["VmHWM"].split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_decoded_request_costs_a_bounded_multiple_of_its_bytes() {
+    // The most a request can cost once decoded: as many of the smallest
+    // listeners as fit in MAX_REQUEST, each a struct of a few hundred
+    // bytes with its strings and vectors (refused after decoding: too many
+    // listeners). One request is decoded at a time.
+    let core = Core::start();
+    let port = free_port();
+    core.apply(vec![tcp4(port)]);
+    let small = |i: usize| {
+        let mut s = tcp4(u16::try_from(1024 + i % 60_000).unwrap())
+            .exec("/", &[""])
+            .label("");
+        s.creds.groups.clear();
+        s
+    };
+    let one = apply_len(&[small(0)]) - apply_len(&[]);
+    let n = (MAX_REQUEST as usize - 64) / one;
+    let many: Vec<ListenerSpec> = (0..n).map(small).collect();
+    let len = apply_len(&many);
+    assert!(len <= MAX_REQUEST as usize, "{len}");
+    let before = hwm_kib(core.pid());
+    let mut c = core.client();
+    let r = c.try_apply(many);
+    assert!(
+        matches!(r, CoreResponse::Error { .. }),
+        "{n} listeners: {r:?}"
+    );
+    let grown = hwm_kib(core.pid()).saturating_sub(before);
+    eprintln!("{n} listeners of {one} bytes ({len} bytes): the core's peak grew by {grown} KiB");
+    // About 30 MB here: under four times the request.
+    assert!(grown < 64 * 1024, "the core's peak grew by {grown} KiB");
+    serves(port, Duration::from_secs(5));
+    assert_eq!(core.status().listeners.len(), 1);
+}
