@@ -66,6 +66,10 @@ pub fn test_knob_ms(name: &str) -> Option<Duration> {
 /// A request passed to the daemon's main thread, with where to answer.
 pub struct Request {
     pub uid: u32,
+    /// The caller is an admin (root, the controller's uid, the admin
+    /// group): it may reload, and its `list` and `status` see the core's
+    /// status of now, never one a moment old.
+    pub admin: bool,
     pub command: CtlCommand,
     pub reply: mpsc::Sender<CtlResponse>,
 }
@@ -380,8 +384,9 @@ fn answer(
     db: &dyn GroupDb,
     dispatch: &Dispatch,
 ) -> CtlResponse {
+    let admin = admins.is_admin(uid, db);
     if let CtlCommand::Reload { .. } = command {
-        if !admins.is_admin(uid, db) {
+        if !admin {
             warn!("control socket: reload refused to uid {uid}: not an admin");
             return error(
                 CtlErrorKind::PermissionDenied,
@@ -395,6 +400,7 @@ fn answer(
     let (tx, rx) = mpsc::channel();
     if !dispatch(Request {
         uid,
+        admin,
         command,
         reply: tx,
     }) {

@@ -30,9 +30,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often an idle controller checks that the core link is still there.
 const TICK: Duration = Duration::from_millis(500);
-/// How long a status from the core answers `list` and `status`: any local
-/// user may ask, as often as they like, and each fresh status is a full
-/// report the core builds. An apply or a lost link drops it at once.
+/// How long a status from the core answers `list` and `status` of users
+/// who are not admins: any local user may ask, as often as they like, and
+/// each fresh status is a full report the core builds. An apply or a lost
+/// link drops it at once; admins always get a fresh one (and refresh it).
 pub const STATUS_CACHE: Duration = Duration::from_secs(1);
 
 /// The core could not be reached, so nothing changed.
@@ -173,7 +174,7 @@ impl Daemon {
                     return Ok(());
                 }
                 Ok(Event::Request(r)) => {
-                    let answer = self.handle(r.command, r.uid);
+                    let answer = self.handle(r.command, r.uid, r.admin);
                     let _ = r.reply.send(answer);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -272,10 +273,11 @@ impl Daemon {
         }
     }
 
-    /// The core's status for `list` and `status`: the one fetched within
-    /// [`STATUS_CACHE`] if there is one, else a new one.
-    fn cached_status(&mut self) -> Option<StatusReport> {
-        if let Some((at, s)) = &self.cached {
+    /// The core's status for `list` and `status`: for an admin a new one;
+    /// for anyone else the one fetched within [`STATUS_CACHE`] if there is
+    /// one, else a new one.
+    fn status_for(&mut self, admin: bool) -> Option<StatusReport> {
+        if let (false, Some((at, s))) = (admin, &self.cached) {
             if at.elapsed() < self.status_cache {
                 return Some(s.clone());
             }
@@ -550,9 +552,11 @@ impl Daemon {
         }
     }
 
-    fn handle(&mut self, command: CtlCommand, uid: u32) -> CtlResponse {
+    /// Answers a control request; a caller who is not an admin gets the
+    /// core's status of the last [`STATUS_CACHE`] if there is one.
+    fn handle(&mut self, command: CtlCommand, uid: u32, admin: bool) -> CtlResponse {
         match command {
-            CtlCommand::List => match self.cached_status() {
+            CtlCommand::List => match self.status_for(admin) {
                 Some(status) => CtlResponse::List(ListReply {
                     generation: status.generation,
                     services: build_rows(self.applied.as_ref(), &status),
@@ -560,7 +564,7 @@ impl Daemon {
                 None => link_down("cannot tell what runs"),
             },
             CtlCommand::Status => {
-                let core = self.cached_status().map(|s| CoreInfo {
+                let core = self.status_for(admin).map(|s| CoreInfo {
                     version: s.software_version.clone(),
                     pid: s.pid,
                     uid: s.uid,

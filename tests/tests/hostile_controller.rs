@@ -12,6 +12,9 @@
 //! two unix listeners on one path (`unixdir::two_unix_listeners_on_one_path_are_refused_as_a_whole`),
 //! ids outside the allowlist (`core_identity::*`), control characters in
 //! labels (`core_apply::labels_cannot_forge_log_lines`).
+//!
+//! Every test here takes the `serial` lock: some measure time or memory,
+//! and the others load the core and the machine.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -88,6 +91,7 @@ fn big_apply(port: u16, n: usize, bytes: usize) -> Vec<ListenerSpec> {
 
 #[test]
 fn a_request_longer_than_the_core_reads_is_refused_before_its_payload() {
+    let _serial = serial();
     let core = Core::start();
     let port = free_port();
     core.apply(vec![tcp4(port)]);
@@ -107,6 +111,7 @@ fn a_request_longer_than_the_core_reads_is_refused_before_its_payload() {
 
 #[test]
 fn an_apply_near_the_limit_is_applied_and_a_new_connection_reads_its_status() {
+    let _serial = serial();
     let core = Core::start();
     let port = free_port();
     core.apply(vec![tcp4(port)]);
@@ -152,6 +157,7 @@ fn an_apply_near_the_limit_is_applied_and_a_new_connection_reads_its_status() {
 
 #[test]
 fn large_requests_read_at_once_are_bounded_in_total() {
+    let _serial = serial();
     let core = Core::start();
     let port = free_port();
     core.apply(vec![tcp4(port)]);
@@ -199,32 +205,45 @@ fn large_requests_read_at_once_are_bounded_in_total() {
 
 #[test]
 fn a_controller_streaming_requests_does_not_starve_the_listeners() {
+    require_root!("SO_SNDBUFFORCE for a million queued requests");
+    let _serial = serial();
     let core = Core::start();
     let port = free_port();
-    core.apply(vec![tcp4(port).limits(no_limits())]);
-    // Eight connections stream Hello (the cheapest request) as fast as
-    // they can, their answers drained unread.
+    // A builtin: a fork and a line, so what is timed is the core's turn,
+    // not an exec.
+    core.apply(vec![tcp4(port)
+        .builtin(inetd_protocol::Builtin::Daytime)
+        .limits(no_limits())]);
+    // Two connections each queue a million Hellos (the cheapest request)
+    // at once, in a send buffer made large enough to hold them, so the
+    // core never runs out of requests to read; their answers are drained
+    // unread as fast as they come, so it never waits to write either.
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let batch = encode_frame(&CoreRequest::Hello {
         version: PROTOCOL_VERSION,
     })
     .unwrap()
-    .repeat(512);
+    .repeat(1_000_000);
     let mut threads = Vec::new();
     let mut conns = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..2 {
         let s = hello(&core);
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBufForce, &(64 << 20))
+            .expect("SO_SNDBUFFORCE (root)");
         let (mut w, mut r) = (s.try_clone().unwrap(), s.try_clone().unwrap());
-        let (stop_w, batch) = (stop.clone(), batch.clone());
+        let batch = batch.clone();
         threads.push(std::thread::spawn(move || {
-            while !stop_w.load(Ordering::Relaxed) && w.write_all(&batch).is_ok() {}
+            let _ = w.write_all(&batch);
         }));
-        let answered = answered.clone();
+        let (answered, stop) = (answered.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 256 * 1024];
-            while let Ok(n @ 1..) = r.read(&mut buf) {
-                answered.fetch_add(n as u64, Ordering::Relaxed);
+            let mut buf = vec![0u8; 1 << 20];
+            while !stop.load(Ordering::Relaxed) {
+                match r.read(&mut buf) {
+                    Ok(n @ 1..) => answered.fetch_add(n as u64, Ordering::Relaxed),
+                    _ => break,
+                };
             }
         }));
         conns.push(s);
@@ -232,12 +251,16 @@ fn a_controller_streaming_requests_does_not_starve_the_listeners() {
     wait_for("streamed answers", Duration::from_secs(10), || {
         answered.load(Ordering::Relaxed) > 100_000
     });
-    // Serving every request that waits before the next turn took up to
-    // 2 s per connection here (about 10 s for the 20); one request per
-    // connection per turn, milliseconds.
+    // A guard, not a measurement: how long a connection waits under the
+    // older loop (every waiting request served before the listeners)
+    // depends on whether the client outruns the core, which this machine
+    // decides from run to run (once 2 s a connection with eight streaming
+    // connections; here, under a second for the 20).
     let (t0, mut worst) = (Instant::now(), Duration::ZERO);
     for _ in 0..20 {
-        worst = worst.max(serves(port, Duration::from_secs(3)));
+        let t = Instant::now();
+        serves_daytime(port);
+        worst = worst.max(t.elapsed());
     }
     let all = t0.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -248,7 +271,7 @@ fn a_controller_streaming_requests_does_not_starve_the_listeners() {
         t.join().unwrap();
     }
     eprintln!(
-        "{} bytes of answers streamed; 20 connections in {all:?}, the slowest {worst:?}",
+        "{} bytes of answers; 20 connections in {all:?}, the slowest {worst:?}",
         answered.load(Ordering::Relaxed)
     );
     assert!(all < Duration::from_secs(5), "20 connections took {all:?}");
@@ -407,6 +430,7 @@ fn frame_of(listeners: Vec<ListenerSpec>) -> Vec<u8> {
 
 #[test]
 fn hostile_listeners_are_rejected_one_by_one_and_nothing_else_changes() {
+    let _serial = serial();
     let v = Victim::start();
     let dir = v.unix_dir.path().display().to_string();
     let run = inetd_protocol::SYSTEM_RUNTIME_DIR;
@@ -458,6 +482,7 @@ fn hostile_listeners_are_rejected_one_by_one_and_nothing_else_changes() {
 
 #[test]
 fn hostile_applies_are_refused_as_a_whole_and_nothing_changes() {
+    let _serial = serial();
     let v = Victim::start();
     // 100,000 listeners: longer than the core reads, refused unread.
     let many: Vec<ListenerSpec> = (0..100_000u32)
@@ -495,6 +520,7 @@ fn hostile_applies_are_refused_as_a_whole_and_nothing_changes() {
 
 #[test]
 fn port_65536_cannot_be_written_and_a_raw_one_is_another_port() {
+    let _serial = serial();
     // A port is a u16 on the wire: 65536 has no encoding. The nearest a
     // sender can get is the two bytes of the port, which the core reads
     // as a port from 0 to 65535 and checks as any other (port 0 above).
@@ -512,6 +538,7 @@ fn hwm_kib(pid: i32) -> u64 {
 
 #[test]
 fn a_decoded_request_costs_a_bounded_multiple_of_its_bytes() {
+    let _serial = serial();
     // The most a request can cost once decoded: as many of the smallest
     // listeners as fit in MAX_REQUEST, each a struct of a few hundred
     // bytes with its strings and vectors (refused after decoding: too many
