@@ -3,18 +3,29 @@
 //! fork) would fail again at once and the loop would spin: every listener
 //! then stops being polled for 100 ms, doubling up to 1 s, logged once per
 //! burst; the first child that starts ends the burst.
+//!
+//! The limits: a connection is admitted (`admission`) after accept and
+//! before fork; one refused is closed at once and counted by reason, and
+//! logged once per burst. A paused service has every connection closed
+//! (a wait service: its waiting connection or datagram taken away). A
+//! dgram service with an access list is checked on the datagram that
+//! would wake its server, read with MSG_PEEK; a refused one is read away.
+//! When a child brings its listener (or the core) to the children limit,
+//! the batch ends there and the hold is counted: the loop stops polling
+//! the listener until a child is reaped.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use inetd_protocol::Bind;
+use inetd_protocol::{Bind, Limits, SocketType};
 use log::{debug, info, warn};
 
-use crate::admission;
+use crate::admission::{self, Refusal};
 use crate::backoff::{self, Backoff};
 use crate::children::ChildTable;
+use crate::limits::Knobs;
 use crate::listeners::{Listener, ListenerId};
 use crate::peer::Peer;
 use crate::sys::child::StatusPipe;
@@ -99,6 +110,7 @@ impl Acceptor {
         l: &mut Listener,
         udp_ports: &[u16],
         children: &mut ChildTable,
+        knobs: &Knobs,
     ) {
         if l.pollable().is_none() {
             return;
@@ -110,7 +122,13 @@ impl Acceptor {
             l,
             udp_ports,
             children,
+            knobs,
         };
+        // Another listener served in this round may have reached the
+        // core's total since the poll set was made.
+        if at_children_limit(&s) {
+            return;
+        }
         if hands {
             self.spawn_holder(&mut s);
             return;
@@ -122,7 +140,13 @@ impl Acceptor {
                 None => Err(AcceptError::Nothing),
             };
             match accepted {
-                Ok(conn) => self.spare_pipe = self.serve_connection(&mut s, conn, pipe),
+                Ok(conn) => {
+                    self.spare_pipe = self.serve_connection(&mut s, conn, pipe);
+                    if at_children_limit(&s) {
+                        held(&mut s);
+                        return;
+                    }
+                }
                 Err(AcceptError::Nothing) => {
                     self.spare_pipe = Some(pipe);
                     return;
@@ -157,19 +181,27 @@ impl Acceptor {
             return Some(pipe);
         };
         let peer_text = peer.log_text();
-        if let Err(r) = admission::admit(s.l.spec(), &peer) {
-            info!(
-                "refused service=\"{}\" peer={peer_text}: {}",
-                s.l.label(),
-                r.reason()
-            );
-            if r == admission::Refusal::AccessList {
-                s.l.counters.refused_acl += 1;
+        let now = Instant::now();
+        let paused = s.l.paused();
+        let admitted = admission::admit(s.l.spec(), &peer).and_then(|()| {
+            if paused {
+                return Err(Refusal::Rate);
             }
-            return Some(pipe);
-        }
+            let (spec, limits) = s.l.spec_and_limits();
+            admission::admit_limits(spec, limits, &peer, now, s.knobs)
+        });
+        let source = match admitted {
+            Ok(source) => source,
+            Err(r) => {
+                refused(s, r, &peer_text, now);
+                return Some(pipe);
+            }
+        };
         let what = Some((peer_text.clone(), peer.env()));
         let pid = self.spawn(s, conn.as_raw_fd(), what, pipe)?;
+        if let Some(key) = source {
+            s.l.limits.child_started(pid, key);
+        }
         s.l.counters.accepted += 1;
         info!(
             "accept service=\"{}\" peer={peer_text} pid={pid}",
@@ -178,11 +210,32 @@ impl Acceptor {
         None
     }
 
-    /// A wait service (or a dgram builtin): the child gets the socket.
+    /// A wait service (or a dgram builtin): the child gets the socket,
+    /// unless the service is paused, the waking datagram is refused by
+    /// the access list, or this server is one too many for the rate.
     fn spawn_holder(&mut self, s: &mut Serving<'_>) {
         let Some(raw) = s.l.socket().map(|fd| fd.as_raw_fd()) else {
             return;
         };
+        let now = Instant::now();
+        if s.l.paused() {
+            refuse_waiting(s, now, ACCEPT_BATCH);
+            return;
+        }
+        if s.l.spec().socket_type == SocketType::Dgram
+            && s.l.spec().acl.is_some()
+            && !first_datagram_admitted(s, now)
+        {
+            return;
+        }
+        if !s
+            .l
+            .limits
+            .count_rate(s.l.spec().limits.max_per_minute, now, s.knobs.window)
+        {
+            refuse_waiting(s, now, 1);
+            return;
+        }
         let Some(pipe) = self.pipe() else { return };
         if let Some(pid) = self.spawn(s, raw, None, pipe) {
             s.l.hold(pid);
@@ -232,6 +285,135 @@ struct Serving<'a> {
     l: &'a mut Listener,
     udp_ports: &'a [u16],
     children: &'a mut ChildTable,
+    knobs: &'a Knobs,
+}
+
+/// Whether the listener's children, or the core's, are at their limit.
+pub fn children_limit_reached(
+    limits: &Limits,
+    of_listener: u32,
+    total: u32,
+    knobs: &Knobs,
+) -> bool {
+    Limits::get(limits.max_children).is_some_and(|m| of_listener >= m)
+        || knobs.max_children.is_some_and(|m| total >= m)
+}
+
+fn at_children_limit(s: &Serving<'_>) -> bool {
+    children_limit_reached(
+        &s.l.spec().limits,
+        s.children.count_for(s.id),
+        s.children.live_servers(),
+        s.knobs,
+    )
+}
+
+/// The listener stopped accepting at the children limit: counted, logged
+/// once per burst.
+fn held(s: &mut Serving<'_>) {
+    s.l.counters.at_max_children += 1;
+    let now = Instant::now();
+    if let Some(before) = s.l.limits.holds.note(now) {
+        let mine = s.children.count_for(s.id);
+        let total = s.children.live_servers();
+        warn!(
+            "service=\"{}\" at its children limit ({mine} children, {total} in the core): new connections wait in the backlog until a child exits (logged once per burst{})",
+            s.l.label(),
+            earlier(before)
+        );
+    }
+}
+
+fn earlier(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("; {n} more in the burst before")
+    }
+}
+
+/// A connection (or a wait service's waiting connection or datagram)
+/// refused for `r`: counted by reason, logged once per burst; reaching the
+/// rate limit pauses the service.
+fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
+    let c = &mut s.l.counters;
+    match r {
+        Refusal::FtpBounce => {}
+        Refusal::AccessList => c.refused_acl += 1,
+        Refusal::Rate => c.refused_rate += 1,
+        Refusal::SourceRate | Refusal::SourceChildren => c.refused_per_source += 1,
+    }
+    if r == Refusal::Rate && !s.l.paused() {
+        let until = now + s.knobs.pause;
+        s.l.pause(until);
+        warn!(
+            "paused service=\"{}\": {}; every connection is closed for {} s, then it resumes by itself",
+            s.l.label(),
+            s.l.pause_reason(),
+            s.knobs.pause.as_secs()
+        );
+    }
+    if let Some(before) = s.l.limits.refusals.note(now) {
+        info!(
+            "refused service=\"{}\" peer={peer}: {} (further refusals are counted, logged once per burst{})",
+            s.l.label(),
+            r.reason(),
+            earlier(before)
+        );
+    }
+}
+
+/// A paused (or rate-limited) wait service: up to `max` waiting
+/// connections or datagrams taken away unserved, each counted.
+fn refuse_waiting(s: &mut Serving<'_>, now: Instant, max: usize) {
+    let dgram = s.l.spec().socket_type == SocketType::Dgram;
+    if !dgram {
+        s.l.set_blocking_for(false);
+    }
+    for _ in 0..max {
+        let Some(fd) = s.l.socket() else { return };
+        let peer = if dgram {
+            let Some(src) = net::peek_source(fd) else {
+                return;
+            };
+            net::discard_datagram(fd);
+            src
+        } else {
+            let Ok(conn) = net::accept(fd) else { return };
+            match net::peer_inet(conn.as_fd()) {
+                Some(p) => p,
+                None => continue,
+            }
+        };
+        refused(s, Refusal::Rate, &peer_text(peer), now);
+    }
+}
+
+/// A datagram's source as the log writes a peer.
+fn peer_text(src: std::net::SocketAddr) -> String {
+    Peer::Inet {
+        peer: src,
+        local: src,
+    }
+    .log_text()
+}
+
+/// A dgram service with an access list: the datagrams that would wake
+/// its server are peeked at; each refused one is read away and counted.
+/// True when the next one is admitted (its server may start).
+fn first_datagram_admitted(s: &mut Serving<'_>, now: Instant) -> bool {
+    for _ in 0..ACCEPT_BATCH {
+        let Some(fd) = s.l.socket() else { return false };
+        let Some(src) = net::peek_source(fd) else {
+            return false;
+        };
+        if admission::acl_admits(s.l.spec(), src.ip()) {
+            return true;
+        }
+        net::discard_datagram(fd);
+        refused(s, Refusal::AccessList, &peer_text(src), now);
+    }
+    false
 }
 
 /// The peer of an accepted connection, or `None` (logged) if it is gone.

@@ -1,13 +1,18 @@
 //! Admission: whether an accepted connection may start a child, decided
-//! after accept and before fork, from the listener's spec and the peer
-//! alone (pure). Today: the ftp-bounce guard and the access list; the
-//! limits (per service, per source) belong here too.
+//! after accept and before fork (pure): the ftp-bounce guard, the access
+//! list, the per-source limits and the service's rate, in that order. A
+//! connection refused by one check is not counted by the next, so a
+//! refused flood does not use up the rate of the clients that are let in.
+//! The children limits are not decided here: past them the listener is
+//! not polled at all (`daemon`), so nothing is accepted to be refused.
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use inetd_protocol::{Acl, ListenerSpec};
 
+use crate::limits::{Knobs, ListenerLimits, SourceKey, SourceRefusal};
 use crate::peer::{unmap, Peer};
 
 /// Why a connection is closed without a child.
@@ -17,6 +22,13 @@ pub enum Refusal {
     FtpBounce,
     /// The listener's access list does not admit the peer.
     AccessList,
+    /// The service is paused by its rate limit, or this connection is one
+    /// too many in its window (the caller then pauses it).
+    Rate,
+    /// Too many connections from the peer's source in the window.
+    SourceRate,
+    /// Too many children of the peer's source.
+    SourceChildren,
 }
 
 impl Refusal {
@@ -25,8 +37,44 @@ impl Refusal {
         match self {
             Refusal::FtpBounce => "source port 20 (ftp bounce)",
             Refusal::AccessList => "access list",
+            Refusal::Rate => "rate limit of the service",
+            Refusal::SourceRate => "connections per minute from one source",
+            Refusal::SourceChildren => "children of one source",
         }
     }
+}
+
+/// The limits of one connection that passed [`admit`]: the per-source
+/// counts, then the service's rate. `Ok` carries the source to charge the
+/// child to, when sources are counted.
+pub fn admit_limits(
+    spec: &ListenerSpec,
+    state: &mut ListenerLimits,
+    peer: &Peer,
+    now: Instant,
+    knobs: &Knobs,
+) -> Result<Option<SourceKey>, Refusal> {
+    let source = match peer {
+        Peer::Inet { peer, .. } => state
+            .admit_source(peer.ip(), &spec.limits, now, knobs.window)
+            .map_err(|r| match r {
+                SourceRefusal::Rate => Refusal::SourceRate,
+                SourceRefusal::Children | SourceRefusal::TableFull => Refusal::SourceChildren,
+            })?,
+        Peer::Unix { .. } => None,
+    };
+    if !state.count_rate(spec.limits.max_per_minute, now, knobs.window) {
+        return Err(Refusal::Rate);
+    }
+    Ok(source)
+}
+
+/// Whether the access list of `spec` admits a datagram from `ip` (a dgram
+/// service's waking datagram).
+pub fn acl_admits(spec: &ListenerSpec, ip: IpAddr) -> bool {
+    spec.acl
+        .as_ref()
+        .is_none_or(|acl| acl_allows(acl, unmap(ip)))
 }
 
 /// Whether `peer` may start a child of the listener `spec`.
@@ -142,5 +190,53 @@ mod tests {
         };
         assert_eq!(admit(&s, &unix), Ok(()));
         assert_eq!(Refusal::AccessList.reason(), "access list");
+    }
+
+    #[test]
+    fn limits_after_the_access_list() {
+        let mut s = spec(7000);
+        s.limits.max_per_minute = 3;
+        s.limits.max_per_source_per_minute = 2;
+        let knobs = Knobs::default();
+        let t0 = Instant::now();
+        let mut st = ListenerLimits::new(&s.limits, t0);
+        let (a, b) = (inet("192.0.2.1:4000"), inet("192.0.2.2:4000"));
+        assert!(admit_limits(&s, &mut st, &a, t0, &knobs).unwrap().is_some());
+        assert!(admit_limits(&s, &mut st, &a, t0, &knobs).is_ok());
+        // The source's refusal does not use up the service's rate.
+        assert_eq!(
+            admit_limits(&s, &mut st, &a, t0, &knobs),
+            Err(Refusal::SourceRate)
+        );
+        assert!(admit_limits(&s, &mut st, &b, t0, &knobs).is_ok());
+        assert_eq!(
+            admit_limits(&s, &mut st, &b, t0, &knobs),
+            Err(Refusal::Rate)
+        );
+        // Unix peers have no source.
+        let unix = Peer::Unix {
+            pid: 1,
+            uid: 2,
+            gid: 3,
+        };
+        let mut u = spec(7001);
+        u.limits.max_per_source_per_minute = 1;
+        let mut st = ListenerLimits::new(&u.limits, t0);
+        for _ in 0..5 {
+            assert_eq!(admit_limits(&u, &mut st, &unix, t0, &knobs), Ok(None));
+        }
+    }
+
+    #[test]
+    fn a_waking_datagram_is_judged_by_the_list() {
+        let mut s = spec(7000);
+        assert!(acl_admits(&s, "198.51.100.1".parse().unwrap()));
+        s.acl = Some(Acl {
+            rules: vec![rule("127.0.0.0", 8, true)],
+            default_allow: false,
+        });
+        assert!(acl_admits(&s, "127.0.0.2".parse().unwrap()));
+        assert!(acl_admits(&s, "::ffff:127.0.0.2".parse().unwrap()));
+        assert!(!acl_admits(&s, "198.51.100.1".parse().unwrap()));
     }
 }

@@ -26,6 +26,7 @@ use inetd_protocol::{
 use log::{info, warn};
 
 use crate::children::ChildTable;
+use crate::limits::MAX_SOURCE_TABLES;
 use crate::listeners::{describe_bind, log_label, BindError, Listener, ListenerTable, State};
 use crate::plan::{self, Step};
 use crate::sys;
@@ -81,9 +82,22 @@ pub fn apply(
             reason: e.to_string(),
         };
     }
+    let mut tables = 0usize;
     let prepared: Vec<Result<Prepared, String>> = requested
         .iter()
-        .map(|s| validate(s, &core.policy))
+        .map(|s| {
+            let p = validate(s, &core.policy)?;
+            let l = &s.limits;
+            if l.max_per_source_per_minute != 0 || l.max_children_per_source != 0 {
+                tables += 1;
+                if tables > MAX_SOURCE_TABLES {
+                    return Err(format!(
+                        "more than {MAX_SOURCE_TABLES} listeners with a per-source limit: the core bounds their tables together (about 40 KiB each)"
+                    ));
+                }
+            }
+            Ok(p)
+        })
         .collect();
     let verdicts: Vec<Result<(), String>> = prepared
         .iter()
@@ -232,6 +246,7 @@ fn carry_out(
                     l.label()
                 );
                 stop_holder(children, l);
+                l.fresh_start();
             }
             // A listener that could not bind tries again now.
             if matches!(l.state(), State::Failed { .. }) {
@@ -284,6 +299,14 @@ pub fn status(
             },
             (State::Listening, None) => ListenerState::Listening,
             (State::Waiting { .. }, _) => ListenerState::Waiting,
+            (State::Paused { until }, _) => ListenerState::Paused {
+                reason: l.pause_reason(),
+                until: unix_at(*until),
+            },
+            (State::Resting { reason, until }, _) => ListenerState::Failed {
+                reason: reason.clone(),
+                retry_at: unix_at(*until),
+            },
             (
                 State::Failed {
                     reason, retry_at, ..

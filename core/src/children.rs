@@ -147,18 +147,27 @@ pub struct ChildTable {
     /// When SIGKILL is due; `None` once sent.
     stopping: HashMap<i32, Option<Instant>>,
     single: SingleThreaded,
-    dgram_idle: Duration,
+    idle: BuiltinIdle,
     grace: Duration,
 }
 
+/// How long a builtin child waits for its client: a datagram builtin
+/// exits after `dgram` without a datagram; a stream builtin closes its
+/// connection after `stream` without progress.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltinIdle {
+    pub dgram: Duration,
+    pub stream: Duration,
+}
+
 impl ChildTable {
-    pub fn new(single: SingleThreaded, dgram_idle: Duration, grace: Duration) -> ChildTable {
+    pub fn new(single: SingleThreaded, idle: BuiltinIdle, grace: Duration) -> ChildTable {
         ChildTable {
             children: HashMap::new(),
             per_listener: HashMap::new(),
             stopping: HashMap::new(),
             single,
-            dgram_idle,
+            idle,
             grace,
         }
     }
@@ -191,12 +200,13 @@ impl ChildTable {
                         let guard = UdpGuard {
                             builtin_ports: udp_ports.to_vec(),
                         };
-                        let idle = self.dgram_idle;
+                        let idle = self.idle.dgram;
                         let serve = move |fd| serve_dgram(b, fd, idle, &guard);
                         child::spawn_builtin(identity, fd, serve, pipe, &self.single)
                     }
                     SocketType::Stream | SocketType::Seqpacket => {
-                        let serve = move |fd| serve_stream(b, fd);
+                        let idle = self.idle.stream;
+                        let serve = move |fd| serve_stream(b, fd, idle);
                         child::spawn_builtin(identity, fd, serve, pipe, &self.single)
                     }
                 }
@@ -399,6 +409,11 @@ impl ChildTable {
 
     pub fn count_for(&self, id: ListenerId) -> u32 {
         self.per_listener.get(&id).copied().unwrap_or(0)
+    }
+
+    /// The live servers of every listener together (the controller aside).
+    pub fn live_servers(&self) -> u32 {
+        self.per_listener.values().sum()
     }
 
     /// The live servers for the status report; `index` maps a listener to

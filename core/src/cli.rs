@@ -27,6 +27,15 @@ pub struct Cli {
     pub allow_groups: Vec<String>,
     pub allow_root_commands: Vec<RootCommand>,
     pub dgram_idle: u64,
+    /// `--max-children`: live servers of all listeners together; 0 is
+    /// unlimited.
+    pub max_children: u32,
+    /// `--rate-window`, seconds.
+    pub rate_window: u64,
+    /// `--pause`, seconds.
+    pub pause: u64,
+    /// `--builtin-idle`, seconds.
+    pub builtin_idle: u64,
     /// One of [`LOG_LEVELS`].
     pub log_level: &'static str,
     pub config: Vec<PathBuf>,
@@ -39,8 +48,11 @@ pub struct Cli {
 
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
-/// The largest `--dgram-idle`: a day.
+/// The largest `--dgram-idle`, `--rate-window`, `--pause` and
+/// `--builtin-idle`: a day.
 const DGRAM_IDLE_MAX: u64 = 86_400;
+/// The largest `--max-children` (the kernel's largest pid_max).
+const MAX_CHILDREN_MAX: u32 = 4_194_304;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -69,7 +81,7 @@ pub const USAGE: &str = "Usage: inetd-core [OPTIONS] [-- CONTROLLER-ARGS...]";
 
 /// Each flag: its name, the name of its value (`None` for a switch), help.
 /// Only those in [`REPEATABLE`] may be given more than once.
-const FLAGS: [(&str, Option<&str>, &str); 12] = [
+const FLAGS: [(&str, Option<&str>, &str); 16] = [
     ("core-socket", Some("PATH"), "The core socket (packaged mode). Default: RUN/core.sock"),
     ("controller-user", Some("USER"), "The controller's user, by name or uid (root only; default: inetd)"),
     ("allow-root-services", None, "Allow services that run with uid, gid or a group 0"),
@@ -78,7 +90,11 @@ const FLAGS: [(&str, Option<&str>, &str); 12] = [
     ("allow-group", Some("GROUP|GID"), "Allow services of any allowed user to run with this group (repeatable)"),
     ("allow-root-command", Some("'PATH ARG0 ARGS...'"), "Allow exactly this command, split on whitespace, to run as root (repeatable)"),
     ("unix-dir", Some("DIR"), "Unix-domain listeners may be made directly in DIR (repeatable). Default: RUN/sockets as root, else any directory outside RUN"),
+    ("max-children", Some("N"), "Live servers of all services together; past it no listener is polled (0: unlimited) [default: 1024]"),
     ("dgram-idle", Some("SECONDS"), "A datagram builtin exits after this many seconds without a datagram (1-86400) [default: 30]"),
+    ("rate-window", Some("SECONDS"), "The window of the per-minute limits and of failed wait servers (1-86400) [default: 60]"),
+    ("pause", Some("SECONDS"), "How long a service past its rate limit is paused; the longest backoff of failed wait servers (1-86400) [default: 600]"),
+    ("builtin-idle", Some("SECONDS"), "A stream builtin closes a connection without progress for this long (1-86400) [default: 300]"),
     ("log-level", Some("LEVEL"), "error, warn, info, debug or trace [default: info]"),
     ("config", Some("PATH"), "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)"),
     ("control-socket", Some("PATH"), "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock"),
@@ -131,6 +147,16 @@ fn err<T>(msg: String) -> Result<T, UsageError> {
     Err(UsageError(msg))
 }
 
+/// A number of seconds from 1 to a day, the value of `--name`.
+fn seconds(name: &str, t: &str) -> Result<u64, UsageError> {
+    match t.parse::<u64>() {
+        Ok(n) if (1..=DGRAM_IDLE_MAX).contains(&n) => Ok(n),
+        _ => err(format!(
+            "invalid value '{t}' for --{name}: a number of seconds from 1 to {DGRAM_IDLE_MAX}"
+        )),
+    }
+}
+
 /// Puts the value `v` of flag `name` into `cli`.
 fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
     let text = || {
@@ -151,11 +177,15 @@ fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
             RootCommand::parse(text()?)
                 .map_err(|e| UsageError(format!("--allow-root-command {e}")))?,
         ),
-        "dgram-idle" => match text()?.parse::<u64>() {
-            Ok(n) if (1..=DGRAM_IDLE_MAX).contains(&n) => cli.dgram_idle = n,
+        "dgram-idle" => cli.dgram_idle = seconds(name, text()?)?,
+        "rate-window" => cli.rate_window = seconds(name, text()?)?,
+        "pause" => cli.pause = seconds(name, text()?)?,
+        "builtin-idle" => cli.builtin_idle = seconds(name, text()?)?,
+        "max-children" => match text()?.parse::<u32>() {
+            Ok(n) if n <= MAX_CHILDREN_MAX => cli.max_children = n,
             _ => {
                 let t = text()?;
-                return err(format!("invalid value '{t}' for --dgram-idle: a number of seconds from 1 to {DGRAM_IDLE_MAX}"));
+                return err(format!("invalid value '{t}' for --max-children: a number from 0 (unlimited) to {MAX_CHILDREN_MAX}"));
             }
         },
         "log-level" => {
@@ -176,6 +206,10 @@ fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut cli = Cli {
         dgram_idle: 30,
+        max_children: 1024,
+        rate_window: 60,
+        pause: 600,
+        builtin_idle: 300,
         log_level: "info",
         ..Cli::default()
     };
@@ -284,6 +318,33 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_knobs() {
+        let c = run(&[
+            "--max-children=0",
+            "--rate-window",
+            "2",
+            "--pause=3",
+            "--builtin-idle",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.max_children, c.rate_window, c.pause, c.builtin_idle),
+            (0, 2, 3, 4)
+        );
+        for (flag, bad) in [
+            ("--max-children", "x"),
+            ("--max-children", "4194305"),
+            ("--rate-window", "0"),
+            ("--pause", "86401"),
+            ("--builtin-idle", "1s"),
+        ] {
+            let e = usage(&[flag, bad]);
+            assert!(e.contains(&format!("for {flag}")), "{flag} {bad}: {e}");
+        }
+    }
+
+    #[test]
     fn equals_form_and_separate_form_agree() {
         let a = run(&["--config=/a", "--log-level=warn", "--dgram-idle=7"]).unwrap();
         let b = run(&["--config", "/a", "--log-level", "warn", "--dgram-idle", "7"]).unwrap();
@@ -298,6 +359,10 @@ mod tests {
     fn defaults() {
         let c = run(&[]).unwrap();
         assert_eq!(c.dgram_idle, 30);
+        assert_eq!(
+            (c.max_children, c.rate_window, c.pause, c.builtin_idle),
+            (1024, 60, 600, 300)
+        );
         assert_eq!(c.log_level, "info");
         assert!(c.config.is_empty() && c.core_socket.is_none() && !c.allow_root_services);
     }

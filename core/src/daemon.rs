@@ -22,9 +22,10 @@ use inetd_protocol::{CoreRequest, CoreResponse};
 use log::{error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
-use crate::accept::Acceptor;
+use crate::accept::{self as accept, Acceptor};
 use crate::apply::{self, CoreState};
-use crate::children::{self, ChildTable, Kind, Reaped, SetupFailure};
+use crate::children::{self, BuiltinIdle, ChildTable, Kind, Reaped, SetupFailure};
+use crate::limits::Knobs;
 use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
@@ -41,7 +42,8 @@ pub struct Setup {
     pub policy: inetd_protocol::Policy,
     /// The core's own uid.
     pub uid: u32,
-    pub dgram_idle: Duration,
+    pub idle: BuiltinIdle,
+    pub knobs: Knobs,
     pub sigfd: SignalFd,
     pub mode: Mode,
 }
@@ -69,6 +71,7 @@ pub struct Daemon {
     listeners: ListenerTable,
     children: ChildTable,
     acceptor: Acceptor,
+    knobs: Knobs,
     supervisor: Option<Supervisor>,
     quit: Option<i32>,
     /// Once stopping: when the core exits whatever is left.
@@ -87,8 +90,9 @@ impl Daemon {
             sigfd: setup.sigfd,
             links: Links::new(socket),
             listeners: ListenerTable::default(),
-            children: ChildTable::new(single, setup.dgram_idle, grace),
+            children: ChildTable::new(single, setup.idle, grace),
             acceptor: Acceptor::default(),
+            knobs: setup.knobs,
             supervisor,
             quit: None,
             exit_by: None,
@@ -173,7 +177,14 @@ impl Daemon {
             toks.push(Tok::Conn(id));
         }
         if self.acceptor.paused_until().is_none() {
+            let total = self.children.live_servers();
             for (id, l) in self.listeners.iter() {
+                // At a children limit the listener is not polled: its
+                // connections wait in the kernel's backlog.
+                let mine = self.children.count_for(id);
+                if accept::children_limit_reached(&l.spec().limits, mine, total, &self.knobs) {
+                    continue;
+                }
                 if let Some(fd) = l.pollable() {
                     entries.push(sys::poll_entry(fd, sys::POLLIN));
                     toks.push(Tok::Listener(id));
@@ -222,7 +233,8 @@ impl Daemon {
 
     fn on_listener(&mut self, id: ListenerId) {
         if let Some((l, ports)) = self.listeners.get_mut_with_ports(id) {
-            self.acceptor.serve(id, l, ports, &mut self.children);
+            self.acceptor
+                .serve(id, l, ports, &mut self.children, &self.knobs);
         }
     }
 
@@ -280,7 +292,23 @@ impl Daemon {
             Kind::Server(id) => {
                 info!("exit service=\"{}\" pid={pid} status={status}", r.label);
                 if let Some(l) = self.listeners.get_mut(id) {
-                    l.release(pid);
+                    l.limits.child_ended(pid);
+                    if !l.held_by(pid) {
+                        return;
+                    }
+                    // A wait server failed if it exited with a status other
+                    // than 0, or left a connection waiting on its socket.
+                    let failed =
+                        !matches!(status, sys::ExitStatus::Exited(0)) || l.connection_waiting();
+                    if let Some(d) = l.wait_ended(pid, failed, Instant::now(), &self.knobs) {
+                        warn!(
+                            "failed service=\"{}\": {} wait servers failed within {} s; not started again for {} s",
+                            l.label(),
+                            crate::limits::WAIT_FAILURES,
+                            self.knobs.window.as_secs(),
+                            d.as_secs()
+                        );
+                    }
                 }
             }
         }

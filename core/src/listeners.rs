@@ -6,8 +6,15 @@
 //!   none;
 //! * `udp_builtin_ports` holds the ports of the UDP builtin listeners,
 //!   recomputed whenever the table changes;
-//! * a listener is polled only `Listening` with a socket; it is `Waiting`
+//! * a listener is polled only `Listening` or `Paused` with a socket (and
+//!   below its children limits, which the loop checks); it is `Waiting`
 //!   while a child holds its socket, until that child is reaped.
+//!
+//! The states of the limits: `Paused` when the service's rate limit is
+//! reached (still polled: each connection is accepted and closed at once,
+//! counted) until the pause is over; `Resting` after failed wait servers,
+//! not polled until its backoff is over. Both go back to `Listening` by
+//! themselves ([`ListenerTable::retry_due`]).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +25,7 @@ use inetd_protocol::{escape_log, Bind, BindKey, Counters, ListenerSpec, SocketTy
 use log::{info, warn};
 
 use crate::backoff;
+use crate::limits::{Knobs, ListenerLimits};
 use crate::sys;
 use crate::sys::net;
 use crate::sys::unixsock::{self, SocketFile, UnixError};
@@ -47,6 +55,11 @@ pub enum State {
         retry_at: Instant,
         attempt: u32,
     },
+    /// The rate limit was reached: every connection is closed at once
+    /// until `until`.
+    Paused { until: Instant },
+    /// Wait servers failed again and again: not polled until `until`.
+    Resting { reason: String, until: Instant },
 }
 
 /// How a bind failed.
@@ -79,11 +92,18 @@ pub struct Listener {
     nonblocking: bool,
     /// [`log_label`] of the spec's label, made once per apply.
     log_label: String,
+    /// What the limits remember between connections.
+    pub limits: ListenerLimits,
 }
 
 impl Listener {
     pub fn spec(&self) -> &ListenerSpec {
         &self.spec
+    }
+
+    /// The spec, and what its limits remember, to admit a connection.
+    pub fn spec_and_limits(&mut self) -> (&ListenerSpec, &mut ListenerLimits) {
+        (&self.spec, &mut self.limits)
     }
 
     pub fn prepared(&self) -> &Prepared {
@@ -108,12 +128,47 @@ impl Listener {
         self.prep.hands_socket()
     }
 
-    /// The socket, if the loop should poll this listener now.
+    /// The socket, if the loop should poll this listener now (its
+    /// children limits aside).
     pub fn pollable(&self) -> Option<RawFd> {
         match (&self.state, &self.sock) {
-            (State::Listening, Some(s)) => Some(s.as_raw_fd()),
+            (State::Listening | State::Paused { .. }, Some(s)) => Some(s.as_raw_fd()),
             _ => None,
         }
+    }
+
+    /// Whether the rate limit holds the service now.
+    pub fn paused(&self) -> bool {
+        matches!(self.state, State::Paused { .. })
+    }
+
+    /// The rate limit was reached: paused until `until`.
+    pub fn pause(&mut self, until: Instant) {
+        if self.state == State::Listening {
+            self.state = State::Paused { until };
+        }
+    }
+
+    /// Why the service is paused, as the status shows it.
+    pub fn pause_reason(&self) -> String {
+        format!(
+            "rate limit of {} connections per minute reached",
+            self.spec.limits.max_per_minute
+        )
+    }
+
+    /// A changed spec gets a fresh start: a service resting after failed
+    /// wait servers listens again at once (the change may be the fix).
+    pub fn fresh_start(&mut self) {
+        if matches!(self.state, State::Resting { .. }) {
+            self.state = State::Listening;
+            self.limits.wait_served();
+        }
+    }
+
+    /// Whether child `pid` holds the socket.
+    pub fn held_by(&self, pid: i32) -> bool {
+        self.state == (State::Waiting { pid })
     }
 
     /// A child now holds the socket: not polled until it is reaped.
@@ -121,11 +176,51 @@ impl Listener {
         self.state = State::Waiting { pid };
     }
 
-    /// Child `pid` was reaped: if it held the socket, listen again.
-    pub fn release(&mut self, pid: i32) {
-        if self.state == (State::Waiting { pid }) {
-            self.state = State::Listening;
+    /// The wait server `pid` was reaped, `failed` or not (exited with a
+    /// status other than 0, or left a connection waiting): listening
+    /// again, or `Resting` when that made too many failures in the window.
+    /// Returns the backoff when it rests.
+    pub fn wait_ended(
+        &mut self,
+        pid: i32,
+        failed: bool,
+        now: Instant,
+        knobs: &Knobs,
+    ) -> Option<std::time::Duration> {
+        if self.state != (State::Waiting { pid }) {
+            return None;
         }
+        self.state = State::Listening;
+        if !failed {
+            self.limits.wait_served();
+            return None;
+        }
+        if !self.limits.wait_failed(now, knobs.window) {
+            return None;
+        }
+        let attempt = self.limits.failed_attempt;
+        self.limits.failed_attempt = attempt.saturating_add(1);
+        let d = knobs.wait_backoff(attempt);
+        self.state = State::Resting {
+            reason: format!(
+                "{} wait servers failed within {} s; retrying with backoff",
+                crate::limits::WAIT_FAILURES,
+                knobs.window.as_secs()
+            ),
+            until: now + d,
+        };
+        Some(d)
+    }
+
+    /// Whether a connection waits on a stream socket (a wait server that
+    /// ends leaving one has not served it).
+    pub fn connection_waiting(&self) -> bool {
+        if self.spec.socket_type == SocketType::Dgram {
+            return false;
+        }
+        let Some(s) = &self.sock else { return false };
+        let mut e = [sys::poll_entry(s.as_raw_fd(), sys::POLLIN)];
+        matches!(sys::poll(&mut e, 0), Ok(n) if n > 0) && e[0].revents & sys::POLLIN != 0
     }
 
     /// Binds now; on failure the listener is `Failed`, to be retried after
@@ -219,6 +314,7 @@ impl ListenerTable {
         self.next_id += 1;
         let id = ListenerId(self.next_id);
         let log_label = log_label(&spec.label);
+        let spec_limits = spec.limits;
         self.by_key.insert(key, id);
         let l = Listener {
             spec,
@@ -230,6 +326,7 @@ impl ListenerTable {
             last_error: None,
             nonblocking: true,
             log_label,
+            limits: ListenerLimits::new(&spec_limits, Instant::now()),
         };
         self.by_id.insert(id, l);
         self.refresh_ports();
@@ -246,6 +343,14 @@ impl ListenerTable {
             return false;
         }
         l.log_label = log_label(&spec.label);
+        // New limits count afresh (the children of the old spec are no
+        // longer charged to their sources).
+        if l.spec.limits != spec.limits {
+            l.limits = ListenerLimits::new(&spec.limits, Instant::now());
+            if l.paused() {
+                l.state = State::Listening;
+            }
+        }
         l.spec = spec;
         l.prep = prep;
         self.refresh_ports();
@@ -308,24 +413,40 @@ impl ListenerTable {
         &self.udp_builtin_ports
     }
 
-    /// The earliest bind retry, if any listener failed.
+    /// The earliest bind retry, end of a pause or of a backoff.
     pub fn next_retry(&self) -> Option<Instant> {
         self.by_id
             .values()
             .filter_map(|l| match l.state {
                 State::Failed { retry_at, .. } => Some(retry_at),
+                State::Paused { until } | State::Resting { until, .. } => Some(until),
                 _ => None,
             })
             .min()
     }
 
-    /// Binds again the failed listeners whose retry is due at `now`.
+    /// Binds again the failed listeners whose retry is due at `now`, and
+    /// ends the pauses and backoffs that are over.
     pub fn retry_due(&mut self, now: Instant, core_uid: u32) {
         for l in self.by_id.values_mut() {
             let attempt = match l.state {
                 State::Failed {
                     retry_at, attempt, ..
                 } if retry_at <= now => attempt + 1,
+                State::Paused { until } if until <= now => {
+                    l.state = State::Listening;
+                    l.limits.reset_rate();
+                    info!("resumed service=\"{}\": its pause is over", l.label());
+                    continue;
+                }
+                State::Resting { until, .. } if until <= now => {
+                    l.state = State::Listening;
+                    info!(
+                        "retrying service=\"{}\" after failed wait servers",
+                        l.label()
+                    );
+                    continue;
+                }
                 _ => continue,
             };
             match l.bind(core_uid, attempt) {
@@ -492,12 +613,32 @@ mod tests {
         assert_eq!(l.pollable(), None);
         l.hold(42);
         assert_eq!(l.state(), &State::Waiting { pid: 42 });
-        l.release(41);
+        let knobs = Knobs::default();
+        let now = Instant::now();
+        l.wait_ended(41, true, now, &knobs);
         assert_eq!(l.state(), &State::Waiting { pid: 42 }, "another child");
-        l.release(42);
+        l.wait_ended(42, false, now, &knobs);
+        assert_eq!(l.state(), &State::Listening);
+        // Failed wait servers: the tenth within the window rests the
+        // listener, which is not polled until its backoff is over.
+        for i in 0..10 {
+            l.hold(100 + i);
+            let rest = l.wait_ended(100 + i, true, now, &knobs);
+            assert_eq!(rest.is_some(), i == 9, "{i}");
+        }
+        assert!(matches!(l.state(), State::Resting { .. }));
+        assert_eq!(l.pollable(), None);
+        assert_eq!(t.next_retry(), Some(now + knobs.wait_backoff(0)));
+        t.retry_due(now + knobs.wait_backoff(0), 0);
+        let l = t.get_mut(id).unwrap();
+        assert_eq!(l.state(), &State::Listening);
+        // Paused by the rate limit until its end.
+        l.pause(now);
+        assert!(l.paused());
+        t.retry_due(now, 0);
+        let l = t.get_mut(id).unwrap();
         assert_eq!(l.state(), &State::Listening);
         // A failed listener waits for its retry.
-        let now = Instant::now();
         l.state = State::Failed {
             reason: "in use".into(),
             retry_at: now,

@@ -39,19 +39,19 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 6133 lines
-//!     accept.rs 261, admission.rs 75, apply.rs 316, backoff.rs 56
-//!     children.rs 451, cli.rs 226, daemon.rs 383, link.rs 497
-//!     listeners.rs 393, logger.rs 56, main.rs 116, notify.rs 53, peer.rs 92
-//!     plan.rs 78, reply.rs 99, start.rs 573, supervisor.rs 259
-//!     validate.rs 332, sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134
-//!     sys/mod.rs 417, sys/net.rs 158, sys/status.rs 138, sys/unixsock.rs 248
+//! root, this process: core/src: 6984 lines
+//!     accept.rs 443, admission.rs 123, apply.rs 339, backoff.rs 56
+//!     children.rs 466, cli.rs 260, daemon.rs 411, limits.rs 368, link.rs 497
+//!     listeners.rs 514, logger.rs 56, main.rs 117, notify.rs 53, peer.rs 92
+//!     plan.rs 78, reply.rs 99, start.rs 583, supervisor.rs 259
+//!     validate.rs 334, sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134
+//!     sys/mod.rs 417, sys/net.rs 177, sys/status.rs 138, sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1190 lines
 //!     codec.rs 225, error.rs 68, lib.rs 88, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439
-//! the service user only, after the privilege drop: core/builtins/src: 1003 lines
-//!     answers.rs 53, clock.rs 113, dgram.rs 345, lib.rs 155, limiter.rs 119
-//!     sockio.rs 102, stream.rs 116
+//! the service user only, after the privilege drop: core/builtins/src: 1042 lines
+//!     answers.rs 53, clock.rs 113, dgram.rs 346, lib.rs 159, limiter.rs 126
+//!     sockio.rs 122, stream.rs 123
 #![deny(unsafe_code)]
 
 mod accept;
@@ -61,6 +61,7 @@ mod backoff;
 mod children;
 mod cli;
 mod daemon;
+mod limits;
 mod link;
 mod listeners;
 mod logger;

@@ -15,11 +15,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use inetd_protocol::{AllowedGroup, Policy, UnixDirs};
+use inetd_protocol::{AllowedGroup, Limits, Policy, UnixDirs};
 use log::{debug, info, warn};
 
+use crate::children::BuiltinIdle;
 use crate::cli::Cli;
 use crate::daemon::{Mode, Setup};
+use crate::limits::Knobs;
 use crate::link::CoreSocket;
 use crate::supervisor::{controller_argv, ControllerPlan};
 use crate::sys::{self, UserInfo};
@@ -200,7 +202,15 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
             unix_dirs,
         },
         uid,
-        dgram_idle: Duration::from_secs(cli.dgram_idle),
+        idle: BuiltinIdle {
+            dgram: Duration::from_secs(cli.dgram_idle),
+            stream: Duration::from_secs(cli.builtin_idle),
+        },
+        knobs: Knobs {
+            max_children: Limits::get(cli.max_children),
+            window: Duration::from_secs(cli.rate_window),
+            pause: Duration::from_secs(cli.pause),
+        },
         sigfd,
         mode,
     })

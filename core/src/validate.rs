@@ -280,12 +280,14 @@ fn check_limits(spec: &ListenerSpec) -> Result<(), String> {
         return Err("source prefix length out of range".into());
     }
     if let Some(acl) = &spec.acl {
-        // An access list is checked per accepted connection; a service
-        // that gets the socket itself (or a unix socket) has no peer the
-        // core could check, and must not run silently unfiltered.
-        if hands_socket(spec) || matches!(spec.bind, Bind::Unix { .. }) {
+        // An access list is checked per accepted connection, or on the
+        // datagram that would wake a dgram server; a wait stream service
+        // (its server accepts) or a unix socket has no peer the core could
+        // check, and must not run silently unfiltered.
+        let unix = matches!(spec.bind, Bind::Unix { .. });
+        if unix || (hands_socket(spec) && spec.socket_type != SocketType::Dgram) {
             return Err(
-                "an access list needs a nowait stream service on an internet socket; this one cannot be filtered by the core"
+                "an access list needs a nowait stream service or a dgram service on an internet socket; this one cannot be filtered by the core"
                     .into(),
             );
         }
@@ -644,6 +646,13 @@ pub(crate) mod tests {
         s.acl = Some(acl.clone());
         assert!(validate(&s, &root_policy()).is_ok());
         s.wait = true;
+        assert!(rejected(&s, &root_policy()).contains("access list"));
+        // A dgram service is checked on its waking datagram.
+        s.socket_type = SocketType::Dgram;
+        assert!(validate(&s, &root_policy()).is_ok());
+        s.bind = Bind::Unix {
+            path: "/run/inetd/sockets/x.sock".into(),
+        };
         assert!(rejected(&s, &root_policy()).contains("access list"));
         let mut s = spec(7000);
         s.acl = Some(Acl {

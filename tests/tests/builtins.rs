@@ -585,3 +585,41 @@ fn no_builtin_child_is_left_once_clients_are_done() {
         core.log()
     );
 }
+
+#[test]
+fn stream_builtins_close_a_connection_without_progress() {
+    // 50 chargen clients that never read held 50 children forever, each
+    // with megabytes queued; now each is closed after --builtin-idle.
+    let core = Core::start_args(&["--builtin-idle", "1"]);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (chargen, echo) = (free_port(), free_port());
+    assert_all_applied(&core.apply(vec![
+        builtin_spec(lo, chargen, SocketType::Stream, Builtin::Chargen),
+        builtin_spec(lo, echo, SocketType::Stream, Builtin::Echo),
+    ]));
+    let silent: Vec<TcpStream> = (0..5)
+        .map(|_| connect(SocketAddr::new(lo, chargen)))
+        .chain((0..5).map(|_| connect(SocketAddr::new(lo, echo))))
+        .collect();
+    wait_for("ten children", WAIT, || core.children().len() == 10);
+    wait_for("every idle connection closed", WAIT, || {
+        core.children().is_empty()
+    });
+    // The echo clients see the end of the stream.
+    for mut s in silent.into_iter().skip(5) {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).expect("end of file"), 0);
+    }
+    // A client that makes progress is served past the idle time.
+    let mut s = connect(SocketAddr::new(lo, echo));
+    for _ in 0..3 {
+        s.write_all(b"ping").expect("write");
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).expect("echo");
+        assert_eq!(&b, b"ping");
+        // Still open 600 ms later (a read times out, no end of file).
+        s.set_read_timeout(Some(Duration::from_millis(600)))
+            .expect("timeout");
+        assert!(s.read(&mut b).is_err(), "closed while making progress");
+    }
+}

@@ -68,8 +68,14 @@ fn check(args: &[&Path]) -> Output {
 /// A core and a controller reading `inetd.conf`, `hosts.allow` and
 /// `hosts.deny` from `d`.
 fn start(d: &TempDir) -> (Proc, Proc) {
+    start_with(d, &[])
+}
+
+/// [`start`], with more arguments for the core.
+fn start_with(d: &TempDir, core_args: &[&str]) -> (Proc, Proc) {
     let mut core = Command::new(bin_path("inetd-core"));
-    core.arg("--core-socket")
+    core.args(core_args)
+        .arg("--core-socket")
         .arg(d.join("core.sock"))
         .stdin(Stdio::null());
     let core = Proc::spawn(&mut core);
@@ -300,9 +306,10 @@ fn list_json_shows_limits_counters_and_rejects_an_access_list_on_a_wait_stream_s
         TcpStream::connect(("127.0.0.1", p4)).is_err(),
         "never run unfiltered"
     );
-    // A dgram service gets its list, with a warning on its row (whatever
-    // the core makes of the list).
+    // A dgram service gets its list, with a warning on its row, and runs:
+    // the core checks the datagram that would wake its server.
     let r5 = row(&v, p5);
+    assert_eq!(r5["state"], "listening", "{r5:#}");
     assert!(
         r5["warnings"].as_array().unwrap().iter().any(|w| w
             .as_str()
@@ -372,4 +379,144 @@ fn a_reload_with_an_unreadable_hosts_file_changes_nothing() {
         text(&out.stderr)
     );
     assert_eq!(cat(p1), "", "the list in force stays");
+}
+
+/// A connection to `to` from the address `src`: what `/bin/cat` sends
+/// back ("" when refused before fork).
+fn cat_from(src: &str, to: SocketAddr) -> String {
+    use nix::sys::socket::{
+        bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    let af = if to.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(af, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    let src: std::net::IpAddr = src.parse().unwrap();
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(src, 0)),
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(to)).unwrap();
+    let mut c = TcpStream::from(fd);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.write_all(b"ping\n");
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut got = String::new();
+    let _ = c.read_to_string(&mut got);
+    got
+}
+
+#[test]
+fn allow_and_deny_with_each_pattern_form_through_the_controller() {
+    let d = scratch("acl-forms");
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let v6 = inetd_tests::has_ipv6();
+    let mut conf = format!(
+        "127.0.0.1:{} stream tcp4 nowait nobody /bin/cat in.a\n\
+         127.0.0.1:{} stream tcp4 nowait nobody /bin/cat in.b\n\
+         127.0.0.1:{} stream tcp4 nowait nobody /bin/cat in.c\n",
+        ports[0], ports[1], ports[2]
+    );
+    if v6 {
+        conf.push_str(&format!(
+            "[::1]:{} stream tcp6 nowait nobody /bin/cat in.v6\n\
+             [::1]:{} stream tcp6 nowait nobody /bin/cat in.v6net\n",
+            ports[3], ports[4]
+        ));
+    }
+    write(&d, "inetd.conf", &conf);
+    // in.a: an address, n.n.n. with EXCEPT, and a/nn; in.b: net/mask and
+    // ALL EXCEPT a daemon; in.c: denied by ALL in hosts.deny unless
+    // allowed; the IPv6 forms [addr] and [net]/len.
+    write(
+        &d,
+        "hosts.allow",
+        "in.a: 127.0.0.1, 127.0.2.0/24, 127.0.1. EXCEPT 127.0.1.9\n\
+         in.b: 127.0.3.0/255.255.255.0\n\
+         ALL EXCEPT in.a in.b in.v6net: 127.0.4.4\n\
+         in.v6: [::1]\n\
+         in.v6net: [2001:db8::]/32\n",
+    );
+    write(&d, "hosts.deny", "ALL: ALL\n");
+    let (_core, _controller) = start(&d);
+    wait_for("the listeners", Duration::from_secs(15), || {
+        list_json(&d).is_some_and(|v| row(&v, ports[0])["state"] == "listening")
+    });
+    let at = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let cases = [
+        (0, "127.0.0.1", true),
+        (0, "127.0.0.2", false),
+        (0, "127.0.1.5", true),
+        (0, "127.0.1.9", false),
+        (0, "127.0.2.200", true),
+        (0, "127.0.3.1", false),
+        (1, "127.0.3.7", true),
+        (1, "127.0.0.1", false),
+        (1, "127.0.4.4", false),
+        (2, "127.0.4.4", true),
+        (2, "127.0.0.1", false),
+    ];
+    for (i, src, allowed) in cases {
+        let got = cat_from(src, at(i));
+        let want = if allowed { "ping\n" } else { "" };
+        assert_eq!(got, want, "service {i} from {src}");
+    }
+    let v = list_json(&d).unwrap();
+    assert_eq!(row(&v, ports[0])["refused"]["acl"], 3);
+    assert_eq!(row(&v, ports[1])["refused"]["acl"], 2);
+    assert_eq!(row(&v, ports[2])["refused"]["acl"], 1);
+    if v6 {
+        let at6 = |i: usize| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, ports[i]));
+        assert_eq!(cat_from("::1", at6(3)), "ping\n", "[::1]");
+        assert_eq!(cat_from("::1", at6(4)), "", "[2001:db8::]/32");
+    } else {
+        inetd_tests::skip("the IPv6 patterns: no IPv6 loopback");
+    }
+}
+
+#[test]
+fn list_shows_a_paused_service_and_its_counters() {
+    let d = scratch("paused");
+    let p = free_port();
+    write(
+        &d,
+        "inetd.conf",
+        &format!("127.0.0.1:{p} stream tcp4 nowait.3 nobody /bin/cat cat\n"),
+    );
+    write(&d, "hosts.allow", "");
+    write(&d, "hosts.deny", "");
+    let (_core, _controller) = start_with(&d, &["--pause", "30"]);
+    wait_for("the listener", Duration::from_secs(15), || {
+        list_json(&d).is_some_and(|v| row(&v, p)["state"] == "listening")
+    });
+    for _ in 0..3 {
+        assert_eq!(cat(p), "ping\n");
+    }
+    assert_eq!(cat(p), "");
+    let r = row(&list_json(&d).unwrap(), p);
+    assert_eq!(r["state"], "paused", "{r:#}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("rate limit of 3 connections per minute"),
+        "{reason}"
+    );
+    assert!(
+        r["until"].as_str().is_some_and(|u| u.ends_with('Z')),
+        "{r:#}"
+    );
+    assert_eq!(r["refused"]["rate"], 1);
+    assert_eq!(r["accepted"], 3);
+    assert_eq!(r["limits"]["per_minute"], 3);
+    let table = text(&inetctl(&d, &["list"]).stdout);
+    assert!(table.contains("paused"), "{table}");
+    assert!(
+        table.contains(
+            "    refused: access list 0, rate 1, per source 0; held at max children 0 times"
+        ),
+        "{table}"
+    );
 }

@@ -71,19 +71,60 @@ fn a_dual_stack_access_list_sees_mapped_peers_as_ipv4() {
 
 #[test]
 fn an_access_list_where_no_peer_can_be_checked_is_refused() {
-    let core = Core::start();
-    let (t, u) = (free_port(), free_port());
+    let dir = TempDir::secure("acl-unix");
+    let core = Core::start_unix(&dir);
+    let t = free_port();
     let mut wait_stream = tcp4(t).wait(true).probe(&["accept-once"]);
     wait_stream.acl = acl(vec![], false);
-    let mut dgram = udp4(u);
-    dgram.acl = acl(vec![], false);
-    let r = core.apply(vec![wait_stream, dgram]);
+    let mut unix = unix_stream(&dir.join("acl.sock"));
+    unix.acl = acl(vec![], false);
+    let r = core.apply(vec![wait_stream, unix]);
     for (i, o) in r.outcomes.iter().enumerate() {
         assert!(
-            matches!(o, Outcome::Rejected { .. }),
+            matches!(o, Outcome::Rejected { reason } if reason.contains("access list")),
             "listener {i} would run unfiltered: {o:?}"
         );
     }
+}
+
+/// A dgram wait service is checked on the datagram that would wake its
+/// server: a refused one is read away unanswered and never starts a
+/// child; an admitted one is served.
+#[test]
+fn a_dgram_service_is_checked_on_its_waking_datagram() {
+    let core = Core::start();
+    let port = free_port();
+    let mut spec = udp4(port).probe(&["udp-echo-once"]);
+    spec.acl = acl(vec![rule("127.0.0.2", 32, true)], false);
+    assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);
+    let to: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let refused = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..5 {
+        refused.send_to(b"let me in", to).unwrap();
+    }
+    wait_for("the refusals to be counted", Duration::from_secs(5), || {
+        core.status().listeners[0].counters.refused_acl == 5
+    });
+    assert!(
+        core.children().is_empty(),
+        "a refused datagram started a child"
+    );
+    assert_eq!(core.status().listeners[0].counters.accepted, 0);
+    // From an allowed address: served by a server the datagram woke.
+    let allowed = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    allowed
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    allowed.send_to(b"hello", to).unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = allowed.recv_from(&mut buf).expect("an answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with(" hello"));
+    // The refused datagrams were read away: never answered.
+    refused.set_nonblocking(true).unwrap();
+    assert!(refused.recv_from(&mut buf).is_err());
+    let st = core.status();
+    assert_eq!(st.listeners[0].counters.accepted, 1);
+    assert_eq!(st.listeners[0].counters.refused_acl, 5);
 }
 
 #[test]

@@ -217,7 +217,7 @@ impl<'g> Responder<'g> {
         let peer = r.src.as_ref().and_then(inet_addr)?;
         if Some(peer.port()) == self.own_port
             || !udp_reply_allowed(peer, self.guard)
-            || (amplifies(self.b) && !self.limiter.allow(peer.ip(), now))
+            || !self.limiter.allow(peer.ip(), now, amplifies(self.b))
         {
             return None;
         }
@@ -331,7 +331,8 @@ fn send_replies(
 
 /// Whether a UDP answer of `b` can be larger than the request that asked
 /// for it: those are the ones a spoofed source could use for reflection
-/// with amplification, so only they go through the [`ReplyLimiter`].
+/// with amplification, so only they have the child's total budget of the
+/// [`ReplyLimiter`] besides the per-source one.
 pub(crate) fn amplifies(b: Builtin) -> bool {
     !matches!(b, Builtin::Echo | Builtin::Discard)
 }

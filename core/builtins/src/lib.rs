@@ -17,12 +17,14 @@
 //!
 //! UDP builtins answer only sources that pass [`udp_reply_allowed`] (no
 //! reflection towards privileged or builtin ports, broadcast, multicast or
-//! unspecified sources) and, for the builtins whose answer can be larger
-//! than the request (chargen, daytime, time), only within a per-source and
-//! a per-child reply rate (see the `limiter` module), so a spoofed source
-//! cannot turn the child into a traffic amplifier (CVE-1999-0103, US-CERT
-//! TA14-017A). echo is not rate-limited: its answer is the request itself,
-//! so it amplifies nothing, and capping it would only slow honest clients.
+//! unspecified sources) and only within a per-source reply budget (see the
+//! `limiter` module): two reflectors on high ports (echo against another
+//! host's echo or chargen) cannot ping-pong forever, since the loop's
+//! datagram is dropped once the budget is spent. The builtins whose answer
+//! can be larger than the request (chargen, daytime, time) have a
+//! per-child budget too, so a spoofed source cannot turn the child into a
+//! traffic amplifier (CVE-1999-0103, US-CERT TA14-017A); echo amplifies
+//! nothing and has none, so many honest clients are not slowed together.
 //!
 //! Unsafe code: none, but in `clock` (the C library's local time, which
 //! needs `localtime_r` and `tzset`); every other module forbids it.
@@ -56,20 +58,22 @@ const EXIT_FAILED: i32 = 1;
 /// time answer, send FIN and wait a moment for the client's (see
 /// `stream::CLOSE_LINGER`). `conn` may be blocking or not: every call passes
 /// MSG_DONTWAIT and waits in poll, and the descriptor's flags are left as
-/// they are.
-pub fn serve_stream(b: Builtin, conn: OwnedFd) -> i32 {
+/// they are. A connection without progress (nothing read, nothing
+/// written) for `idle` is closed: a client that never reads cannot hold
+/// a child and its queued data forever.
+pub fn serve_stream(b: Builtin, conn: OwnedFd, idle: Duration) -> i32 {
     let fd = conn.as_fd();
     let result = match b {
-        Builtin::Echo => stream::echo(fd),
-        Builtin::Discard => stream::discard(fd),
-        Builtin::Chargen => stream::chargen(fd),
+        Builtin::Echo => stream::echo(fd, idle),
+        Builtin::Discard => stream::discard(fd, idle),
+        Builtin::Chargen => stream::chargen(fd, idle),
         Builtin::Daytime => match daytime_line(unix_now()) {
-            Some(line) => stream::answer_and_close(fd, line.as_bytes()),
+            Some(line) => stream::answer_and_close(fd, line.as_bytes(), idle),
             // RFC 868's advice for a server that cannot tell the time,
             // applied to daytime too: close without sending anything.
             None => Err(Failure::Clock),
         },
-        Builtin::Time => stream::answer_and_close(fd, &time_bytes(unix_now())),
+        Builtin::Time => stream::answer_and_close(fd, &time_bytes(unix_now()), idle),
     };
     drop(conn);
     exit_code(result)

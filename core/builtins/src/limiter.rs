@@ -1,5 +1,6 @@
-//! The reply budget of the UDP builtins whose answer can be larger than
-//! the request: per source and for the whole child, in fixed memory.
+//! The reply budgets of the UDP builtins: per source for every builtin
+//! that answers (echo included), and for the whole child for those whose
+//! answer can be larger than the request; in fixed memory.
 #![forbid(unsafe_code)]
 
 use std::collections::hash_map::RandomState;
@@ -55,11 +56,17 @@ impl ReplyLimiter {
         }
     }
 
-    /// Charge one reply to `ip` at `now`; false if over either budget (then
-    /// nothing is charged).
-    pub(crate) fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let Some(total_next) = gcra(self.total_tat, now, TOTAL_INTERVAL, TOTAL_BURST) else {
-            return false;
+    /// Charge one reply to `ip` at `now`, against its source's budget and,
+    /// with `total`, the child's; false if over either (then nothing is
+    /// charged).
+    pub(crate) fn allow(&mut self, ip: IpAddr, now: Instant, total: bool) -> bool {
+        let total_next = if total {
+            match gcra(self.total_tat, now, TOTAL_INTERVAL, TOTAL_BURST) {
+                Some(t) => t,
+                None => return false,
+            }
+        } else {
+            self.total_tat
         };
         let key = source_key(ip);
         let set = (self.hasher.hash_one(key) % LIMITER_SETS as u64) as usize;
@@ -129,23 +136,23 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
         for i in 0..SOURCE_BURST {
-            assert!(l.allow(a, t0), "reply {i}");
+            assert!(l.allow(a, t0, true), "reply {i}");
         }
-        assert!(!l.allow(a, t0));
+        assert!(!l.allow(a, t0, true));
         // The same host through a dual-stack socket shares the budget.
-        assert!(!l.allow("::ffff:192.0.2.1".parse().expect("ip"), t0));
+        assert!(!l.allow("::ffff:192.0.2.1".parse().expect("ip"), t0, true));
         // Other sources are not affected.
-        assert!(l.allow(b, t0));
+        assert!(l.allow(b, t0, true));
         // One interval later, exactly one more.
         let t1 = t0 + SOURCE_INTERVAL;
-        assert!(l.allow(a, t1));
-        assert!(!l.allow(a, t1));
+        assert!(l.allow(a, t1, true));
+        assert!(!l.allow(a, t1, true));
         // A long pause refills the whole burst, not more.
         let t2 = t1 + SOURCE_INTERVAL * 1000;
         for i in 0..SOURCE_BURST {
-            assert!(l.allow(a, t2), "reply {i} after the pause");
+            assert!(l.allow(a, t2, true), "reply {i} after the pause");
         }
-        assert!(!l.allow(a, t2));
+        assert!(!l.allow(a, t2, true));
     }
 
     #[test]
@@ -154,10 +161,31 @@ mod tests {
         let mut l = ReplyLimiter::new(t0);
         for i in 0..SOURCE_BURST {
             let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().expect("ip");
-            assert!(l.allow(ip, t0));
+            assert!(l.allow(ip, t0, true));
         }
-        assert!(!l.allow("2001:db8:1:2:ffff::1".parse().expect("ip"), t0));
-        assert!(l.allow("2001:db8:1:3::1".parse().expect("ip"), t0));
+        assert!(!l.allow("2001:db8:1:2:ffff::1".parse().expect("ip"), t0, true));
+        assert!(l.allow("2001:db8:1:3::1".parse().expect("ip"), t0, true));
+    }
+
+    #[test]
+    fn without_the_total_only_the_source_budget_counts() {
+        let t0 = Instant::now();
+        let mut l = ReplyLimiter::new(t0);
+        let mut allowed = 0u32;
+        for i in 0..5_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i % 100));
+            if l.allow(ip, t0, false) {
+                allowed += 1;
+            }
+        }
+        // 100 sources, each its burst: more than the child's total.
+        assert_eq!(allowed, 100 * SOURCE_BURST);
+        assert!(allowed > TOTAL_BURST);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        for _ in 0..SOURCE_BURST {
+            assert!(l.allow(a, t0, false));
+        }
+        assert!(!l.allow(a, t0, false), "one source's budget holds");
     }
 
     #[test]
@@ -168,7 +196,7 @@ mod tests {
         let mut allowed = 0u32;
         for i in 0..10_000u32 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-            if l.allow(ip, t0) {
+            if l.allow(ip, t0, true) {
                 allowed += 1;
             }
         }
@@ -180,14 +208,14 @@ mod tests {
         let mut later = 0u32;
         for i in 0..10_000u32 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i));
-            if l.allow(ip, t1) {
+            if l.allow(ip, t1, true) {
                 later += 1;
             }
         }
         assert_eq!(later, TOTAL_BURST);
         // Then exactly one more per TOTAL_INTERVAL, whoever asks.
         let t2 = t1 + TOTAL_INTERVAL;
-        assert!(l.allow(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), t2));
-        assert!(!l.allow(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), t2));
+        assert!(l.allow(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), t2, true));
+        assert!(!l.allow(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), t2, true));
     }
 }

@@ -16,23 +16,43 @@ use crate::client_gone;
 /// blocking, whatever O_NONBLOCK says: that flag belongs to the open file
 /// description, which the core's copy of a datagram socket shares, so the
 /// child never changes it.
-pub(crate) fn recv_wait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+///
+/// `idle`: a wait that long without data ends with ETIMEDOUT (the client
+/// made no progress).
+pub(crate) fn recv_wait(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    idle: Duration,
+) -> Result<usize, Errno> {
     loop {
         match recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
             Err(Errno::EINTR) => {}
             // POLLHUP and POLLERR end the wait too; the next recv reports them.
             Err(Errno::EAGAIN) => {
-                wait_for(fd, PollFlags::POLLIN, PollTimeout::NONE)?;
+                wait_progress(fd, PollFlags::POLLIN, idle)?;
             }
             other => return other,
         }
     }
 }
 
+/// Waits up to `idle` for `events`; ETIMEDOUT when none came.
+pub(crate) fn wait_progress(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    idle: Duration,
+) -> Result<PollFlags, Errno> {
+    let ready = wait_for(fd, events, poll_timeout(idle))?;
+    if ready.is_empty() {
+        return Err(Errno::ETIMEDOUT);
+    }
+    Ok(ready)
+}
+
 /// Send all of `data`, waiting in poll while the socket is full.
 /// MSG_NOSIGNAL: a client that went away gives EPIPE, never SIGPIPE (which
-/// is at its default in the child).
-pub(crate) fn send_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
+/// is at its default in the child). ETIMEDOUT after `idle` without room.
+pub(crate) fn send_all(fd: BorrowedFd<'_>, mut data: &[u8], idle: Duration) -> Result<(), Errno> {
     while !data.is_empty() {
         match send(
             fd.as_raw_fd(),
@@ -42,7 +62,7 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno>
             Ok(n) => data = data.get(n..).unwrap_or_default(),
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
-                wait_for(fd, PollFlags::POLLOUT, PollTimeout::NONE)?;
+                wait_progress(fd, PollFlags::POLLOUT, idle)?;
             }
             Err(e) => return Err(e),
         }

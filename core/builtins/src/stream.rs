@@ -6,11 +6,13 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFlags, PollTimeout};
+use nix::poll::PollFlags;
 use nix::sys::socket::{send, MsgFlags};
 
 use crate::answers::{chargen_two_periods, CHARGEN_PERIOD};
-use crate::sockio::{poll_timeout, recv_now, recv_wait, send_all, shutdown_write, wait_for};
+use crate::sockio::{
+    poll_timeout, recv_now, recv_wait, send_all, shutdown_write, wait_for, wait_progress,
+};
 use crate::Failure;
 
 /// Read buffer of the stream services.
@@ -26,23 +28,23 @@ const CLOSE_LINGER_BYTES: usize = 64 * 1024;
 /// echo over a stream: everything back until the client shuts down its
 /// sending side, then our FIN. Each read is sent back whole before the next
 /// read, so everything received before the client's FIN is echoed.
-pub(crate) fn echo(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+pub(crate) fn echo(fd: BorrowedFd<'_>, idle: Duration) -> Result<(), Failure> {
     let mut buf = vec![0u8; STREAM_BUF];
     loop {
-        let n = recv_wait(fd, &mut buf)?;
+        let n = recv_wait(fd, &mut buf, idle)?;
         if n == 0 {
             break;
         }
-        send_all(fd, buf.get(..n).unwrap_or_default())?;
+        send_all(fd, buf.get(..n).unwrap_or_default(), idle)?;
     }
     shutdown_write(fd)?;
     Ok(())
 }
 
 /// discard over a stream: read and drop until the client's FIN.
-pub(crate) fn discard(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+pub(crate) fn discard(fd: BorrowedFd<'_>, idle: Duration) -> Result<(), Failure> {
     let mut buf = vec![0u8; STREAM_BUF];
-    while recv_wait(fd, &mut buf)? != 0 {}
+    while recv_wait(fd, &mut buf, idle)? != 0 {}
     shutdown_write(fd)?;
     Ok(())
 }
@@ -50,8 +52,9 @@ pub(crate) fn discard(fd: BorrowedFd<'_>) -> Result<(), Failure> {
 /// chargen over a stream: the pattern from line 0 until the client goes
 /// away, reading away (and dropping) whatever it sends so that it never
 /// blocks on a full window. Returns through `Err(EPIPE | ECONNRESET)` in the
-/// normal case, which [`exit_code`] treats as success.
-pub(crate) fn chargen(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+/// normal case, which [`exit_code`] treats as success; a client that
+/// neither reads nor sends for `idle` ends it with ETIMEDOUT.
+pub(crate) fn chargen(fd: BorrowedFd<'_>, idle: Duration) -> Result<(), Failure> {
     let ring = chargen_two_periods();
     let mut sink = vec![0u8; STREAM_BUF];
     // Invariant: pos < CHARGEN_PERIOD, so pos..pos + CHARGEN_PERIOD lies
@@ -63,7 +66,7 @@ pub(crate) fn chargen(fd: BorrowedFd<'_>) -> Result<(), Failure> {
         if client_sending {
             events |= PollFlags::POLLIN;
         }
-        let ready = wait_for(fd, events, PollTimeout::NONE)?;
+        let ready = wait_progress(fd, events, idle)?;
         if ready.contains(PollFlags::POLLIN) {
             match recv_now(fd, &mut sink) {
                 // Half-closed by the client: keep sending (RFC 864 runs until
@@ -93,8 +96,12 @@ pub(crate) fn chargen(fd: BorrowedFd<'_>) -> Result<(), Failure> {
 /// daytime and time over a stream: the answer, our FIN, then a bounded wait
 /// for the client's FIN (see [`CLOSE_LINGER`]). Nothing the client sends is
 /// interpreted.
-pub(crate) fn answer_and_close(fd: BorrowedFd<'_>, answer: &[u8]) -> Result<(), Failure> {
-    send_all(fd, answer)?;
+pub(crate) fn answer_and_close(
+    fd: BorrowedFd<'_>,
+    answer: &[u8],
+    idle: Duration,
+) -> Result<(), Failure> {
+    send_all(fd, answer, idle)?;
     shutdown_write(fd)?;
     let deadline = Instant::now() + CLOSE_LINGER;
     let mut sink = vec![0u8; STREAM_BUF];

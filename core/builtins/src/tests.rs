@@ -48,7 +48,7 @@ fn tcp_pair() -> (TcpStream, OwnedFd) {
 fn spawn_stream(b: Builtin, conn: OwnedFd) -> Receiver<i32> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let _ = tx.send(serve_stream(b, conn));
+        let _ = tx.send(serve_stream(b, conn, WAIT));
     });
     rx
 }
@@ -558,8 +558,9 @@ fn serve_after(b: Builtin, guard: UdpGuard, queue: impl FnOnce(SocketAddr)) -> R
 
 #[test]
 fn echo_answers_a_queued_burst_in_order_across_batches() {
+    // Two sources (each within its reply budget).
     let a = udp_client("127.0.0.1:0");
-    let c = udp_client("127.0.0.1:0");
+    let c = udp_client("127.0.0.2:0");
     let guarded = udp_client("127.0.0.1:0");
     let guard = UdpGuard {
         builtin_ports: vec![guarded.local_addr().expect("addr").port()],
@@ -660,25 +661,63 @@ fn serve_dgram_leaves_the_shared_file_flags_alone() {
 }
 
 #[test]
-fn udp_echo_is_not_rate_limited() {
+fn udp_echo_has_a_per_source_budget_so_a_reflector_loop_ends() {
     assert!(!amplifies(Builtin::Echo));
     assert!(amplifies(Builtin::Chargen) && amplifies(Builtin::Time));
     let (addr, rx) = spawn_dgram(
         Builtin::Echo,
         "127.0.0.1:0",
-        Duration::from_millis(300),
+        Duration::from_millis(500),
         UdpGuard::default(),
     )
     .expect("bind");
+    // Another echo that answers at once, as a reflector on a high port
+    // would: each reply is the next request. The loop must end.
     let c = udp_client("127.0.0.1:0");
-    // Far past the per-source burst: one request in flight at a time,
-    // every one answered.
-    for i in 0..(4 * SOURCE_BURST) {
-        let msg = i.to_be_bytes();
-        c.send_to(&msg, addr).expect("send");
-        assert_eq!(recv_reply(&c, addr), msg);
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let start = Instant::now();
+    let mut answered = 0u32;
+    let mut buf = [0u8; 16];
+    c.send_to(b"ping", addr).expect("send");
+    while let Ok((n, _)) = c.recv_from(&mut buf) {
+        answered += 1;
+        c.send_to(&buf[..n], addr).expect("send");
     }
+    let refill = (start.elapsed().as_micros() / SOURCE_INTERVAL.as_micros()) as u32 + 1;
+    assert!(answered >= SOURCE_BURST, "{answered} answers");
+    assert!(answered <= SOURCE_BURST + refill, "{answered} answers");
+    // Other sources are answered meanwhile.
+    let other = udp_client("127.0.0.1:0");
+    other.send_to(b"hello", addr).expect("send");
+    assert_eq!(recv_reply(&other, addr), b"hello");
     assert_eq!(rx.recv_timeout(WAIT).expect("idle exit"), 0);
+}
+
+#[test]
+fn a_stream_builtin_closes_a_connection_without_progress() {
+    let idle = Duration::from_millis(300);
+    // chargen to a client that never reads: the send buffer fills, then
+    // nothing moves.
+    let (client, conn) = tcp_pair();
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(serve_stream(Builtin::Chargen, conn, idle));
+    });
+    assert_eq!(rx.recv_timeout(WAIT).expect("chargen gives up"), 0);
+    assert!(start.elapsed() >= idle);
+    drop(client);
+    // echo to a client that sends nothing.
+    let (client, conn) = tcp_pair();
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(serve_stream(Builtin::Echo, conn, idle));
+    });
+    assert_eq!(rx.recv_timeout(WAIT).expect("echo gives up"), 0);
+    assert!(start.elapsed() >= idle);
+    drop(client);
 }
 
 #[test]

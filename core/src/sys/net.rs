@@ -156,3 +156,22 @@ pub fn discard_datagram(fd: BorrowedFd<'_>) {
 pub fn unix_answers(path: &std::path::Path) -> bool {
     std::os::unix::net::UnixStream::connect(path).is_ok()
 }
+
+/// The source of the next queued datagram, left in the queue (MSG_PEEK);
+/// `None` when there is none (or it has no internet source).
+pub fn peek_source(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    loop {
+        match socket::recvmsg::<SockaddrStorage>(
+            fd.as_raw_fd(),
+            &mut iov,
+            None,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        ) {
+            Ok(m) => return m.address.as_ref().and_then(to_std),
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+}
