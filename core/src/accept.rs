@@ -158,7 +158,7 @@ impl Acceptor {
                 }
                 Err(AcceptError::Other(e)) => {
                     self.spare_pipe = Some(pipe);
-                    warn!("accept failed service=\"{}\": {e}", s.l.label());
+                    warn!("{}: accept failed: {e}", s.l.label());
                     s.l.last_error = Some(format!("accept: {e}"));
                     return;
                 }
@@ -180,7 +180,6 @@ impl Acceptor {
         let Some(peer) = peer_of(s.l, &conn) else {
             return Some(pipe);
         };
-        let peer_text = peer.log_text();
         let now = Instant::now();
         let paused = s.l.paused();
         let admitted = admission::admit(s.l.spec(), &peer).and_then(|()| {
@@ -193,20 +192,21 @@ impl Acceptor {
         let source = match admitted {
             Ok(source) => source,
             Err(r) => {
-                refused(s, r, &peer_text, now);
+                refused(s, r, &peer, now);
                 return Some(pipe);
             }
         };
-        let what = Some((peer_text.clone(), peer.env()));
+        // A refused connection costs no allocation: the child table's
+        // text and the environment are made only for a child.
+        let what = Some((peer.log_text(), peer.env()));
         let pid = self.spawn(s, conn.as_raw_fd(), what, pipe)?;
         if let Some(key) = source {
             s.l.limits.child_started(pid, key);
         }
         s.l.counters.accepted += 1;
-        info!(
-            "accept service=\"{}\" peer={peer_text} pid={pid}",
-            s.l.label()
-        );
+        // The label (escaped once per apply) and the peer format into the
+        // logger's stack buffer: one write, no allocation for the line.
+        info!("{}: connection from {peer}, pid {pid}", s.l.label());
         None
     }
 
@@ -240,10 +240,7 @@ impl Acceptor {
         if let Some(pid) = self.spawn(s, raw, None, pipe) {
             s.l.hold(pid);
             s.l.counters.accepted += 1;
-            info!(
-                "start service=\"{}\" pid={pid} (holds the socket)",
-                s.l.label()
-            );
+            info!("{}: started pid {pid}, holding the socket", s.l.label());
         }
     }
 
@@ -269,10 +266,7 @@ impl Acceptor {
                 l.last_error = Some(format!("cannot start a child: {e}"));
                 // Out of processes, descriptors or memory: the socket stays
                 // readable, so back off as for a failed accept.
-                self.pause(&format!(
-                    "cannot start a child for service=\"{}\": {e}",
-                    l.label()
-                ));
+                self.pause(&format!("{}: cannot start a child: {e}", l.label()));
                 None
             }
         }
@@ -317,7 +311,7 @@ fn held(s: &mut Serving<'_>) {
         let mine = s.children.count_for(s.id);
         let total = s.children.live_servers();
         warn!(
-            "service=\"{}\" at its children limit ({mine} children, {total} in the core): new connections wait in the backlog until a child exits (logged once per burst{})",
+            "{}: at its children limit ({mine} children, {total} in the core): new connections wait in the backlog until a child exits (logged once per burst{})",
             s.l.label(),
             earlier(before)
         );
@@ -335,7 +329,7 @@ fn earlier(n: u64) -> String {
 /// A connection (or a wait service's waiting connection or datagram)
 /// refused for `r`: counted by reason, logged once per burst; reaching the
 /// rate limit pauses the service.
-fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
+fn refused(s: &mut Serving<'_>, r: Refusal, peer: &Peer, now: Instant) {
     let c = &mut s.l.counters;
     match r {
         Refusal::FtpBounce => {}
@@ -347,7 +341,7 @@ fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
         let until = now + s.knobs.pause;
         s.l.pause(until);
         warn!(
-            "paused service=\"{}\": {}; every connection is closed for {} s, then it resumes by itself",
+            "{}: paused: {}; every connection is closed for {} s, then it resumes by itself",
             s.l.label(),
             s.l.pause_reason(),
             s.knobs.pause.as_secs()
@@ -355,7 +349,7 @@ fn refused(s: &mut Serving<'_>, r: Refusal, peer: &str, now: Instant) {
     }
     if let Some(before) = s.l.limits.refusals.note(now) {
         info!(
-            "refused service=\"{}\" peer={peer}: {} (further refusals are counted, logged once per burst{})",
+            "{}: refused connection from {peer}: {} (further refusals are counted, logged once per burst{})",
             s.l.label(),
             r.reason(),
             earlier(before)
@@ -385,17 +379,16 @@ fn refuse_waiting(s: &mut Serving<'_>, now: Instant, max: usize) {
                 None => continue,
             }
         };
-        refused(s, Refusal::Rate, &peer_text(peer), now);
+        refused(s, Refusal::Rate, &source_peer(peer), now);
     }
 }
 
-/// A datagram's source as the log writes a peer.
-fn peer_text(src: std::net::SocketAddr) -> String {
+/// A datagram's (or a refused connection's) source as a peer, for the log.
+fn source_peer(src: std::net::SocketAddr) -> Peer {
     Peer::Inet {
         peer: src,
         local: src,
     }
-    .log_text()
 }
 
 /// A dgram service with an access list: the datagrams that would wake
@@ -411,7 +404,7 @@ fn first_datagram_admitted(s: &mut Serving<'_>, now: Instant) -> bool {
             return true;
         }
         net::discard_datagram(fd);
-        refused(s, Refusal::AccessList, &peer_text(src), now);
+        refused(s, Refusal::AccessList, &source_peer(src), now);
     }
     false
 }
@@ -422,10 +415,7 @@ fn peer_of(l: &Listener, conn: &OwnedFd) -> Option<Peer> {
         return match net::peer_cred(conn.as_fd()) {
             Ok((pid, uid, gid)) => Some(Peer::Unix { pid, uid, gid }),
             Err(e) => {
-                debug!(
-                    "connection to service=\"{}\": no peer credentials: {e}",
-                    l.label()
-                );
+                debug!("{}: connection without peer credentials: {e}", l.label());
                 None
             }
         };
@@ -433,10 +423,7 @@ fn peer_of(l: &Listener, conn: &OwnedFd) -> Option<Peer> {
     match (net::peer_inet(conn.as_fd()), net::local_inet(conn.as_fd())) {
         (Some(peer), Some(local)) => Some(Peer::Inet { peer, local }),
         _ => {
-            debug!(
-                "connection to service=\"{}\" gone before it was served",
-                l.label()
-            );
+            debug!("{}: connection gone before it was served", l.label());
             None
         }
     }

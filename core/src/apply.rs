@@ -170,7 +170,7 @@ fn remove(
         let holder = stop_holder(children, &l);
         let others = children.count_for(id) - u32::from(holder.is_some());
         info!(
-            "removed service=\"{}\" ({}); {others} nowait children left to finish",
+            "{}: removed ({}); {others} nowait children left to finish",
             l.label(),
             describe_bind(&key.bind, key.socket_type),
         );
@@ -185,7 +185,7 @@ fn remove(
 }
 
 fn rejected(spec: &ListenerSpec, reason: String) -> Outcome {
-    warn!("rejected service=\"{}\": {reason}", log_label(&spec.label));
+    warn!("{}: rejected: {reason}", log_label(&spec.label));
     Outcome::Rejected { reason }
 }
 
@@ -219,7 +219,7 @@ fn carry_out(
             match l.bind(core_uid, 0) {
                 Ok(()) => {
                     let bind = describe_bind(&key.bind, key.socket_type);
-                    info!("added service=\"{}\" ({bind})", l.label());
+                    info!("{}: added ({bind})", l.label());
                     Outcome::Added
                 }
                 Err(BindError::Refused(reason)) => {
@@ -241,10 +241,7 @@ fn carry_out(
                 return inconsistent(&spec);
             };
             if is_change {
-                info!(
-                    "changed service=\"{}\": new connections get the new spec",
-                    l.label()
-                );
+                info!("{}: changed: new connections get the new spec", l.label());
                 stop_holder(children, l);
                 l.fresh_start();
             }
@@ -270,10 +267,7 @@ fn failed(l: &Listener, reason: String) -> Outcome {
         _ => Instant::now(),
     };
     let secs = retry_at.saturating_duration_since(Instant::now()).as_secs();
-    warn!(
-        "bind failed service=\"{}\": {reason}; retrying in {secs} s",
-        l.label()
-    );
+    warn!("{}: bind failed: {reason}; retrying in {secs} s", l.label());
     Outcome::Failed {
         reason,
         retry_at: unix_at(retry_at),

@@ -20,17 +20,18 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use inetd_builtins::{serve_dgram, serve_stream, UdpGuard};
-use inetd_protocol::{unix_now, ChildInfo, SocketType};
+use inetd_protocol::{unix_now, Builtin, ChildInfo, SocketType};
 use log::{debug, info, warn};
 
 use crate::listeners::{Listener, ListenerId};
 use crate::sys::child::{self, ChildStatus, SingleThreaded, Spawned, StatusPipe, Step};
+use crate::sys::title::{self, ArgArea};
 use crate::sys::{self, ExitStatus};
 use crate::validate::{ExecImage, Identity, Program};
 
@@ -123,6 +124,8 @@ pub struct Reaped {
     pub status: ExitStatus,
     /// A failure its status pipe reported and nobody had read yet.
     pub failure: Option<SetupFailure>,
+    /// The core had asked it to stop (its listener went, or the core stops).
+    pub stopped: bool,
 }
 
 impl Child {
@@ -149,6 +152,19 @@ pub struct ChildTable {
     single: SingleThreaded,
     idle: BuiltinIdle,
     grace: Duration,
+    /// The core's argument area, where a builtin child writes its name.
+    args: Option<ArgArea>,
+}
+
+/// What a builtin child is called in `ps` and `pgrep`.
+fn builtin_name(b: Builtin) -> &'static CStr {
+    match b {
+        Builtin::Echo => c"inetd-echo",
+        Builtin::Discard => c"inetd-discard",
+        Builtin::Chargen => c"inetd-chargen",
+        Builtin::Daytime => c"inetd-daytime",
+        Builtin::Time => c"inetd-time",
+    }
 }
 
 /// How long a builtin child waits for its client: a datagram builtin
@@ -169,6 +185,7 @@ impl ChildTable {
             single,
             idle,
             grace,
+            args: title::ArgArea::of_self(),
         }
     }
 
@@ -195,18 +212,26 @@ impl ChildTable {
             // never execs and never prints, so it needs no stdio.
             Program::Builtin(b) => {
                 let b = *b;
+                let args = self.args;
+                let named = move || title::set(builtin_name(b), args);
                 match l.spec().socket_type {
                     SocketType::Dgram => {
                         let guard = UdpGuard {
                             builtin_ports: udp_ports.to_vec(),
                         };
                         let idle = self.idle.dgram;
-                        let serve = move |fd| serve_dgram(b, fd, idle, &guard);
+                        let serve = move |fd| {
+                            named();
+                            serve_dgram(b, fd, idle, &guard)
+                        };
                         child::spawn_builtin(identity, fd, serve, pipe, &self.single)
                     }
                     SocketType::Stream | SocketType::Seqpacket => {
                         let idle = self.idle.stream;
-                        let serve = move |fd| serve_stream(b, fd, idle);
+                        let serve = move |fd| {
+                            named();
+                            serve_stream(b, fd, idle)
+                        };
                         child::spawn_builtin(identity, fd, serve, pipe, &self.single)
                     }
                 }
@@ -297,7 +322,7 @@ impl ChildTable {
                 warn!("could not reap pid={pid}");
                 break;
             };
-            self.stopping.remove(&pid);
+            let stopped = self.stopping.remove(&pid).is_some();
             let Some(mut c) = self.children.remove(&pid) else {
                 debug!("reaped unknown child pid={pid} status={status}");
                 continue;
@@ -321,6 +346,7 @@ impl ChildTable {
                 started,
                 status,
                 failure,
+                stopped,
             });
         }
         out
@@ -342,7 +368,7 @@ impl ChildTable {
         }
         let ms = self.grace.as_millis();
         info!(
-            "stopping service=\"{}\" pid={pid}: SIGTERM, SIGKILL in {ms} ms",
+            "{}: stopping pid {pid}: SIGTERM, SIGKILL in {ms} ms",
             c.label
         );
         if let Err(e) = signal(pid, c, libc::SIGTERM) {
@@ -389,7 +415,7 @@ impl ChildTable {
                 continue;
             };
             warn!(
-                "service=\"{}\" pid={pid} has not stopped after SIGTERM; SIGKILL",
+                "{}: pid {pid} has not stopped after SIGTERM; SIGKILL",
                 c.label
             );
             if let Err(e) = signal(*pid, c, libc::SIGKILL) {

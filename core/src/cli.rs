@@ -38,6 +38,8 @@ pub struct Cli {
     pub builtin_idle: u64,
     /// One of [`LOG_LEVELS`].
     pub log_level: &'static str,
+    /// Log to the local syslog instead of stderr.
+    pub syslog: bool,
     pub config: Vec<PathBuf>,
     pub control_socket: Option<PathBuf>,
     /// The directories unix listeners may be made in, as given.
@@ -81,7 +83,7 @@ pub const USAGE: &str = "Usage: inetd-core [OPTIONS] [-- CONTROLLER-ARGS...]";
 
 /// Each flag: its name, the name of its value (`None` for a switch), help.
 /// Only those in [`REPEATABLE`] may be given more than once.
-const FLAGS: [(&str, Option<&str>, &str); 16] = [
+const FLAGS: [(&str, Option<&str>, &str); 17] = [
     ("core-socket", Some("PATH"), "The core socket (packaged mode). Default: RUN/core.sock"),
     ("controller-user", Some("USER"), "The controller's user, by name or uid (root only; default: inetd)"),
     ("allow-root-services", None, "Allow services that run with uid, gid or a group 0"),
@@ -96,6 +98,7 @@ const FLAGS: [(&str, Option<&str>, &str); 16] = [
     ("pause", Some("SECONDS"), "How long a service past its rate limit is paused; the longest backoff of failed wait servers (1-86400) [default: 600]"),
     ("builtin-idle", Some("SECONDS"), "A stream builtin closes a connection without progress for this long (1-86400) [default: 300]"),
     ("log-level", Some("LEVEL"), "error, warn, info, debug or trace [default: info]"),
+    ("syslog", None, "Log to the local syslog (/dev/log, facility daemon, ident inetd-core) instead of stderr; passed on to the controller"),
     ("config", Some("PATH"), "One-command mode: start inetd-controller with this configuration (repeatable; a directory means its *.conf files)"),
     ("control-socket", Some("PATH"), "One-command mode: the control socket the controller serves. Default: RUN/control/control.sock"),
 ];
@@ -171,6 +174,7 @@ fn set(cli: &mut Cli, name: &str, v: OsString) -> Result<(), UsageError> {
         "unix-dir" => cli.unix_dirs.push(v.clone().into()),
         "allow-root-services" => cli.allow_root_services = true,
         "allow-setuid-services" => cli.allow_setuid_services = true,
+        "syslog" => cli.syslog = true,
         "allow-user" => cli.allow_users.push(text()?.to_owned()),
         "allow-group" => cli.allow_groups.push(text()?.to_owned()),
         "allow-root-command" => cli.allow_root_commands.push(

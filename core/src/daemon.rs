@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use inetd_protocol::{CoreRequest, CoreResponse};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use nix::sys::signalfd::SignalFd;
 
 use crate::accept::{self as accept, Acceptor};
@@ -29,8 +29,8 @@ use crate::limits::Knobs;
 use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
 use crate::supervisor::{ControllerPlan, Supervisor};
-use crate::sys;
 use crate::sys::child::SingleThreaded;
+use crate::sys::{self, ExitStatus};
 
 /// How long the core waits, after the SIGKILL at the end of the grace, for
 /// what it killed to be reaped, before it exits all the same (a process
@@ -255,10 +255,7 @@ impl Daemon {
             }
             Kind::Server(id) => id,
         };
-        error!(
-            "{what} service=\"{}\" pid={pid} step={step}{err_text}",
-            f.label
-        );
+        error!("{}: {what}, pid {pid}, step={step}{err_text}", f.label);
         if let Some(l) = self.listeners.get_mut(id) {
             l.counters.exec_failures += 1;
             l.last_error = Some(format!("{what} at {step}{err_text}"));
@@ -290,7 +287,17 @@ impl Daemon {
                 }
             }
             Kind::Server(id) => {
-                info!("exit service=\"{}\" pid={pid} status={status}", r.label);
+                // A normal exit is routine (the connection line said what
+                // matters); a failure is worth a look; one the core asked
+                // for (SIGTERM to a wait server whose listener went) is
+                // neither.
+                if status == ExitStatus::Exited(0) {
+                    debug!("{}: pid {pid} ended: {status}", r.label);
+                } else if r.stopped {
+                    info!("{}: pid {pid} stopped: {status}", r.label);
+                } else {
+                    warn!("{}: pid {pid} failed: {status}", r.label);
+                }
                 if let Some(l) = self.listeners.get_mut(id) {
                     l.limits.child_ended(pid);
                     if !l.held_by(pid) {
@@ -302,7 +309,7 @@ impl Daemon {
                         !matches!(status, sys::ExitStatus::Exited(0)) || l.connection_waiting();
                     if let Some(d) = l.wait_ended(pid, failed, Instant::now(), &self.knobs) {
                         warn!(
-                            "failed service=\"{}\": {} wait servers failed within {} s; not started again for {} s",
+                            "{}: failed: {} wait servers failed within {} s; not started again for {} s",
                             l.label(),
                             crate::limits::WAIT_FAILURES,
                             self.knobs.window.as_secs(),

@@ -259,10 +259,7 @@ impl Listener {
         if let Some(s) = &self.sock {
             match sys::set_nonblocking(s.as_fd(), want_nb) {
                 Ok(()) => self.nonblocking = want_nb,
-                Err(e) => warn!(
-                    "service=\"{}\": cannot change O_NONBLOCK: {e}",
-                    self.label()
-                ),
+                Err(e) => warn!("{}: cannot change O_NONBLOCK: {e}", self.label()),
             }
         }
     }
@@ -436,26 +433,20 @@ impl ListenerTable {
                 State::Paused { until } if until <= now => {
                     l.state = State::Listening;
                     l.limits.reset_rate();
-                    info!("resumed service=\"{}\": its pause is over", l.label());
+                    info!("{}: resumed: its pause is over", l.label());
                     continue;
                 }
                 State::Resting { until, .. } if until <= now => {
                     l.state = State::Listening;
-                    info!(
-                        "retrying service=\"{}\" after failed wait servers",
-                        l.label()
-                    );
+                    info!("{}: retrying after failed wait servers", l.label());
                     continue;
                 }
                 _ => continue,
             };
             match l.bind(core_uid, attempt) {
-                Ok(()) => info!(
-                    "listening again service=\"{}\" after {attempt} retries",
-                    l.label()
-                ),
+                Ok(()) => info!("{}: listening again after {attempt} retries", l.label()),
                 Err(e) => warn!(
-                    "bind failed again service=\"{}\": {}; next retry in {} s",
+                    "{}: bind failed again: {}; next retry in {} s",
                     l.label(),
                     e.reason(),
                     backoff::bind_retry_delay(attempt).as_secs()

@@ -3,11 +3,18 @@
 //! info, `<7>` debug and trace). No thread, no buffering: each line is one
 //! write(2), so lines of the core and of its controller child (which shares
 //! the core's stderr) do not interleave.
+//!
+//! With `--syslog`, records go to the local syslog instead (`/dev/log`,
+//! facility daemon, ident `inetd-core`, the same priorities), through the
+//! `syslog` crate; messages are escaped as for stderr.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 
 use inetd_protocol::{escape_log, log_safe};
+use std::fmt::Arguments;
+use std::sync::OnceLock;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLog;
@@ -30,33 +37,151 @@ impl Log for StderrLog {
         if !self.enabled(r.metadata()) {
             return;
         }
-        // Text from outside is escaped where it is placed in a message
-        // (labels and paths, once per apply). A message that still holds a
-        // character a terminal would interpret (a newline would forge a
-        // second record) is escaped whole rather than written raw.
-        let msg = r.args().to_string();
-        let msg = if log_safe(&msg) {
-            msg
-        } else {
-            escape_log(&msg, usize::MAX).into_owned()
-        };
-        let line = format!("{}inetd-core: {}\n", prefix(r.level()), msg);
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        if let Some(sys) = SYSLOG.get() {
+            let msg = r.args().to_string();
+            let msg = if log_safe(&msg) {
+                msg
+            } else {
+                escape_log(&msg, usize::MAX).into_owned()
+            };
+            crate::syslog::send(sys, r.level(), &msg);
+            return;
+        }
+        let mut buf = [0u8; LINE_BUF];
+        match format_line(&mut buf, r.level(), r.args()) {
+            Some(line) => write_line(line),
+            None => write_line(slow_line(r.level(), r.args()).as_bytes()),
+        }
     }
 
     fn flush(&self) {}
 }
 
+/// Room for one line on the stack: a connection's line (a label cut for the
+/// log, and a peer) fits,
+/// so the per-connection lines are formatted without allocating.
+const LINE_BUF: usize = 2048;
+
+const TAG: &str = "inetd-core: ";
+
+/// `<N>inetd-core: MESSAGE\n` formatted into `buf`; `None` if it does not
+/// fit or the message holds a character a terminal would interpret (the
+/// slow path escapes it).
+fn format_line<'a>(buf: &'a mut [u8], level: Level, args: &Arguments<'_>) -> Option<&'a [u8]> {
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    write!(cur, "{}{TAG}", prefix(level)).ok()?;
+    let start = usize::try_from(cur.position()).ok()?;
+    write!(cur, "{args}").ok()?;
+    let end = usize::try_from(cur.position()).ok()?;
+    cur.write_all(b"\n").ok()?;
+    let msg = std::str::from_utf8(&buf[start..end]).ok()?;
+    if !log_safe(msg) {
+        return None;
+    }
+    Some(&buf[..=end])
+}
+
+/// The line for a message that does not fit the stack buffer or must be
+/// escaped: text from outside is escaped where it is placed in a message
+/// (labels and paths, once per apply), and a message that still holds a
+/// character a terminal would interpret (a newline would forge a second
+/// record) is escaped whole rather than written raw.
+fn slow_line(level: Level, args: &Arguments<'_>) -> String {
+    let msg = args.to_string();
+    let msg = if log_safe(&msg) {
+        msg
+    } else {
+        escape_log(&msg, usize::MAX).into_owned()
+    };
+    format!("{}{TAG}{msg}\n", prefix(level))
+}
+
+/// One write(2): lines of the core and of its controller child (which
+/// shares the core's stderr) do not interleave.
+fn write_line(line: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(line);
+}
+
 static LOGGER: StderrLog = StderrLog;
 
-pub fn init(level: LevelFilter) {
+/// The syslog connection, with `--syslog`.
+static SYSLOG: OnceLock<crate::syslog::Syslog> = OnceLock::new();
+
+/// Installs the logger; with `syslog`, on the local syslog if it can be
+/// reached (else on stderr, saying so).
+pub fn init(level: LevelFilter, syslog: bool) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+    if syslog {
+        match crate::syslog::Syslog::open("inetd-core") {
+            Ok(s) => {
+                let _ = SYSLOG.set(s);
+            }
+            Err(e) => log::warn!("--syslog: {e}; logging to stderr"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(level: Level, args: Arguments<'_>) -> String {
+        let mut buf = [0u8; LINE_BUF];
+        match format_line(&mut buf, level, &args) {
+            Some(l) => String::from_utf8(l.to_vec()).unwrap(),
+            None => slow_line(level, &args),
+        }
+    }
+
+    #[test]
+    fn lines_fit_the_stack_or_take_the_slow_path_escaped() {
+        let mut buf = [0u8; LINE_BUF];
+        let label = "echo tcp4 /etc/inetd.conf:12 nobody:nogroup";
+        let fast = format_line(&mut buf, Level::Info, &format_args!("{label}: connection"));
+        assert_eq!(
+            fast,
+            Some(&b"<6>inetd-core: echo tcp4 /etc/inetd.conf:12 nobody:nogroup: connection\n"[..])
+        );
+        let long = "x".repeat(LINE_BUF * 2);
+        assert_eq!(
+            format_line(&mut buf, Level::Info, &format_args!("{long}")),
+            None
+        );
+        assert_eq!(
+            line(Level::Warn, format_args!("{long}")).len(),
+            long.len() + 16
+        );
+        let forged = line(Level::Info, format_args!("a\n<3>inetd-core: forged"));
+        assert_eq!(forged, "<6>inetd-core: a\\n<3>inetd-core: forged\n");
+    }
+
+    #[test]
+    fn a_connection_line_is_formatted_without_allocating() {
+        let peer = crate::peer::Peer::Inet {
+            peer: "[::ffff:192.0.2.7]:50412".parse().unwrap(),
+            local: "127.0.0.1:79".parse().unwrap(),
+        };
+        let label = "finger tcp4 /etc/inetd.conf:25 nobody:nogroup";
+        let pid = 4242;
+        let mut buf = [0u8; LINE_BUF];
+        let before = crate::sys::counting::allocations();
+        let line = format_line(
+            &mut buf,
+            Level::Info,
+            &format_args!("{label}: connection from {peer}, pid {pid}"),
+        )
+        .map(<[u8]>::len);
+        let allocated = crate::sys::counting::allocations() - before;
+        assert_eq!(allocated, 0, "the connection line allocated");
+        let want = "<6>inetd-core: finger tcp4 /etc/inetd.conf:25 nobody:nogroup: connection from 192.0.2.7:50412, pid 4242\n";
+        assert_eq!(line, Some(want.len()));
+        assert_eq!(&buf[..want.len()], want.as_bytes());
+        // The counter counts: the slow path allocates.
+        let before = crate::sys::counting::allocations();
+        let _ = slow_line(Level::Info, &format_args!("{label}"));
+        assert!(crate::sys::counting::allocations() > before);
+    }
 
     #[test]
     fn priority_prefixes() {

@@ -39,13 +39,14 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 6984 lines
-//!     accept.rs 443, admission.rs 123, apply.rs 339, backoff.rs 56
-//!     children.rs 466, cli.rs 260, daemon.rs 411, limits.rs 368, link.rs 497
-//!     listeners.rs 514, logger.rs 56, main.rs 117, notify.rs 53, peer.rs 92
-//!     plan.rs 78, reply.rs 99, start.rs 583, supervisor.rs 259
-//!     validate.rs 334, sys/caps.rs 176, sys/child.rs 546, sys/inherit.rs 134
-//!     sys/mod.rs 417, sys/net.rs 177, sys/status.rs 138, sys/unixsock.rs 248
+//! root, this process: core/src: 7210 lines
+//!     accept.rs 430, admission.rs 123, apply.rs 333, backoff.rs 56
+//!     children.rs 492, cli.rs 264, daemon.rs 418, limits.rs 368, link.rs 497
+//!     listeners.rs 505, logger.rs 124, main.rs 122, notify.rs 53
+//!     peer.rs 107, plan.rs 78, reply.rs 99, start.rs 584, supervisor.rs 263
+//!     syslog.rs 63, validate.rs 334, sys/caps.rs 176, sys/child.rs 546
+//!     sys/inherit.rs 134, sys/mod.rs 419, sys/net.rs 177, sys/status.rs 138
+//!     sys/title.rs 59, sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1190 lines
 //!     codec.rs 225, error.rs 68, lib.rs 88, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439
@@ -72,6 +73,7 @@ mod reply;
 mod start;
 mod supervisor;
 mod sys;
+mod syslog;
 mod validate;
 
 fn main() {
@@ -104,7 +106,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    logger::init(cli.log_level.parse().unwrap_or(log::LevelFilter::Info));
+    logger::init(
+        cli.log_level.parse().unwrap_or(log::LevelFilter::Info),
+        cli.syslog,
+    );
     let code = match start::start(&cli) {
         Ok(setup) => daemon::Daemon::new(setup, single).run(),
         Err(e) => {

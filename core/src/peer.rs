@@ -38,6 +38,21 @@ impl Peer {
     }
 }
 
+/// The peer as the per-connection log lines write it: `192.0.2.1:4000`,
+/// `[2001:db8::1]:4000`, or a unix peer's `uid 1000 gid 1000 (pid 7)`
+/// (its uid first: who it is matters more than which process);
+/// formatted in place, without allocating.
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Peer::Inet { peer, .. } => {
+                std::fmt::Display::fmt(&SocketAddr::new(unmap(peer.ip()), peer.port()), f)
+            }
+            Peer::Unix { pid, uid, gid } => write!(f, "uid {uid} gid {gid} (pid {pid})"),
+        }
+    }
+}
+
 /// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`) as plain IPv4; any
 /// other address unchanged.
 pub fn unmap(ip: IpAddr) -> IpAddr {
@@ -108,6 +123,23 @@ mod tests {
             unmap("::1".parse().unwrap()),
             "::1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn peers_in_log_lines() {
+        let local = "127.0.0.1:7".parse().unwrap();
+        let p = |s: &str| Peer::Inet {
+            peer: s.parse().unwrap(),
+            local,
+        };
+        assert_eq!(p("[::ffff:192.0.2.1]:4000").to_string(), "192.0.2.1:4000");
+        assert_eq!(p("[2001:db8::1]:4000").to_string(), "[2001:db8::1]:4000");
+        let u = Peer::Unix {
+            pid: 7,
+            uid: 1000,
+            gid: 100,
+        };
+        assert_eq!(u.to_string(), "uid 1000 gid 100 (pid 7)");
     }
 
     #[test]

@@ -443,6 +443,7 @@ fn one_command_mode(
         &configs,
         &control_socket,
         cli.log_level,
+        cli.syslog,
         &cli.controller_args,
     )
     .iter()

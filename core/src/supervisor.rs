@@ -37,6 +37,7 @@ pub fn controller_argv(
     configs: &[PathBuf],
     control_socket: &Path,
     log_level: &str,
+    syslog: bool,
     extra: &[OsString],
 ) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["inetd-controller".into(), "--core-fd".into(), "3".into()];
@@ -48,6 +49,9 @@ pub fn controller_argv(
     v.push(control_socket.as_os_str().to_owned());
     v.push("--log-level".into());
     v.push(log_level.into());
+    if syslog {
+        v.push("--syslog".into());
+    }
     v.extend(extra.iter().cloned());
     v
 }
@@ -311,6 +315,7 @@ mod tests {
             &[PathBuf::from("/a.conf"), PathBuf::from("/d")],
             Path::new("/run/inetd/control/control.sock"),
             "debug",
+            false,
             &["--services".into(), "/s".into()],
         );
         let v: Vec<&str> = v.iter().map(|s| s.to_str().unwrap()).collect();
@@ -332,5 +337,8 @@ mod tests {
                 "/s"
             ]
         );
+        let v = controller_argv(&[], Path::new("/c.sock"), "info", true, &[]);
+        let v: Vec<&str> = v.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(v[v.len() - 3..], ["--log-level", "info", "--syslog"]);
     }
 }

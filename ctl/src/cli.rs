@@ -36,6 +36,10 @@ pub struct ControllerArgs {
     /// error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = crate::logger::parse_level)]
     pub log_level: log::LevelFilter,
+    /// Log to the local syslog (/dev/log, facility daemon, ident
+    /// inetd-controller) instead of stderr.
+    #[arg(long)]
+    pub syslog: bool,
     /// Read service names from FILE instead of /etc/services.
     #[arg(long, value_name = "FILE")]
     pub services: Option<PathBuf>,
@@ -89,9 +93,10 @@ pub enum InetctlCommand {
         #[arg(long)]
         partial: bool,
     },
-    /// Check configuration files locally. Default: the default
-    /// configuration. When a controller answers, entries its running core
-    /// would refuse (users, groups, root, unix directories) are errors too.
+    /// Check configuration files locally. Default: the files the running
+    /// controller uses when one answers, else the default configuration.
+    /// When a controller answers, entries its running core would refuse
+    /// (users, groups, root, unix directories) are errors too.
     Check {
         /// Configuration files or directories (their *.conf files) to
         /// check instead of the default configuration.
@@ -104,6 +109,16 @@ pub enum InetctlCommand {
         #[arg(long, value_name = "FILE", default_value = access::DEFAULT_HOSTS_DENY)]
         hosts_deny: PathBuf,
     },
+    /// The live children, one per connection: pid, service, client, user,
+    /// start time and age (admins only).
+    Connections {
+        /// Print the stable JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counters and states in the Prometheus text format, for
+    /// node_exporter's textfile collector.
+    Metrics,
 }
 
 #[cfg(test)]

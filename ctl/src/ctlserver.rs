@@ -385,13 +385,18 @@ fn answer(
     dispatch: &Dispatch,
 ) -> CtlResponse {
     let admin = admins.is_admin(uid, db);
-    if let CtlCommand::Reload { .. } = command {
+    let admins_only = match command {
+        CtlCommand::Reload { .. } => Some("reload"),
+        CtlCommand::Connections => Some("connections"),
+        CtlCommand::List | CtlCommand::Status => None,
+    };
+    if let Some(what) = admins_only {
         if !admin {
-            warn!("control socket: reload refused to uid {uid}: not an admin");
+            warn!("control socket: {what} refused to uid {uid}: not an admin");
             return error(
                 CtlErrorKind::PermissionDenied,
                 format!(
-                    "permission denied: reload is for root, the controller's user and members of group {}",
+                    "permission denied: {what} is for root, the controller's user and members of group {}",
                     admins.group_name
                 ),
             );

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 
 use inetd_protocol::control::{
     ConfigFileInfo, ControllerInfo, CoreInfo, CtlCommand, CtlErrorKind, CtlResponse, LastReload,
-    ListReply, ReloadItem, ReloadReply, ReloadResult, StatusReply,
+    ListReply, ReloadCounts, ReloadItem, ReloadReply, ReloadResult, StatusReply,
 };
 use inetd_protocol::{CoreRequest, CoreResponse, StatusReport};
 
@@ -21,7 +21,7 @@ use crate::config::{self, AccessFiles, Config, ConfigError, NameSources, Severit
 use crate::corelink::{CoreLink, LinkError};
 use crate::ctlserver::Request;
 use crate::notify::Notifier;
-use crate::plan::{plan, result_of, should_apply, summarize, Identity, Mode};
+use crate::plan::{plan, result_of, should_apply, summarize, with_drop_in, Identity, Mode};
 use crate::rows::{build_rows, Applied};
 use crate::timefmt::{unix_now, unix_secs};
 
@@ -41,8 +41,36 @@ pub const STATUS_CACHE: Duration = Duration::from_secs(1);
 struct CoreDown;
 
 pub enum Event {
-    Signal(Signal),
+    /// A signal and the pid that sent it (0 from the kernel).
+    Signal(Signal, u32),
     Request(Request),
+}
+
+/// How a refused reload points at `--partial`; `started_without`: the
+/// running set already leaves the bad entries out (a start skipped them).
+pub fn partial_hint(started_without: bool) -> &'static str {
+    if started_without {
+        "the running services were started without the bad entries; inetctl reload --partial applies the good ones the same way"
+    } else {
+        "inetctl reload --partial applies the good entries and leaves the bad ones out"
+    }
+}
+
+/// What the controller logs when `sig`, sent by `from`, stops it: what
+/// really happens next depends on the mode. `core` is the pid of the
+/// one-command core that started this controller, `None` in packaged mode.
+pub fn stop_message(sig: Signal, from: u32, core: Option<u32>) -> String {
+    match core {
+        None => format!(
+            "{sig}: stopping; the core keeps serving every listener, and the next controller re-syncs with it"
+        ),
+        Some(core) if from == core => format!(
+            "{sig} from the core (pid {core}): stopping with it; the core closes its listeners and exits"
+        ),
+        Some(core) => format!(
+            "{sig}: stopping; the core (pid {core}) keeps serving and starts a new controller (stop the core to stop both)"
+        ),
+    }
 }
 
 /// Where the core is.
@@ -86,6 +114,7 @@ pub struct Daemon {
     reload_pending: bool,
     files: Vec<ConfigFileInfo>,
     last_reload: Option<LastReload>,
+    reloads: ReloadCounts,
     generation: u64,
     /// The last status the core gave, and when: see [`STATUS_CACHE`].
     cached: Option<(Instant, StatusReport)>,
@@ -99,12 +128,55 @@ pub struct Daemon {
     /// even after the core was logged down).
     untrusted_logged: bool,
     notify: Notifier,
+    /// Started by a one-command core (on its socketpair): the core is the
+    /// parent.
+    one_command: bool,
 }
 
 fn link_down(what: &str) -> CtlResponse {
     CtlResponse::Error {
         kind: CtlErrorKind::CoreUnreachable,
         message: format!("the core is not reachable; {what} (the controller keeps retrying)"),
+    }
+}
+
+/// What a loaded configuration says about itself.
+struct Found {
+    has_errors: bool,
+    /// Its errors, one line each.
+    errors: Vec<String>,
+    /// Its errors and warnings, one line each.
+    diagnostics: Vec<String>,
+}
+
+impl Found {
+    fn of(config: &Config) -> Found {
+        let line = |d: &config::Diagnostic| d.to_string();
+        Found {
+            has_errors: config.has_errors(),
+            errors: config
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(line)
+                .collect(),
+            diagnostics: config.diagnostics.iter().map(line).collect(),
+        }
+    }
+}
+
+/// The reply to a reload that changed nothing.
+fn nothing_changed(result: ReloadResult, generation: u64, diagnostics: Vec<String>) -> ReloadReply {
+    ReloadReply {
+        result,
+        generation,
+        added: vec![],
+        changed: vec![],
+        removed: vec![],
+        rejected: vec![],
+        failed: vec![],
+        unchanged: 0,
+        diagnostics,
     }
 }
 
@@ -125,7 +197,9 @@ impl Daemon {
             CoreTarget::Fd(s) => (None, Some(s)),
         };
         let files = file_infos(&start_config);
+        let one_command = core_fd.is_some();
         Daemon {
+            one_command,
             config_paths: settings.config_paths,
             names: settings.names,
             access: settings.access,
@@ -140,6 +214,7 @@ impl Daemon {
             reload_pending: false,
             files,
             last_reload: None,
+            reloads: ReloadCounts::default(),
             generation: 0,
             cached: None,
             status_cache: crate::ctlserver::test_knob_ms("INETD_TEST_STATUS_CACHE_MS")
@@ -167,9 +242,11 @@ impl Daemon {
                     .clamp(Duration::from_millis(10), TICK),
             };
             match events.recv_timeout(wait) {
-                Ok(Event::Signal(Signal::SIGHUP)) => self.sighup(),
-                Ok(Event::Signal(sig)) => {
-                    info!("{sig}: stopping; the core keeps serving");
+                Ok(Event::Signal(Signal::SIGHUP, _)) => self.sighup(),
+                Ok(Event::Signal(sig, from)) => {
+                    let core = self.one_command.then(|| nix::unistd::getppid().as_raw());
+                    let core = core.and_then(|p| u32::try_from(p).ok());
+                    info!("{}", stop_message(sig, from, core));
                     self.notify.send("STOPPING=1");
                     return Ok(());
                 }
@@ -212,13 +289,13 @@ impl Daemon {
             Ok(link) => {
                 let h = &link.hello;
                 info!(
-                    "connected to the core: pid {}, uid {}, version {}, root {}, root services {}, setuid services {}",
+                    "connected to the core: pid {}, uid {}, version {}, root: {}, root services: {}, setuid services: {}",
                     h.pid,
                     h.uid,
                     h.software_version,
-                    h.policy.root,
-                    if h.policy.allow_root_services { "allowed" } else { "refused" },
-                    if h.policy.allow_setuid_services { "allowed" } else { "refused" },
+                    if h.policy.root { "yes" } else { "no" },
+                    crate::table::root_services_word(h.policy.allow_root_services),
+                    crate::table::setuid_word(h.policy.allow_setuid_services),
                 );
                 if h.policy.root {
                     let p = &h.policy;
@@ -360,9 +437,10 @@ impl Daemon {
     fn announce(&self, what: &str, r: &ReloadReply) {
         let running = r.added.len() + r.changed.len() + r.unchanged as usize;
         self.notify.ready(&format!(
-            "{what}: {}, generation {}, {running} listeners, {} failed or rejected",
+            "{what}: {}, generation {}, {running} listeners, {} rejected, {} failed",
             r.result.as_str(),
             r.generation,
+            r.rejected.len(),
             r.failed.len()
         ));
     }
@@ -378,34 +456,24 @@ impl Daemon {
 
     fn refuse_unreadable(&mut self, e: &ConfigError) -> ReloadReply {
         error!("reload refused, nothing changed: {e}");
+        self.record(ReloadResult::Rejected, vec![e.to_string()]);
+        nothing_changed(ReloadResult::Rejected, self.generation, vec![e.to_string()])
+    }
+
+    /// Remembers the outcome of a load for `status` and `metrics`.
+    fn record(&mut self, result: ReloadResult, errors: Vec<String>) {
+        self.reloads.count(result);
         self.last_reload = Some(LastReload {
             at: unix_now(),
-            result: ReloadResult::Rejected,
-            errors: vec![e.to_string()],
+            result,
+            errors,
         });
-        ReloadReply {
-            result: ReloadResult::Rejected,
-            generation: self.generation,
-            added: vec![],
-            changed: vec![],
-            removed: vec![],
-            failed: vec![],
-            unchanged: 0,
-            diagnostics: vec![e.to_string()],
-        }
     }
 
     /// Takes a configuration by `mode`. `Err` only when the core could not
     /// be reached (nothing changed).
     fn apply(&mut self, config: Config, mode: Mode, what: &str) -> Result<ReloadReply, CoreDown> {
-        let has_errors = config.has_errors();
-        let diagnostics: Vec<String> = config.diagnostics.iter().map(|d| d.to_string()).collect();
-        let errors: Vec<String> = config
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string())
-            .collect();
+        let found = Found::of(&config);
         if what != "re-sync" {
             for d in &config.diagnostics {
                 match d.severity {
@@ -415,108 +483,116 @@ impl Daemon {
             }
         }
         self.files = file_infos(&config);
-        if !should_apply(has_errors, mode) {
+        if !should_apply(found.has_errors, mode) {
+            let started_without = self.applied.as_ref().is_some_and(|a| a.config.has_errors());
             error!(
-                "{what} rejected: {} errors in the configuration; nothing changed",
-                errors.len()
+                "{what} rejected: {} errors in the configuration; nothing changed ({})",
+                found.errors.len(),
+                partial_hint(started_without)
             );
-            self.last_reload = Some(LastReload {
-                at: unix_now(),
-                result: ReloadResult::Rejected,
-                errors,
-            });
-            return Ok(ReloadReply {
-                result: ReloadResult::Rejected,
-                generation: self.generation,
-                added: vec![],
-                changed: vec![],
-                removed: vec![],
-                failed: vec![],
-                unchanged: 0,
-                diagnostics,
-            });
+            self.record(ReloadResult::Rejected, found.errors);
+            return Ok(nothing_changed(
+                ReloadResult::Rejected,
+                self.generation,
+                found.diagnostics,
+            ));
         }
         self.cached = None;
         let Some(link) = self.link.as_mut() else {
             return Err(CoreDown);
         };
-        let plan = plan(&config.entries, &config.names, &link.hello.policy, &self.me);
+        let mut plan = plan(&config.entries, &config.names, &link.hello.policy, &self.me);
+        if self.core_path.is_some() {
+            for r in &mut plan.refused {
+                r.reason = with_drop_in(std::mem::take(&mut r.reason));
+            }
+        }
         let answer = link.request(&CoreRequest::Apply {
             listeners: plan.specs(),
         });
-        let report = match answer {
-            Ok(CoreResponse::Applied(r)) => r,
+        match answer {
+            Ok(CoreResponse::Applied(report)) => {
+                Ok(self.applied_reply(config, plan, &report, found, what))
+            }
             Ok(other) => {
                 let reason = match other {
                     CoreResponse::Error { reason } => reason,
                     o => format!("unexpected answer {o:?}"),
                 };
                 error!("{what} failed: the core refused the request: {reason}; nothing changed");
-                let mut errs = errors;
+                let (mut errs, mut diags) = (found.errors, found.diagnostics);
                 errs.push(format!("the core refused the request: {reason}"));
-                let mut diags = diagnostics;
                 diags.push(format!("the core refused the request: {reason}"));
-                self.last_reload = Some(LastReload {
-                    at: unix_now(),
-                    result: ReloadResult::Failed,
-                    errors: errs,
-                });
-                return Ok(ReloadReply {
-                    result: ReloadResult::Failed,
-                    generation: self.generation,
-                    added: vec![],
-                    changed: vec![],
-                    removed: vec![],
-                    failed: vec![],
-                    unchanged: 0,
-                    diagnostics: diags,
-                });
+                self.record(ReloadResult::Failed, errs);
+                Ok(nothing_changed(
+                    ReloadResult::Failed,
+                    self.generation,
+                    diags,
+                ))
             }
             Err(e) => {
                 self.lost(&e.to_string());
-                return Err(CoreDown);
+                Err(CoreDown)
             }
-        };
+        }
+    }
+
+    /// What the core did with an Apply: logged, recorded, the reply.
+    fn applied_reply(
+        &mut self,
+        config: Config,
+        plan: crate::plan::Plan,
+        report: &inetd_protocol::ApplyReport,
+        found: Found,
+        what: &str,
+    ) -> ReloadReply {
         self.generation = report.generation;
-        let summary = summarize(&config.entries, &plan, &report);
-        let result = result_of(true, has_errors, !summary.failed.is_empty());
-        for i in &summary.failed {
+        let mut summary = summarize(&config.entries, &plan, report);
+        if self.core_path.is_some() {
+            for (_, reason) in &mut summary.core_refused {
+                *reason = with_drop_in(std::mem::take(reason));
+            }
+            for i in &mut summary.rejected {
+                i.reason = i.reason.take().map(with_drop_in);
+            }
+        }
+        let refused = !summary.failed.is_empty() || !summary.rejected.is_empty();
+        let result = result_of(true, found.has_errors, refused);
+        for i in summary.rejected.iter().chain(&summary.failed) {
             warn!("{}", failure_line(i));
         }
         info!(
-            "{what}: {}, generation {}: {} added, {} changed, {} removed, {} failed, {} unchanged, {} entries rejected",
+            "{what}: {}, generation {}: {} added, {} changed, {} removed, {} rejected, {} failed, {} unchanged, {} bad entries left out",
             result.as_str(),
             report.generation,
             summary.added.len(),
             summary.changed.len(),
             summary.removed.len(),
+            summary.rejected.len(),
             summary.failed.len(),
             summary.unchanged,
             config.rejected.len()
         );
-        let mut errs = errors;
+        let mut errs = found.errors;
+        errs.extend(summary.rejected.iter().map(failure_line));
         errs.extend(summary.failed.iter().map(failure_line));
-        self.last_reload = Some(LastReload {
-            at: unix_now(),
-            result,
-            errors: errs,
-        });
-        let reply = ReloadReply {
-            result,
-            generation: report.generation,
-            added: summary.added,
-            changed: summary.changed,
-            removed: summary.removed,
-            failed: summary.failed,
-            unchanged: summary.unchanged,
-            diagnostics,
-        };
+        self.record(result, errs);
         self.applied = Some(Applied {
             config,
             plan,
             core_refused: summary.core_refused,
         });
-        Ok(reply)
+        ReloadReply {
+            result,
+            generation: report.generation,
+            added: summary.added,
+            changed: summary.changed,
+            removed: summary.removed,
+            rejected: summary.rejected,
+            failed: summary.failed,
+            unchanged: summary.unchanged,
+            diagnostics: found.diagnostics,
+        }
     }
 
     fn reload(&mut self, partial: bool) -> Result<ReloadReply, CoreDown> {
@@ -582,10 +658,20 @@ impl Daemon {
                         admin_group: self.admin_group.clone(),
                         config: self.files.clone(),
                         last_reload: self.last_reload.clone(),
+                        config_paths: self
+                            .config_paths
+                            .iter()
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .collect(),
+                        reloads: self.reloads,
                     },
                     core,
                 })
             }
+            CtlCommand::Connections => match self.status_for(admin) {
+                Some(status) => CtlResponse::Connections(crate::connections::connections(&status)),
+                None => link_down("cannot tell what runs"),
+            },
             CtlCommand::Reload { partial } => {
                 info!(
                     "reload{} asked by uid {uid}",
@@ -609,4 +695,26 @@ fn file_infos(config: &Config) -> Vec<ConfigFileInfo> {
             mtime: f.mtime.and_then(unix_secs),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_line_says_what_happens_in_each_mode() {
+        let packaged = stop_message(Signal::SIGTERM, 1, None);
+        assert!(packaged.contains("the core keeps serving"), "{packaged}");
+        let with_core = stop_message(Signal::SIGTERM, 42, Some(42));
+        assert!(
+            with_core.starts_with("SIGTERM from the core (pid 42): stopping with it")
+                && with_core.contains("closes its listeners and exits"),
+            "{with_core}"
+        );
+        let alone = stop_message(Signal::SIGINT, 7, Some(42));
+        assert!(
+            alone.contains("the core (pid 42) keeps serving and starts a new controller"),
+            "{alone}"
+        );
+    }
 }

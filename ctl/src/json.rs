@@ -380,6 +380,8 @@ mod tests {
                     result: ReloadResult::Rejected,
                     errors: vec!["e".into()],
                 }),
+                config_paths: vec![],
+                reloads: Default::default(),
             },
             core: None,
         };

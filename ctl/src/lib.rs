@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod corelink;
 pub mod ctlserver;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod hosts;
 pub mod json;
 pub mod local;
 pub mod logger;
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod plan;

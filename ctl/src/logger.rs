@@ -1,9 +1,12 @@
 //! The daemon's logger: one line per record on stderr, with the syslog
 //! priority prefix journald understands (`<3>` error, `<4>` warning, `<6>`
-//! info, `<7>` debug and trace).
+//! info, `<7>` debug and trace). With `--syslog`, the local syslog instead
+//! (`/dev/log` through the `syslog` crate, facility daemon, the same
+//! priorities); a send that fails reconnects once, then goes to stderr.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::sync::{Mutex, OnceLock};
 
 use inetd_protocol::{escape_log, log_safe};
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -36,6 +39,11 @@ impl Log for StderrLogger {
         } else {
             escape_log(&msg, usize::MAX).into_owned()
         };
+        if let Some(sys) = SYSLOG.get() {
+            if sys.send(record.level(), &msg) {
+                return;
+            }
+        }
         // One write per line so lines of different threads do not mix.
         let line = format!("<{pri}>{}: {msg}\n", self.prefix);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -56,6 +64,62 @@ pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
             "invalid log level \"{s}\": expected error, warn, info, debug or trace"
         )),
     }
+}
+
+type SyslogLogger = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+struct Syslog {
+    ident: &'static str,
+    logger: Mutex<SyslogLogger>,
+}
+
+static SYSLOG: OnceLock<Syslog> = OnceLock::new();
+
+fn connect(ident: &'static str) -> Result<SyslogLogger, String> {
+    let f = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: ident.into(),
+        pid: std::process::id(),
+    };
+    syslog::unix(f).map_err(|e| format!("cannot reach the local syslog (/dev/log): {e}"))
+}
+
+fn emit(l: &mut SyslogLogger, level: Level, msg: &str) -> bool {
+    match level {
+        Level::Error => l.err(msg),
+        Level::Warn => l.warning(msg),
+        Level::Info => l.info(msg),
+        Level::Debug | Level::Trace => l.debug(msg),
+    }
+    .is_ok()
+}
+
+impl Syslog {
+    /// Sends one record; false if it could not, even after reconnecting.
+    fn send(&self, level: Level, msg: &str) -> bool {
+        let Ok(mut l) = self.logger.lock() else {
+            return false;
+        };
+        if emit(&mut l, level, msg) {
+            return true;
+        }
+        match connect(self.ident) {
+            Ok(fresh) => {
+                *l = fresh;
+                emit(&mut l, level, msg)
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// From now on, records go to the local syslog as `ident`; an error (and
+/// stderr stays) if it cannot be reached.
+pub fn use_syslog(ident: &'static str) -> Result<(), String> {
+    let logger = Mutex::new(connect(ident)?);
+    let _ = SYSLOG.set(Syslog { ident, logger });
+    Ok(())
 }
 
 /// Installs the logger once for the process.

@@ -176,6 +176,42 @@ pub fn result_of(applied: bool, config_errors: bool, failures: bool) -> ReloadRe
     }
 }
 
+/// Where the packaged core's flags go: a systemd drop-in, of which the
+/// package ships examples.
+pub const DROP_IN_DIR: &str = "/etc/systemd/system/inetd-core.service.d";
+pub const DROP_IN_EXAMPLES: &str = "/usr/share/doc/inetd-privsep/examples/inetd-core.service.d";
+
+/// A refusal that names a flag of the core, with where that flag goes for
+/// the packaged service (whose command line is in its unit); any other
+/// reason unchanged.
+pub fn with_drop_in(reason: String) -> String {
+    if reason.contains("(packaged: ") {
+        return reason;
+    }
+    // Where the flag goes, and the shipped example that shows how.
+    let (file, example) = if reason.contains("--allow-user") || reason.contains("--allow-group") {
+        (
+            format!("{DROP_IN_DIR}/allow-users.conf"),
+            format!("{DROP_IN_EXAMPLES}/allow-users.conf"),
+        )
+    } else if reason.contains("--allow-root-command") {
+        (
+            format!("a drop-in in {DROP_IN_DIR}/"),
+            format!("{DROP_IN_EXAMPLES}/tftpd-hpa.conf"),
+        )
+    } else if reason.contains("--unix-dir") {
+        (
+            format!("a drop-in in {DROP_IN_DIR}/"),
+            format!("the examples in {DROP_IN_EXAMPLES}/"),
+        )
+    } else {
+        return reason;
+    };
+    format!(
+        "{reason} (packaged: put it on the ExecStart= line of {file}, as {example} shows; then systemctl daemon-reload && systemctl restart inetd-core)"
+    )
+}
+
 /// `ADDRESS:PORT`, `[V6]:PORT`, or the socket path.
 pub fn bind_text(bind: &Bind) -> String {
     match bind {
@@ -226,7 +262,10 @@ pub struct Summary {
     pub added: Vec<ReloadItem>,
     pub changed: Vec<ReloadItem>,
     pub removed: Vec<ReloadItem>,
-    /// Policy refusals, core refusals and failed binds.
+    /// Refused by the core's policy (as the controller applies it) or by
+    /// the core: not retried.
+    pub rejected: Vec<ReloadItem>,
+    /// Failed binds: the core retries them.
     pub failed: Vec<ReloadItem>,
     pub unchanged: u32,
     /// `(index into plan.send, reason)` of what the core refused: those
@@ -238,7 +277,7 @@ pub fn summarize(entries: &[Entry], plan: &Plan, report: &ApplyReport) -> Summar
     let mut s = Summary::default();
     for r in &plan.refused {
         let e = &entries[r.entry];
-        s.failed.push(item(e, &e.spec, Some(r.reason.clone())));
+        s.rejected.push(item(e, &e.spec, Some(r.reason.clone())));
     }
     for (i, p) in plan.send.iter().enumerate() {
         let e = &entries[p.entry];
@@ -247,7 +286,7 @@ pub fn summarize(entries: &[Entry], plan: &Plan, report: &ApplyReport) -> Summar
             Some(Outcome::Changed) => s.changed.push(item(e, &p.spec, None)),
             Some(Outcome::Unchanged) => s.unchanged += 1,
             Some(Outcome::Rejected { reason }) => {
-                s.failed.push(item(e, &p.spec, Some(reason.clone())));
+                s.rejected.push(item(e, &p.spec, Some(reason.clone())));
                 s.core_refused.push((i, reason.clone()));
             }
             Some(Outcome::Failed { reason, .. }) => {
@@ -255,7 +294,7 @@ pub fn summarize(entries: &[Entry], plan: &Plan, report: &ApplyReport) -> Summar
             }
             None => {
                 let reason = "the core gave no outcome for this listener".to_owned();
-                s.failed.push(item(e, &p.spec, Some(reason.clone())));
+                s.rejected.push(item(e, &p.spec, Some(reason.clone())));
                 s.core_refused.push((i, reason));
             }
         }
@@ -488,6 +527,28 @@ mod tests {
     }
 
     #[test]
+    fn flags_of_the_packaged_core_name_their_drop_in() {
+        let r = with_drop_in(
+            "runs as identd (uid 104), which the core does not allow: start the core with --allow-user identd".into(),
+        );
+        assert!(
+            r.contains("--allow-user identd (packaged: put it on the ExecStart= line of /etc/systemd/system/inetd-core.service.d/allow-users.conf, as /usr/share/doc/inetd-privsep/examples/inetd-core.service.d/allow-users.conf shows"),
+            "{r}"
+        );
+        let r = with_drop_in("start the core with --allow-root-command '/bin/x x'".into());
+        assert!(r.contains("tftpd-hpa.conf"), "{r}");
+        let r = with_drop_in("allow another with --unix-dir DIR".into());
+        assert!(
+            r.contains(
+                "a drop-in in /etc/systemd/system/inetd-core.service.d/, as the examples in"
+            ),
+            "{r}"
+        );
+        assert_eq!(with_drop_in("address in use".into()), "address in use");
+        assert_eq!(with_drop_in(r.clone()), r, "once");
+    }
+
+    #[test]
     fn the_core_report_is_sorted_into_the_reload_summary() {
         let entries: Vec<Entry> = (0..5)
             .map(|i| {
@@ -528,11 +589,10 @@ mod tests {
         assert_eq!(s.added[0].bind, "127.0.0.1:8000");
         assert_eq!(s.changed[0].service, "s1");
         assert_eq!(s.unchanged, 1);
-        assert_eq!(s.failed.len(), 2, "policy refusal and failed bind");
-        assert!(s
-            .failed
-            .iter()
-            .any(|f| f.reason.as_deref() == Some("Address in use")));
+        assert_eq!(s.rejected.len(), 1, "the policy refusal, not retried");
+        assert_eq!(s.rejected[0].service, "s4");
+        assert_eq!(s.failed.len(), 1, "the failed bind, retried");
+        assert_eq!(s.failed[0].reason.as_deref(), Some("Address in use"));
         assert!(
             s.core_refused.is_empty(),
             "a failed bind is in the core, retrying"

@@ -10,7 +10,10 @@ use inetd_protocol::{Policy, UnixDirs, DEFAULT_MAX_CHILDREN};
 
 use crate::timefmt::rfc3339;
 
-const HEADERS: [&str; 9] = [
+/// `EXEC-FAILED` counts children whose exec (or set-up) failed, so an entry
+/// whose server is missing shows `listening` and its failures side by side;
+/// `WARNINGS` counts the warnings printed below the row.
+const HEADERS: [&str; 11] = [
     "SERVICE",
     "ADDRESS",
     "PORT/PATH",
@@ -19,10 +22,12 @@ const HEADERS: [&str; 9] = [
     "STATE",
     "CHILDREN",
     "ACCEPTED",
+    "EXEC-FAILED",
+    "WARNINGS",
     "SOURCE",
 ];
 
-fn cells(r: &ServiceRow) -> [String; 9] {
+fn cells(r: &ServiceRow) -> [String; 11] {
     let dash = || "-".to_owned();
     let user = match (r.user.is_empty(), r.group.is_empty()) {
         (true, _) => dash(),
@@ -52,6 +57,12 @@ fn cells(r: &ServiceRow) -> [String; 9] {
         r.state.as_str().to_owned(),
         r.children.to_string(),
         r.accepted.to_string(),
+        r.exec_failures.to_string(),
+        if r.warnings.is_empty() {
+            dash()
+        } else {
+            r.warnings.len().to_string()
+        },
         source,
     ]
 }
@@ -103,11 +114,41 @@ fn refused_note(r: &ServiceRow) -> Option<String> {
     ))
 }
 
+/// `rows` under `headers`, columns aligned (two spaces apart), the last
+/// column unpadded; cells cleaned of control characters.
+pub fn aligned(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c)).collect())
+        .collect();
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let heads: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for cols in std::iter::once(&heads).chain(&rows) {
+        let mut l = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = width[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// One line per listener, columns aligned; below a row, indented, its
 /// reason (with the retry time), its limits when they are not the
 /// defaults, what the core refused, and its warnings.
 pub fn list_table(reply: &ListReply) -> String {
-    let rows: Vec<[String; 9]> = reply
+    let rows: Vec<[String; 11]> = reply
         .services
         .iter()
         .map(|r| cells(r).map(|c| clean(&c)))
@@ -207,14 +248,34 @@ pub fn status_text(s: &StatusReply) -> String {
     out
 }
 
+/// How the status and the controller's log both say whether setuid
+/// programs take effect: `allowed`, or `no_new_privs` (their setuid bits
+/// are ignored).
+pub fn setuid_word(allowed: bool) -> &'static str {
+    if allowed {
+        "allowed"
+    } else {
+        "no_new_privs"
+    }
+}
+
+/// Whether entries may run as root: `allowed` or `refused`.
+pub fn root_services_word(allowed: bool) -> &'static str {
+    if allowed {
+        "allowed"
+    } else {
+        "refused"
+    }
+}
+
 /// What the core allows services to run as (trust rule 4), one item a
 /// line under its heading.
 fn policy_text(out: &mut String, p: &Policy) {
     let yes = |b: bool, y: &'static str, n: &'static str| if b { y } else { n };
     let _ = writeln!(out, "  root:             {}", yes(p.root, "yes", "no"));
-    let root = yes(p.allow_root_services, "allowed", "refused");
+    let root = root_services_word(p.allow_root_services);
     let _ = writeln!(out, "  root services:    {root}");
-    let setuid = yes(p.allow_setuid_services, "allowed", "no_new_privs");
+    let setuid = setuid_word(p.allow_setuid_services);
     let _ = writeln!(out, "  setuid services:  {setuid}");
     let users = p.users.iter().map(|u| {
         let groups: Vec<String> = u.groups.iter().map(u32::to_string).collect();
@@ -276,6 +337,7 @@ pub fn reload_text(r: &ReloadReply) -> String {
         ("added", &r.added),
         ("changed", &r.changed),
         ("removed", &r.removed),
+        ("rejected", &r.rejected),
         ("failed", &r.failed),
     ] {
         for i in items {
@@ -285,12 +347,13 @@ pub fn reload_text(r: &ReloadReply) -> String {
     }
     let _ = writeln!(
         out,
-        "{}: generation {}, {} added, {} changed, {} removed, {} failed, {} unchanged",
+        "{}: generation {}, {} added, {} changed, {} removed, {} rejected, {} failed, {} unchanged",
         r.result.as_str(),
         r.generation,
         r.added.len(),
         r.changed.len(),
         r.removed.len(),
+        r.rejected.len(),
         r.failed.len(),
         r.unchanged
     );
@@ -403,6 +466,8 @@ mod tests {
                 admin_group: "inetd-admin".into(),
                 config: vec![],
                 last_reload: None,
+                config_paths: vec![],
+                reloads: Default::default(),
             },
             core: Some(CoreInfo {
                 version: "0.1.0".into(),
@@ -427,6 +492,13 @@ mod tests {
                     unix dirs:        none\n  \
                     listeners:        6\n";
         assert!(out.contains(want), "{out}");
+        // Every value starts in the same column, continuation lines too.
+        for line in out.lines().filter(|l| l.starts_with("  ")) {
+            assert!(
+                line.len() > 20 && line[..20].ends_with(' ') && !line[20..].starts_with(' '),
+                "out of alignment: {line:?}"
+            );
+        }
         let mut s = s;
         let k = s.core.as_mut().unwrap();
         k.policy.unix_dirs = UnixDirs::Only(vec!["/run/inetd/sockets".into(), "/srv/s".into()]);
@@ -504,6 +576,7 @@ mod tests {
             added: vec![item("new", None)],
             changed: vec![item("argv", None)],
             removed: vec![item("gone", None)],
+            rejected: vec![item("root", Some("runs as root"))],
             failed: vec![item("busy", Some("Address already in use"))],
             unchanged: 3,
             diagnostics: vec![],
@@ -513,8 +586,9 @@ mod tests {
             "added    new 127.0.0.1:9 tcp4 (f:2)\n\
              changed  argv 127.0.0.1:9 tcp4 (f:2)\n\
              removed  gone 127.0.0.1:9 tcp4 (f:2)\n\
+             rejected root 127.0.0.1:9 tcp4 (f:2): runs as root\n\
              failed   busy 127.0.0.1:9 tcp4 (f:2): Address already in use\n\
-             failed: generation 9, 1 added, 1 changed, 1 removed, 1 failed, 3 unchanged\n"
+             failed: generation 9, 1 added, 1 changed, 1 removed, 1 rejected, 1 failed, 3 unchanged\n"
         );
     }
 }

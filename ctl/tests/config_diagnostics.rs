@@ -29,7 +29,7 @@ fn each_field_wrong_in_turn() {
         (
             "echo strem tcp nowait nobody internal\n",
             1,
-            &["field 2 (socket-type): found \"strem\", expected stream, dgram or seqpacket"],
+            &["field 2 (socket-type): found \"strem\", expected stream, dgram or seqpacket; did you mean \"stream\"?"],
         ),
         (
             "echo stream tcpx nowait nobody internal\n",
@@ -159,21 +159,68 @@ fn rate_limit_forms() {
 }
 
 #[test]
+fn near_misses_suggest_the_keyword_and_xinetd_syntax_is_named() {
+    table(&[
+        (
+            "echo stream tcp nowiat nobody internal\n",
+            1,
+            &[
+                "field 4 (wait): found \"nowiat\"",
+                "did you mean \"nowait\"?",
+            ],
+        ),
+        (
+            "echo stream tcp nowiat.40 nobody internal\n",
+            1,
+            &["did you mean \"nowait.40\"?"],
+        ),
+        (
+            "echo stream tcp nowait nobody internl\n",
+            1,
+            &[
+                "field 6 (server): found \"internl\"",
+                "did you mean \"internal\"?",
+            ],
+        ),
+        (
+            "echo stream tpc4 nowait nobody internal\n",
+            1,
+            &["did you mean \"tcp4\"?"],
+        ),
+    ]);
+    // A file of xinetd's: each of its records says so, none guesses.
+    let c = load_text("service echo\n{\n\tdisable = yes\n\ttype = INTERNAL\n}\n");
+    let e = errors(&c);
+    assert!(!e.is_empty() && c.entries.is_empty(), "{e:?}");
+    assert_eq!(e[0].0, 1);
+    for (_, msg) in &e {
+        assert!(
+            msg.starts_with("this is xinetd syntax")
+                && msg.contains("write each service on one line"),
+            "{msg}"
+        );
+    }
+    // Far from every keyword: no guess.
+    let (_, msg) = only_error("echo stream tcp sometimes nobody internal\n");
+    assert!(!msg.contains("did you mean"), "{msg}");
+}
+
+#[test]
 fn users_and_groups() {
     table(&[
         (
             "echo stream tcp nowait nobody:nosuchgroup internal\n",
             1,
             &[
-                "field 5 (user): found \"nosuchgroup\", expected a group name in ",
-                "group",
+                "field 5 (user): found group \"nosuchgroup\", expected a group name in ",
+                "(the user \"nobody\" exists)",
             ],
         ),
         (
             "echo stream tcp nowait nobody.nosuchgroup internal\n",
             1,
             // Not a user as a whole, so user.group: the group is unknown.
-            &["field 5 (user): found \"nosuchgroup\", expected a group name"],
+            &["field 5 (user): found group \"nosuchgroup\", expected a group name"],
         ),
         (
             "echo stream tcp nowait :nogroup internal\n",
@@ -183,7 +230,7 @@ fn users_and_groups() {
         (
             "echo stream tcp nowait nobody: internal\n",
             1,
-            &["field 5 (user): found \"\", expected a group name"],
+            &["field 5 (user): found group \"\", expected a group name"],
         ),
     ]);
     // Numbers are never taken as ids: not root, not anyone.

@@ -83,7 +83,7 @@ fn numeric_names_are_not_ids_with_nss() {
         .contains("field 5 (user): found \"0\", expected a user name known to the system"));
     assert!(e[2]
         .1
-        .contains("field 5 (user): found \"0\", expected a group name known to the system"));
+        .contains("field 5 (user): found group \"0\", expected a group name known to the system"));
     assert!(c.entries.is_empty());
 }
 

@@ -91,6 +91,6 @@ fn random_text_round_trips_within_the_bound() {
             .map(|_| alphabet[(next() as usize) % alphabet.len()])
             .collect();
         let _ = Label::decode(&junk);
-        let _ = Label::decode(&format!("inetd-label-1 {junk} {junk} 1 {junk} x y"));
+        let _ = Label::decode(&format!("{junk} {junk} {junk}:1 x:{junk}"));
     }
 }

@@ -157,7 +157,7 @@ fn defaults() {
             assert_eq!(d.severity, Severity::Warning);
             assert_eq!(
                 d.to_string(),
-                "/etc/inetd.conf:0: warning: neither /etc/inetd.conf nor /etc/inetd.d exists: no services are configured"
+                "warning: neither /etc/inetd.conf nor /etc/inetd.d exists: no services are configured"
             );
             // An empty list means the defaults too.
             let c = load(&[], &NameSources::default()).unwrap();

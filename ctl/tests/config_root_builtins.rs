@@ -39,7 +39,7 @@ fn a_root_builtin_runs_as_nobody_with_a_note() {
     );
     // The label the core logs names who it really runs as.
     let label = &c.entries[0].spec.label;
-    assert!(label.ends_with(" nobody nogroup"), "{label}");
+    assert!(label.ends_with(" nobody:nogroup"), "{label}");
     // The note is a warning of `inetctl check`, never an error.
     assert_eq!(warnings(&c).len(), 2);
 }

@@ -45,6 +45,10 @@ pub enum CtlCommand {
     /// Reread the configuration and apply it. Admins only. Without
     /// `partial`, a configuration with any bad entry changes nothing.
     Reload { partial: bool },
+    /// The live children, one per connection (or per wait server), from
+    /// the core's child table. Admins only: clients' addresses are not
+    /// everyone's business.
+    Connections,
 }
 
 /// The version a request claims, read from its first four payload bytes
@@ -62,11 +66,13 @@ pub enum CtlResponse {
     List(ListReply),
     Status(StatusReply),
     Reload(ReloadReply),
-    /// The request was not carried out.
+    /// The request was not carried out. Stays variant 3, so an `inetctl`
+    /// of another version still decodes a version mismatch.
     Error {
         kind: CtlErrorKind,
         message: String,
     },
+    Connections(ConnectionsReply),
 }
 
 /// Why a request was not carried out; each kind has its exit code
@@ -224,6 +230,41 @@ pub struct ControllerInfo {
     pub config: Vec<ConfigFileInfo>,
     /// `None` until the first configuration has been applied or refused.
     pub last_reload: Option<LastReload>,
+    /// The configuration paths as given (`--config`, or the defaults):
+    /// what `inetctl check` checks when given none.
+    pub config_paths: Vec<String>,
+    /// Loads since start (the first included), by result.
+    pub reloads: ReloadCounts,
+}
+
+/// How many loads ended with each [`ReloadResult`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub rejected: u64,
+    pub partial: u64,
+    pub failed: u64,
+}
+
+impl ReloadCounts {
+    pub fn count(&mut self, r: ReloadResult) {
+        match r {
+            ReloadResult::Ok => self.ok += 1,
+            ReloadResult::Rejected => self.rejected += 1,
+            ReloadResult::Partial => self.partial += 1,
+            ReloadResult::Failed => self.failed += 1,
+        }
+    }
+
+    /// Each result with its count, in [`ReloadResult`]'s order.
+    pub fn by_result(&self) -> [(ReloadResult, u64); 4] {
+        [
+            (ReloadResult::Ok, self.ok),
+            (ReloadResult::Rejected, self.rejected),
+            (ReloadResult::Partial, self.partial),
+            (ReloadResult::Failed, self.failed),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,7 +330,10 @@ pub struct ReloadReply {
     pub added: Vec<ReloadItem>,
     pub changed: Vec<ReloadItem>,
     pub removed: Vec<ReloadItem>,
-    /// Refused by the core or its policy, or not bound.
+    /// Refused by the core or by its policy as the controller applies it:
+    /// not retried until the configuration or the core's flags change.
+    pub rejected: Vec<ReloadItem>,
+    /// Not bound (address in use, ...): the core retries them.
     pub failed: Vec<ReloadItem>,
     /// Listeners left exactly as they were.
     pub unchanged: u32,
@@ -308,4 +352,53 @@ pub struct ReloadItem {
     pub bind: String,
     /// Why it failed; `None` for added, changed and removed.
     pub reason: Option<String>,
+}
+
+/// `connections`: the live children of the core's listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionsReply {
+    /// The core's generation.
+    pub generation: u64,
+    /// The controller's clock when it answered, unix seconds: the ages are
+    /// counted to it.
+    pub now: u64,
+    /// Oldest first.
+    pub connections: Vec<ConnectionRow>,
+}
+
+/// One live child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRow {
+    pub pid: u32,
+    /// The service field of its entry, as in `list`; empty if its listener
+    /// is gone (a nowait child of a removed listener, left to finish).
+    pub service: String,
+    pub protocol: String,
+    pub source: SourceRef,
+    /// A wait server (it holds the listening socket), not one connection.
+    pub wait: bool,
+    pub client: Client,
+    /// Who the child runs as.
+    pub uid: u32,
+    /// Its name, when the controller can resolve it.
+    pub user: Option<String>,
+    /// When the core started it, unix seconds.
+    pub started_at: u64,
+}
+
+/// The other end of a child's connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Client {
+    /// A wait server: it has no single client.
+    None,
+    Inet {
+        address: String,
+        port: u16,
+    },
+    /// A unix peer's credentials (SO_PEERCRED).
+    Unix {
+        pid: i32,
+        uid: u32,
+        gid: u32,
+    },
 }

@@ -45,7 +45,7 @@ pub use types::*;
 
 /// Version of both links. Core, controller and inetctl ship together; a
 /// mismatch is an error that names both numbers.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame payload accepted on any link: 16 MiB. Enough for
 /// [`MAX_LISTENERS`] listeners with long argv; refused before allocation.

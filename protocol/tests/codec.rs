@@ -35,7 +35,7 @@ fn every_response_roundtrips() {
     }
 }
 
-/// Frozen encoding of version 2. If this fails, the wire format changed:
+/// Frozen encoding of version 3. If this fails, the wire format changed:
 /// bump PROTOCOL_VERSION and update these bytes together.
 ///
 /// Version 2: the Hello reply and the status carry the core's policy
@@ -44,14 +44,19 @@ fn every_response_roundtrips() {
 /// `Counters.refused_max_children` became `at_max_children`; the list row
 /// carries `at_max_children` and `limits`, and `Refused` lost
 /// `max_children`.
+///
+/// Version 3 (the control link only; the core link's bytes are as in 2):
+/// the `connections` request and reply, the reload reply's `rejected` apart
+/// from `failed`, and the controller's configuration paths and reload
+/// counts in the status.
 #[test]
 fn golden_bytes() {
-    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(PROTOCOL_VERSION, 3);
     let hello = encode_frame(&CoreRequest::Hello {
         version: PROTOCOL_VERSION,
     })
     .unwrap();
-    assert_eq!(hello, [0, 0, 0, 8, 0, 0, 0, 0, 2, 0, 0, 0]);
+    assert_eq!(hello, [0, 0, 0, 8, 0, 0, 0, 0, 3, 0, 0, 0]);
     let status = encode_frame(&CoreRequest::Status).unwrap();
     assert_eq!(status, [0, 0, 0, 4, 2, 0, 0, 0]);
     let apply = encode_payload(&CoreRequest::Apply {
@@ -63,12 +68,12 @@ fn golden_bytes() {
 }
 
 /// Every message in `samples` (core and control, requests and responses,
-/// each variant) against its frozen payload in `golden-v2.txt`. If this
+/// each variant) against its frozen payload in `golden-v3.txt`. If this
 /// fails, the wire format changed: bump PROTOCOL_VERSION and write a new
 /// file together (the failure prints the lines).
 #[test]
 fn golden_bytes_of_every_message() {
-    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(PROTOCOL_VERSION, 3);
     fn line<T: serde::Serialize>(kind: &str, name: &str, msg: &T) -> String {
         let bytes = encode_payload(msg).unwrap();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -95,14 +100,14 @@ fn golden_bytes_of_every_message() {
             .iter()
             .map(|(n, m)| line("ctl-response", n, m)),
     );
-    let want: Vec<&str> = include_str!("golden-v2.txt")
+    let want: Vec<&str> = include_str!("golden-v3.txt")
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     let differ: Vec<&String> = got.iter().filter(|g| !want.contains(&g.as_str())).collect();
     assert!(
         differ.is_empty() && got.len() == want.len(),
-        "{} of {} messages differ from golden-v2.txt ({} frozen); now:\n{}",
+        "{} of {} messages differ from golden-v3.txt ({} frozen); now:\n{}",
         differ.len(),
         got.len(),
         want.len(),

@@ -455,11 +455,18 @@ fn chargen_child_runs_as_nobody_and_leaves_after_a_reset() {
     wait_for("the chargen child to end and be reaped", WAIT, || gone(pid));
     // Ended, not killed (SIGPIPE is at its default in children): the core
     // logs each reaped child's status.
-    let exit = format!("pid={pid} status=");
-    core.wait_log(&exit, WAIT);
+    let exit = format!(": pid {pid} ");
+    wait_for("the exit line", WAIT, || {
+        core.log()
+            .lines()
+            .any(|l| l.contains(&exit) && (l.contains("ended") || l.contains("failed")))
+    });
     let log = core.log();
-    let line = log.lines().find(|l| l.contains(&exit)).expect("exit line");
-    assert!(line.contains("status=exit "), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&exit) && (l.contains("ended") || l.contains("failed")))
+        .expect("exit line");
+    assert!(line.contains(": exit "), "{line}");
     // The core itself is unaffected and serves the next client.
     let mut s = connect(SocketAddr::new(lo, port));
     let mut line = [0u8; 74];
@@ -584,6 +591,44 @@ fn no_builtin_child_is_left_once_clients_are_done() {
         core.children(),
         core.log()
     );
+}
+
+#[test]
+fn builtin_children_are_named_for_ps_and_pgrep() {
+    let core = start_core(30, &[]);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let chargen = one_builtin(&core, SocketType::Stream, Builtin::Chargen);
+    let mut s = connect(SocketAddr::new(lo, chargen));
+    let mut some = [0u8; 74];
+    s.read_exact(&mut some).expect("chargen");
+    let (pid, _) = builtin_child(&core, Builtin::Chargen);
+    let pid = i32::try_from(pid).unwrap();
+    assert_eq!(inetd_tests::comm(pid).as_deref(), Some("inetd-chargen"));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let shown: Vec<&[u8]> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    assert_eq!(
+        shown,
+        [&b"inetd-chargen"[..]],
+        "ps shows the builtin's name"
+    );
+    // `pgrep -x inetd-core` finds the core and not its builtin children.
+    let out = Command::new("pgrep")
+        .args(["-x", "inetd-core"])
+        .output()
+        .expect("pgrep");
+    let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(pids.contains(&core.pid()), "{pids:?}");
+    assert!(!pids.contains(&pid), "{pids:?}");
+    // The core's own name and command line are untouched.
+    assert_eq!(inetd_tests::comm(core.pid()).as_deref(), Some("inetd-core"));
+    let own = std::fs::read(format!("/proc/{}/cmdline", core.pid())).unwrap();
+    assert!(own.windows(13).any(|w| w == b"--core-socket"), "{own:?}");
 }
 
 #[test]

@@ -601,12 +601,14 @@ fn one_command_mode_restarts_a_killed_controller() {
     let pa = free_port();
     let s = Scratch::new("onecmd");
     let config = s.write("inetd.conf", &cat_line(pa, ""));
+    let log = s.path("log");
     let mut c = Command::new(bin_path("inetd-core"));
     c.arg("--config")
         .arg(&config)
         .arg("--control-socket")
         .arg(s.control())
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
     let mut core = Proc::spawn(&mut c);
     wait_for("the service", secs(15), || answers(pa));
     assert_eq!(state_of(&s, pa).as_deref(), Some("listening"));
@@ -632,8 +634,36 @@ fn one_command_mode_restarts_a_killed_controller() {
         state_of(&s, pa).as_deref() == Some("listening")
     });
     assert!(answers(pa));
+    // SIGTERM to the controller alone: it says the core restarts it.
+    let second = controller_child(core.pid()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let restarts = format!(
+        "SIGTERM: stopping; the core (pid {}) keeps serving and starts a new controller",
+        core.pid()
+    );
+    wait_for("the controller's SIGTERM line", secs(10), || {
+        fs::read_to_string(&log).unwrap().contains(&restarts)
+    });
+    wait_for("a third controller child", secs(15), || {
+        controller_child(core.pid()).is_some_and(|c| c != second)
+    });
+    wait_for("inetctl list again", secs(15), || {
+        state_of(&s, pa).as_deref() == Some("listening")
+    });
+    // SIGTERM to the core: the controller says it goes with the core.
     core.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(core.wait_exit(secs(10)).success());
+    let text = fs::read_to_string(&log).unwrap();
+    let with_core = format!(
+        "SIGTERM from the core (pid {}): stopping with it; the core closes its listeners and exits",
+        core.pid()
+    );
+    assert!(text.contains(&with_core), "{text}");
+    assert!(!text.contains("the core keeps serving\n"), "{text}");
 }
 
 #[test]
@@ -1066,25 +1096,36 @@ fn entries_the_core_would_refuse_are_shown_rejected_with_its_reason_and_never_se
     assert_eq!(row(shadow)["state"], "rejected", "{v}");
     assert_eq!(row(shadow)["user"], "nobody");
     assert_eq!(row(shadow)["group"], "shadow");
-    let why = row(shadow)["reason"].as_str().unwrap();
+    let shown = row(shadow)["reason"].as_str().unwrap();
+    // The flag, and for the packaged service the drop-in it goes in.
+    let (why, packaged) = shown.split_once(" (packaged: ").expect("the drop-in");
     assert!(
         why.contains("group shadow (gid")
             && why.ends_with("start the core with --allow-group shadow"),
         "{why}"
     );
+    assert!(
+        packaged.starts_with(
+            "put it on the ExecStart= line of /etc/systemd/system/inetd-core.service.d/allow-users.conf, as /usr/share/doc/inetd-privsep/examples/inetd-core.service.d/allow-users.conf shows"
+        ),
+        "{packaged}"
+    );
     assert_eq!(row(other)["state"], "rejected", "{v}");
     let why_other = row(other)["reason"].as_str().unwrap();
     assert!(
-        why_other.ends_with("start the core with --allow-root-command '/usr/bin/id id -u -n'"),
+        why_other.contains(
+            "start the core with --allow-root-command '/usr/bin/id id -u -n' (packaged: "
+        ),
         "{why_other}"
     );
+    let why_other = why_other.split(" (packaged: ").next().unwrap();
     assert!(refuses(shadow) && refuses(other));
     // Held back by the controller: the core never saw them.
     let core_log = fs::read_to_string(&log).unwrap();
-    assert!(!core_log.contains("rejected service="), "{core_log}");
+    assert!(!core_log.contains(": rejected: "), "{core_log}");
     // The table shows the same reason under the row.
     let table = text(&inetctl(&s, &["list"]).stdout);
-    assert!(table.contains(&format!("    reason: {why}")), "{table}");
+    assert!(table.contains(&format!("    reason: {shown}")), "{table}");
 
     // check, with a controller answering: the same reasons, exit 1.
     let out = inetctl(&s, &["check", config.to_str().unwrap()]);

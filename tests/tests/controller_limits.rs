@@ -195,7 +195,7 @@ fn inetctl_check_reports_limits_and_access_list_problems_with_file_and_line() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("2 listeners, 1 rejected entries, 1 errors"),
+        stdout.contains("2 listeners, 1 rejected entry, 1 error"),
         "{stdout}"
     );
 

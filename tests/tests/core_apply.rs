@@ -206,24 +206,46 @@ fn apply_diffs_by_bind_key_and_keeps_sockets_and_children() {
 }
 
 #[test]
-fn each_accept_is_logged_with_peer_and_service() {
+fn each_connection_is_logged_on_one_line_human_part_first() {
     let core = Core::start();
-    let port = free_port();
-    core.apply(vec![tcp4(port).label("logged-service")]);
+    let (port, bad) = (free_port(), free_port());
+    let label = "finger tcp4 /etc/inetd.conf:25 nobody:nogroup";
+    core.apply(vec![
+        tcp4(port).label(label),
+        tcp4(bad)
+            .exec("/bin/sh", &["sh", "-c", "exit 3"])
+            .label("bad tcp4 f:2 nobody:nogroup"),
+    ]);
     let mut s = connect4(port).unwrap();
     let me = s.local_addr().unwrap();
     let rep = Report::read_from(&mut s);
     let pid = rep.value("pid").to_string();
-    wait_for("the accept log line", Duration::from_secs(5), || {
-        core.log().lines().any(|l| {
-            l.contains(&format!("accept service=\"logged-service\" peer={me}")) && l.contains(&pid)
-        })
+    let want = format!("<6>inetd-core: {label}: connection from {me}, pid {pid}");
+    wait_for("the connection's log line", Duration::from_secs(5), || {
+        core.log().lines().any(|l| l == want)
     });
-    // And its exit.
-    wait_for("the exit log line", Duration::from_secs(5), || {
+    assert_eq!(
         core.log()
             .lines()
-            .any(|l| l.contains("logged-service") && l.contains(&pid) && l.contains("exit"))
+            .filter(|l| l.contains(&me.to_string()))
+            .count(),
+        1,
+        "one line per connection:\n{}",
+        core.log()
+    );
+    // A normal exit is at debug.
+    let ended = format!("<7>inetd-core: {label}: pid {pid} ended: exit 0");
+    wait_for("the exit log line", Duration::from_secs(5), || {
+        core.log().lines().any(|l| l == ended)
+    });
+    // A failure is at warning.
+    let mut s = connect4(bad).unwrap();
+    let _ = read_all(&mut s);
+    wait_for("the failure's log line", Duration::from_secs(5), || {
+        core.log().lines().any(|l| {
+            l.starts_with("<4>inetd-core: bad tcp4 f:2 nobody:nogroup: pid ")
+                && l.ends_with(" failed: exit 3")
+        })
     });
 }
 
@@ -251,8 +273,7 @@ fn a_failed_exec_is_logged_and_counted() {
     let last_error = st.listeners[0].last_error.clone().unwrap_or_default();
     assert!(last_error.contains("execve"), "last_error: {last_error:?}");
     assert!(
-        core.log()
-            .contains("exec failed service=\"missing-server\""),
+        core.log().contains("missing-server: exec failed, pid "),
         "{}",
         core.log()
     );
@@ -313,7 +334,7 @@ fn labels_cannot_forge_log_lines() {
     wait_for("the accept log line", Duration::from_secs(5), || {
         core.log()
             .lines()
-            .any(|l| l.contains("accept") && l.contains("evil"))
+            .any(|l| l.contains("connection from") && l.contains("evil"))
     });
     let log = core.log();
     assert!(

@@ -200,7 +200,7 @@ fn the_rate_limit_pauses_at_exactly_its_number_and_resumes() {
     core.wait_state(&st.spec.bind, T, |s| *s == ListenerState::Listening);
     assert!(!daytime_from("127.0.0.1", lo(port)).is_empty());
     assert_eq!(counters(&core, port).accepted, 6);
-    core.wait_log("resumed service=", T);
+    core.wait_log(": resumed: its pause is over", T);
 }
 
 #[test]
@@ -366,7 +366,7 @@ fn a_flood_at_a_limited_service_leaves_another_answering() {
     let log = core.log();
     let lines = log
         .lines()
-        .filter(|l| l.contains("refused service=") || l.contains("paused service="))
+        .filter(|l| l.contains(": refused connection from ") || l.contains(": paused: "))
         .count();
     assert!(lines <= 3, "{lines} lines about refusals:\n{log}");
 }
@@ -395,7 +395,7 @@ fn a_wait_stream_server_that_never_accepts_does_not_loop() {
     wait_for("a retry after the backoff", T, || {
         counters(&core, port).accepted > 10
     });
-    core.wait_log("failed service=", T);
+    core.wait_log(": failed: ", T);
 }
 
 #[test]

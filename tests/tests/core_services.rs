@@ -313,7 +313,7 @@ fn removing_a_wait_dgram_listener_stops_its_child() {
         UdpSocket::bind(("127.0.0.1", port)).is_ok()
     });
     core.wait_log(
-        &format!("pid={pid} status=signal 15"),
+        &format!("pid {pid} stopped: signal 15"),
         Duration::from_secs(5),
     );
     assert!(
@@ -357,7 +357,7 @@ fn a_wait_stream_server_that_cannot_start_does_not_loop() {
     assert_eq!(core.apply(vec![spec]).outcomes, vec![Outcome::Added]);
     let _c = connect4(port).unwrap();
     core.wait_log("exec failed", Duration::from_secs(5));
-    core.wait_log("exit service=", Duration::from_secs(5));
+    core.wait_log("failed: exit", Duration::from_secs(5));
     // A measurement window: a looping core would fail again and again.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(

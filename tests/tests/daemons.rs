@@ -393,8 +393,8 @@ impl Inetd {
         let log = self.log();
         let leaders: Vec<i32> = log
             .lines()
-            .filter(|l| l.contains("inetd-core: accept ") || l.contains("inetd-core: start "))
-            .filter_map(|l| l.split(" pid=").nth(1))
+            .filter(|l| l.contains(": connection from ") || l.contains(": started pid "))
+            .filter_map(|l| l.rsplit(" pid ").next())
             .filter_map(|rest| {
                 rest.split(|c: char| !c.is_ascii_digit())
                     .next()?

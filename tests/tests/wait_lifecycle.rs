@@ -280,11 +280,19 @@ fn wait_group_gone(inetd: &Inetd, pgid: i32, limit: Duration) -> Duration {
     t0.elapsed()
 }
 
-/// The core's builtin children (they never exec, so they keep its name).
+/// The core's builtin children (they never exec; the core names them
+/// `inetd-echo`, `inetd-chargen`, ...).
 fn builtin_children(core: i32) -> Vec<i32> {
+    const NAMES: [&str; 5] = [
+        "inetd-echo",
+        "inetd-discard",
+        "inetd-chargen",
+        "inetd-daytime",
+        "inetd-time",
+    ];
     children_of(core)
         .into_iter()
-        .filter(|&(p, st)| st != 'Z' && comm(p).as_deref() == Some("inetd-core"))
+        .filter(|&(p, st)| st != 'Z' && comm(p).is_some_and(|c| NAMES.contains(&c.as_str())))
         .map(|(p, _)| p)
         .collect()
 }

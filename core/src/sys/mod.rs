@@ -13,6 +13,7 @@ pub mod child;
 pub mod inherit;
 pub mod net;
 mod status;
+pub mod title;
 pub mod unixsock;
 
 use std::ffi::CString;
@@ -414,4 +415,43 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 unsafe fn owned(fd: RawFd) -> OwnedFd {
     // SAFETY: the caller guarantees exclusive ownership of an open fd.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+pub mod counting {
+    //! The unit tests' global allocator: the system's, counting this
+    //! thread's allocations, so a test can show that a path allocates
+    //! nothing.
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: every call goes to the system allocator unchanged; the only
+    // addition is a const-initialised thread-local counter, which neither
+    // allocates nor has a destructor.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: the caller keeps GlobalAlloc's contract, System's too.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as for alloc; `ptr` came from System.alloc above.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// Allocations made by this thread so far.
+    pub fn allocations() -> u64 {
+        COUNT.try_with(Cell::get).unwrap_or(0)
+    }
 }

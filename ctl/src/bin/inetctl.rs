@@ -14,7 +14,7 @@ use interprocess::local_socket::traits::Stream as _;
 
 use inetd_ctl::cli::{InetctlArgs as Args, InetctlCommand as Command};
 use inetd_ctl::config::{self, AccessFiles, NameSources, Severity, SourcePrefix};
-use inetd_ctl::{json, local, paths, plan, table};
+use inetd_ctl::{connections, json, local, metrics, paths, plan, table};
 use inetd_protocol::control::{CtlCommand, CtlRequest, CtlResponse, ReloadResult};
 use inetd_protocol::{read_message, write_message};
 
@@ -54,6 +54,11 @@ fn ask(path: &std::path::Path, command: CtlCommand) -> Result<CtlResponse, ExitC
         })
 }
 
+/// `1 error`, `2 errors`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn print(out: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(out.as_bytes());
@@ -72,11 +77,36 @@ fn core_policy(path: &std::path::Path) -> Option<inetd_protocol::Policy> {
     }
 }
 
+/// The configuration paths the running controller uses, if one answers.
+fn controller_paths(path: &std::path::Path) -> Option<Vec<PathBuf>> {
+    let mut stream = local::connect(path).ok()?;
+    let _ = stream.set_recv_timeout(Some(Duration::from_secs(10)));
+    write_message(&mut stream, &CtlRequest::new(CtlCommand::Status)).ok()?;
+    match read_message(&mut stream).ok()? {
+        CtlResponse::Status(s) if !s.controller.config_paths.is_empty() => Some(
+            s.controller
+                .config_paths
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 fn check(paths: Vec<PathBuf>, access: AccessFiles, socket: Option<PathBuf>) -> ExitCode {
-    let paths = if paths.is_empty() {
-        config::default_paths()
-    } else {
+    let socket = socket_path(socket);
+    let paths = if !paths.is_empty() {
         paths
+    } else if let Some(running) = controller_paths(&socket) {
+        let shown: Vec<String> = running.iter().map(|p| p.display().to_string()).collect();
+        println!(
+            "checking what the running controller uses: {}",
+            shown.join(" ")
+        );
+        running
+    } else {
+        config::default_paths()
     };
     match config::load_all(
         &paths,
@@ -100,7 +130,7 @@ fn check(paths: Vec<PathBuf>, access: AccessFiles, socket: Option<PathBuf>) -> E
                 .count();
             let warnings = c.diagnostics.len() - errors;
             // What a running core would refuse, as reload would show it.
-            let policy = core_policy(&socket_path(socket));
+            let policy = core_policy(&socket);
             let refused = policy.map(|p| plan::refusals(&c, &p));
             for d in refused.iter().flatten() {
                 eprintln!("{d}");
@@ -110,9 +140,11 @@ fn check(paths: Vec<PathBuf>, access: AccessFiles, socket: Option<PathBuf>) -> E
                 None => String::new(),
             };
             println!(
-                "{} listeners, {} rejected entries, {errors} errors, {warnings} warnings{by_core}",
-                c.entries.len(),
-                c.rejected.len()
+                "{}, {}, {}, {}{by_core}",
+                plural(c.entries.len(), "listener", "listeners"),
+                plural(c.rejected.len(), "rejected entry", "rejected entries"),
+                plural(errors, "error", "errors"),
+                plural(warnings, "warning", "warnings"),
             );
             if c.has_errors() || refused.is_some_and(|r| !r.is_empty()) {
                 ExitCode::from(1)
@@ -160,6 +192,43 @@ fn check_notes(c: &config::Config) -> String {
     out
 }
 
+/// `inetctl metrics`: the status and, when the core is up, the list. A
+/// controller that does not answer still gives `inetd_controller_up 0`
+/// (and exit 3), so a textfile collector shows it down rather than stale.
+fn metrics(path: &std::path::Path) -> ExitCode {
+    let status = match ask_quietly(path, CtlCommand::Status) {
+        Ok(CtlResponse::Status(s)) => s,
+        Ok(other) => {
+            eprintln!("inetctl: unexpected answer to status: {other:?}");
+            print(&metrics::controller_down());
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!(
+                "inetctl: cannot reach the controller at {}: {e}",
+                path.display()
+            );
+            print(&metrics::controller_down());
+            return ExitCode::from(3);
+        }
+    };
+    let list = match ask_quietly(path, CtlCommand::List) {
+        Ok(CtlResponse::List(l)) => Some(l),
+        _ => None,
+    };
+    print(&metrics::exposition(&status, list.as_ref()));
+    ExitCode::SUCCESS
+}
+
+/// One request and its answer, errors returned rather than printed.
+fn ask_quietly(path: &std::path::Path, command: CtlCommand) -> Result<CtlResponse, String> {
+    let mut stream = local::connect(path).map_err(|e| e.to_string())?;
+    let _ = stream.set_recv_timeout(Some(Duration::from_secs(30)));
+    write_message(&mut stream, &CtlRequest::new(command))
+        .and_then(|()| read_message(&mut stream))
+        .map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let (command, as_json) = match args.command {
@@ -177,6 +246,8 @@ fn main() -> ExitCode {
         Command::List { json } => (CtlCommand::List, json),
         Command::Status { json } => (CtlCommand::Status, json),
         Command::Reload { partial } => (CtlCommand::Reload { partial }, false),
+        Command::Connections { json } => (CtlCommand::Connections, json),
+        Command::Metrics => return metrics(&socket_path(args.socket)),
     };
     let path = socket_path(args.socket);
     let answer = match ask(&path, command) {
@@ -206,6 +277,10 @@ fn main() -> ExitCode {
             }
             if r.result != ReloadResult::Rejected {
                 print(&table::reload_text(&r));
+            } else if r.diagnostics.iter().any(|d| d.contains(": error: ")) {
+                eprintln!(
+                    "inetctl: reload rejected: nothing changed; `inetctl reload --partial` applies the good entries and leaves the bad ones out"
+                );
             } else {
                 eprintln!("inetctl: reload rejected: nothing changed");
             }
@@ -214,6 +289,14 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        CtlResponse::Connections(c) => {
+            print(&if as_json {
+                connections::connections_json(&c) + "\n"
+            } else {
+                connections::connections_table(&c)
+            });
+            ExitCode::SUCCESS
         }
         CtlResponse::Error { kind, message } => {
             eprintln!("inetctl: {message}");

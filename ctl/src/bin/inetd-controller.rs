@@ -20,6 +20,7 @@ use std::thread;
 use clap::Parser;
 use log::{error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{geteuid, getgid, getgroups, getuid};
 
 use inetd_ctl::admin::{Admins, FilesDb, GroupDb};
@@ -62,6 +63,12 @@ fn main() -> ExitCode {
             },
         }),
     };
+    // After the core descriptor is adopted: the syslog socket is a new one.
+    if args.syslog {
+        if let Err(e) = logger::use_syslog("inetd-controller") {
+            warn!("--syslog: {e}; logging to stderr");
+        }
+    }
     let control = match &args.control_socket {
         Some(p) => p.clone(),
         None => match default_run() {
@@ -148,16 +155,24 @@ fn run(
 
     let (tx, rx) = mpsc::channel::<Event>();
     let sig_tx = tx.clone();
+    // A signalfd rather than sigwait: it tells who sent the signal, which
+    // decides what a SIGTERM means in one-command mode.
+    let sigfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("cannot make a signalfd: {e}"))?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            match sigs.wait() {
-                Ok(sig) => {
-                    if sig_tx.send(Event::Signal(sig)).is_err() {
+            match sigfd.read_signal() {
+                Ok(Some(info)) => {
+                    let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                        continue;
+                    };
+                    if sig_tx.send(Event::Signal(sig, info.ssi_pid)).is_err() {
                         return;
                     }
                 }
-                Err(e) => warn!("sigwait: {e}"),
+                Ok(None) => {}
+                Err(e) => warn!("reading signals: {e}"),
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;

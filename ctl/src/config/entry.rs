@@ -110,11 +110,82 @@ impl Problem {
         match self {
             Problem::Field { n, found, expected } => {
                 let name = FIELD_NAMES[(*n).clamp(1, 7) - 1];
-                format!("field {n} ({name}): found {found:?}, expected {expected}")
+                let hint = near_miss(*n, found)
+                    .map(|k| format!("; did you mean {k:?}?"))
+                    .unwrap_or_default();
+                format!("field {n} ({name}): found {found:?}, expected {expected}{hint}")
             }
             Problem::Whole(m) => m.clone(),
         }
     }
+}
+
+/// The keywords of field `n`, for "did you mean".
+fn keywords(n: usize) -> &'static [&'static str] {
+    match n {
+        2 => &["stream", "dgram", "seqpacket"],
+        3 => &[
+            "tcp", "tcp4", "tcp6", "tcp46", "udp", "udp4", "udp6", "udp46", "unix",
+        ],
+        4 => &["wait", "nowait"],
+        6 => &["internal"],
+        _ => &[],
+    }
+}
+
+/// Edits from `a` to `b`: insertions, deletions, substitutions and swaps
+/// of neighbours (`nowiat`), each one.
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The keyword of field `n` that `found` nearly is (`nowiat` -> `nowait`,
+/// `internl` -> `internal`, `strem` -> `stream`), keeping a wait field's
+/// `.N` or `/N` suffix.
+fn near_miss(n: usize, found: &str) -> Option<String> {
+    let (word, suffix) = if n == 4 {
+        let cut = found.find(['.', '/']).unwrap_or(found.len());
+        found.split_at(cut)
+    } else {
+        (found, "")
+    };
+    let lower = word.to_ascii_lowercase();
+    let most = if lower.chars().count() <= 4 { 1 } else { 2 };
+    keywords(n)
+        .iter()
+        .map(|k| (distance(&lower, k), *k))
+        .filter(|&(d, _)| d > 0 && d <= most)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| format!("{k}{suffix}"))
+}
+
+/// Whether a record is xinetd's syntax (`service NAME`, `{`, `attribute =
+/// value`, `}`) rather than an inetd.conf line.
+fn looks_like_xinetd(fields: &[String]) -> bool {
+    // Not `=` alone: NetBSD's own key-value syntax (`5432 on protocol =
+    // udp, ...`) has it, and gets its own message.
+    fields.iter().any(|w| matches!(w.as_str(), "{" | "}"))
+        || (fields.first().map(String::as_str) == Some("service") && fields.len() < 6)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +320,13 @@ enum Where {
 
 impl EntryParser<'_> {
     fn parse(&mut self, fields: &[String]) -> Result<Vec<Listener>, Problem> {
+        if looks_like_xinetd(fields) {
+            return Err(Problem::Whole(
+                "this is xinetd syntax (service NAME { attribute = value ... }), which inetd.conf does not take: \
+                 write each service on one line: service socket-type protocol wait user server [arguments]"
+                    .into(),
+            ));
+        }
         if fields.len() < 6 {
             return Err(Problem::Whole(format!(
                 "too few fields: found {}, expected at least 6 \
@@ -600,8 +678,10 @@ impl EntryParser<'_> {
             Some(g) => match self.names.group(g) {
                 Ok(Some(info)) => (info.gid, info.name),
                 Ok(None) => {
-                    let expected = format!("a group name{}", self.group_source());
-                    return Err(Problem::field(5, g, expected));
+                    return Err(Problem::Whole(format!(
+                        "field 5 (user): found group {g:?}, expected a group name{} (the user {user_name:?} exists)",
+                        self.group_source()
+                    )));
                 }
                 Err(e) => {
                     return Err(Problem::field(

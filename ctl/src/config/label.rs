@@ -1,18 +1,19 @@
 //! The label the controller puts in each `ListenerSpec`, so that a
 //! restarted controller can show what runs before it has read its
-//! configuration. The core never interprets it.
+//! configuration. The core never interprets it: it prints it as it is at the
+//! head of its log lines, so the label is written to read well there.
 //!
-//! Format: `inetd-label-1` and the six fields (service, file, line,
-//! protocol, user, group), separated by single spaces; in each field `%`,
-//! space and every control character are written as `%XX` per UTF-8 byte,
-//! so any file name survives, the separator is unambiguous, and the core's
-//! log, which shows the label, stays readable
-//! (`inetd-label-1 echo /etc/inetd.conf 12 tcp4 nobody nogroup`). The whole label is at most [`MAX_LABEL`] bytes: the longest
-//! fields are cut (at character boundaries, marked with `…`) until it fits.
+//! Format: `SERVICE PROTOCOL FILE:LINE USER:GROUP`
+//! (`echo tcp4 /etc/inetd.conf:12 nobody:nogroup`): four fields separated
+//! by single spaces. In each field `%`, space and every control character
+//! are written as `%XX` per UTF-8 byte, and `:` too in the user and group,
+//! so any file name survives, the separators are unambiguous (the line is
+//! after the file's last `:`) and the core's log stays one line per record.
+//! The whole label is at most [`MAX_LABEL`] bytes: the longest fields are
+//! cut (at character boundaries, marked with `…`) until it fits.
 
 use inetd_protocol::MAX_LABEL;
 
-const TAG: &str = "inetd-label-1";
 const CUT: char = '…';
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,21 +26,29 @@ pub struct Label {
     pub group: String,
 }
 
-fn needs_escape(c: char) -> bool {
-    c == '%' || c == ' ' || c.is_control()
+/// Which characters a field escapes: the user and group also escape `:`,
+/// their separator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Plain,
+    Id,
 }
 
-fn escaped_len(c: char) -> usize {
-    if needs_escape(c) {
+fn needs_escape(c: char, f: Field) -> bool {
+    c == '%' || c == ' ' || c.is_control() || (f == Field::Id && c == ':')
+}
+
+fn escaped_len(c: char, f: Field) -> usize {
+    if needs_escape(c, f) {
         3 * c.len_utf8()
     } else {
         c.len_utf8()
     }
 }
 
-fn escape_into(out: &mut String, s: &str) {
+fn escape_into(out: &mut String, s: &str, f: Field) {
     for c in s.chars() {
-        if needs_escape(c) {
+        if needs_escape(c, f) {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("%{b:02X}"));
@@ -72,12 +81,12 @@ fn unescape(s: &str) -> Option<String> {
 
 /// `s` cut so that its escaped form, with the cut mark, is at most `max`
 /// bytes.
-fn cut(s: &str, max: usize) -> String {
+fn cut(s: &str, max: usize, f: Field) -> String {
     let budget = max.saturating_sub(CUT.len_utf8());
     let mut out = String::new();
     let mut used = 0;
     for c in s.chars() {
-        used += escaped_len(c);
+        used += escaped_len(c, f);
         if used > budget {
             break;
         }
@@ -89,17 +98,31 @@ fn cut(s: &str, max: usize) -> String {
     out
 }
 
+/// The fields in the order [`Label::join`] takes them, with their kinds.
+const KINDS: [Field; 5] = [
+    Field::Plain,
+    Field::Plain,
+    Field::Plain,
+    Field::Id,
+    Field::Id,
+];
+
 impl Label {
+    /// `[service, protocol, file, user, group]` and the line, joined.
     fn join(parts: &[String; 5], line: u32) -> String {
-        let mut out = String::from(TAG);
-        for (i, p) in parts.iter().enumerate() {
-            out.push(' ');
-            escape_into(&mut out, p);
-            if i == 1 {
-                out.push(' ');
-                out.push_str(&line.to_string());
-            }
-        }
+        let mut out = String::new();
+        let [service, protocol, file, user, group] = parts;
+        escape_into(&mut out, service, Field::Plain);
+        out.push(' ');
+        escape_into(&mut out, protocol, Field::Plain);
+        out.push(' ');
+        escape_into(&mut out, file, Field::Plain);
+        out.push(':');
+        out.push_str(&line.to_string());
+        out.push(' ');
+        escape_into(&mut out, user, Field::Id);
+        out.push(':');
+        escape_into(&mut out, group, Field::Id);
         out
     }
 
@@ -107,14 +130,15 @@ impl Label {
     pub fn encode(&self) -> String {
         let mut parts = [
             self.service.clone(),
-            self.file.clone(),
             self.protocol.clone(),
+            self.file.clone(),
             self.user.clone(),
             self.group.clone(),
         ];
         let lens: Vec<usize> = parts
             .iter()
-            .map(|p| p.chars().map(escaped_len).sum())
+            .zip(KINDS)
+            .map(|(p, f)| p.chars().map(|c| escaped_len(c, f)).sum())
             .collect();
         let overhead = Label::join(&Default::default(), self.line).len();
         let total: usize = lens.iter().sum();
@@ -129,7 +153,7 @@ impl Label {
         for (k, &i) in order.iter().enumerate() {
             let share = room / (parts.len() - k);
             if lens[i] > share {
-                parts[i] = cut(&parts[i], share);
+                parts[i] = cut(&parts[i], share, KINDS[i]);
                 room -= share;
             } else {
                 room -= lens[i];
@@ -141,12 +165,14 @@ impl Label {
     /// The label, if `s` is one this version wrote.
     pub fn decode(s: &str) -> Option<Label> {
         let parts: Vec<&str> = s.split(' ').collect();
-        let [tag, service, file, line, protocol, user, group] = parts.as_slice() else {
+        let [service, protocol, place, ids] = parts.as_slice() else {
             return None;
         };
-        if *tag != TAG || line.is_empty() || !line.bytes().all(|b| b.is_ascii_digit()) {
+        let (file, line) = place.rsplit_once(':')?;
+        if line.is_empty() || !line.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
+        let (user, group) = ids.split_once(':')?;
         Some(Label {
             service: unescape(service)?,
             file: unescape(file)?,
@@ -174,6 +200,19 @@ mod tests {
     }
 
     #[test]
+    fn reads_as_a_log_line_would_have_it() {
+        assert_eq!(
+            label("/etc/inetd.conf").encode(),
+            "echo tcp4 /etc/inetd.conf:12 nobody:nogroup"
+        );
+        let mut odd = label("/etc/a b:7.conf");
+        odd.user = "u:x".into();
+        let text = odd.encode();
+        assert_eq!(text, "echo tcp4 /etc/a%20b:7.conf:12 u%3Ax:nogroup");
+        assert_eq!(Label::decode(&text), Some(odd));
+    }
+
+    #[test]
     fn round_trip_with_odd_file_names() {
         for f in [
             "/etc/inetd.conf",
@@ -185,6 +224,7 @@ mod tests {
             let l = label(f);
             let text = l.encode();
             assert!(!text.contains('\n'));
+            assert!(text.starts_with("echo tcp4 "), "{text:?}");
             assert_eq!(Label::decode(&text), Some(l), "{text:?}");
         }
     }
@@ -208,15 +248,19 @@ mod tests {
         for s in [
             "",
             "x",
-            "inetd-label-1\ta\tb\tc\td\te\tf",
-            "inetd-label-1\ta\tb\t-1\td\te\tf",
-            "inetd-label-1\ta\tb\t99999999999\td\te\tf",
-            "inetd-label-1\t%\tb\t1\td\te\tf",
-            "inetd-label-1\t%zz\tb\t1\td\te\tf",
-            "inetd-label-1\t%FF\tb\t1\td\te\tf",
-            "inetd-label-1\té%\tb\t1\td\te\tf",
-            "inetd-label-1\ta\tb\t1\td\te\tf\tg",
-            "inetd-label-2\ta\tb\t1\td\te\tf",
+            "a\tb\tc:1\td:e",
+            "a b c:x d:e",
+            "a b c:-1 d:e",
+            "a b c:99999999999 d:e",
+            "a b c: d:e",
+            "a b c d:e",
+            "a b c:1 de",
+            "% b c:1 d:e",
+            "%zz b c:1 d:e",
+            "%FF b c:1 d:e",
+            "é% b c:1 d:e",
+            "a b c:1 d:e f",
+            "a b c:1",
         ] {
             assert_eq!(Label::decode(s), None, "{s:?}");
         }

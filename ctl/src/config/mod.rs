@@ -217,8 +217,9 @@ fn assemble(
         names: IdNames::default(),
     };
     if !any_exists {
+        // About no file in particular: shown without a FILE:LINE.
         config.diagnostics.push(Diagnostic::warning(
-            DEFAULT_FILE,
+            "",
             0,
             format!("neither {DEFAULT_FILE} nor {DEFAULT_DIR} exists: no services are configured"),
         ));
@@ -526,14 +527,13 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            escape_for_display(&self.file),
-            self.line,
-            severity,
-            escape_for_display(&self.message)
-        )
+        // Line 0 is about the file as a whole, and no file about none.
+        match (self.file.is_empty(), self.line) {
+            (true, _) => write!(f, "{severity}: "),
+            (false, 0) => write!(f, "{}: {severity}: ", escape_for_display(&self.file)),
+            (false, line) => write!(f, "{}:{line}: {severity}: ", escape_for_display(&self.file)),
+        }?;
+        f.write_str(&escape_for_display(&self.message))
     }
 }
 

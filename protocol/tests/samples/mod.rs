@@ -273,6 +273,7 @@ pub fn ctl_requests() -> Vec<(&'static str, CtlRequest)> {
             "reload-partial",
             CtlRequest::new(CtlCommand::Reload { partial: true }),
         ),
+        ("connections", CtlRequest::new(CtlCommand::Connections)),
     ]
 }
 
@@ -351,6 +352,13 @@ fn controller_info() -> ControllerInfo {
             result: ReloadResult::Partial,
             errors: vec!["a.conf:1: error: x".into()],
         }),
+        config_paths: vec!["/etc/inetd.conf".into(), "/etc/inetd.d".into()],
+        reloads: ReloadCounts {
+            ok: 1,
+            rejected: 2,
+            partial: 3,
+            failed: 4,
+        },
     }
 }
 
@@ -417,12 +425,54 @@ pub fn ctl_responses() -> Vec<(&'static str, CtlResponse)> {
                 added: vec![item()],
                 changed: vec![item(), item()],
                 removed: vec![],
+                rejected: vec![item(), item()],
                 failed: vec![failed],
                 unchanged: 4,
                 diagnostics: vec!["a.conf:2: warning: y".into()],
             }),
         ));
     }
+    let conn = |pid: u32, wait: bool, client: Client| ConnectionRow {
+        pid,
+        service: "echo".into(),
+        protocol: "tcp4".into(),
+        source: SourceRef {
+            file: "/etc/inetd.conf".into(),
+            line: 12,
+        },
+        wait,
+        client,
+        uid: 65534,
+        user: (pid != 3).then(|| "nobody".into()),
+        started_at: 1_700_000_000,
+    };
+    v.push((
+        "connections",
+        CtlResponse::Connections(ConnectionsReply {
+            generation: 7,
+            now: 1_700_000_005,
+            connections: vec![
+                conn(
+                    1,
+                    false,
+                    Client::Inet {
+                        address: "127.0.0.1".into(),
+                        port: 5000,
+                    },
+                ),
+                conn(
+                    2,
+                    false,
+                    Client::Unix {
+                        pid: 9,
+                        uid: 1000,
+                        gid: 100,
+                    },
+                ),
+                conn(3, true, Client::None),
+            ],
+        }),
+    ));
     for (name, kind) in [
         ("error-failed", CtlErrorKind::Failed),
         ("error-permission-denied", CtlErrorKind::PermissionDenied),
