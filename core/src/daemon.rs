@@ -380,12 +380,14 @@ impl Daemon {
         }
     }
 
+    /// Serves at most one request of the connection per turn of the loop:
+    /// a controller that streams requests waits its turn behind the
+    /// listeners, and the next request is read when poll says so again.
     fn on_conn(&mut self, cid: ConnId, rev: i16) {
-        let mut readable = rev & (sys::POLLIN | sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0;
-        while let Some((req, controller_link)) = self.links.next_request(cid, readable) {
+        let readable = rev & (sys::POLLIN | sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0;
+        if let Some((req, controller_link)) = self.links.next_request(cid, readable) {
             let resp = self.answer(req, controller_link);
-            self.links.answer(cid, &resp);
-            readable = true;
+            self.links.answer(cid, resp);
         }
     }
 
