@@ -39,11 +39,11 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 7210 lines
+//! root, this process: core/src: 7214 lines
 //!     accept.rs 430, admission.rs 123, apply.rs 333, backoff.rs 56
 //!     children.rs 492, cli.rs 264, daemon.rs 418, limits.rs 368, link.rs 497
 //!     listeners.rs 505, logger.rs 124, main.rs 122, notify.rs 53
-//!     peer.rs 107, plan.rs 78, reply.rs 99, start.rs 584, supervisor.rs 263
+//!     peer.rs 107, plan.rs 78, reply.rs 99, start.rs 588, supervisor.rs 263
 //!     syslog.rs 63, validate.rs 334, sys/caps.rs 176, sys/child.rs 546
 //!     sys/inherit.rs 134, sys/mod.rs 419, sys/net.rs 177, sys/status.rs 138
 //!     sys/title.rs 59, sys/unixsock.rs 248
