@@ -530,12 +530,15 @@ impl Daemon {
         }
     }
 
+    /// Serves at most one request of the connection per turn of the loop:
+    /// a controller that streams requests waits its turn behind the
+    /// listeners, and the next request is read when epoll says so again
+    /// (the registration is armed again after each turn).
     fn on_conn(&mut self, cid: ConnId, rev: u32) {
-        let mut readable = rev & (events::IN | events::ERR_HUP) != 0;
-        while let Some((req, controller_link)) = self.links.next_request(cid, readable) {
+        let readable = rev & (events::IN | events::ERR_HUP) != 0;
+        if let Some((req, controller_link)) = self.links.next_request(cid, readable) {
             let resp = self.answer(req, controller_link);
-            self.links.answer(cid, &resp);
-            readable = true;
+            self.links.answer(cid, resp);
         }
     }
 

@@ -6,7 +6,16 @@
 //!   at most [`MAX_CORE_CONNS`] connections are open;
 //! * a connection is read only when its previous answer is written out, and
 //!   never past the current frame: a slow reader cannot make the core
-//!   buffer more than one answer.
+//!   buffer more than one answer, and a peer that streams requests gets one
+//!   answered per turn of the loop (the daemon asks for one);
+//! * a request is at most [`MAX_REQUEST`] bytes, and the large frames being
+//!   read on all connections together at most [`READ_BUDGET`]: each frame's
+//!   declared length is counted against it as soon as its header is in,
+//!   before a byte of payload is buffered. Past either, the request is
+//!   answered with an error and the connection closed. Decoding happens
+//!   one request at a time, so what a decoded request costs is bounded by
+//!   one request too;
+//! * every answer fits in a frame (`reply`).
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -17,16 +26,26 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use inetd_protocol::{
-    decode_payload, encode_frame, CoreRequest, CoreResponse, FrameBuf, ProtocolError,
+    decode_payload, CoreRequest, CoreResponse, FrameBuf, ProtocolError, MAX_FRAME, MAX_REQUEST,
     PROTOCOL_VERSION,
 };
 use log::{debug, warn};
 
+use crate::reply;
 use crate::sys;
 use crate::sys::net;
 
 /// Most simultaneous core connections; more are closed at once.
 pub const MAX_CORE_CONNS: usize = 16;
+
+/// Most payload bytes of large requests being read at once, over every
+/// connection: two whole requests (an old controller's and its successor's).
+pub const READ_BUDGET: usize = 2 * MAX_REQUEST as usize;
+
+/// Requests up to this length are not counted in [`READ_BUDGET`] (at most
+/// [`MAX_CORE_CONNS`] of them are buffered: 1 MiB), so a `Hello` or a
+/// `Status` is read even while two large `Apply`s are.
+pub const SMALL_REQUEST: usize = 64 * 1024;
 
 pub struct CoreSocket {
     listener: UnixListener,
@@ -151,6 +170,8 @@ pub type ConnId = u64;
 struct Conn {
     stream: UnixStream,
     buf: FrameBuf,
+    /// The declared length of the frame being read, counted in the budget.
+    charged: usize,
     out: Vec<u8>,
     sent: usize,
     phase: Phase,
@@ -165,6 +186,7 @@ impl Conn {
         Conn {
             stream,
             buf: FrameBuf::new(),
+            charged: 0,
             out: Vec::new(),
             sent: 0,
             phase: Phase::AwaitHello,
@@ -183,6 +205,8 @@ pub struct Links {
     conns: BTreeMap<ConnId, Conn>,
     next: ConnId,
     rbuf: Vec<u8>,
+    /// The sum of every connection's `charged`.
+    charged: usize,
 }
 
 impl Links {
@@ -192,6 +216,7 @@ impl Links {
             conns: BTreeMap::new(),
             next: 1,
             rbuf: vec![0; 64 * 1024],
+            charged: 0,
         }
     }
 
@@ -273,11 +298,14 @@ impl Links {
     }
 
     pub fn remove(&mut self, cid: ConnId) {
-        self.conns.remove(&cid);
+        if let Some(c) = self.conns.remove(&cid) {
+            self.charged -= c.charged;
+        }
     }
 
     fn drop_conn(&mut self, cid: ConnId, reason: Option<&str>) {
         if let Some(c) = self.conns.remove(&cid) {
+            self.charged -= c.charged;
             match reason {
                 Some(r) => warn!("core connection from {}: {r}; closing it", c.who),
                 None => debug!("core connection from {} closed", c.who),
@@ -344,7 +372,7 @@ impl Links {
             Err(Refused { reason, log }) => {
                 warn!("core connection from {}: {log}", c.who);
                 c.phase = Phase::Closing;
-                self.answer(cid, &CoreResponse::Error { reason });
+                self.answer(cid, CoreResponse::Error { reason });
                 None
             }
         }
@@ -384,9 +412,22 @@ impl Links {
                     return None;
                 }
             }
+            if c.charged == 0 {
+                if let Some(len) = c.buf.declared() {
+                    if let Err(why) = charge(c, &mut self.charged, len) {
+                        self.refuse(cid, why);
+                        return None;
+                    }
+                }
+            }
+            let c = self.conns.get_mut(&cid)?;
             match c.buf.next_payload() {
                 Ok(None) => {}
-                Ok(Some(p)) => return Some(p),
+                Ok(Some(p)) => {
+                    self.charged -= c.charged;
+                    c.charged = 0;
+                    return Some(p);
+                }
                 Err(e) => {
                     let r = format!("bad frame: {e}");
                     self.drop_conn(cid, Some(&r));
@@ -396,13 +437,25 @@ impl Links {
         }
     }
 
-    pub fn answer(&mut self, cid: ConnId, resp: &CoreResponse) {
-        let frame = encode_frame(resp).unwrap_or_else(|e| {
-            encode_frame(&CoreResponse::Error {
-                reason: format!("cannot encode the answer: {e}"),
-            })
-            .unwrap_or_default()
-        });
+    /// Answers a request that will not be read with an error, then closes
+    /// the connection.
+    fn refuse(&mut self, cid: ConnId, reason: String) {
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        warn!(
+            "core connection from {}: {reason}; answering with an error and closing it",
+            c.who
+        );
+        c.phase = Phase::Closing;
+        self.charged -= c.charged;
+        c.charged = 0;
+        c.buf = FrameBuf::new();
+        self.answer(cid, CoreResponse::Error { reason });
+    }
+
+    pub fn answer(&mut self, cid: ConnId, resp: CoreResponse) {
+        let frame = reply::frame(resp);
         if let Some(c) = self.conns.get_mut(&cid) {
             c.out = frame;
             c.sent = 0;
@@ -412,10 +465,34 @@ impl Links {
 
     pub fn close_all(&mut self) {
         self.conns.clear();
+        self.charged = 0;
         if let Some(s) = self.socket.take() {
             s.close();
         }
     }
+}
+
+/// Counts a frame of `len` declared bytes on `c` against the request limit
+/// and the budget `total`; the reason it may not be read otherwise. A
+/// header the codec refuses (empty, over a frame) is left to it.
+fn charge(c: &mut Conn, total: &mut usize, len: usize) -> Result<(), String> {
+    if len > MAX_FRAME as usize || len <= SMALL_REQUEST {
+        return Ok(());
+    }
+    if len > MAX_REQUEST as usize {
+        return Err(format!(
+            "a request of {len} bytes is longer than the core reads ({MAX_REQUEST} bytes), so that its answer fits in a frame"
+        ));
+    }
+    if *total + len > READ_BUDGET {
+        return Err(format!(
+            "a request of {len} bytes does not fit in what the core reads at once ({READ_BUDGET} bytes, {} of them taken by other connections)",
+            *total
+        ));
+    }
+    c.charged = len;
+    *total += len;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -494,7 +571,7 @@ mod tests {
         let (req, controller_link) = links.next_request(cid, true).unwrap();
         assert!(matches!(req, CoreRequest::Hello { .. }) && controller_link);
         let answer = CoreResponse::Error { reason: "h".into() };
-        links.answer(cid, &answer);
+        links.answer(cid, answer.clone());
         let got: CoreResponse = read_message(&mut theirs).unwrap();
         assert_eq!(got, answer);
         // Not readable: nothing is read.

@@ -39,18 +39,18 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 8370 lines
+//! root, this process: core/src: 8554 lines
 //!     accept.rs 437, admission.rs 123, apply.rs 333, backoff.rs 56
-//!     children.rs 533, cli.rs 264, daemon.rs 569, events.rs 147
-//!     exec_path.rs 4, limits.rs 368, link.rs 420, listeners.rs 520
-//!     logger.rs 191, main.rs 132, notify.rs 53, peer.rs 84, plan.rs 78
-//!     start.rs 584, supervisor.rs 263, syslog.rs 63, validate.rs 339
-//!     sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90, sys/inherit.rs 134
-//!     sys/mod.rs 422, sys/net.rs 199, sys/raw.rs 92, sys/slot.rs 260
-//!     sys/spawn.rs 417, sys/status.rs 138, sys/title.rs 59
+//!     children.rs 533, cli.rs 264, daemon.rs 572, events.rs 147
+//!     exec_path.rs 4, limits.rs 368, link.rs 497, listeners.rs 520
+//!     logger.rs 191, main.rs 133, notify.rs 53, peer.rs 84, plan.rs 78
+//!     reply.rs 99, start.rs 588, supervisor.rs 263, syslog.rs 63
+//!     validate.rs 339, sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90
+//!     sys/inherit.rs 134, sys/mod.rs 422, sys/net.rs 199, sys/raw.rs 92
+//!     sys/slot.rs 260, sys/spawn.rs 417, sys/status.rs 138, sys/title.rs 59
 //!     sys/unixsock.rs 248
-//! root too, shared with the controller (pure, fuzzed): protocol/src: 1176 lines
-//!     codec.rs 219, error.rs 68, lib.rs 80, local.rs 44, policy.rs 257
+//! root too, shared with the controller (pure, fuzzed): protocol/src: 1190 lines
+//!     codec.rs 225, error.rs 68, lib.rs 88, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439
 //! the service user only, after the privilege drop: core/builtins/src: 1042 lines
 //!     answers.rs 53, clock.rs 113, dgram.rs 346, lib.rs 159, limiter.rs 126
@@ -73,6 +73,7 @@ mod logger;
 mod notify;
 mod peer;
 mod plan;
+mod reply;
 mod start;
 mod supervisor;
 mod sys;
@@ -215,3 +216,8 @@ mod tests {
         );
     }
 }
+
+/// The protocol tests' samples: one message of every kind.
+#[cfg(test)]
+#[path = "../../protocol/tests/samples/mod.rs"]
+mod samples;

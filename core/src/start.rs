@@ -4,9 +4,10 @@
 //! core ever resolves, from its own command line), check the runtime
 //! directory and the unix directories, make the core socket (these need
 //! CAP_CHOWN and CAP_SETGID-as-root), then cut the capabilities and lock
-//! the securebits, raise the descriptor limit, settle what children are
-//! given back (limits, session keyring), then block the handled signals and
-//! make the signalfd. Everything after that is the poll loop.
+//! the securebits, raise the descriptor limit and settle what children are
+//! given back (limits, session keyring). The handled signals are blocked,
+//! and read from a signalfd, before the core socket exists. Everything
+//! after that is the poll loop.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
@@ -150,6 +151,11 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     let ctl = resolve_controller(cli, root, uid)?;
     let (users, groups) = allowed_ids(cli, root, &ctl)?;
     warn_unused_flags(cli);
+    // Signals through a signalfd, blocked before anything can ask the core
+    // to stop: a SIGTERM once the core socket exists waits for the loop,
+    // which exits cleanly, instead of killing a core half started. Nothing
+    // runs asynchronously.
+    let sigfd = sys::signal_fd().or_else(|e| fail(1, format!("cannot set up signals: {e}")))?;
     // 2. Directories and the core socket (or the controller's plan), while
     //    CAP_CHOWN and CAP_SETGID-as-root are still there. A root core
     //    always checks RUN: its default socket directories are there.
@@ -181,9 +187,7 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     // 5. What every child is given back of the core's start.
     let join_keyring = session_keyrings(root)?;
     sys::inherit::settle(&limits, join_keyring);
-    // 6. Signals through a signalfd: nothing runs asynchronously.
-    let sigfd = sys::signal_fd().or_else(|e| fail(1, format!("cannot set up signals: {e}")))?;
-    // 7. Tell a service manager that the core socket is up.
+    // 6. Tell a service manager that the core socket is up.
     crate::notify::ready();
     Ok(Setup {
         policy: Policy {

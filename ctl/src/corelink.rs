@@ -15,13 +15,33 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, SFlag};
 
+use std::io::Write;
+
 use inetd_protocol::{
-    read_message, write_message, CoreRequest, CoreResponse, HelloReply, PROTOCOL_VERSION,
+    encode_frame, read_message, CoreRequest, CoreResponse, HelloReply, MAX_REQUEST,
+    PROTOCOL_VERSION,
 };
 
 /// How long one answer of the core may take. An `Apply` of many listeners
 /// binds them all; a core that takes longer than this is treated as gone.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `req` as a frame, or why the core would not read it.
+fn request_frame(req: &CoreRequest) -> Result<Vec<u8>, String> {
+    let frame = encode_frame(req).map_err(|e| {
+        format!(
+            "the request does not fit in a frame ({e}): fewer services, or shorter argument lists"
+        )
+    })?;
+    let len = frame.len() - inetd_protocol::codec::HEADER_LEN;
+    if len > MAX_REQUEST as usize {
+        return Err(format!(
+            "a request of {len} bytes is longer than the core reads ({MAX_REQUEST} bytes): fewer \
+             services, or shorter argument lists"
+        ));
+    }
+    Ok(frame)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkError {
@@ -157,8 +177,19 @@ impl CoreLink {
     }
 
     /// Sends one request and waits for its answer.
+    /// A request the core would refuse for its length (it reads at most
+    /// `MAX_REQUEST` bytes) is answered here with the core's reason, never
+    /// sent: sent, the core would close the link, and the re-sync would
+    /// send it again.
     pub fn request(&mut self, req: &CoreRequest) -> Result<CoreResponse, LinkError> {
-        write_message(&mut self.stream, req).map_err(|e| LinkError::Down(e.to_string()))?;
+        let frame = match request_frame(req) {
+            Ok(f) => f,
+            Err(reason) => return Ok(CoreResponse::Error { reason }),
+        };
+        self.stream
+            .write_all(&frame)
+            .and_then(|()| self.stream.flush())
+            .map_err(|e| LinkError::Down(e.to_string()))?;
         read_message(&mut self.stream).map_err(|e| LinkError::Down(e.to_string()))
     }
 
@@ -171,6 +202,51 @@ impl CoreLink {
             Ok(_) => true,
             Err(nix::errno::Errno::EINTR) => false,
             Err(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inetd_protocol::{Action, Bind, Credentials, IpMode, Limits, ListenerSpec, SocketType};
+
+    fn spec(port: u16, args: usize) -> ListenerSpec {
+        ListenerSpec {
+            bind: Bind::Inet {
+                addr: "127.0.0.1".parse().unwrap(),
+                port,
+                mode: IpMode::V4,
+            },
+            socket_type: SocketType::Stream,
+            wait: false,
+            action: Action::Exec {
+                path: "/bin/echo".into(),
+                argv: vec!["x".repeat(4000); args],
+            },
+            creds: Credentials {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![],
+            },
+            limits: Limits::default(),
+            acl: None,
+            label: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_request_longer_than_the_core_reads_is_never_sent() {
+        let fits = CoreRequest::Apply {
+            listeners: (1..=8).map(|p| spec(p, 256)).collect(),
+        };
+        assert!(request_frame(&fits).is_ok());
+        for n in [9, 17] {
+            let long = CoreRequest::Apply {
+                listeners: (1..=n).map(|p| spec(p, 256)).collect(),
+            };
+            let e = request_frame(&long).unwrap_err();
+            assert!(e.contains("fewer services"), "{e}");
         }
     }
 }

@@ -2,8 +2,11 @@
 //! `status`; `reload` is for admins. The caller is identified by
 //! SO_PEERCRED alone (interprocess's peer credentials: the peer's effective
 //! uid when it connected). One thread per connection, bounded per uid and
-//! in total, so one user cannot starve the others; a bad frame or an idle
-//! connection ends that connection only.
+//! in total, with slots kept for admins, so neither one user nor a few
+//! can starve the others or lock an admin out; a bad frame, or a request
+//! not complete within [`REQUEST_TIMEOUT`] of the connection or of the
+//! previous answer (however slowly its bytes come), ends that connection
+//! only.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -12,9 +15,10 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::mpsc;
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use interprocess::local_socket::traits::{Listener as _, Stream as _, StreamCommon as _};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -34,14 +38,38 @@ use crate::admin::{Admins, GroupDb};
 pub const MAX_PER_UID: u32 = 32;
 /// Connections in total.
 pub const MAX_CONNECTIONS: u32 = 512;
-/// A connection that sends nothing for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Of [`MAX_CONNECTIONS`], the slots only admins may take: two admin uids'
+/// worth, whatever other users hold.
+pub const ADMIN_SLOTS: u32 = 2 * MAX_PER_UID;
+/// A request must be whole within this long of the connection or of the
+/// previous answer; else the connection is closed. For the whole request,
+/// not per read: a byte every 29 s does not hold a slot.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that does not read its answer for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`REQUEST_TIMEOUT`], or the milliseconds in the environment variable
+/// `INETD_TEST_REQUEST_TIMEOUT_MS` (for tests, which cannot wait 30 s).
+fn request_timeout() -> Duration {
+    static T: OnceLock<Duration> = OnceLock::new();
+    *T.get_or_init(|| test_knob_ms("INETD_TEST_REQUEST_TIMEOUT_MS").unwrap_or(REQUEST_TIMEOUT))
+}
+
+/// A duration in milliseconds from the environment variable `name`, for
+/// tests that cannot wait out the real one.
+pub fn test_knob_ms(name: &str) -> Option<Duration> {
+    let ms: u64 = std::env::var(name).ok()?.parse().ok()?;
+    warn!("{name}={ms}: a setting for tests");
+    Some(Duration::from_millis(ms))
+}
 
 /// A request passed to the daemon's main thread, with where to answer.
 pub struct Request {
     pub uid: u32,
+    /// The caller is an admin (root, the controller's uid, the admin
+    /// group): it may reload, and its `list` and `status` see the core's
+    /// status of now, never one a moment old.
+    pub admin: bool,
     pub command: CtlCommand,
     pub reply: mpsc::Sender<CtlResponse>,
 }
@@ -150,10 +178,20 @@ struct Slot {
 }
 
 impl Slot {
-    fn take(counts: &Arc<Mutex<Counts>>, uid: u32) -> Option<Slot> {
+    /// A slot for `uid`, if it may have one: at most [`MAX_PER_UID`] per
+    /// uid, and the last [`ADMIN_SLOTS`] of [`MAX_CONNECTIONS`] only when
+    /// `is_admin` says so (asked only then: it may read the group file).
+    fn take(
+        counts: &Arc<Mutex<Counts>>,
+        uid: u32,
+        is_admin: impl FnOnce() -> bool,
+    ) -> Option<Slot> {
         let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = c.per_uid.get(&uid).copied().unwrap_or(0);
         if n >= MAX_PER_UID || c.total >= MAX_CONNECTIONS {
+            return None;
+        }
+        if c.total >= MAX_CONNECTIONS - ADMIN_SLOTS && !is_admin() {
             return None;
         }
         c.per_uid.insert(uid, n + 1);
@@ -210,7 +248,8 @@ pub fn spawn(
                         continue;
                     }
                 };
-                let Some(slot) = Slot::take(&counts, uid) else {
+                let Some(slot) = Slot::take(&counts, uid, || admins.is_admin(uid, db.as_ref()))
+                else {
                     debug!("control socket: uid {uid} is over its connection limit");
                     continue;
                 };
@@ -235,16 +274,15 @@ fn error(kind: CtlErrorKind, message: String) -> CtlResponse {
     CtlResponse::Error { kind, message }
 }
 
-/// Answers requests on one connection until the peer closes it, goes idle,
-/// or sends something that is not a request.
+/// Answers requests on one connection until the peer closes it, takes too
+/// long over a request, or sends something that is not a request.
 fn serve(mut stream: Stream, uid: u32, admins: &Admins, db: &dyn GroupDb, dispatch: &Dispatch) {
-    if stream.set_recv_timeout(Some(IDLE_TIMEOUT)).is_err()
-        || stream.set_send_timeout(Some(WRITE_TIMEOUT)).is_err()
-    {
+    if stream.set_send_timeout(Some(WRITE_TIMEOUT)).is_err() {
         return;
     }
     loop {
-        let payload = match read_request(&mut stream) {
+        let deadline = Instant::now() + request_timeout();
+        let payload = match read_request(&mut stream, deadline) {
             Ok(Some(p)) => p,
             Ok(None) => return,
             Err(e) => {
@@ -276,20 +314,55 @@ fn serve(mut stream: Stream, uid: u32, admins: &Admins, db: &dyn GroupDb, dispat
     }
 }
 
-/// Reads one request frame; `Ok(None)` on a clean close between frames.
-/// The declared length is checked against [`MAX_CTL_REQUEST`] before the
-/// payload buffer exists.
-fn read_request(stream: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
-    let mut header = [0u8; HEADER_LEN];
+/// A stream whose reads can be bounded in time.
+trait TimedRead: Read {
+    fn set_read_timeout(&mut self, t: Duration) -> std::io::Result<()>;
+}
+
+impl TimedRead for Stream {
+    fn set_read_timeout(&mut self, t: Duration) -> std::io::Result<()> {
+        self.set_recv_timeout(Some(t))
+    }
+}
+
+/// Reads into `buf` from `stream` until it is full, each read bounded by
+/// what is left until `deadline`; the count read (short only at end of
+/// file).
+fn read_by(
+    stream: &mut impl TimedRead,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, String> {
     let mut got = 0;
-    while got < HEADER_LEN {
-        match stream.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err("truncated frame header".into()),
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no whole request within {} ms",
+                request_timeout().as_millis()
+            ));
+        }
+        stream.set_read_timeout(left).map_err(|e| e.to_string())?;
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => return Ok(got),
             Ok(n) => got += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => return Err(e.to_string()),
         }
+    }
+    Ok(got)
+}
+
+/// Reads one request frame, whole by `deadline`; `Ok(None)` on a clean
+/// close between frames. The declared length is checked against
+/// [`MAX_CTL_REQUEST`] before the payload buffer exists.
+fn read_request(stream: &mut impl TimedRead, deadline: Instant) -> Result<Option<Vec<u8>>, String> {
+    let mut header = [0u8; HEADER_LEN];
+    match read_by(stream, &mut header, deadline)? {
+        0 => return Ok(None),
+        HEADER_LEN => {}
+        _ => return Err("truncated frame header".into()),
     }
     let len = check_header(header).map_err(|e| e.to_string())?;
     if len > MAX_CTL_REQUEST as usize {
@@ -298,9 +371,9 @@ fn read_request(stream: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
         ));
     }
     let mut payload = vec![0u8; len];
-    stream
-        .read_exact(&mut payload)
-        .map_err(|e| format!("truncated request: {e}"))?;
+    if read_by(stream, &mut payload, deadline)? < len {
+        return Err("truncated request".into());
+    }
     Ok(Some(payload))
 }
 
@@ -311,13 +384,14 @@ fn answer(
     db: &dyn GroupDb,
     dispatch: &Dispatch,
 ) -> CtlResponse {
+    let admin = admins.is_admin(uid, db);
     let admins_only = match command {
         CtlCommand::Reload { .. } => Some("reload"),
         CtlCommand::Connections => Some("connections"),
         CtlCommand::List | CtlCommand::Status => None,
     };
     if let Some(what) = admins_only {
-        if !admins.is_admin(uid, db) {
+        if !admin {
             warn!("control socket: {what} refused to uid {uid}: not an admin");
             return error(
                 CtlErrorKind::PermissionDenied,
@@ -331,6 +405,7 @@ fn answer(
     let (tx, rx) = mpsc::channel();
     if !dispatch(Request {
         uid,
+        admin,
         command,
         reply: tx,
     }) {
@@ -348,20 +423,92 @@ mod tests {
     fn slots_are_bounded_per_uid_and_released() {
         let counts = Arc::new(Mutex::new(Counts::default()));
         let held: Vec<Slot> = (0..MAX_PER_UID)
-            .map(|_| Slot::take(&counts, 1000).unwrap())
+            .map(|_| Slot::take(&counts, 1000, || false).unwrap())
             .collect();
         assert!(
-            Slot::take(&counts, 1000).is_none(),
+            Slot::take(&counts, 1000, || true).is_none(),
             "33rd connection of one uid"
         );
-        let other = Slot::take(&counts, 1001);
+        let other = Slot::take(&counts, 1001, || false);
         assert!(other.is_some(), "another uid still gets in");
         drop(held);
-        assert!(Slot::take(&counts, 1000).is_some());
+        assert!(Slot::take(&counts, 1000, || false).is_some());
         drop(other);
         let c = counts.lock().unwrap();
         assert_eq!(c.total, 0);
         assert!(c.per_uid.is_empty());
+    }
+
+    #[test]
+    fn sixteen_users_filling_every_slot_leave_the_admins_theirs() {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let mut held = Vec::new();
+        for uid in 1000..1016 {
+            held.extend((0..MAX_PER_UID).filter_map(|_| Slot::take(&counts, uid, || false)));
+        }
+        assert_eq!(held.len() as u32, MAX_CONNECTIONS - ADMIN_SLOTS);
+        let mut asked = false;
+        assert!(Slot::take(&counts, 1017, || {
+            asked = true;
+            false
+        })
+        .is_none());
+        assert!(
+            asked,
+            "the admin check is made once the open slots are gone"
+        );
+        let admins: Vec<Slot> = (0..ADMIN_SLOTS)
+            .map(|i| Slot::take(&counts, i / MAX_PER_UID, || true).expect("an admin slot"))
+            .collect();
+        assert!(
+            Slot::take(&counts, 2, || true).is_none(),
+            "all 512 are taken"
+        );
+        drop(admins);
+        assert!(Slot::take(&counts, 0, || true).is_some());
+    }
+
+    /// Gives one byte per read, each after `gap`, forever.
+    struct Dribble {
+        gap: Duration,
+        timeout: Duration,
+    }
+
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.gap > self.timeout {
+                thread::sleep(self.timeout);
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            thread::sleep(self.gap);
+            buf[0] = 0;
+            Ok(1)
+        }
+    }
+
+    impl TimedRead for Dribble {
+        fn set_read_timeout(&mut self, t: Duration) -> std::io::Result<()> {
+            self.timeout = t;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_time_limit_is_for_the_whole_request_not_each_read() {
+        let mut d = Dribble {
+            gap: Duration::from_millis(20),
+            timeout: Duration::ZERO,
+        };
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(300);
+        let mut buf = [0u8; 1024];
+        let e = read_by(&mut d, &mut buf, deadline).unwrap_err();
+        assert!(e.contains("no whole request"), "{e}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 
     #[test]

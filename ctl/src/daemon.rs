@@ -30,6 +30,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often an idle controller checks that the core link is still there.
 const TICK: Duration = Duration::from_millis(500);
+/// How long a status from the core answers `list` and `status` of users
+/// who are not admins: any local user may ask, as often as they like, and
+/// each fresh status is a full report the core builds. An apply or a lost
+/// link drops it at once; admins always get a fresh one (and refresh it).
+pub const STATUS_CACHE: Duration = Duration::from_secs(1);
 
 /// The core could not be reached, so nothing changed.
 #[derive(Debug)]
@@ -111,6 +116,10 @@ pub struct Daemon {
     last_reload: Option<LastReload>,
     reloads: ReloadCounts,
     generation: u64,
+    /// The last status the core gave, and when: see [`STATUS_CACHE`].
+    cached: Option<(Instant, StatusReport)>,
+    /// [`STATUS_CACHE`], or `INETD_TEST_STATUS_CACHE_MS` for tests.
+    status_cache: Duration,
     started: Instant,
     backoff: Duration,
     next_attempt: Instant,
@@ -207,6 +216,9 @@ impl Daemon {
             last_reload: None,
             reloads: ReloadCounts::default(),
             generation: 0,
+            cached: None,
+            status_cache: crate::ctlserver::test_knob_ms("INETD_TEST_STATUS_CACHE_MS")
+                .unwrap_or(STATUS_CACHE),
             started: Instant::now(),
             backoff: BACKOFF_MIN,
             next_attempt: Instant::now(),
@@ -239,7 +251,7 @@ impl Daemon {
                     return Ok(());
                 }
                 Ok(Event::Request(r)) => {
-                    let answer = self.handle(r.command, r.uid);
+                    let answer = self.handle(r.command, r.uid, r.admin);
                     let _ = r.reply.send(answer);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -256,6 +268,7 @@ impl Daemon {
 
     fn lost(&mut self, why: &str) {
         self.link = None;
+        self.cached = None;
         if self.core_path.is_some() {
             warn!("lost the core: {why}; reconnecting");
             self.down_logged = true;
@@ -337,7 +350,22 @@ impl Daemon {
         }
     }
 
+    /// The core's status for `list` and `status`: for an admin a new one;
+    /// for anyone else the one fetched within [`STATUS_CACHE`] if there is
+    /// one, else a new one.
+    fn status_for(&mut self, admin: bool) -> Option<StatusReport> {
+        if let (false, Some((at, s))) = (admin, &self.cached) {
+            if at.elapsed() < self.status_cache {
+                return Some(s.clone());
+            }
+        }
+        let s = self.core_status()?;
+        self.cached = Some((Instant::now(), s.clone()));
+        Some(s)
+    }
+
     fn core_status(&mut self) -> Option<StatusReport> {
+        self.cached = None;
         let link = self.link.as_mut()?;
         match link.request(&CoreRequest::Status) {
             Ok(CoreResponse::Status(s)) => {
@@ -469,6 +497,7 @@ impl Daemon {
                 found.diagnostics,
             ));
         }
+        self.cached = None;
         let Some(link) = self.link.as_mut() else {
             return Err(CoreDown);
         };
@@ -599,9 +628,11 @@ impl Daemon {
         }
     }
 
-    fn handle(&mut self, command: CtlCommand, uid: u32) -> CtlResponse {
+    /// Answers a control request; a caller who is not an admin gets the
+    /// core's status of the last [`STATUS_CACHE`] if there is one.
+    fn handle(&mut self, command: CtlCommand, uid: u32, admin: bool) -> CtlResponse {
         match command {
-            CtlCommand::List => match self.core_status() {
+            CtlCommand::List => match self.status_for(admin) {
                 Some(status) => CtlResponse::List(ListReply {
                     generation: status.generation,
                     services: build_rows(self.applied.as_ref(), &status),
@@ -609,7 +640,7 @@ impl Daemon {
                 None => link_down("cannot tell what runs"),
             },
             CtlCommand::Status => {
-                let core = self.core_status().map(|s| CoreInfo {
+                let core = self.status_for(admin).map(|s| CoreInfo {
                     version: s.software_version.clone(),
                     pid: s.pid,
                     uid: s.uid,
@@ -637,7 +668,7 @@ impl Daemon {
                     core,
                 })
             }
-            CtlCommand::Connections => match self.core_status() {
+            CtlCommand::Connections => match self.status_for(admin) {
                 Some(status) => CtlResponse::Connections(crate::connections::connections(&status)),
                 None => link_down("cannot tell what runs"),
             },

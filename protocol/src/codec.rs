@@ -127,6 +127,12 @@ impl FrameBuf {
         Ok(Some(frame))
     }
 
+    /// The payload length the buffered header declares (unchecked), once
+    /// its four bytes are in.
+    pub fn declared(&self) -> Option<usize> {
+        (self.buf.len() >= HEADER_LEN).then(|| u32::from_be_bytes(self.header()) as usize)
+    }
+
     /// Bytes buffered that do not yet make a whole frame.
     pub fn pending(&self) -> usize {
         self.buf.len()

@@ -51,6 +51,14 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// [`MAX_LISTENERS`] listeners with long argv; refused before allocation.
 pub const MAX_FRAME: u32 = 16 * 1024 * 1024;
 
+/// Largest request the core reads: 8 MiB, half a frame. An `Apply` that
+/// fits here leaves room in one [`MAX_FRAME`] for its `Status` (every spec
+/// again, with its state, counters and children), so a restarted
+/// controller can always read what the core runs. A longer request is
+/// answered with an error and the connection closed, before its payload is
+/// buffered.
+pub const MAX_REQUEST: u32 = MAX_FRAME / 2;
+
 /// Most listeners in one `Apply` (DESIGN.md asks for at least 10,000).
 pub const MAX_LISTENERS: usize = 16_384;
 

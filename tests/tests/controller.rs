@@ -6,7 +6,7 @@
 //! service as that user), and the tests that need other users skip.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use inetd_tests::{
-    bin_path, children_of, comm, free_port, holds_inode, is_root, listen_inode, require_root,
-    root_or_skip, user, wait_for, Proc, TempDir,
+    bin_path, children_of, comm, command_as, free_port, holds_inode, is_root, listen_inode,
+    probe_path, require_root, root_or_skip, user, wait_for, Proc, TempDir,
 };
 
 fn secs(n: u64) -> Duration {
@@ -179,10 +179,17 @@ struct Setup {
 }
 
 fn setup(tag: &str, conf: &str, ports: &[u16]) -> Setup {
+    setup_env(tag, conf, ports, &[])
+}
+
+/// [`setup`], with `env` in the controller's environment.
+fn setup_env(tag: &str, conf: &str, ports: &[u16], env: &[(&str, &str)]) -> Setup {
     let s = Scratch::new(tag);
     let config = s.write("inetd.conf", conf);
     let core = start_core(&s);
-    let controller = start_controller(&s, &config);
+    let controller = Proc::spawn(
+        controller_command(&s, &config, Some("inetd")).envs(env.iter().map(|&(k, v)| (k, v))),
+    );
     for &p in ports {
         wait_for("the listener", secs(15), || {
             state_of(&s, p).as_deref() == Some("listening")
@@ -763,6 +770,115 @@ fn controller_one_user_cannot_starve_the_control_socket() {
         start.elapsed()
     );
     drop(held);
+}
+
+#[test]
+fn a_request_sent_a_byte_at_a_time_is_cut_off_at_the_time_limit() {
+    use std::os::unix::net::UnixStream;
+    let pa = free_port();
+    let t = setup_env(
+        "dribble",
+        &cat_line(pa, ""),
+        &[pa],
+        &[("INETD_TEST_REQUEST_TIMEOUT_MS", "1500")],
+    );
+    let mut c = UnixStream::connect(t.s.control()).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // A header for 4096 bytes, then one byte every 100 ms: each read
+    // comes well within any per-read timeout.
+    c.write_all(&4096u32.to_be_bytes()).unwrap();
+    let t0 = Instant::now();
+    let closed_after = loop {
+        let mut b = [0u8; 1];
+        match c.read(&mut b) {
+            Ok(0) => break t0.elapsed(),
+            Ok(_) => panic!("an answer to half a request"),
+            Err(_) => {}
+        }
+        if c.write_all(b"x").is_err() {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < secs(10), "still open after 10 s");
+    };
+    assert!(
+        closed_after > Duration::from_millis(1000) && closed_after < secs(5),
+        "closed after {closed_after:?}"
+    );
+    // Others are served all along.
+    let out = inetctl_as(Some("nobody"), &t.s, &["list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn sixteen_users_holding_every_connection_leave_room_for_an_admin() {
+    require_root!("connections as sixteen users");
+    let pa = free_port();
+    let t = setup("admin-slots", &cat_line(pa, ""), &[pa]);
+    // Sixteen uids with no name and no group, 32 connections each: all
+    // 512 connections of the control socket, were none kept for admins.
+    let mut holders = Vec::new();
+    for uid in 61000..61016u32 {
+        let mut p = Proc::spawn(
+            command_as(uid, uid, probe_path())
+                .arg("hold-unix")
+                .arg(t.s.control())
+                .arg("32")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        );
+        let mut line = String::new();
+        let out = p.child_mut().stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "held 32");
+        holders.push(p);
+    }
+    // Another user finds every open slot taken...
+    let out = inetctl_as(Some("nobody"), &t.s, &["list"]);
+    assert_ne!(out.status.code(), Some(0), "nobody got a slot");
+    // ...and an admin does not.
+    let t0 = Instant::now();
+    let out = inetctl(&t.s, &["list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < secs(5), "{:?}", t0.elapsed());
+    drop(holders);
+}
+
+#[test]
+fn list_is_answered_from_a_recent_status_until_something_changes() {
+    require_root!("inetctl as a user who is not an admin");
+    let pa = free_port();
+    // A cache of an hour, so the test cannot race it.
+    let t = setup_env(
+        "status-cache",
+        &cat_line(pa, ""),
+        &[pa],
+        &[("INETD_TEST_STATUS_CACHE_MS", "3600000")],
+    );
+    // What `nobody` (not an admin) and root (an admin) see.
+    let accepted = |who: Option<&str>| {
+        let out = inetctl_as(who, &t.s, &["list", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["services"][0]["accepted"].as_u64().unwrap()
+    };
+    let before = accepted(Some("nobody"));
+    assert!(answers(pa));
+    assert!(answers(pa));
+    assert_eq!(
+        accepted(Some("nobody")),
+        before,
+        "a new status for a user's list"
+    );
+    // An admin sees the core as it is now...
+    assert_eq!(accepted(None), before + 2);
+    // ...and so does everyone after it: its status is the one kept.
+    assert_eq!(accepted(Some("nobody")), before + 2);
+    // A reload gives the core new work: the next list asks again.
+    assert!(answers(pa));
+    let out = inetctl(&t.s, &["reload"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(accepted(Some("nobody")), before + 3);
 }
 
 #[test]

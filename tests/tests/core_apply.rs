@@ -372,6 +372,12 @@ fn ten_thousand_listeners() {
         ..CoreOptions::default()
     });
     let mut c = core.client();
+    // A sanity bound, not a speed target (those are the benchmark's): an
+    // Apply quadratic in its size would take minutes; a debug build on a
+    // loaded two-core machine takes up to about 10 s.
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let port = free_port();
     let specs: Vec<_> = (0..10_000u32)
         .map(|i| {
@@ -403,5 +409,5 @@ fn ten_thousand_listeners() {
     let r = c.apply(vec![]);
     assert_eq!(r.removed.len(), 10_000);
     eprintln!("apply 10k: {t_apply:?}, unchanged: {t_same:?}");
-    assert!(t_apply < Duration::from_secs(20) && t_same < Duration::from_secs(10));
+    assert!(t_apply < Duration::from_secs(60) && t_same < Duration::from_secs(60));
 }

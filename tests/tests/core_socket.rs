@@ -308,6 +308,43 @@ fn a_second_core_on_the_same_socket_exits_1() {
 }
 
 #[test]
+fn a_sigterm_as_soon_as_the_socket_exists_stops_the_core_cleanly() {
+    // A service manager may stop the core while it starts. Once the core
+    // socket exists the handled signals are already blocked, so the SIGTERM
+    // waits for the loop, which exits 0 and removes the socket, instead of
+    // killing a core half started. strace widens the window: every capset
+    // (the capability cut, after the socket is made) waits 300 ms.
+    require_root!("the capability cut happens only in a root core");
+    let mut core = Core::start_with(CoreOptions {
+        wrapper: vec![
+            "strace".into(),
+            "-f".into(),
+            "-qq".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-e".into(),
+            "trace=capset".into(),
+            "-e".into(),
+            "inject=capset:delay_enter=300000".into(),
+            "--".into(),
+        ],
+        no_wait: true,
+        ..CoreOptions::default()
+    });
+    let socket = core.socket_path().to_path_buf();
+    wait_for("the core socket", Duration::from_secs(10), || {
+        socket.exists() || core.exit_status().is_some()
+    });
+    core.signal(nix::sys::signal::Signal::SIGTERM);
+    // strace exits as its tracee did: with its code, or by its signal.
+    let st = core
+        .wait_exit(Duration::from_secs(10))
+        .expect("the core kept running after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{st:?}; log:\n{}", core.log());
+    assert!(!socket.exists(), "the socket stayed; log:\n{}", core.log());
+}
+
+#[test]
 fn the_core_has_no_abstract_socket() {
     // CVE-2020-15257: an abstract socket has no file mode; anyone in the
     // network namespace could connect.

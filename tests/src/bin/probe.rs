@@ -31,6 +31,9 @@
 //!   binding the client socket to BIND-PATH, if given), send a `Hello` and
 //!   print on stdout what happened: `connect ok|err ERRNO`, then `reply ...`,
 //!   `eof`, `err ERRNO` or `timeout`.
+//! * `hold-unix SOCKET N`: open N connections to SOCKET (a unix stream
+//!   socket), print `held K` (those that connected), send nothing, and
+//!   hold them until stdin reaches end of file.
 //! * `fake-core SOCKET`: listen at SOCKET (mode 0666) as whoever runs the
 //!   probe, print `listening`, wait up to 10 s for one connection, then
 //!   print what the peer did within 5 s: `frame` (it sent a byte), `eof`
@@ -85,6 +88,7 @@ fn main() {
         "canary" => canary(&args[1..]),
         "core-client" => core_client(&args[1..]),
         "fake-core" => fake_core(&args[1..]),
+        "hold-unix" => hold_unix(&args[1..]),
         other => {
             eprintln!("inetd-test-probe: unknown mode {other:?}");
             2
@@ -290,6 +294,24 @@ fn accept_once() -> i32 {
     }
     let _ = nix::unistd::close(conn);
     write_out(&r)
+}
+
+fn hold_unix(args: &[String]) -> i32 {
+    let (Some(path), Some(n)) = (
+        args.first(),
+        args.get(1).and_then(|n| n.parse::<usize>().ok()),
+    ) else {
+        eprintln!("usage: inetd-test-probe hold-unix SOCKET N");
+        return 2;
+    };
+    let held: Vec<UnixStream> = (0..n)
+        .filter_map(|_| UnixStream::connect(path).ok())
+        .collect();
+    println!("held {}", held.len());
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(held);
+    0
 }
 
 fn core_client(args: &[String]) -> i32 {
