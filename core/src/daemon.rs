@@ -141,6 +141,7 @@ impl Daemon {
     /// Runs until SIGTERM or SIGINT (exit code 0) or a fatal condition,
     /// and then until the children asked to stop have gone.
     pub fn run(mut self) -> i32 {
+        crate::logger::per_turn();
         let mut ready = Vec::new();
         loop {
             let now = Instant::now();

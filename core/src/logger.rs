@@ -7,7 +7,7 @@
 //! warning or an error at once (with whatever came before it), info and
 //! debug lines when the buffer holds 2 KiB, and otherwise at the end of
 //! each turn of the event loop, before it waits ([`flush`]), and when the
-//! core exits. So a line is out before the core waits for anything else,
+//! core exits; during start-up, before the loop runs, each line at once. So a line is out before the core waits for anything else,
 //! and under load one `write` carries the lines of many connections
 //! instead of two writes per connection. Each write holds whole lines and
 //! stays under `PIPE_BUF` (4 KiB), so the core's lines and those of its
@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use inetd_protocol::{escape_log, log_safe};
@@ -39,6 +40,15 @@ struct Buffer {
 }
 
 static BUF: Mutex<Buffer> = Mutex::new(Buffer { bytes: Vec::new() });
+
+/// Lines are written a turn at a time only once the event loop runs;
+/// before (start-up), each as it comes.
+static PER_TURN: AtomicBool = AtomicBool::new(false);
+
+/// From now on the event loop calls [`flush`] at the end of each turn.
+pub fn per_turn() {
+    PER_TURN.store(true, Ordering::Relaxed);
+}
 
 impl Buffer {
     fn flush(&mut self) {
@@ -118,7 +128,10 @@ impl Log for StderrLog {
                 .bytes
                 .extend_from_slice(slow_line(r.level(), r.args()).as_bytes()),
         }
-        if r.level() <= Level::Warn || b.bytes.len() >= FLUSH_AT {
+        if r.level() <= Level::Warn
+            || b.bytes.len() >= FLUSH_AT
+            || !PER_TURN.load(Ordering::Relaxed)
+        {
             b.flush();
         }
     }
