@@ -503,6 +503,50 @@ mod tests {
         assert_eq!(sp.outcome(1), ChildStatus::Started);
     }
 
+    /// The path taken where the memory may not be shared (or elsewhere
+    /// than x86-64 and aarch64): fork, the same steps, the status pipe.
+    #[test]
+    fn the_fork_path_execs_and_reports_too() {
+        let (id, image) = crate::validate::controller(
+            (super::super::geteuid(), super::super::getegid(), &[]),
+            false,
+            c"/bin/sh".to_owned(),
+            ["sh", "-c", "echo $TCPREMOTEPORT; ls /proc/self/fd | wc -l"]
+                .iter()
+                .map(|a| CString::new(*a).unwrap())
+                .collect(),
+        );
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let fds = [w.as_raw_fd(); 3];
+        let (pid, status) = fork_exec(&id, &image, b"TCPREMOTEPORT=7\0", &fds).unwrap();
+        drop(w);
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let said = super::super::status::read_status(&status.unwrap());
+        assert_eq!(said, ChildStatus::Started);
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines, ["7", "4"], "{out}");
+
+        let (_, image) = crate::validate::controller(
+            (super::super::geteuid(), super::super::getegid(), &[]),
+            false,
+            c"/nonexistent".to_owned(),
+            vec![CString::new("x").unwrap()],
+        );
+        let null = super::super::open_dev_null().unwrap();
+        let (pid, status) = fork_exec(&id, &image, b"", &[null.as_raw_fd(); 3]).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let said = super::super::status::read_status(&status.unwrap());
+        assert_eq!(
+            said,
+            ChildStatus::Failed {
+                step: Step::Exec,
+                errno: libc::ENOENT
+            }
+        );
+    }
+
     #[test]
     fn a_child_on_the_cores_table_copies_only_the_low_part() {
         if !super::super::raw::NATIVE {
