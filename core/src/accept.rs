@@ -15,7 +15,6 @@
 //! the listener until a child is reaped.
 #![forbid(unsafe_code)]
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
@@ -196,18 +195,18 @@ impl Acceptor {
                 return Some(pipe);
             }
         };
-        // A refused connection costs no allocation: the child table's
-        // text and the environment are made only for a child.
-        let what = Some((peer.log_text(), peer.env()));
-        let pid = self.spawn(s, conn.as_raw_fd(), what, pipe)?;
+        let mut pipe = Some(pipe);
+        let Some(pid) = self.spawn(s, conn.as_raw_fd(), Some(peer), &mut pipe) else {
+            return pipe;
+        };
         if let Some(key) = source {
             s.l.limits.child_started(pid, key);
         }
         s.l.counters.accepted += 1;
         // The label (escaped once per apply) and the peer format into the
-        // logger's stack buffer: one write, no allocation for the line.
+        // logger's stack buffer: no allocation for the line.
         info!("{}: connection from {peer}, pid {pid}", s.l.label());
-        None
+        pipe
     }
 
     /// A wait service (or a dgram builtin): the child gets the socket,
@@ -236,27 +235,35 @@ impl Acceptor {
             refuse_waiting(s, now, 1);
             return;
         }
-        let Some(pipe) = self.pipe() else { return };
-        if let Some(pid) = self.spawn(s, raw, None, pipe) {
+        let mut pipe = self.pipe();
+        if pipe.is_none() {
+            return;
+        }
+        let pid = self.spawn(s, raw, None, &mut pipe);
+        if pipe.is_some() {
+            self.spare_pipe = pipe;
+        }
+        if let Some(pid) = pid {
             s.l.hold(pid);
             s.l.counters.accepted += 1;
             info!("{}: started pid {pid}, holding the socket", s.l.label());
         }
     }
 
-    /// Starts a child with `fd` as its connection (`conn`: its peer text
-    /// and environment) or socket; its pid, or `None` (logged).
+    /// Starts a child with `fd` as its connection (from `peer`) or socket;
+    /// its pid, or `None` (logged). A child that needs the status pipe
+    /// takes it from `pipe`.
     fn spawn(
         &mut self,
         s: &mut Serving<'_>,
         fd: RawFd,
-        conn: Option<(String, Vec<CString>)>,
-        pipe: StatusPipe,
+        peer: Option<Peer>,
+        pipe: &mut Option<StatusPipe>,
     ) -> Option<i32> {
         let l = &mut *s.l;
         match s
             .children
-            .spawn_server(s.id, l, fd, conn, Some(pipe), s.udp_ports)
+            .spawn_server(s.id, l, fd, peer, pipe, s.udp_ports)
         {
             Ok(pid) => {
                 self.child_started();

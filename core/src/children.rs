@@ -20,9 +20,10 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use inetd_builtins::{serve_dgram, serve_stream, UdpGuard};
@@ -30,7 +31,9 @@ use inetd_protocol::{unix_now, Builtin, ChildInfo, SocketType};
 use log::{debug, info, warn};
 
 use crate::listeners::{Listener, ListenerId};
+use crate::peer::Peer;
 use crate::sys::child::{self, ChildStatus, SingleThreaded, Spawned, StatusPipe, Step};
+use crate::sys::spawn::Spawner;
 use crate::sys::title::{self, ArgArea};
 use crate::sys::{self, ExitStatus};
 use crate::validate::{ExecImage, Identity, Program};
@@ -72,8 +75,8 @@ pub enum Kind {
 
 struct Child {
     kind: Kind,
-    label: String,
-    peer: Option<String>,
+    label: Rc<str>,
+    peer: Option<Peer>,
     uid: u32,
     started_at: u64,
     started: Instant,
@@ -119,7 +122,7 @@ impl SetupFailure {
 pub struct Reaped {
     pub pid: i32,
     pub kind: Kind,
-    pub label: String,
+    pub label: Rc<str>,
     pub started: Instant,
     pub status: ExitStatus,
     /// A failure its status pipe reported and nobody had read yet.
@@ -133,7 +136,7 @@ impl Child {
         let ChildStatus::Failed { step, errno } = status else {
             return None;
         };
-        let (kind, label) = (self.kind, self.label.clone());
+        let (kind, label) = (self.kind, self.label.to_string());
         Some(SetupFailure {
             pid,
             kind,
@@ -152,6 +155,12 @@ pub struct ChildTable {
     single: SingleThreaded,
     idle: BuiltinIdle,
     grace: Duration,
+    /// Starts the exec children; reused for every one.
+    spawner: Spawner,
+    /// The per-connection environment, formatted anew for each connection.
+    env: Vec<u8>,
+    /// Each listener's label, shared by its children.
+    labels: HashMap<ListenerId, Rc<str>>,
     /// The core's argument area, where a builtin child writes its name.
     args: Option<ArgArea>,
 }
@@ -185,29 +194,59 @@ impl ChildTable {
             single,
             idle,
             grace,
+            spawner: Spawner::default(),
+            env: Vec::with_capacity(512),
+            labels: HashMap::new(),
             args: title::ArgArea::of_self(),
         }
     }
 
+    /// Whether the core has many listeners: its exec children then copy
+    /// only the low part of its descriptor table (see `sys::spawn`).
+    pub fn set_many_listeners(&mut self, many: bool) {
+        self.spawner.set_many_listeners(many);
+    }
+
+    /// Listener `id`'s label as its children share it.
+    fn label_of(&mut self, id: ListenerId, l: &Listener) -> Rc<str> {
+        if let Some(rc) = self.labels.get(&id) {
+            if **rc == *l.label() {
+                return rc.clone();
+            }
+        }
+        if self.labels.len() > 2 * self.per_listener.len() + 64 {
+            let live = &self.per_listener;
+            self.labels.retain(|k, _| live.contains_key(k));
+        }
+        let rc: Rc<str> = l.label().into();
+        self.labels.insert(id, rc.clone());
+        rc
+    }
+
     /// Starts and records a child of listener `id`, with `fd` as its
-    /// connection (`conn`: peer text and environment) or socket.
+    /// connection (from `peer`) or socket. A builtin child takes `pipe` as
+    /// its status pipe; an exec child needs none (see `sys::spawn`).
     pub fn spawn_server(
         &mut self,
         id: ListenerId,
         l: &Listener,
         fd: RawFd,
-        conn: Option<(String, Vec<CString>)>,
-        pipe: Option<StatusPipe>,
+        peer: Option<Peer>,
+        pipe: &mut Option<StatusPipe>,
         udp_ports: &[u16],
     ) -> io::Result<i32> {
         let prep = l.prepared();
         let identity = prep.identity();
-        let (peer, env) = match conn {
-            Some((peer, env)) => (Some(peer), env),
-            None => (None, Vec::new()),
-        };
         let sp = match prep.program() {
-            Program::Exec(image) => child::spawn_exec(identity, image, &env, &[fd, fd, fd], pipe),
+            Program::Exec(image) => {
+                self.env.clear();
+                if let Some(p) = &peer {
+                    p.write_env(&mut self.env);
+                }
+                let fds = [fd, fd, fd];
+                let (pid, status) = self.spawner.exec(identity, image, &self.env, &fds)?;
+                (pid, status)
+            }
             // Only the socket stays open in a builtin child, on fd 0: it
             // never execs and never prints, so it needs no stdio.
             Program::Builtin(b) => {
@@ -224,7 +263,7 @@ impl ChildTable {
                             named();
                             serve_dgram(b, fd, idle, &guard)
                         };
-                        child::spawn_builtin(identity, fd, serve, pipe, &self.single)
+                        child::spawn_builtin(identity, fd, serve, pipe.take(), &self.single)
                     }
                     SocketType::Stream | SocketType::Seqpacket => {
                         let idle = self.idle.stream;
@@ -232,15 +271,17 @@ impl ChildTable {
                             named();
                             serve_stream(b, fd, idle)
                         };
-                        child::spawn_builtin(identity, fd, serve, pipe, &self.single)
+                        child::spawn_builtin(identity, fd, serve, pipe.take(), &self.single)
                     }
                 }
+                .map(|Spawned { pid, status }| (pid, Some(status)))?
             }
-        }?;
+        };
         *self.per_listener.entry(id).or_default() += 1;
         let holder = l.hands_socket();
         let kind = Kind::Server(id);
-        Ok(self.record(sp, kind, l.label(), peer, identity.uid(), holder))
+        let label = self.label_of(id, l);
+        Ok(self.record(sp, kind, label, peer, identity.uid(), holder))
     }
 
     /// Starts and records the controller, `fds` on 0, 1, 2, ...
@@ -250,27 +291,25 @@ impl ChildTable {
         image: &ExecImage,
         fds: &[RawFd],
     ) -> io::Result<i32> {
-        let sp = child::spawn_exec(id, image, &[], fds, None)?;
+        let sp = self.spawner.exec(id, image, &[], fds)?;
         let kind = Kind::Controller;
-        Ok(self.record(sp, kind, "inetd-controller", None, id.uid(), true))
+        Ok(self.record(sp, kind, "inetd-controller".into(), None, id.uid(), true))
     }
 
     /// Records a new child; `signalled`: the core may signal it (it gets a
     /// pidfd), true for holders and the controller.
     fn record(
         &mut self,
-        sp: Spawned,
+        (pid, status): (i32, Option<OwnedFd>),
         kind: Kind,
-        label: &str,
-        peer: Option<String>,
+        label: Rc<str>,
+        peer: Option<Peer>,
         uid: u32,
         signalled: bool,
     ) -> i32 {
         let (started_at, started) = (unix_now(), Instant::now());
-        let label = label.to_owned();
-        let status = Some(sp.status);
         // Taken now, while the child cannot have been reaped.
-        let pidfd = signalled.then(|| sys::pidfd_open(sp.pid).ok()).flatten();
+        let pidfd = signalled.then(|| sys::pidfd_open(pid).ok()).flatten();
         let holder = signalled && kind != Kind::Controller;
         let c = Child {
             kind,
@@ -283,8 +322,8 @@ impl ChildTable {
             holder,
             pidfd,
         };
-        self.children.insert(sp.pid, c);
-        sp.pid
+        self.children.insert(pid, c);
+        pid
     }
 
     pub fn status_fds(&self) -> impl Iterator<Item = (i32, RawFd)> + '_ {
@@ -308,8 +347,8 @@ impl ChildTable {
     /// of its group with it (SIGKILL) before it is reaped, the last moment
     /// its group can be named safely. A pid the table does not know (none
     /// is expected) is logged and reaped.
-    pub fn reap(&mut self) -> Vec<Reaped> {
-        let mut out = Vec::new();
+    /// What was reaped is appended to `out`, which the caller keeps.
+    pub fn reap(&mut self, out: &mut Vec<Reaped>) {
         while let Some(pid) = sys::ended_child() {
             if let (Some(c), Some(Some(_))) = (self.children.get(&pid), self.stopping.get(&pid)) {
                 if c.holder {
@@ -334,10 +373,13 @@ impl ChildTable {
                     self.per_listener.remove(&id);
                 }
             }
-            let failure = c
-                .status
-                .take()
-                .and_then(|fd| c.failure(pid, child::read_status(&fd)));
+            // A child that never had a pipe reports in its spawn slot.
+            let slot = self.spawner.outcome(pid);
+            let said = match c.status.take() {
+                Some(fd) => child::read_status(&fd),
+                None => slot,
+            };
+            let failure = c.failure(pid, said);
             let (kind, label, started) = (c.kind, c.label, c.started);
             out.push(Reaped {
                 pid,
@@ -349,7 +391,6 @@ impl ChildTable {
                 stopped,
             });
         }
-        out
     }
 
     /// Asks child `pid` to stop, if it is in the table and the core may
@@ -452,7 +493,7 @@ impl ChildTable {
                 Kind::Server(id) => Some(ChildInfo {
                     pid: pid.unsigned_abs(),
                     listener: index(id),
-                    peer: c.peer.clone(),
+                    peer: c.peer.map(|p| p.log_text()),
                     uid: c.uid,
                     started_at: c.started_at,
                 }),
@@ -487,6 +528,14 @@ fn signal_process(pid: i32, c: &Child, sig: i32) -> io::Result<()> {
     match &c.pidfd {
         Some(fd) => sys::pidfd_signal(fd.as_fd(), sig),
         None => sys::kill(pid, sig),
+    }
+}
+
+#[cfg(test)]
+impl ChildTable {
+    /// Children in the table.
+    pub fn live(&self) -> usize {
+        self.children.len()
     }
 }
 

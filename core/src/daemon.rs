@@ -1,11 +1,17 @@
-//! The single-threaded poll loop: it owns the parts and dispatches events to
-//! them. One `poll` covers the signalfd (SIGCHLD, SIGTERM, SIGINT, SIGHUP,
-//! all blocked, so nothing runs asynchronously), the core socket and its
-//! connections (`link`), every listener that is polled (`listeners`,
-//! `accept`), and the status pipes of children not yet at exec
-//! (`children`). Timers (bind retries, the accept pause, the controller's
-//! restart, the SIGKILL of children asked to stop) become the poll
-//! timeout.
+//! The single-threaded event loop: it owns the parts and dispatches events
+//! to them. One epoll set (`events`) covers the signalfd (SIGCHLD, SIGTERM,
+//! SIGINT, SIGHUP, all blocked, so nothing runs asynchronously), the core
+//! socket and its connections (`link`), every listener that is served
+//! (`listeners`, `accept`), and the status pipes of children not yet at
+//! exec (`children`). Timers (bind retries, the accept pause, the
+//! controller's restart, the SIGKILL of children asked to stop) become the
+//! wait's timeout.
+//!
+//! A turn of the loop costs the same whatever the number of listeners:
+//! a listener's registration is looked at only when something may have
+//! changed it (it reported, a child of it ended, an apply, a bind retry,
+//! the end of an accept pause), and the next bind retry is kept, not
+//! searched for.
 //!
 //! Stopping (SIGTERM, SIGINT, or a fatal condition): the wait children and
 //! the controller get SIGTERM, the listeners and the core socket are
@@ -15,7 +21,7 @@
 //! finish.
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use inetd_protocol::{CoreRequest, CoreResponse};
@@ -25,6 +31,7 @@ use nix::sys::signalfd::SignalFd;
 use crate::accept::{self as accept, Acceptor};
 use crate::apply::{self, CoreState};
 use crate::children::{self, BuiltinIdle, ChildTable, Kind, Reaped, SetupFailure};
+use crate::events::{self, Events, Tok};
 use crate::limits::Knobs;
 use crate::link::{ConnId, CoreSocket, Links};
 use crate::listeners::{ListenerId, ListenerTable};
@@ -36,6 +43,10 @@ use crate::sys::{self, ExitStatus};
 /// what it killed to be reaped, before it exits all the same (a process
 /// stuck in the kernel does not hold the core forever).
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// From this many listeners on, exec children start on the core's
+/// descriptor table and copy only its low part (see `sys::spawn`).
+const MANY_LISTENERS: usize = 64;
 
 /// Everything the daemon needs from start-up.
 pub struct Setup {
@@ -55,15 +66,6 @@ pub enum Mode {
     OneCommand(ControllerPlan),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Tok {
-    Signal,
-    CoreListener,
-    Conn(ConnId),
-    Listener(ListenerId),
-    Status(i32),
-}
-
 pub struct Daemon {
     core: CoreState,
     sigfd: SignalFd,
@@ -76,16 +78,42 @@ pub struct Daemon {
     quit: Option<i32>,
     /// Once stopping: when the core exits whatever is left.
     exit_by: Option<Instant>,
+    events: Events,
+    /// Listeners whose registration may be out of date.
+    dirty: Vec<ListenerId>,
+    /// Every listener's may be (after an apply, a retry, a pause).
+    all_dirty: bool,
+    /// The earliest bind retry, as of the last look at every listener.
+    retry_at: Option<Instant>,
+    /// Accepting was paused at the end of the last turn.
+    was_paused: bool,
+    /// The core's total of children was reached at the end of the last turn.
+    was_at_total: bool,
+    /// The connections and status pipes registered, to forget the ones
+    /// that went away.
+    conns: Vec<(Tok, RawFd)>,
+    statuses: Vec<(Tok, RawFd)>,
+    scratch: Vec<(Tok, RawFd, u32)>,
+    /// Kept for every SIGCHLD: the signals read, the children reaped.
+    signals: Vec<i32>,
+    reaped: Vec<Reaped>,
+}
+
+/// The sources looked at every turn.
+#[derive(Clone, Copy)]
+enum Watched {
+    Conns,
+    Statuses,
 }
 
 impl Daemon {
-    pub fn new(setup: Setup, single: SingleThreaded) -> Daemon {
+    pub fn new(setup: Setup, single: SingleThreaded) -> std::io::Result<Daemon> {
         let (socket, supervisor) = match setup.mode {
             Mode::Packaged(socket) => (Some(socket), None),
             Mode::OneCommand(plan) => (None, Some(Supervisor::new(plan))),
         };
         let grace = children::stop_grace(std::env::var(children::TEST_GRACE_ENV).ok().as_deref());
-        Daemon {
+        Ok(Daemon {
             core: CoreState::new(setup.policy, setup.uid),
             sigfd: setup.sigfd,
             links: Links::new(socket),
@@ -96,14 +124,25 @@ impl Daemon {
             supervisor,
             quit: None,
             exit_by: None,
-        }
+            events: Events::new()?,
+            dirty: Vec::new(),
+            all_dirty: true,
+            retry_at: None,
+            was_paused: false,
+            was_at_total: false,
+            conns: Vec::new(),
+            statuses: Vec::new(),
+            scratch: Vec::new(),
+            signals: Vec::with_capacity(8),
+            reaped: Vec::with_capacity(16),
+        })
     }
 
     /// Runs until SIGTERM or SIGINT (exit code 0) or a fatal condition,
     /// and then until the children asked to stop have gone.
     pub fn run(mut self) -> i32 {
-        let mut entries = Vec::new();
-        let mut toks = Vec::new();
+        crate::logger::per_turn();
+        let mut ready = Vec::new();
         loop {
             let now = Instant::now();
             self.run_timers(now);
@@ -123,30 +162,20 @@ impl Daemon {
                     break;
                 }
             }
-            entries.clear();
-            toks.clear();
-            self.build_poll_set(&mut entries, &mut toks);
+            self.sync_events();
             let timeout = self.next_deadline().map_or(-1, |d| {
                 let ms = d.saturating_duration_since(Instant::now()).as_millis();
                 // Round up so a timer is never woken for a little early.
                 i32::try_from(ms + 1).unwrap_or(i32::MAX)
             });
-            match sys::poll(&mut entries, timeout) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    error!("poll failed: {e}");
-                    self.quit = Some(1);
-                    break;
-                }
+            crate::logger::flush();
+            ready.clear();
+            if let Err(e) = self.events.wait(timeout, &mut ready) {
+                error!("epoll_wait failed: {e}");
+                self.quit = Some(1);
+                break;
             }
-            let ready: Vec<(Tok, i16)> = entries
-                .iter()
-                .zip(toks.iter())
-                .filter(|(e, _)| e.revents != 0)
-                .map(|(e, t)| (*t, e.revents))
-                .collect();
-            for (tok, rev) in ready {
+            for &(tok, rev) in &ready {
                 match tok {
                     Tok::Signal => self.on_signals(),
                     Tok::CoreListener => self.on_core_listener(),
@@ -165,35 +194,144 @@ impl Daemon {
         self.quit.unwrap_or(0)
     }
 
-    fn build_poll_set(&self, entries: &mut Vec<sys::PollEntry>, toks: &mut Vec<Tok>) {
-        entries.push(sys::poll_entry(self.sigfd.as_fd().as_raw_fd(), sys::POLLIN));
-        toks.push(Tok::Signal);
-        if let Some(fd) = self.links.socket_fd() {
-            entries.push(sys::poll_entry(fd, sys::POLLIN));
-            toks.push(Tok::CoreListener);
+    /// Brings the registrations up to date with what changed since the
+    /// last turn (see the module's header).
+    fn sync_events(&mut self) {
+        let fd = self.sigfd.as_fd().as_raw_fd();
+        self.want(Tok::Signal, Some(fd), events::IN);
+        let fd = self.links.socket_fd();
+        self.want(Tok::CoreListener, fd, events::IN);
+        self.sync_conns();
+        self.sync_statuses();
+        let paused = self.acceptor.paused_until().is_some();
+        // The core's total of children reached or left: every listener's
+        // registration may change (rarely: at the total, 1,024 by default).
+        let live = self.children.live_servers();
+        let at_total = self.knobs.max_children.is_some_and(|m| live >= m);
+        if paused != self.was_paused || at_total != self.was_at_total {
+            self.was_paused = paused;
+            self.was_at_total = at_total;
+            self.all_dirty = true;
         }
-        for (id, fd, ev) in self.links.conn_fds() {
-            entries.push(sys::poll_entry(fd, ev));
-            toks.push(Tok::Conn(id));
+        if self.all_dirty {
+            self.all_dirty = false;
+            self.dirty.clear();
+            self.sync_all_listeners(paused);
         }
-        if self.acceptor.paused_until().is_none() {
-            let total = self.children.live_servers();
-            for (id, l) in self.listeners.iter() {
-                // At a children limit the listener is not polled: its
-                // connections wait in the kernel's backlog.
-                let mine = self.children.count_for(id);
-                if accept::children_limit_reached(&l.spec().limits, mine, total, &self.knobs) {
-                    continue;
-                }
-                if let Some(fd) = l.pollable() {
-                    entries.push(sys::poll_entry(fd, sys::POLLIN));
-                    toks.push(Tok::Listener(id));
-                }
+        while let Some(id) = self.dirty.pop() {
+            self.sync_listener(id, paused);
+        }
+    }
+
+    fn want(&mut self, tok: Tok, fd: Option<RawFd>, ev: u32) {
+        let Some(fd) = fd else {
+            self.events.forget(tok);
+            return;
+        };
+        if let Err(e) = self.events.want(tok, fd, ev) {
+            // Out of memory for the registration: the source is not watched
+            // until it is wanted again, as after a failed accept.
+            self.acceptor
+                .pause(&format!("cannot watch a descriptor: {e}"));
+        }
+    }
+
+    fn sync_listener(&mut self, id: ListenerId, paused: bool) {
+        let total = self.children.live_servers();
+        let mine = self.children.count_for(id);
+        let Some(l) = self.listeners.get_mut(id) else {
+            // Gone (closed): forgotten.
+            self.events.forget(Tok::Listener(id));
+            return;
+        };
+        // Its state may have changed: a pause or a rest to end in time.
+        if let Some(t) = l.wake_at() {
+            self.retry_at = Some(self.retry_at.map_or(t, |r| r.min(t)));
+        }
+        // At a children limit the listener is not served: its connections
+        // wait in the kernel's backlog.
+        let limited = accept::children_limit_reached(&l.spec().limits, mine, total, &self.knobs);
+        match l.pollable() {
+            // Not served now (a child holds it, or it failed): forgotten.
+            None => self.events.forget(Tok::Listener(id)),
+            // Accepting is paused, or a limit holds it: left disarmed.
+            Some(fd) => {
+                let ev = if paused || limited { 0 } else { events::IN };
+                self.want(Tok::Listener(id), Some(fd), ev);
             }
         }
-        for (pid, fd) in self.children.status_fds() {
-            entries.push(sys::poll_entry(fd, sys::POLLIN));
-            toks.push(Tok::Status(pid));
+    }
+
+    fn sync_all_listeners(&mut self, paused: bool) {
+        let gone: Vec<Tok> = self
+            .events
+            .known()
+            .filter(|t| match t {
+                Tok::Listener(id) => self.listeners.get_mut(*id).is_none(),
+                _ => false,
+            })
+            .collect();
+        for t in gone {
+            self.events.forget(t);
+        }
+        let ids: Vec<ListenerId> = self.listeners.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.sync_listener(id, paused);
+        }
+        self.retry_at = self.listeners.next_retry();
+        let many = self.listeners.iter().nth(MANY_LISTENERS).is_some();
+        self.children.set_many_listeners(many);
+    }
+
+    /// The core socket's connections: few, looked at every turn.
+    fn sync_conns(&mut self) {
+        let mut now = std::mem::take(&mut self.scratch);
+        now.clear();
+        now.extend(self.links.conn_fds().map(|(id, fd, ev)| {
+            let ev = if ev & sys::POLLOUT != 0 {
+                events::OUT
+            } else {
+                events::IN
+            };
+            (Tok::Conn(id), fd, ev)
+        }));
+        self.replace_watched(Watched::Conns, &now);
+        self.scratch = now;
+    }
+
+    /// The status pipes of children not yet at exec: as many as children
+    /// are starting, looked at every turn.
+    fn sync_statuses(&mut self) {
+        let mut now = std::mem::take(&mut self.scratch);
+        now.clear();
+        now.extend(
+            self.children
+                .status_fds()
+                .map(|(pid, fd)| (Tok::Status(pid), fd, events::IN)),
+        );
+        self.replace_watched(Watched::Statuses, &now);
+        self.scratch = now;
+    }
+
+    /// Watches exactly `now` among the connections or the status pipes.
+    fn replace_watched(&mut self, which: Watched, now: &[(Tok, RawFd, u32)]) {
+        let mut was = std::mem::take(match which {
+            Watched::Conns => &mut self.conns,
+            Watched::Statuses => &mut self.statuses,
+        });
+        for &(tok, fd) in &was {
+            if !now.iter().any(|&(t, f, _)| t == tok && f == fd) {
+                self.events.forget(tok);
+            }
+        }
+        was.clear();
+        for &(tok, fd, ev) in now {
+            was.push((tok, fd));
+            self.want(tok, Some(fd), ev);
+        }
+        match which {
+            Watched::Conns => self.conns = was,
+            Watched::Statuses => self.statuses = was,
         }
     }
 
@@ -206,7 +344,7 @@ impl Daemon {
         }
         [
             self.acceptor.paused_until(),
-            self.listeners.next_retry(),
+            self.retry_at,
             self.supervisor.as_ref().and_then(Supervisor::restart_at),
             self.children.next_kill(),
         ]
@@ -221,7 +359,10 @@ impl Daemon {
             return;
         }
         self.acceptor.tick(now);
-        self.listeners.retry_due(now, self.core.uid);
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.listeners.retry_due(now, self.core.uid);
+            self.all_dirty = true;
+        }
         if let Some(sup) = &mut self.supervisor {
             if sup.restart_at().is_some_and(|t| t <= now)
                 && sup.start(&mut self.children, &mut self.links).is_err()
@@ -232,6 +373,10 @@ impl Daemon {
     }
 
     fn on_listener(&mut self, id: ListenerId) {
+        self.dirty.push(id);
+        if self.acceptor.paused_until().is_some() {
+            return;
+        }
         if let Some((l, ports)) = self.listeners.get_mut_with_ports(id) {
             self.acceptor
                 .serve(id, l, ports, &mut self.children, &self.knobs);
@@ -256,6 +401,7 @@ impl Daemon {
             Kind::Server(id) => id,
         };
         error!("{}: {what}, pid {pid}, step={step}{err_text}", f.label);
+        self.dirty.push(id);
         if let Some(l) = self.listeners.get_mut(id) {
             l.counters.exec_failures += 1;
             l.last_error = Some(format!("{what} at {step}{err_text}"));
@@ -264,12 +410,15 @@ impl Daemon {
     }
 
     fn reap(&mut self) {
-        for r in self.children.reap() {
+        let mut reaped = std::mem::take(&mut self.reaped);
+        self.children.reap(&mut reaped);
+        for r in reaped.drain(..) {
             if let Some(f) = &r.failure {
                 self.child_failed(f);
             }
             self.child_ended(r);
         }
+        self.reaped = reaped;
     }
 
     fn child_ended(&mut self, r: Reaped) {
@@ -287,6 +436,8 @@ impl Daemon {
                 }
             }
             Kind::Server(id) => {
+                // Its children limit, or its state, may have changed.
+                self.dirty.push(id);
                 // A normal exit is routine (the connection line said what
                 // matters); a failure is worth a look; one the core asked
                 // for (SIGTERM to a wait server whose listener went) is
@@ -322,14 +473,12 @@ impl Daemon {
     }
 
     fn on_signals(&mut self) {
-        let sigs = match sys::read_signals(&self.sigfd) {
-            Ok(s) => s,
-            Err(e) => {
-                error!("reading the signalfd failed: {e}");
-                return;
-            }
-        };
-        for s in sigs {
+        let mut sigs = std::mem::take(&mut self.signals);
+        sigs.clear();
+        if let Err(e) = sys::read_signals(&self.sigfd, &mut sigs) {
+            error!("reading the signalfd failed: {e}");
+        }
+        for &s in &sigs {
             match s {
                 libc::SIGCHLD => self.reap(),
                 libc::SIGTERM | libc::SIGINT if self.quit.is_none() => {
@@ -346,6 +495,7 @@ impl Daemon {
                 _ => {}
             }
         }
+        self.signals = sigs;
     }
 
     /// The core stops: the children that must go with it (wait children,
@@ -354,6 +504,7 @@ impl Daemon {
     fn begin_stop(&mut self) -> Instant {
         self.children.stop_all();
         self.listeners.close_all();
+        self.all_dirty = true;
         self.links.close_all();
         let left = self.children.stopping();
         if left > 0 {
@@ -382,9 +533,10 @@ impl Daemon {
 
     /// Serves at most one request of the connection per turn of the loop:
     /// a controller that streams requests waits its turn behind the
-    /// listeners, and the next request is read when poll says so again.
-    fn on_conn(&mut self, cid: ConnId, rev: i16) {
-        let readable = rev & (sys::POLLIN | sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) != 0;
+    /// listeners, and the next request is read when epoll says so again
+    /// (the registration is armed again after each turn).
+    fn on_conn(&mut self, cid: ConnId, rev: u32) {
+        let readable = rev & (events::IN | events::ERR_HUP) != 0;
         if let Some((req, controller_link)) = self.links.next_request(cid, readable) {
             let resp = self.answer(req, controller_link);
             self.links.answer(cid, resp);
@@ -401,12 +553,15 @@ impl Daemon {
                 }
                 CoreResponse::Hello(self.core.hello_reply())
             }
-            CoreRequest::Apply { listeners } => apply::apply(
-                &mut self.core,
-                &mut self.listeners,
-                &mut self.children,
-                listeners,
-            ),
+            CoreRequest::Apply { listeners } => {
+                self.all_dirty = true;
+                apply::apply(
+                    &mut self.core,
+                    &mut self.listeners,
+                    &mut self.children,
+                    listeners,
+                )
+            }
             CoreRequest::Status => CoreResponse::Status(apply::status(
                 &self.core,
                 &self.listeners,

@@ -137,6 +137,16 @@ impl Listener {
         }
     }
 
+    /// When [`ListenerTable::retry_due`] has something to do for this
+    /// listener: a bind retry, the end of a pause or of a rest.
+    pub fn wake_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Failed { retry_at, .. } => Some(retry_at),
+            State::Paused { until } | State::Resting { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
     /// Whether the rate limit holds the service now.
     pub fn paused(&self) -> bool {
         matches!(self.state, State::Paused { .. })
@@ -169,6 +179,11 @@ impl Listener {
     /// Whether child `pid` holds the socket.
     pub fn held_by(&self, pid: i32) -> bool {
         self.state == (State::Waiting { pid })
+    }
+
+    fn is_udp_builtin(&self) -> bool {
+        matches!(self.prep.program(), Program::Builtin(_))
+            && self.spec.socket_type == SocketType::Dgram
     }
 
     /// A child now holds the socket: not polled until it is reaped.
@@ -325,8 +340,11 @@ impl ListenerTable {
             log_label,
             limits: ListenerLimits::new(&spec_limits, Instant::now()),
         };
+        let udp = l.is_udp_builtin();
         self.by_id.insert(id, l);
-        self.refresh_ports();
+        if udp {
+            self.refresh_ports();
+        }
         Some(id)
     }
 
@@ -339,6 +357,7 @@ impl ListenerTable {
         if l.spec.key() != spec.key() {
             return false;
         }
+        let was = l.is_udp_builtin();
         l.log_label = log_label(&spec.label);
         // New limits count afresh (the children of the old spec are no
         // longer charged to their sources).
@@ -350,7 +369,9 @@ impl ListenerTable {
         }
         l.spec = spec;
         l.prep = prep;
-        self.refresh_ports();
+        if was || l.is_udp_builtin() {
+            self.refresh_ports();
+        }
         true
     }
 
@@ -359,7 +380,9 @@ impl ListenerTable {
         let id = self.by_key.remove(key)?;
         let mut l = self.by_id.remove(&id)?;
         l.close();
-        self.refresh_ports();
+        if l.is_udp_builtin() {
+            self.refresh_ports();
+        }
         Some(l)
     }
 
@@ -412,14 +435,7 @@ impl ListenerTable {
 
     /// The earliest bind retry, end of a pause or of a backoff.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.by_id
-            .values()
-            .filter_map(|l| match l.state {
-                State::Failed { retry_at, .. } => Some(retry_at),
-                State::Paused { until } | State::Resting { until, .. } => Some(until),
-                _ => None,
-            })
-            .min()
+        self.by_id.values().filter_map(Listener::wake_at).min()
     }
 
     /// Binds again the failed listeners whose retry is due at `now`, and
@@ -456,15 +472,14 @@ impl ListenerTable {
     }
 
     /// A UDP builtin never answers a datagram from one of these ports (no
-    /// ping-pong between builtins).
+    /// ping-pong between builtins). Recomputed only when a UDP builtin
+    /// comes, changes or goes: an `Apply` of n other listeners stays
+    /// linear in n.
     fn refresh_ports(&mut self) {
         let mut ports: Vec<u16> = self
             .by_id
             .values()
-            .filter(|l| {
-                matches!(l.prep.program(), Program::Builtin(_))
-                    && l.spec.socket_type == SocketType::Dgram
-            })
+            .filter(|l| l.is_udp_builtin())
             .filter_map(|l| match l.spec.bind {
                 Bind::Inet { port, .. } => Some(port),
                 Bind::Unix { .. } => None,

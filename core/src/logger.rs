@@ -1,8 +1,18 @@
 //! A minimal `log` backend: one line per record on stderr, with the syslog
 //! priority prefix journald understands (`<3>` error, `<4>` warning, `<6>`
-//! info, `<7>` debug and trace). No thread, no buffering: each line is one
-//! write(2), so lines of the core and of its controller child (which shares
-//! the core's stderr) do not interleave.
+//! info, `<7>` debug and trace). No thread.
+//!
+//! Each line is formatted on the stack (no allocation for a connection's
+//! lines) and appended to one buffer that is kept, written out together: a
+//! warning or an error at once (with whatever came before it), info and
+//! debug lines when the buffer holds 2 KiB, and otherwise at the end of
+//! each turn of the event loop, before it waits ([`flush`]), and when the
+//! core exits; during start-up, before the loop runs, each line at once. So a line is out before the core waits for anything else,
+//! and under load one `write` carries the lines of many connections
+//! instead of two writes per connection. Each write holds whole lines and
+//! stays under `PIPE_BUF` (4 KiB), so the core's lines and those of its
+//! controller child (which shares the core's stderr) do not interleave
+//! within a line.
 //!
 //! With `--syslog`, records go to the local syslog instead (`/dev/log`,
 //! facility daemon, ident `inetd-core`, the same priorities), through the
@@ -10,12 +20,73 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use inetd_protocol::{escape_log, log_safe};
 use std::fmt::Arguments;
 use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// Written out once the buffer holds this much.
+const FLUSH_AT: usize = 2048;
+
+/// Never more in one write (`PIPE_BUF`): a longer line is written alone.
+const WRITE_MAX: usize = 4096;
+
+struct Buffer {
+    bytes: Vec<u8>,
+}
+
+static BUF: Mutex<Buffer> = Mutex::new(Buffer { bytes: Vec::new() });
+
+/// Lines are written a turn at a time only once the event loop runs;
+/// before (start-up), each as it comes.
+static PER_TURN: AtomicBool = AtomicBool::new(false);
+
+/// From now on the event loop calls [`flush`] at the end of each turn.
+pub fn per_turn() {
+    PER_TURN.store(true, Ordering::Relaxed);
+}
+
+impl Buffer {
+    fn flush(&mut self) {
+        if !self.bytes.is_empty() {
+            write_out(&self.bytes);
+            self.bytes.clear();
+        }
+    }
+}
+
+/// Writes out `bytes` (whole lines) in writes of at most [`WRITE_MAX`]
+/// bytes, each ending at a line's end; a failed write is dropped: there is
+/// nowhere to report it.
+fn write_out(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let cut = if rest.len() <= WRITE_MAX {
+            rest.len()
+        } else {
+            match rest[..WRITE_MAX].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| i + 1),
+            }
+        };
+        let _ = err.write_all(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+}
+
+/// Writes out every buffered line: at the end of each turn of the event
+/// loop, and before the core exits.
+pub fn flush() {
+    LOGGER.flush();
+}
 
 struct StderrLog;
 
@@ -47,14 +118,29 @@ impl Log for StderrLog {
             crate::syslog::send(sys, r.level(), &msg);
             return;
         }
+        let Ok(mut b) = BUF.lock() else {
+            return;
+        };
         let mut buf = [0u8; LINE_BUF];
         match format_line(&mut buf, r.level(), r.args()) {
-            Some(line) => write_line(line),
-            None => write_line(slow_line(r.level(), r.args()).as_bytes()),
+            Some(line) => b.bytes.extend_from_slice(line),
+            None => b
+                .bytes
+                .extend_from_slice(slow_line(r.level(), r.args()).as_bytes()),
+        }
+        if r.level() <= Level::Warn
+            || b.bytes.len() >= FLUSH_AT
+            || !PER_TURN.load(Ordering::Relaxed)
+        {
+            b.flush();
         }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        if let Ok(mut b) = BUF.lock() {
+            b.flush();
+        }
+    }
 }
 
 /// Room for one line on the stack: a connection's line (a label cut for the
@@ -94,12 +180,6 @@ fn slow_line(level: Level, args: &Arguments<'_>) -> String {
         escape_log(&msg, usize::MAX).into_owned()
     };
     format!("{}{TAG}{msg}\n", prefix(level))
-}
-
-/// One write(2): lines of the core and of its controller child (which
-/// shares the core's stderr) do not interleave.
-fn write_line(line: &[u8]) {
-    let _ = std::io::stderr().lock().write_all(line);
 }
 
 static LOGGER: StderrLog = StderrLog;

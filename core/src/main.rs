@@ -5,7 +5,7 @@
 //! controller user (once, from its own command line), makes its runtime
 //! directories and its core socket, then cuts its capabilities to
 //! NET_BIND_SERVICE, SETUID, SETGID and KILL. After that it only reacts,
-//! in one poll loop, to:
+//! in one epoll loop, to:
 //!
 //! * its controller: in packaged mode any number (bounded) of connections
 //!   on the core socket, each checked with SO_PEERCRED before a byte is
@@ -39,14 +39,16 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 7214 lines
-//!     accept.rs 430, admission.rs 123, apply.rs 333, backoff.rs 56
-//!     children.rs 492, cli.rs 264, daemon.rs 418, limits.rs 368, link.rs 497
-//!     listeners.rs 505, logger.rs 124, main.rs 122, notify.rs 53
-//!     peer.rs 107, plan.rs 78, reply.rs 99, start.rs 588, supervisor.rs 263
-//!     syslog.rs 63, validate.rs 334, sys/caps.rs 176, sys/child.rs 546
-//!     sys/inherit.rs 134, sys/mod.rs 419, sys/net.rs 177, sys/status.rs 138
-//!     sys/title.rs 59, sys/unixsock.rs 248
+//! root, this process: core/src: 8568 lines
+//!     accept.rs 437, admission.rs 123, apply.rs 333, backoff.rs 56
+//!     children.rs 533, cli.rs 264, daemon.rs 573, events.rs 147
+//!     exec_path.rs 4, limits.rs 368, link.rs 497, listeners.rs 520
+//!     logger.rs 204, main.rs 133, notify.rs 53, peer.rs 84, plan.rs 78
+//!     reply.rs 99, start.rs 588, supervisor.rs 263, syslog.rs 63
+//!     validate.rs 339, sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90
+//!     sys/inherit.rs 134, sys/mod.rs 422, sys/net.rs 199, sys/raw.rs 92
+//!     sys/slot.rs 260, sys/spawn.rs 417, sys/status.rs 138, sys/title.rs 59
+//!     sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1190 lines
 //!     codec.rs 225, error.rs 68, lib.rs 88, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439
@@ -62,6 +64,8 @@ mod backoff;
 mod children;
 mod cli;
 mod daemon;
+mod events;
+mod exec_path;
 mod limits;
 mod link;
 mod listeners;
@@ -111,12 +115,19 @@ fn main() {
         cli.syslog,
     );
     let code = match start::start(&cli) {
-        Ok(setup) => daemon::Daemon::new(setup, single).run(),
+        Ok(setup) => match daemon::Daemon::new(setup, single) {
+            Ok(d) => d.run(),
+            Err(e) => {
+                log::error!("cannot make the epoll set: {e}");
+                1
+            }
+        },
         Err(e) => {
             log::error!("{}", e.message);
             e.code
         }
     };
+    logger::flush();
     std::process::exit(code);
 }
 

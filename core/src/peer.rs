@@ -2,7 +2,6 @@
 //! (pure).
 #![forbid(unsafe_code)]
 
-use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
 
 /// The other end of an accepted connection, as the kernel reports it.
@@ -21,20 +20,38 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// The peer as written in the log and in the status report.
+    /// The peer as the status report and a refusal write it:
+    /// `192.0.2.1:4000`, `[2001:db8::1]:4000`, `unix:pid=P,uid=U,gid=G`.
     pub fn log_text(&self) -> String {
         match *self {
-            Peer::Inet { peer, .. } => fmt_addr(peer),
-            Peer::Unix { pid, uid, gid } => fmt_unix(pid, uid, gid),
+            Peer::Inet { peer, .. } => SocketAddr::new(unmap(peer.ip()), peer.port()).to_string(),
+            Peer::Unix { pid, uid, gid } => format!("unix:pid={pid},uid={uid},gid={gid}"),
         }
     }
 
-    /// The per-connection environment variables of this connection.
-    pub fn env(&self) -> Vec<CString> {
-        match *self {
-            Peer::Inet { peer, local } => tcp_env(peer, local),
-            Peer::Unix { pid, uid, gid } => unix_env(pid, uid, gid),
-        }
+    /// Appends the per-connection variables to `out`, each `NAME=value`
+    /// and a NUL, without allocating beyond `out`'s growth (the child
+    /// table keeps one such buffer).
+    pub fn write_env(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Names and values are built from numbers and addresses here: no
+        // NUL inside, and writing to a Vec cannot fail.
+        let _ = match *self {
+            Peer::Inet { peer, local } => {
+                let (rip, rport) = (unmap(peer.ip()), peer.port());
+                let (lip, lport) = (unmap(local.ip()), local.port());
+                write!(
+                    out,
+                    "PROTO=TCP\0TCPREMOTEIP={rip}\0TCPREMOTEPORT={rport}\0\
+                     TCPLOCALIP={lip}\0TCPLOCALPORT={lport}\0\
+                     REMOTE_ADDR={rip}\0REMOTE_PORT={rport}\0"
+                )
+            }
+            Peer::Unix { pid, uid, gid } => write!(
+                out,
+                "PROTO=UNIX\0UNIXREMOTEPID={pid}\0UNIXREMOTEEUID={uid}\0UNIXREMOTEEGID={gid}\0"
+            ),
+        };
     }
 }
 
@@ -65,49 +82,38 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A peer for the log: `192.0.2.1:4000` or `[2001:db8::1]:4000`.
-fn fmt_addr(sa: SocketAddr) -> String {
-    SocketAddr::new(unmap(sa.ip()), sa.port()).to_string()
-}
-
-/// A unix peer for the log.
-fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
-    format!("unix:pid={pid},uid={uid},gid={gid}")
-}
-
-fn var(name: &str, value: impl std::fmt::Display) -> CString {
-    // Names and values are built from numbers and addresses here: no NUL.
-    CString::new(format!("{name}={value}")).unwrap_or_default()
-}
-
-/// The per-connection variables of a TCP connection: ucspi's and systemd's.
-fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
-    let rip = unmap(peer.ip());
-    let lip = unmap(local.ip());
-    vec![
-        var("PROTO", "TCP"),
-        var("TCPREMOTEIP", rip),
-        var("TCPREMOTEPORT", peer.port()),
-        var("TCPLOCALIP", lip),
-        var("TCPLOCALPORT", local.port()),
-        var("REMOTE_ADDR", rip),
-        var("REMOTE_PORT", peer.port()),
-    ]
-}
-
-/// The per-connection variables of a unix stream connection.
-fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
-    vec![
-        var("PROTO", "UNIX"),
-        var("UNIXREMOTEPID", pid),
-        var("UNIXREMOTEEUID", uid),
-        var("UNIXREMOTEEGID", gid),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
+
+    impl Peer {
+        fn env(&self) -> Vec<CString> {
+            let mut buf = Vec::new();
+            self.write_env(&mut buf);
+            buf.split(|&b| b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| CString::new(v).unwrap_or_default())
+                .collect()
+        }
+    }
+
+    fn fmt_addr(sa: SocketAddr) -> String {
+        let local = sa;
+        Peer::Inet { peer: sa, local }.log_text()
+    }
+
+    fn fmt_unix(pid: i32, uid: u32, gid: u32) -> String {
+        Peer::Unix { pid, uid, gid }.log_text()
+    }
+
+    fn tcp_env(peer: SocketAddr, local: SocketAddr) -> Vec<CString> {
+        Peer::Inet { peer, local }.env()
+    }
+
+    fn unix_env(pid: i32, uid: u32, gid: u32) -> Vec<CString> {
+        Peer::Unix { pid, uid, gid }.env()
+    }
 
     fn strs(v: &[CString]) -> Vec<&str> {
         v.iter().map(|c| c.to_str().unwrap()).collect()

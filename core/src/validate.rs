@@ -72,7 +72,7 @@ pub struct ExecImage {
     path: CString,
     /// Owns what `argv_ptrs` points to; never changed (a `CString`'s bytes
     /// stay put on the heap when it moves).
-    _argv: Box<[CString]>,
+    argv: Box<[CString]>,
     argv_ptrs: Box<[*const c_char]>,
     /// The fixed part of the environment (PATH).
     env: Box<[CString]>,
@@ -88,7 +88,7 @@ impl ExecImage {
             .collect();
         ExecImage {
             path,
-            _argv: argv,
+            argv,
             argv_ptrs,
             env: env.into_boxed_slice(),
         }
@@ -101,6 +101,11 @@ impl ExecImage {
     /// Valid as long as `self` is.
     pub fn argv_ptrs(&self) -> &[*const c_char] {
         &self.argv_ptrs
+    }
+
+    /// The arguments, argv\[0\] first.
+    pub fn argv(&self) -> &[CString] {
+        &self.argv
     }
 
     /// The fixed environment; the per-connection variables follow it.

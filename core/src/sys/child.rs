@@ -52,16 +52,16 @@
 //! takes once at start (sudo-rs marks its `fork` "must not be called in
 //! multithreaded programs"; here the type system says it).
 
-use std::ffi::CString;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use super::inherit::ForChild;
 use super::owned;
+use super::raw;
 pub use super::status::{read_status, ChildStatus, Spawned, StatusPipe, Step};
-use crate::validate::{ExecImage, Identity};
+use crate::validate::Identity;
 
 /// Proof that this process runs a single thread: the condition for running
 /// Rust code that allocates between `fork` and `_exit` (see the module's
@@ -94,37 +94,84 @@ impl SingleThreaded {
     }
 }
 
-/// Starts a child that execs `image` as `id`, with `fds[i]` on descriptor
-/// `i` and the per-connection variables `env_conn` after the fixed
-/// environment. `pipe` is the status pipe made in advance (`None` makes one
-/// now).
-pub fn spawn_exec(
-    id: &Identity,
-    image: &ExecImage,
-    env_conn: &[CString],
-    fds: &[RawFd],
-    pipe: Option<StatusPipe>,
-) -> io::Result<Spawned> {
-    let env: Vec<*const libc::c_char> = image
-        .env()
-        .iter()
-        .chain(env_conn)
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let run: Run<'_, fn(OwnedFd) -> i32> = Run::Exec {
-        path: image.path().as_ptr(),
-        argv: image.argv_ptrs(),
-        env: &env,
-    };
-    fork_child(id, fds, pipe, run)
+/// Most descriptors a child is given (0, 1, 2, ...).
+pub(super) const MAX_FDS: usize = 8;
+
+/// Where a failing child reports the step and errno.
+#[derive(Clone, Copy)]
+pub(super) enum Report {
+    /// The write end of a close-on-exec status pipe (a forked child); kept
+    /// open past the descriptor set-up when `keep`.
+    Pipe { fd: RawFd, keep: bool },
+    /// Memory the core shares with the child until exec (see `spawn.rs`).
+    Shared(*const SharedReport),
+}
+
+/// A failure report in memory shared with the core: `step` 0 until the
+/// child fails.
+#[repr(C)]
+pub(super) struct SharedReport {
+    pub step: AtomicU32,
+    pub errno: AtomicI32,
+}
+
+/// Everything the child path needs, as plain values and pointers into
+/// memory that stays valid and unchanged until the child execs or exits:
+/// the parent's copy after `fork`, or the spawn slot (`spawn.rs`) after
+/// `clone`.
+pub(super) struct Plan {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: *const libc::gid_t,
+    pub ngroups: usize,
+    pub change_ids: bool,
+    pub no_new_privs: bool,
+    pub fds: [RawFd; MAX_FDS],
+    pub nfds: usize,
+    /// Room for `ngroups + 1` entries, for the read-back check.
+    pub got_groups: *mut libc::gid_t,
+    pub base: &'static ForChild,
+    pub report: Report,
+    /// Tests only: how long to wait right after the id change.
+    pub delay_ns: u64,
+}
+
+impl Plan {
+    /// A plan whose groups are `id`'s own (a forked child's copy).
+    pub(super) fn new(
+        id: &Identity,
+        fds: &[RawFd],
+        got_groups: *mut libc::gid_t,
+        report: Report,
+    ) -> io::Result<Plan> {
+        if fds.len() > MAX_FDS {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut f = [-1; MAX_FDS];
+        f[..fds.len()].copy_from_slice(fds);
+        Ok(Plan {
+            uid: id.uid(),
+            gid: id.gid(),
+            groups: id.groups().as_ptr(),
+            ngroups: id.groups().len(),
+            change_ids: id.change_ids(),
+            no_new_privs: id.no_new_privs(),
+            fds: f,
+            nfds: fds.len(),
+            got_groups,
+            base: super::inherit::for_child(),
+            report,
+            delay_ns: 0,
+        })
+    }
 }
 
 /// Starts a child that runs `serve` as `id` with `fd` as its descriptor 0
 /// (and no other), then `_exit`s with what it returns. The closure runs
 /// after the ids are dropped and every other descriptor is closed, and
 /// never returns into the core. It is ordinary Rust code after fork, hence
-/// the [`SingleThreaded`] token.
+/// the [`SingleThreaded`] token, and `fork` rather than the clone of
+/// `spawn.rs`: it needs an address space of its own.
 pub fn spawn_builtin<F: FnOnce(OwnedFd) -> i32>(
     id: &Identity,
     fd: RawFd,
@@ -132,27 +179,32 @@ pub fn spawn_builtin<F: FnOnce(OwnedFd) -> i32>(
     pipe: Option<StatusPipe>,
     _single: &SingleThreaded,
 ) -> io::Result<Spawned> {
-    fork_child(id, &[fd], pipe, Run::Builtin(serve))
+    let (pid, rd, _) = fork_child(id, &[fd], pipe, false)?;
+    if pid == 0 {
+        // Closed by the child path already (see `fork_child`).
+        std::mem::forget(rd);
+        // SAFETY: descriptor 0 was just set up by the child path and
+        // nothing else in this process owns it.
+        let fd = unsafe { owned(0) };
+        let code = serve(fd);
+        // SAFETY: leaving the child without running the parent's
+        // destructors or atexit handlers.
+        unsafe { libc::_exit(code) }
+    }
+    Ok(Spawned { pid, status: rd })
 }
 
-/// What the child does once it is set up.
-enum Run<'a, F> {
-    /// `execve(path, argv, env)`, all made before fork.
-    Exec {
-        path: *const libc::c_char,
-        argv: &'a [*const libc::c_char],
-        env: &'a [*const libc::c_char],
-    },
-    Builtin(F),
-}
-
-/// Forks a child that follows the path described at the top of this file.
-fn fork_child<F: FnOnce(OwnedFd) -> i32>(
+/// Forks; the child runs the steps and returns (pid 0) only if they all
+/// succeeded, with its descriptors in place; the parent gets the pid and
+/// the status pipe's read end (and the child where to report). `keep`: the
+/// pipe stays open in the child (close-on-exec) for a report after the
+/// steps.
+pub(super) fn fork_child(
     id: &Identity,
     fds: &[RawFd],
     pipe: Option<StatusPipe>,
-    run: Run<'_, F>,
-) -> io::Result<Spawned> {
+    keep: bool,
+) -> io::Result<(i32, OwnedFd, Report)> {
     // Room for what getgroups may return (one more than asked, to see an
     // extra group), allocated before fork.
     let mut got_groups: Vec<libc::gid_t> = vec![0; id.groups().len() + 1];
@@ -160,164 +212,153 @@ fn fork_child<F: FnOnce(OwnedFd) -> i32>(
         Some(p) => p,
         None => StatusPipe::new()?,
     };
-    let base = super::inherit::for_child();
-
-    // The child runs only `child_main`, which never returns and leaves with
-    // `_exit` or exec; on the exec path it makes only async-signal-safe
-    // calls, and the builtin path is reached only with a `SingleThreaded`
-    // token (see the module's fork contract).
-    // SAFETY: as just said, the fork contract holds for both paths.
+    let report = Report::Pipe {
+        fd: wr.as_raw_fd(),
+        keep,
+    };
+    let mut plan = Plan::new(id, fds, got_groups.as_mut_ptr(), report)?;
+    // The child runs only the steps (raw system calls) and then what the
+    // caller does with pid 0: a builtin, reached only with a
+    // `SingleThreaded` token (see the module's fork contract), or exec.
+    // SAFETY: as just said, the fork contract holds.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        let ctx = ChildCtx {
-            status_fd: wr.as_raw_fd(),
-            id,
-            got_groups: &mut got_groups,
-            base,
-        };
-        child_main(ctx, fds, run);
+        if let Err((step, errno)) = run_steps(&mut plan) {
+            fail(plan.report, step, errno);
+        }
+        // The steps closed every descriptor but the planned ones: the
+        // pipe's ends must not be closed again here.
+        std::mem::forget(wr);
+        return Ok((0, rd, plan.report));
     }
     drop(wr);
-    Ok(Spawned { pid, status: rd })
+    Ok((pid, rd, plan.report))
 }
 
-struct ChildCtx<'a> {
-    status_fd: RawFd,
-    id: &'a Identity,
-    got_groups: &'a mut [libc::gid_t],
-    base: &'static ForChild,
+/// Reports `step` and `errno` to the parent and leaves with status 127.
+pub(super) fn fail(report: Report, step: Step, errno: i32) -> ! {
+    match report {
+        Report::Pipe { fd, .. } => {
+            let mut msg = [0u8; 8];
+            msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+            msg[4..].copy_from_slice(&errno.to_ne_bytes());
+            // A failed write cannot be reported anywhere, and the exit
+            // status says 127 anyway.
+            // SAFETY: `msg` is a valid 8-byte buffer.
+            let _ = unsafe { raw::call(libc::SYS_write, &[fd as usize, msg.as_ptr() as usize, 8]) };
+        }
+        Report::Shared(r) => {
+            // SAFETY: the report lives in the spawn slot, which the core
+            // keeps until this child has exited or exec'd.
+            let r = unsafe { &*r };
+            r.errno.store(errno, Ordering::Relaxed);
+            r.step.store(step as u32, Ordering::Release);
+        }
+    }
+    exit(127)
 }
 
-/// Reports `step` and `errno` to the parent and leaves.
-fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-    msg[4..].copy_from_slice(&errno.to_ne_bytes());
-    // A failed write cannot be reported anywhere, and the exit status says
-    // 127 anyway. `_exit` skips atexit handlers and stdio flushing that
-    // belong to the parent.
-    // SAFETY: `msg` is a valid 8-byte buffer and `fd` a descriptor we own.
-    unsafe {
-        libc::write(fd, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
+/// `exit_group`: no atexit handlers, no stdio of the parent's.
+pub(super) fn exit(code: i32) -> ! {
+    loop {
+        // SAFETY: exit_group takes an integer and does not return.
+        let _ = unsafe { raw::call(libc::SYS_exit_group, &[code as usize]) };
     }
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+/// A raw system call whose failure is `step`.
+fn sys(step: Step, n: libc::c_long, args: &[usize]) -> Result<usize, (Step, i32)> {
+    // SAFETY: every caller below passes the arguments system call `n`
+    // expects, pointers to live values of this function's callers.
+    unsafe { raw::call(n, args) }.map_err(|e| (step, e))
 }
 
-/// The child side of [`fork_child`]. Never returns.
-fn child_main<F: FnOnce(OwnedFd) -> i32>(mut c: ChildCtx<'_>, fds: &[RawFd], run: Run<'_, F>) -> ! {
+/// Steps 1 to 7 of the child path (see the top of this file), with raw
+/// system calls only.
+pub(super) fn run_steps(p: &mut Plan) -> Result<(), (Step, i32)> {
     // 1. New session.
-    // SAFETY: plain system call.
-    if unsafe { libc::setsid() } == -1 {
-        fail(c.status_fd, Step::Setsid, errno());
-    }
-
+    sys(Step::Setsid, libc::SYS_setsid, &[])?;
     // 2. Default dispositions for every signal, then an empty mask.
     reset_signals();
-    // SAFETY: a zeroed sigset emptied by sigemptyset is a valid argument.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) == -1 {
-            fail(c.status_fd, Step::Signals, errno());
-        }
-    }
-
+    let empty: u64 = 0;
+    let set = &empty as *const u64 as usize;
+    sys(
+        Step::Signals,
+        libc::SYS_rt_sigprocmask,
+        &[libc::SIG_SETMASK as usize, set, 0, 8],
+    )?;
     // 3. A fresh session keyring, before the id change (see above).
-    if c.base.join_keyring() {
-        if let Err(e) = super::inherit::join_session_keyring() {
-            fail(c.status_fd, Step::Keyring, e.raw_os_error().unwrap_or(0));
-        }
+    if p.base.join_keyring() {
+        let join = libc::KEYCTL_JOIN_SESSION_KEYRING as usize;
+        sys(Step::Keyring, libc::SYS_keyctl, &[join, 0])?;
     }
-
     // 4. Ids: groups, then gid, then uid; each checked, then read back.
-    if c.id.change_ids() {
-        change_ids(c.status_fd, c.id);
+    if p.change_ids {
+        sys(
+            Step::Setgroups,
+            libc::SYS_setgroups,
+            &[p.ngroups, p.groups as usize],
+        )?;
+        let g = p.gid as usize;
+        sys(Step::Setgid, libc::SYS_setresgid, &[g, g, g])?;
+        let u = p.uid as usize;
+        sys(Step::Setuid, libc::SYS_setresuid, &[u, u, u])?;
     }
-    verify_ids(&mut c);
-    if c.id.change_ids() && c.id.uid() != 0 {
-        verify_no_capabilities(c.status_fd);
+    if p.delay_ns > 0 {
+        let ts = libc::timespec {
+            tv_sec: (p.delay_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (p.delay_ns % 1_000_000_000) as libc::c_long,
+        };
+        let _ = sys(
+            Step::Unknown,
+            libc::SYS_nanosleep,
+            &[&ts as *const _ as usize, 0],
+        );
     }
-
+    verify_ids(p)?;
+    if p.change_ids && p.uid != 0 {
+        verify_no_capabilities()?;
+    }
     // 5. no_new_privs: setuid binaries cannot lift the child any more.
-    if c.id.no_new_privs() {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == -1 {
-            fail(c.status_fd, Step::NoNewPrivs, errno());
-        }
+    if p.no_new_privs {
+        sys(
+            Step::NoNewPrivs,
+            libc::SYS_prctl,
+            &[libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0, 0],
+        )?;
     }
-
     // 6. umask and working directory, whatever the core was started with.
-    // SAFETY: plain system calls; the path is a NUL-terminated literal.
-    unsafe {
-        libc::umask(0o022);
-        if libc::chdir(c"/".as_ptr()) == -1 {
-            fail(c.status_fd, Step::Chdir, errno());
-        }
-    }
-
+    sys(Step::Chdir, libc::SYS_umask, &[0o022])?;
+    sys(Step::Chdir, libc::SYS_chdir, &[c"/".as_ptr() as usize])?;
     // 7. Descriptors, then the resource limits the core was started with:
     //    after the descriptors are closed, so that the fallback close loop
     //    sees the core's raised descriptor limit.
-    let keep_status = matches!(run, Run::Exec { .. });
-    setup_fds(&mut c, fds, keep_status);
-    restore_limits(&c);
-
-    // 8. Run.
-    match run {
-        Run::Exec { path, argv, env } => {
-            // path, argv and env were built before fork and are alive in this
-            // (copied) address space.
-            // SAFETY: NUL-terminated pointer arrays of NUL-terminated strings.
-            unsafe { libc::execve(path, argv.as_ptr(), env.as_ptr()) };
-            fail(c.status_fd, Step::Exec, errno());
-        }
-        Run::Builtin(serve) => {
-            // SAFETY: descriptor 0 was just set up by `setup_fds` and
-            // nothing else in this process owns it.
-            let fd = unsafe { owned(0) };
-            let code = serve(fd);
-            // SAFETY: leaving the child without running the parent's
-            // destructors or atexit handlers.
-            unsafe { libc::_exit(code) }
-        }
+    setup_fds(p)?;
+    for (res, rl) in p.base.limits() {
+        let rl = rl as *const libc::rlimit as usize;
+        sys(
+            Step::Limits,
+            libc::SYS_prlimit64,
+            &[0, *res as usize, rl, 0],
+        )?;
     }
+    Ok(())
 }
 
-/// `setgroups` → `setresgid` → `setresuid`: groups first and gid before uid
-/// because each of those calls needs privilege that the uid change takes
-/// away.
-fn change_ids(status_fd: RawFd, id: &Identity) {
-    let groups = id.groups();
-    // SAFETY: `groups` is a valid slice of gid_t-sized values.
-    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } == -1 {
-        fail(status_fd, Step::Setgroups, errno());
-    }
-    // SAFETY: plain system calls with integer arguments.
-    if unsafe { libc::setresgid(id.gid(), id.gid(), id.gid()) } == -1 {
-        fail(status_fd, Step::Setgid, errno());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::setresuid(id.uid(), id.uid(), id.uid()) } == -1 {
-        fail(status_fd, Step::Setuid, errno());
-    }
-}
-
-/// Gives the child the resource limits the core was started with, where
-/// the core changed its own (it raises its soft descriptor limit). Lowering
-/// a soft limit back needs no privilege.
-fn restore_limits(c: &ChildCtx<'_>) {
-    for (res, rl) in c.base.limits() {
-        // SAFETY: a valid pointer to an initialised rlimit.
-        if unsafe { libc::setrlimit(*res, rl) } == -1 {
-            fail(c.status_fd, Step::Limits, errno());
-        }
+/// `execve` with pointer arrays made before the child started; returns
+/// only on failure, with the errno.
+pub(super) fn exec(
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> i32 {
+    let args = [path as usize, argv as usize, envp as usize];
+    match sys(Step::Exec, libc::SYS_execve, &args) {
+        Ok(_) => 0,
+        Err((_, e)) => e,
     }
 }
 
@@ -325,20 +366,18 @@ fn restore_limits(c: &ChildCtx<'_>) {
 /// effective and inheritable sets are empty. The ambient set needs no call
 /// of its own: the kernel keeps it a subset of permitted and inheritable
 /// (capabilities(7)), so it is empty when they are.
-fn verify_no_capabilities(status_fd: RawFd) {
+fn verify_no_capabilities() -> Result<(), (Step, i32)> {
     // `linux/capability.h`, version 3: a header (version, pid 0 for this
     // process), then two data structures (capabilities 0-31 and 32-63) of
     // three words each: effective, permitted, inheritable.
     let mut header: [u32; 2] = [0x2008_0522, 0];
     let mut sets = [0u32; 6];
-    // SAFETY: a valid header and room for the two data structures that
-    // version 3 fills.
-    if unsafe { libc::syscall(libc::SYS_capget, header.as_mut_ptr(), sets.as_mut_ptr()) } == -1 {
-        fail(status_fd, Step::Capabilities, errno());
-    }
+    let args = [header.as_mut_ptr() as usize, sets.as_mut_ptr() as usize];
+    sys(Step::Capabilities, libc::SYS_capget, &args)?;
     if sets.iter().any(|&w| w != 0) {
-        fail(status_fd, Step::Capabilities, 0);
+        return Err((Step::Capabilities, 0));
     }
+    Ok(())
 }
 
 /// The kernel's `struct sigaction` (asm-generic layout), for the raw
@@ -363,156 +402,154 @@ fn reset_signals() {
         restorer: 0,
         mask: 0,
     };
+    let act = &dfl as *const KernelSigaction as usize;
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
         // The size argument is the kernel's sigset size (8 bytes on Linux).
-        // SAFETY: rt_sigaction with a valid, fully initialised kernel
-        // sigaction for SIG_DFL and a null old-action pointer.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &dfl as *const KernelSigaction,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8usize,
-            );
-        }
+        let _ = sys(
+            Step::Signals,
+            libc::SYS_rt_sigaction,
+            &[sig as usize, act, 0, 8],
+        );
     }
 }
 
 /// Reads the ids back and compares them with what was asked for.
-fn verify_ids(c: &mut ChildCtx<'_>) {
-    let ids = c.id;
-    let (mut r, mut e, mut sv) = (0, 0, 0);
-    // SAFETY: three valid out-pointers.
-    if unsafe { libc::getresuid(&mut r, &mut e, &mut sv) } == -1
-        || r != ids.uid()
-        || e != ids.uid()
-        || sv != ids.uid()
-    {
-        fail(c.status_fd, Step::VerifyIds, libc::EPERM);
+fn verify_ids(p: &mut Plan) -> Result<(), (Step, i32)> {
+    let bad = (Step::VerifyIds, libc::EPERM);
+    let (mut r, mut e, mut sv) = (0u32, 0u32, 0u32);
+    let out = [
+        &mut r as *mut u32 as usize,
+        &mut e as *mut u32 as usize,
+        &mut sv as *mut u32 as usize,
+    ];
+    sys(Step::VerifyIds, libc::SYS_getresuid, &out)?;
+    if r != p.uid || e != p.uid || sv != p.uid {
+        return Err(bad);
     }
-    // SAFETY: as above.
-    if unsafe { libc::getresgid(&mut r, &mut e, &mut sv) } == -1
-        || r != ids.gid()
-        || e != ids.gid()
-        || sv != ids.gid()
-    {
-        fail(c.status_fd, Step::VerifyIds, libc::EPERM);
+    sys(Step::VerifyIds, libc::SYS_getresgid, &out)?;
+    if r != p.gid || e != p.gid || sv != p.gid {
+        return Err(bad);
     }
-    if ids.change_ids() {
-        let want = ids.groups();
-        let cap = i32::try_from(c.got_groups.len()).unwrap_or(i32::MAX);
-        // SAFETY: `got_groups` has room for `cap` entries.
-        let n = unsafe { libc::getgroups(cap, c.got_groups.as_mut_ptr()) };
-        if n < 0 {
-            fail(c.status_fd, Step::VerifyIds, errno());
-        }
-        let got = &mut c.got_groups[..n as usize];
+    if p.change_ids {
+        // SAFETY: the plan's maker gives `ngroups` groups and room for
+        // `ngroups + 1` read back, both alive until exec.
+        let (want, room) = unsafe {
+            (
+                std::slice::from_raw_parts(p.groups, p.ngroups),
+                std::slice::from_raw_parts_mut(p.got_groups, p.ngroups + 1),
+            )
+        };
+        let n = sys(
+            Step::VerifyIds,
+            libc::SYS_getgroups,
+            &[room.len(), room.as_mut_ptr() as usize],
+        )?;
+        let got = &mut room[..n.min(p.ngroups + 1)];
         got.sort_unstable();
-        let mut ok = true;
         let mut k = 0;
         for (i, g) in got.iter().enumerate() {
             if i > 0 && got[i - 1] == *g {
                 continue;
             }
             if want.get(k) != Some(g) {
-                ok = false;
-                break;
+                return Err(bad);
             }
             k += 1;
         }
-        if !ok || k != want.len() {
-            fail(c.status_fd, Step::VerifyIds, libc::EPERM);
+        if k != want.len() {
+            return Err(bad);
         }
     }
-    if ids.uid() != 0 {
-        // SAFETY: plain system calls. Both must fail for a non-root child;
-        // success would mean the drop is not permanent.
-        if unsafe { libc::setuid(0) } != -1 || unsafe { libc::seteuid(0) } != -1 {
-            fail(c.status_fd, Step::RegainRoot, 0);
+    if p.uid != 0 {
+        // Both must fail for a non-root child; success would mean the drop
+        // is not permanent.
+        let keep = u32::MAX as usize;
+        if sys(Step::RegainRoot, libc::SYS_setuid, &[0]).is_ok()
+            || sys(Step::RegainRoot, libc::SYS_setresuid, &[keep, 0, keep]).is_ok()
+        {
+            return Err((Step::RegainRoot, 0));
         }
     }
+    Ok(())
 }
 
-/// Puts `fds[i]` on descriptor `i`, keeps the status pipe (close-on-exec,
-/// right above them) when `keep_status`, and closes everything else.
-fn setup_fds(c: &mut ChildCtx<'_>, fds: &[RawFd], keep_status: bool) {
-    let n = fds.len() as libc::c_int;
-    let mut high = [0 as libc::c_int; 8];
-    if fds.len() > high.len() {
-        fail(c.status_fd, Step::Descriptors, libc::EINVAL);
-    }
+/// Puts `fds[i]` on descriptor `i`, keeps a status pipe that asks for it
+/// (close-on-exec, right above them), and closes everything else.
+fn setup_fds(p: &mut Plan) -> Result<(), (Step, i32)> {
+    let n = p.nfds;
+    let fds = p.fds;
+    let report_fd = match p.report {
+        Report::Pipe { fd, .. } => Some(fd),
+        Report::Shared(_) => None,
+    };
     // Close everything but the sources and the status pipe first: the core
     // may be at its descriptor limit, and the copies below need room.
-    let mut keep = [0 as libc::c_int; 9];
-    keep[..fds.len()].copy_from_slice(fds);
-    keep[fds.len()] = c.status_fd;
-    let keep = &mut keep[..=fds.len()];
-    keep.sort_unstable();
-    // SAFETY: in the child between fork and exec, see `close_between`.
-    unsafe {
-        let mut from: libc::c_int = 3;
-        for &k in keep.iter() {
-            if k >= from {
-                close_between(from, k - 1);
-                from = k + 1;
-            }
-        }
-        close_between(from, libc::c_int::MAX);
+    let mut keep = [-1 as libc::c_int; MAX_FDS + 1];
+    keep[..n].copy_from_slice(&fds[..n]);
+    let mut nkeep = n;
+    if let Some(fd) = report_fd {
+        keep[n] = fd;
+        nkeep += 1;
     }
+    let keep = &mut keep[..nkeep];
+    keep.sort_unstable();
+    let mut from: libc::c_int = 3;
+    for &k in keep.iter() {
+        if k >= from {
+            close_between(from, k - 1);
+            from = k + 1;
+        }
+    }
+    close_between(from, libc::c_int::MAX);
+    let top = n as libc::c_int;
+    let dupfd = |fd: RawFd| {
+        let args = [
+            fd as usize,
+            libc::F_DUPFD_CLOEXEC as usize,
+            (top + 1) as usize,
+        ];
+        sys(Step::Descriptors, libc::SYS_fcntl, &args).map(|h| h as libc::c_int)
+    };
     // Then copy every source (and the status pipe) above the target range,
     // so that placing one target can never overwrite a source not yet placed.
-    // SAFETY: fcntl/dup3 on descriptors of this process; failures reported.
-    unsafe {
-        for (i, &fd) in fds.iter().enumerate() {
-            let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, n + 1);
-            if h == -1 {
-                fail(c.status_fd, Step::Descriptors, errno());
-            }
-            high[i] = h;
-        }
-        // Only now, with every source safe above `n`, may `n` be reused.
-        let st = libc::fcntl(c.status_fd, libc::F_DUPFD_CLOEXEC, n + 1);
-        if st == -1 {
-            fail(c.status_fd, Step::Descriptors, errno());
-        }
-        if libc::dup3(st, n, libc::O_CLOEXEC) == -1 {
-            fail(st, Step::Descriptors, errno());
-        }
-        c.status_fd = n;
-        for (i, &h) in high[..fds.len()].iter().enumerate() {
-            // dup2 onto a different number clears close-on-exec on the copy.
-            if libc::dup2(h, i as libc::c_int) == -1 {
-                fail(c.status_fd, Step::Descriptors, errno());
-            }
-        }
-        let first = if keep_status { n + 1 } else { n };
-        close_from(first);
+    let mut high = [0 as libc::c_int; MAX_FDS];
+    for i in 0..n {
+        high[i] = dupfd(fds[i])?;
     }
+    let mut first = top;
+    if let (Some(fd), Report::Pipe { keep, .. }) = (report_fd, p.report) {
+        // Only now, with every source safe above `n`, may `n` be reused.
+        let st = dupfd(fd)?;
+        let args = [st as usize, top as usize, libc::O_CLOEXEC as usize];
+        if let Err((_, e)) = sys(Step::Descriptors, libc::SYS_dup3, &args) {
+            fail(Report::Pipe { fd: st, keep }, Step::Descriptors, e);
+        }
+        p.report = Report::Pipe { fd: top, keep };
+        if keep {
+            first = top + 1;
+        }
+    }
+    for (i, &h) in high[..n].iter().enumerate() {
+        // dup3 onto a different number, without O_CLOEXEC: the copy stays
+        // open across exec.
+        sys(Step::Descriptors, libc::SYS_dup3, &[h as usize, i, 0])?;
+    }
+    close_between(first, libc::c_int::MAX);
+    Ok(())
 }
 
-/// Closes the descriptors `first..=last` (nothing if `first > last`).
-///
-/// # Safety
-///
-/// As for [`close_from`].
-unsafe fn close_between(first: libc::c_int, last: libc::c_int) {
+/// Closes the descriptors `first..=last` (nothing if `first > last`); only
+/// for a child before exec, whose copies of the core's descriptors are
+/// never used again.
+fn close_between(first: libc::c_int, last: libc::c_int) {
     if first > last || first < 0 {
         return;
     }
-    // SAFETY: close_range takes plain integers.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            last as libc::c_uint,
-            0,
-        )
-    };
-    if r == 0 {
+    let range = [first as usize, last as libc::c_uint as usize, 0];
+    if sys(Step::Descriptors, libc::SYS_close_range, &range).is_ok() {
         return;
     }
     // Kernels before 5.9: close one by one, up to the descriptor limit.
@@ -520,87 +557,35 @@ unsafe fn close_between(first: libc::c_int, last: libc::c_int) {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: valid out-pointer.
-    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
-        rl.rlim_cur.min(1 << 20) as libc::c_int
-    } else {
-        1024
+    let get = [
+        0,
+        libc::RLIMIT_NOFILE as usize,
+        0,
+        &mut rl as *mut libc::rlimit as usize,
+    ];
+    let max = match sys(Step::Descriptors, libc::SYS_prlimit64, &get) {
+        Ok(_) => rl.rlim_cur.min(1 << 20) as libc::c_int,
+        Err(_) => 1024,
     };
     for fd in first..=last.min(max) {
-        // SAFETY: closing descriptors of this child; see the contract.
-        unsafe { libc::close(fd) };
+        let _ = sys(Step::Descriptors, libc::SYS_close, &[fd as usize]);
     }
 }
 
-/// Closes every descriptor from `first` up.
-///
-/// # Safety
-///
-/// Only for the child between fork and exec: it closes descriptors that
-/// Rust objects of the parent's copy still believe they own, which is fine
-/// only because those objects are never used again in this process.
-unsafe fn close_from(first: libc::c_int) {
-    // SAFETY: same contract as ours.
-    unsafe { close_between(first, libc::c_int::MAX) }
+#[cfg(test)]
+impl SingleThreaded {
+    /// For unit tests that never start a builtin (the harness runs
+    /// threads of its own).
+    pub fn for_tests() -> SingleThreaded {
+        SingleThreaded {
+            _this_thread: PhantomData,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::CStr;
-    use std::io::Read;
-
-    /// Runs `argv` through the child path as the current user with a pipe
-    /// on 0, 1 and 2; returns the status pipe's verdict, the exit status
-    /// and the output.
-    fn run(path: &CStr, argv: &[&str]) -> (ChildStatus, i32, String) {
-        let (r, w) = nix::unistd::pipe().unwrap();
-        let argv: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
-        // What a core that is not root prepares for its controller: the
-        // same ids, no change.
-        let (id, image) = crate::validate::controller(
-            (super::super::geteuid(), super::super::getegid(), &[]),
-            false,
-            path.to_owned(),
-            argv,
-        );
-        let conn = [CString::new("TCPREMOTEPORT=7").unwrap()];
-        let sp = spawn_exec(
-            &id,
-            &image,
-            &conn,
-            &[w.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()],
-            None,
-        )
-        .unwrap();
-        drop(w);
-        let mut out = String::new();
-        std::fs::File::from(r).read_to_string(&mut out).unwrap();
-        let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(sp.pid), None).unwrap();
-        let code = match st {
-            nix::sys::wait::WaitStatus::Exited(_, c) => c,
-            other => panic!("{other:?}"),
-        };
-        (read_status(&sp.status), code, out)
-    }
-
-    #[test]
-    fn exec_reports_success_by_end_of_file() {
-        let (st, code, out) = run(
-            c"/bin/sh",
-            &["sh", "-c", "echo $PATH $TCPREMOTEPORT; ls /proc/self/fd | wc -l; grep NoNewPrivs /proc/self/status; umask; pwd"],
-        );
-        assert_eq!(st, ChildStatus::Started);
-        assert_eq!(code, 0);
-        let lines: Vec<&str> = out.lines().collect();
-        let path = crate::validate::PATH_ENV.strip_prefix("PATH=").unwrap();
-        assert_eq!(lines[0], format!("{path} 7"), "fixed, then per-connection");
-        // 0, 1, 2 and ls's handle on the directory.
-        assert_eq!(lines[1].trim(), "4");
-        assert_eq!(lines[2], "NoNewPrivs:\t1");
-        assert_eq!(lines[3], "0022");
-        assert_eq!(lines[4], "/");
-    }
 
     #[test]
     fn the_single_threaded_token_is_taken_once() {
@@ -612,19 +597,5 @@ mod tests {
         }
         let again = SingleThreaded::take().err().unwrap_or_default();
         assert!(again.contains("already taken"), "{again}");
-    }
-
-    #[test]
-    fn exec_failure_reaches_the_parent() {
-        let (st, code, out) = run(c"/nonexistent/server", &["server"]);
-        assert_eq!(
-            st,
-            ChildStatus::Failed {
-                step: Step::Exec,
-                errno: libc::ENOENT
-            }
-        );
-        assert_eq!(code, 127);
-        assert_eq!(out, "", "nothing is written to the peer");
     }
 }

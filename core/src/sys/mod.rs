@@ -10,8 +10,12 @@
 
 pub mod caps;
 pub mod child;
+pub mod epoll;
 pub mod inherit;
 pub mod net;
+mod raw;
+mod slot;
+pub mod spawn;
 mod status;
 pub mod title;
 pub mod unixsock;
@@ -214,14 +218,14 @@ pub fn lookup_group(spec: &str) -> io::Result<Option<(String, u32)>> {
         .map(|g| (g.name, g.gid.as_raw())))
 }
 
-/// One entry of a poll set. `revents` is filled by [`poll`].
+/// One entry of a poll set (a one-off look at a descriptor; the event
+/// loop itself uses epoll). `revents` is filled by [`poll`].
 pub type PollEntry = libc::pollfd;
 
+/// Poll events; also the interest of a core-socket connection (`link`):
+/// readable, or writable while an answer is pending.
 pub const POLLIN: i16 = libc::POLLIN;
 pub const POLLOUT: i16 = libc::POLLOUT;
-pub const POLLERR: i16 = libc::POLLERR;
-pub const POLLHUP: i16 = libc::POLLHUP;
-pub const POLLNVAL: i16 = libc::POLLNVAL;
 
 pub fn poll_entry(fd: RawFd, events: i16) -> PollEntry {
     libc::pollfd {
@@ -232,7 +236,7 @@ pub fn poll_entry(fd: RawFd, events: i16) -> PollEntry {
 }
 
 /// Waits for events on `fds`, at most `timeout_ms` (-1: no limit). EINTR is
-/// reported as zero events: the caller's loop simply goes round again.
+/// reported as zero events.
 pub fn poll(fds: &mut [PollEntry], timeout_ms: i32) -> io::Result<usize> {
     let n = libc::nfds_t::try_from(fds.len())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -270,13 +274,12 @@ pub fn signal_fd() -> io::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(nix_err)
 }
 
-/// Reads every pending signal number from the signalfd.
-pub fn read_signals(sfd: &SignalFd) -> io::Result<Vec<i32>> {
-    let mut out = Vec::new();
+/// Appends every pending signal number from the signalfd to `out`.
+pub fn read_signals(sfd: &SignalFd, out: &mut Vec<i32>) -> io::Result<()> {
     loop {
         match sfd.read_signal() {
             Ok(Some(info)) => out.push(i32::try_from(info.ssi_signo).unwrap_or(0)),
-            Ok(None) => return Ok(out),
+            Ok(None) => return Ok(()),
             Err(nix::Error::EINTR) => {}
             Err(e) => return Err(nix_err(e)),
         }

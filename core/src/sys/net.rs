@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::sys::socket::{
     self, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, SockaddrIn, SockaddrIn6,
@@ -42,13 +42,35 @@ pub fn new_socket(af: AddressFamily, t: SocketType) -> io::Result<OwnedFd> {
     .map_err(nix_err)
 }
 
+/// Where listening sockets are moved to: above the descriptors a
+/// connection is given (the lowest free), so that a child that shares the
+/// core's descriptor table at first copies only the low part of it (see
+/// `spawn.rs`).
+pub const LISTENER_FD_BASE: i32 = 256;
+
+/// `fd` moved to the lowest free descriptor from [`LISTENER_FD_BASE`] up
+/// (close-on-exec, the same open file), or left where it is if there is
+/// none.
+pub fn move_high(fd: OwnedFd) -> OwnedFd {
+    use nix::fcntl::{fcntl, FcntlArg};
+    if fd.as_raw_fd() >= LISTENER_FD_BASE {
+        return fd;
+    }
+    match fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(LISTENER_FD_BASE)) {
+        // SAFETY: the kernel just returned this new descriptor, owned by
+        // no one else; the old one is closed when `fd` drops.
+        Ok(high) => unsafe { OwnedFd::from_raw_fd(high) },
+        Err(_) => fd,
+    }
+}
+
 /// Binds (and for stream sockets, listens on) an internet socket.
 pub fn bind_inet(addr: IpAddr, port: u16, mode: IpMode, t: SocketType) -> io::Result<OwnedFd> {
     let af = match mode {
         IpMode::V4 => AddressFamily::Inet,
         IpMode::V6Only | IpMode::Dual => AddressFamily::Inet6,
     };
-    let fd = new_socket(af, t)?;
+    let fd = move_high(new_socket(af, t)?);
     if connected(t) {
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(nix_err)?;
     }

@@ -56,7 +56,7 @@ pub enum Step {
 }
 
 impl Step {
-    fn from_u32(n: u32) -> Step {
+    pub(super) fn from_u32(n: u32) -> Step {
         match n {
             1 => Step::Setsid,
             2 => Step::Signals,

@@ -178,7 +178,7 @@ pub fn bind_unix(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
         Err(e) => return Err(io("stat")(e)),
     };
-    let sock = new_socket(AddressFamily::Unix, t).map_err(io("socket for"))?;
+    let sock = super::net::move_high(new_socket(AddressFamily::Unix, t).map_err(io("socket for"))?);
     let name_str = name
         .to_str()
         .map_err(|_| UnixError::Unsafe("path is not UTF-8".into()))?;
