@@ -515,7 +515,7 @@ impl Daemon {
                 r.reason = with_drop_in(std::mem::take(&mut r.reason));
             }
         }
-        match self.request_apply(&plan, mode) {
+        match self.request_apply(&config.entries, &plan, mode) {
             Ok(CoreResponse::Applied(report)) => {
                 Ok(self.applied_reply(config, plan, &report, found, what))
             }
@@ -549,16 +549,19 @@ impl Daemon {
     /// nothing with such an `Apply` (it rebinds only listeners whose bind
     /// failed, and there are none), and building, encoding and checking
     /// 10,000 specs twice was most of an unchanged reload's time.
-    fn request_apply(&mut self, plan: &Plan, mode: Mode) -> Result<CoreResponse, LinkError> {
+    fn request_apply(
+        &mut self,
+        entries: &[config::Entry],
+        plan: &Plan,
+        mode: Mode,
+    ) -> Result<CoreResponse, LinkError> {
         let same = matches!(mode, Mode::Reload { .. })
             && self.in_step
             && self.applied.as_ref().is_some_and(|a| {
+                let old = &a.config.entries;
                 a.plan.send.len() == plan.send.len()
-                    && a.plan
-                        .send
-                        .iter()
-                        .zip(&plan.send)
-                        .all(|(a, b)| a.spec == b.spec)
+                    && (a.plan.send.iter().zip(&plan.send))
+                        .all(|(a, b)| a.spec(old) == b.spec(entries))
             });
         if same {
             return Ok(CoreResponse::Applied(ApplyReport {
@@ -572,7 +575,7 @@ impl Daemon {
             return Err(LinkError::Down("the core is not connected".into()));
         };
         let answer = link.request(&CoreRequest::Apply {
-            listeners: plan.specs(),
+            listeners: plan.specs(entries),
         });
         if let Ok(CoreResponse::Applied(r)) = &answer {
             self.in_step = r.outcomes.len() == plan.send.len()
