@@ -23,12 +23,47 @@ pub struct Identity {
 pub struct Planned {
     /// Index into `Config::entries`.
     pub entry: usize,
-    pub spec: ListenerSpec,
-    /// The user and group it runs as (the entry's, or the controller's).
-    pub user: String,
-    pub group: String,
+    /// What the core is given instead of the entry's own, when it differs
+    /// (a core that is not root); `None`, the usual case, keeps one copy of
+    /// each service in the controller rather than two.
+    adapted: Option<Box<Adapted>>,
+}
+
+/// An entry as a core that is not root runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Adapted {
+    spec: ListenerSpec,
+    /// The user and group it runs as (the controller's).
+    user: String,
+    group: String,
     /// The entry's warnings and the controller's about this entry.
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Planned {
+    /// The spec sent; `entries` are the ones the plan was made from.
+    pub fn spec<'a>(&'a self, entries: &'a [Entry]) -> &'a ListenerSpec {
+        match &self.adapted {
+            Some(a) => &a.spec,
+            None => &entries[self.entry].spec,
+        }
+    }
+
+    /// The user and group it runs as (the entry's, or the controller's).
+    pub fn user_group<'a>(&'a self, entries: &'a [Entry]) -> (&'a str, &'a str) {
+        match &self.adapted {
+            Some(a) => (&a.user, &a.group),
+            None => (&entries[self.entry].user, &entries[self.entry].group),
+        }
+    }
+
+    /// The entry's warnings and the controller's about this entry.
+    pub fn warnings<'a>(&'a self, entries: &'a [Entry]) -> &'a [String] {
+        match &self.adapted {
+            Some(a) => &a.warnings,
+            None => &entries[self.entry].warnings,
+        }
+    }
 }
 
 /// An entry held back because the core would refuse it anyway.
@@ -45,8 +80,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn specs(&self) -> Vec<ListenerSpec> {
-        self.send.iter().map(|p| p.spec.clone()).collect()
+    pub fn specs(&self, entries: &[Entry]) -> Vec<ListenerSpec> {
+        self.send.iter().map(|p| p.spec(entries).clone()).collect()
     }
 }
 
@@ -69,40 +104,41 @@ pub fn plan(entries: &[Entry], names: &IdNames, policy: &Policy, me: &Identity) 
             out.refused.push(Refusal { entry: i, reason });
             continue;
         }
-        let mut spec = e.spec.clone();
-        let mut warnings = e.warnings.clone();
-        let (mut user, mut group) = (e.user.clone(), e.group.clone());
-        if !policy.root {
-            if spec.creds.uid != me.uid || spec.creds.gid != me.gid {
-                warnings.push(format!(
-                    "runs as {} ({}:{}) instead of {}:{}: the core is not root",
-                    me.user, me.uid, me.gid, e.user, e.group
-                ));
-            }
-            spec.creds.uid = me.uid;
-            spec.creds.gid = me.gid;
-            spec.creds.groups = me.groups.clone();
-            user = me.user.clone();
-            group = me.group.clone();
-            if let Some(mut label) = Label::decode(&spec.label) {
-                label.user = user.clone();
-                label.group = group.clone();
-                spec.label = label.encode();
-            }
-        }
+        let adapted = (!policy.root).then(|| Box::new(as_controller(e, me)));
+        let spec = adapted.as_ref().map_or(&e.spec, |a| &a.spec);
         if let Err(reason) = verdict(policy, &spec.creds, &spec.action, names) {
             out.refused.push(Refusal { entry: i, reason });
             continue;
         }
-        out.send.push(Planned {
-            entry: i,
-            spec,
-            user,
-            group,
-            warnings,
-        });
+        out.send.push(Planned { entry: i, adapted });
     }
     out
+}
+
+/// `e` as a core that is not root runs it: as the controller's user.
+fn as_controller(e: &Entry, me: &Identity) -> Adapted {
+    let mut spec = e.spec.clone();
+    let mut warnings = e.warnings.clone();
+    if spec.creds.uid != me.uid || spec.creds.gid != me.gid {
+        warnings.push(format!(
+            "runs as {} ({}:{}) instead of {}:{}: the core is not root",
+            me.user, me.uid, me.gid, e.user, e.group
+        ));
+    }
+    spec.creds.uid = me.uid;
+    spec.creds.gid = me.gid;
+    spec.creds.groups = me.groups.clone();
+    if let Some(mut label) = Label::decode(&spec.label) {
+        label.user = me.user.clone();
+        label.group = me.group.clone();
+        spec.label = label.encode();
+    }
+    Adapted {
+        spec,
+        user: me.user.clone(),
+        group: me.group.clone(),
+        warnings,
+    }
 }
 
 /// Why the core would refuse a unix listener at its path (outside its
@@ -281,20 +317,21 @@ pub fn summarize(entries: &[Entry], plan: &Plan, report: &ApplyReport) -> Summar
     }
     for (i, p) in plan.send.iter().enumerate() {
         let e = &entries[p.entry];
+        let spec = p.spec(entries);
         match report.outcomes.get(i) {
-            Some(Outcome::Added) => s.added.push(item(e, &p.spec, None)),
-            Some(Outcome::Changed) => s.changed.push(item(e, &p.spec, None)),
+            Some(Outcome::Added) => s.added.push(item(e, spec, None)),
+            Some(Outcome::Changed) => s.changed.push(item(e, spec, None)),
             Some(Outcome::Unchanged) => s.unchanged += 1,
             Some(Outcome::Rejected { reason }) => {
-                s.rejected.push(item(e, &p.spec, Some(reason.clone())));
+                s.rejected.push(item(e, spec, Some(reason.clone())));
                 s.core_refused.push((i, reason.clone()));
             }
             Some(Outcome::Failed { reason, .. }) => {
-                s.failed.push(item(e, &p.spec, Some(reason.clone())))
+                s.failed.push(item(e, spec, Some(reason.clone())))
             }
             None => {
                 let reason = "the core gave no outcome for this listener".to_owned();
-                s.rejected.push(item(e, &p.spec, Some(reason.clone())));
+                s.rejected.push(item(e, spec, Some(reason.clone())));
                 s.core_refused.push((i, reason));
             }
         }
@@ -342,21 +379,18 @@ mod tests {
         assert_eq!(p.send.len(), 2);
         for s in &p.send {
             assert_eq!(
-                s.spec.creds,
+                s.spec(&entries).creds,
                 Credentials {
                     uid: 1000,
                     gid: 1000,
                     groups: vec![1000, 27]
                 }
             );
-            assert_eq!(s.user, "alice");
-            assert_eq!(s.warnings.len(), 1);
-            assert!(
-                s.warnings[0].contains("the core is not root"),
-                "{:?}",
-                s.warnings
-            );
-            let label = Label::decode(&s.spec.label).unwrap();
+            assert_eq!(s.user_group(&entries).0, "alice");
+            let warnings = s.warnings(&entries);
+            assert_eq!(warnings.len(), 1);
+            assert!(warnings[0].contains("the core is not root"), "{warnings:?}");
+            let label = Label::decode(&s.spec(&entries).label).unwrap();
             assert_eq!(label.user, "alice");
             assert_eq!(label.line, entries[s.entry].source.line);
         }
@@ -373,7 +407,7 @@ mod tests {
         ];
         let p = plan(&entries, &IdNames::default(), &root_core(), &me());
         assert_eq!(p.send.len(), 1);
-        assert_eq!(p.send[0].spec, entries[0].spec, "sent unchanged");
+        assert_eq!(p.send[0].spec(&entries), &entries[0].spec, "sent unchanged");
         assert_eq!(
             p.refused.iter().map(|r| r.entry).collect::<Vec<_>>(),
             vec![1, 2]

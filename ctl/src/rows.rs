@@ -173,13 +173,15 @@ pub fn build_rows(applied: Option<&Applied>, status: &StatusReport) -> Vec<Servi
             .collect();
         for (i, p) in a.plan.send.iter().enumerate() {
             let e = &cfg.entries[p.entry];
-            let mut row = entry_row(e, &p.spec, &p.user, &p.group);
-            row.warnings = p.warnings.clone();
-            let key = p.spec.key();
+            let spec = p.spec(&cfg.entries);
+            let (user, group) = p.user_group(&cfg.entries);
+            let mut row = entry_row(e, spec, user, group);
+            row.warnings = p.warnings(&cfg.entries).to_vec();
+            let key = spec.key();
             let core = by_key
                 .get(&key)
                 .map(|&j| &status.listeners[j])
-                .filter(|l| l.spec == p.spec);
+                .filter(|l| &l.spec == spec);
             if let Some(l) = core {
                 fill_from_core(&mut row, l);
                 by_key.remove(&key);

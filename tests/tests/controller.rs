@@ -1155,3 +1155,78 @@ fn entries_the_core_would_refuse_are_shown_rejected_with_its_reason_and_never_se
         serde_json::json!(["/usr/bin/id id -u"])
     );
 }
+
+/// The `apply:` lines the core has logged to `log` so far.
+fn applies_logged(log: &Path) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("apply: generation"))
+        .count()
+}
+
+#[test]
+fn an_unchanged_reload_sends_nothing_unless_a_listener_failed_to_bind() {
+    let (pa, pb, busy) = (free_port(), free_port(), free_port());
+    // `busy` is taken: its listener fails to bind and the core retries it
+    // later (the first retry is seconds away).
+    let blocker = TcpListener::bind(("127.0.0.1", busy)).unwrap();
+    let s = Scratch::new("unchanged");
+    let config = s.write("inetd.conf", &(cat_line(pa, "") + &cat_line(busy, "")));
+    let log = s.path("core.log");
+    let _core = Proc::spawn(
+        Command::new(bin_path("inetd-core"))
+            .arg("--core-socket")
+            .arg(s.path("core.sock"))
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap()),
+    );
+    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
+    let _controller = start_controller(&s, &config);
+    wait_for("the listener", secs(15), || {
+        state_of(&s, pa).as_deref() == Some("listening")
+    });
+    wait_for("the failed bind", secs(15), || {
+        state_of(&s, busy).as_deref() == Some("failed")
+    });
+    assert_eq!(
+        applies_logged(&log),
+        1,
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+
+    // A listener failed: the same plan is sent again, and the core binds it
+    // now that the port is free.
+    drop(blocker);
+    let out = inetctl(&s, &["reload"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("0 failed, 2 unchanged"), "{stdout}");
+    assert_eq!(state_of(&s, busy).as_deref(), Some("listening"));
+    assert_eq!(applies_logged(&log), 2);
+
+    // Everything runs as sent: an unchanged reload asks the core nothing
+    // and reports what it would have answered.
+    let before = list_json(&s).unwrap()["generation"].clone();
+    let out = inetctl(&s, &["reload"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("0 added, 0 changed, 0 removed, 0 rejected, 0 failed, 2 unchanged"),
+        "{stdout}"
+    );
+    assert_eq!(applies_logged(&log), 2, "no Apply for an unchanged plan");
+    assert_eq!(list_json(&s).unwrap()["generation"], before);
+    assert!(answers(pa) && answers(busy));
+
+    // A change is sent.
+    s.write(
+        "inetd.conf",
+        &(cat_line(pa, "") + &cat_line(busy, "") + &cat_line(pb, "")),
+    );
+    let out = inetctl(&s, &["reload"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(applies_logged(&log), 3);
+    assert!(answers(pb));
+}

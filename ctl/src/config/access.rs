@@ -244,7 +244,14 @@ pub fn apply(config: &mut Config, files: &[HostsFile]) {
     let mut entry_diags: Vec<Diagnostic> = Vec::new();
     // Entries rejected: one error per entry (its listeners share it), and
     // the entries move to the rejected list with everything they parsed.
-    let entries = std::mem::take(&mut config.entries);
+    // Usually none is: the entries then stay where they are rather than
+    // being moved, one by one, into a second list as long.
+    let entries = if rejected.is_empty() {
+        Vec::new()
+    } else {
+        let n = config.entries.len();
+        std::mem::replace(&mut config.entries, Vec::with_capacity(n))
+    };
     let mut reported: BTreeSet<(String, u32)> = BTreeSet::new();
     for e in entries {
         let key = (e.source.file.clone(), e.source.line);

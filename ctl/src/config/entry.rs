@@ -858,19 +858,11 @@ impl EntryParser<'_> {
     /// A missing or non-executable server is a warning: the package that
     /// provides it may come later, and the core logs each failed exec.
     fn check_server(&mut self, server: &str) {
-        use std::os::unix::fs::PermissionsExt;
         let path = match &self.options.server_root {
             Some(root) => root.join(server.trim_start_matches('/')),
             None => Path::new(server).to_path_buf(),
         };
-        let problem = match std::fs::metadata(&path) {
-            Ok(m) if !m.is_file() => Some("is not a regular file".to_owned()),
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable".to_owned()),
-            Ok(_) => None,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_owned()),
-            Err(e) => Some(format!("cannot be checked: {}", io_text(&e))),
-        };
-        if let Some(p) = problem {
+        if let Some(p) = self.names.server_problem(&path) {
             self.warnings.push(format!("server {server:?} {p}"));
         }
     }
@@ -1065,7 +1057,7 @@ fn unix_path(field: &str, warnings: &mut Vec<String>) -> Result<String, Problem>
 
 /// An I/O error as a short phrase ("No such file or directory"), without
 /// the "(os error N)" suffix std adds.
-fn io_text(e: &std::io::Error) -> String {
+pub(super) fn io_text(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_owned(),

@@ -249,6 +249,14 @@ fn assemble(
     overlap::resolve(&mut parsed);
     limit_listeners(&mut parsed);
 
+    // Exactly as many as there are listeners, rather than a doubling
+    // vector's up to twice as many slots.
+    let listeners = parsed
+        .iter()
+        .filter_map(|p| p.result.as_ref().ok())
+        .map(|l| l.iter().filter(|l| l.entry.is_some()).count())
+        .sum();
+    config.entries.reserve_exact(listeners);
     for p in parsed {
         match p.result {
             Err(reason) => {

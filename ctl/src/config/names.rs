@@ -182,6 +182,9 @@ pub(crate) struct Names {
     group_lists: HashMap<(String, u32), Result<Vec<u32>, String>>,
     /// The resolver can be slow (DNS): each name is asked once per load.
     host_cache: HashMap<String, Result<Vec<IpAddr>, String>>,
+    /// What is wrong with each server path checked in this load (`None`:
+    /// nothing): one `stat` per path, not per entry.
+    server_checks: HashMap<PathBuf, Option<String>>,
 }
 
 impl Names {
@@ -232,7 +235,27 @@ impl Names {
             group_names: HashMap::new(),
             host_cache: HashMap::new(),
             group_lists: HashMap::new(),
+            server_checks: HashMap::new(),
         })
+    }
+
+    /// What is wrong with the server at `path` (not a regular executable
+    /// file, or not there), checked once per load.
+    pub fn server_problem(&mut self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(p) = self.server_checks.get(path) {
+            return p.clone();
+        }
+        let problem = match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => Some("is not a regular file".to_owned()),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("is not executable".to_owned()),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_owned()),
+            Err(e) => Some(format!("cannot be checked: {}", super::entry::io_text(&e))),
+        };
+        self.server_checks
+            .insert(path.to_path_buf(), problem.clone());
+        problem
     }
 
     /// A service by name or alias for `proto` ("tcp" or "udp").
