@@ -266,7 +266,9 @@ impl ListenerLimits {
             rate: None,
             sources: per_source.then(|| SourceTable::new(now)),
             child_source: HashMap::new(),
-            failures: VecDeque::with_capacity(WAIT_FAILURES),
+            // Allocated at the first failure: most services are not
+            // `wait` ones and never fail that way.
+            failures: VecDeque::new(),
             failed_attempt: 0,
             refusals: Burst::default(),
             holds: Burst::default(),

@@ -218,6 +218,15 @@ pub fn lookup_group(spec: &str) -> io::Result<Option<(String, u32)>> {
         .map(|g| (g.name, g.gid.as_raw())))
 }
 
+/// Gives the free pages of the heap back to the system (glibc's
+/// `malloc_trim`): called after an `Apply`, whose request and plan are
+/// freed in one go, never on the per-connection path.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and shrinks the allocator's own free
+    // lists; it touches no memory the program holds.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// One entry of a poll set (a one-off look at a descriptor; the event
 /// loop itself uses epoll). `revents` is filled by [`poll`].
 pub type PollEntry = libc::pollfd;
