@@ -83,7 +83,8 @@ pub struct Listener {
     spec: ListenerSpec,
     prep: Prepared,
     sock: Option<OwnedFd>,
-    file: Option<SocketFile>,
+    /// Boxed: only unix listeners have one.
+    file: Option<Box<SocketFile>>,
     state: State,
     /// `children` is filled in from the child table for the status.
     pub counters: Counters,
@@ -244,7 +245,7 @@ impl Listener {
         match bind_spec(&self.spec, core_uid) {
             Ok((sock, file)) => {
                 self.sock = Some(sock);
-                self.file = file;
+                self.file = file.map(Box::new);
                 self.state = State::Listening;
                 self.nonblocking = true;
                 Ok(())
