@@ -555,12 +555,17 @@ impl Daemon {
             }
             CoreRequest::Apply { listeners } => {
                 self.all_dirty = true;
-                apply::apply(
+                let r = apply::apply(
                     &mut self.core,
                     &mut self.listeners,
                     &mut self.children,
                     listeners,
-                )
+                );
+                // The request, the plan and the old specs are freed now:
+                // their pages go back to the system instead of staying
+                // resident in the free lists until the next `Apply`.
+                sys::release_free_memory();
+                r
             }
             CoreRequest::Status => CoreResponse::Status(apply::status(
                 &self.core,

@@ -242,14 +242,21 @@ impl Burst {
     }
 }
 
+/// The sources of one listener's connections, when it counts them.
+struct PerSource {
+    table: SourceTable,
+    /// The source of each live child.
+    child_source: HashMap<i32, SourceKey>,
+}
+
 /// What one listener's limits remember.
 pub struct ListenerLimits {
     /// When the current rate window started and how many connections (or
     /// wait servers) it has counted.
     rate: Option<(Instant, u32)>,
-    sources: Option<SourceTable>,
-    /// The source of each live child, when sources are counted.
-    child_source: HashMap<i32, SourceKey>,
+    /// Boxed, and only with a per-source limit: most listeners have none,
+    /// and pay one pointer.
+    sources: Option<Box<PerSource>>,
     /// Failed wait servers within the window, oldest first.
     failures: VecDeque<Instant>,
     /// Times in a row the wait service was failed (its backoff).
@@ -264,9 +271,15 @@ impl ListenerLimits {
             limits.max_per_source_per_minute != 0 || limits.max_children_per_source != 0;
         ListenerLimits {
             rate: None,
-            sources: per_source.then(|| SourceTable::new(now)),
-            child_source: HashMap::new(),
-            failures: VecDeque::with_capacity(WAIT_FAILURES),
+            sources: per_source.then(|| {
+                Box::new(PerSource {
+                    table: SourceTable::new(now),
+                    child_source: HashMap::new(),
+                })
+            }),
+            // Allocated at the first failure: most services are not
+            // `wait` ones and never fail that way.
+            failures: VecDeque::new(),
             failed_attempt: 0,
             refusals: Burst::default(),
             holds: Burst::default(),
@@ -308,7 +321,7 @@ impl ListenerLimits {
             return Ok(None);
         };
         let key = SourceKey::of(ip, limits);
-        t.admit(
+        t.table.admit(
             key,
             now,
             window,
@@ -321,16 +334,16 @@ impl ListenerLimits {
     /// Child `pid` of source `key` started.
     pub fn child_started(&mut self, pid: i32, key: SourceKey) {
         if let Some(t) = &mut self.sources {
-            t.children_of(key, true);
-            self.child_source.insert(pid, key);
+            t.table.children_of(key, true);
+            t.child_source.insert(pid, key);
         }
     }
 
     /// Child `pid` was reaped.
     pub fn child_ended(&mut self, pid: i32) {
-        if let Some(key) = self.child_source.remove(&pid) {
-            if let Some(t) = &mut self.sources {
-                t.children_of(key, false);
+        if let Some(t) = &mut self.sources {
+            if let Some(key) = t.child_source.remove(&pid) {
+                t.table.children_of(key, false);
             }
         }
     }

@@ -83,7 +83,8 @@ pub struct Listener {
     spec: ListenerSpec,
     prep: Prepared,
     sock: Option<OwnedFd>,
-    file: Option<SocketFile>,
+    /// Boxed: only unix listeners have one.
+    file: Option<Box<SocketFile>>,
     state: State,
     /// `children` is filled in from the child table for the status.
     pub counters: Counters,
@@ -244,7 +245,7 @@ impl Listener {
         match bind_spec(&self.spec, core_uid) {
             Ok((sock, file)) => {
                 self.sock = Some(sock);
-                self.file = file;
+                self.file = file.map(Box::new);
                 self.state = State::Listening;
                 self.nonblocking = true;
                 Ok(())
@@ -308,7 +309,9 @@ impl Listener {
 
 #[derive(Default)]
 pub struct ListenerTable {
-    by_id: BTreeMap<ListenerId, Listener>,
+    /// Boxed: a B-tree node holds up to 11 values and is often half full,
+    /// so an inline `Listener` would cost about twice its size.
+    by_id: BTreeMap<ListenerId, Box<Listener>>,
     by_key: HashMap<BindKey, ListenerId>,
     next_id: u64,
     udp_builtin_ports: Vec<u16>,
@@ -328,7 +331,7 @@ impl ListenerTable {
         let log_label = log_label(&spec.label);
         let spec_limits = spec.limits;
         self.by_key.insert(key, id);
-        let l = Listener {
+        let l = Box::new(Listener {
             spec,
             prep,
             sock: None,
@@ -339,7 +342,7 @@ impl ListenerTable {
             nonblocking: true,
             log_label,
             limits: ListenerLimits::new(&spec_limits, Instant::now()),
-        };
+        });
         let udp = l.is_udp_builtin();
         self.by_id.insert(id, l);
         if udp {
@@ -378,7 +381,7 @@ impl ListenerTable {
     /// Removes the listener at `key`, closing its socket.
     pub fn remove(&mut self, key: &BindKey) -> Option<Listener> {
         let id = self.by_key.remove(key)?;
-        let mut l = self.by_id.remove(&id)?;
+        let mut l = *self.by_id.remove(&id)?;
         l.close();
         if l.is_udp_builtin() {
             self.refresh_ports();
@@ -394,11 +397,11 @@ impl ListenerTable {
 
     #[cfg(test)]
     pub fn get(&self, id: ListenerId) -> Option<&Listener> {
-        self.by_id.get(&id)
+        self.by_id.get(&id).map(|l| &**l)
     }
 
     pub fn get_mut(&mut self, id: ListenerId) -> Option<&mut Listener> {
-        self.by_id.get_mut(&id)
+        self.by_id.get_mut(&id).map(|l| &mut **l)
     }
 
     /// Listener `id`, with the UDP builtin ports its children may need.
@@ -417,7 +420,7 @@ impl ListenerTable {
 
     /// In id order, the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = (ListenerId, &Listener)> {
-        self.by_id.iter().map(|(id, l)| (*id, l))
+        self.by_id.iter().map(|(id, l)| (*id, &**l))
     }
 
     /// What runs, by key: what an apply is planned against.
@@ -435,7 +438,7 @@ impl ListenerTable {
 
     /// The earliest bind retry, end of a pause or of a backoff.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.by_id.values().filter_map(Listener::wake_at).min()
+        self.by_id.values().filter_map(|l| l.wake_at()).min()
     }
 
     /// Binds again the failed listeners whose retry is due at `now`, and

@@ -36,7 +36,10 @@
 //! `INETD_BENCH_PORT_BASE` (20000), `INETD_BENCH_REPS` (3),
 //! `INETD_BENCH_SECS` (3), `INETD_BENCH_DAEMONS=ours,openbsd,inetutils,xinetd`,
 //! `INETD_BENCH_LOG_LEVEL`, `INETD_BENCH_NETNS=host`,
-//! `INETD_BENCH_NO_PEERS=1`, as in the `spawn` bench.
+//! `INETD_BENCH_NO_PEERS=1`, as in the `spawn` bench;
+//! `INETD_BENCH_CORE_ONLY=1` (the core alone only, no one-command mode
+//! and no peers), `INETD_BENCH_SMAPS=1` (print where the core's resident
+//! memory is, from `/proc/PID/smaps`, after each `Apply`).
 //!
 //! Run by `cargo test --benches`, it is the smoke run: 1 and 100
 //! services, ours only, 200 connections per case; it fails unless every
@@ -118,7 +121,9 @@ fn main() {
         core_alone(&b, &counts, &all_ports, reps, &mut smoke);
         print_load("after the core alone");
     }
-    one_command_and_peers(&b, &kinds, &counts, &all_ports, reps, amount, &mut smoke);
+    if !env_flag("INETD_BENCH_CORE_ONLY") {
+        one_command_and_peers(&b, &kinds, &counts, &all_ports, reps, amount, &mut smoke);
+    }
     print_load("at end");
     if b.smoke {
         smoke.finish();
@@ -265,6 +270,9 @@ fn core_alone(b: &Bench, counts: &[usize], ports: &[u16], reps: usize, smoke: &m
             apply.push(first.ok().map(|(d, _)| d.as_secs_f64() * 1e3));
             again.push(second.ok().map(|(d, _)| d.as_secs_f64() * 1e3));
             rss.push(h::rss_kib(core.pid()).map(|v| v as f64));
+            if env_flag("INETD_BENCH_SMAPS") {
+                print_smaps(core.pid(), n);
+            }
         }
         rows.push((
             n.to_string(),
@@ -283,6 +291,47 @@ fn core_alone(b: &Bench, counts: &[usize], ports: &[u16], reps: usize, smoke: &m
     println!(
         "again: the same Apply again, all Unchanged; B/listener: RSS over the 1-listener core."
     );
+}
+
+/// With `INETD_BENCH_SMAPS=1`: where the core's resident memory is, by
+/// kind of mapping (the binary's own file, other files, the heap, stacks
+/// and other anonymous memory), in KiB, from `/proc/PID/smaps`.
+fn print_smaps(pid: i32, n: usize) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return;
+    };
+    let mut sums: Vec<(String, u64, u64)> = Vec::new();
+    let mut name = String::new();
+    let mut count = 0;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let _perms = f.next();
+            let path = f.nth(3).unwrap_or("[anon]");
+            name = match path {
+                p if p.ends_with("inetd-core") => "inetd-core".to_string(),
+                p if p.starts_with('/') => p.rsplit('/').next().unwrap_or(p).to_string(),
+                p => p.to_string(),
+            };
+            count += 1;
+        } else if first == "Rss:" {
+            let kib: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match sums.iter_mut().find(|s| s.0 == name) {
+                Some(s) => {
+                    s.1 += kib;
+                    s.2 += 1;
+                }
+                None => sums.push((name.clone(), kib, 1)),
+            }
+        }
+    }
+    sums.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let total: u64 = sums.iter().map(|s| s.1).sum();
+    println!("smaps of the core, {n} listeners: {count} mappings, {total} KiB resident");
+    for (name, kib, maps) in sums {
+        println!("  {kib:>8} KiB  {maps:>3} mapping(s)  {name}");
+    }
 }
 
 /// Appends a column: the growth of column `col` per service over the

@@ -299,3 +299,38 @@ fn root_only_for_exactly_the_pinned_argv_and_then_the_bounding_set_is_left_alone
     assert!(reason(&r.outcomes[0]).contains("--allow-root-command '/usr/bin/id id -u'"));
     not_bound(p);
 }
+
+/// The names are resolved in a child forked for each lookup: the NSS
+/// modules a lookup loads stay out of the core (their pages would be
+/// resident for its whole life), and the answers are the same.
+#[test]
+fn users_and_groups_are_resolved_without_loading_nss_modules_into_the_core() {
+    require_root!("a root core resolves its controller user and the allowed identities");
+    let admin = require_user!("inetd-test-admin");
+    let shadow = shadow_gid();
+    let core = Core::start_args(&[
+        "--allow-user",
+        "inetd-test-admin",
+        "--allow-group",
+        "shadow",
+    ]);
+    let c = core.client();
+    let p = &c.hello.policy;
+    let u = p
+        .users
+        .iter()
+        .find(|u| u.uid == admin.uid)
+        .expect("the allowed user in the Hello reply");
+    assert_eq!((u.name.as_str(), u.gid), ("inetd-test-admin", admin.gid));
+    assert!(
+        p.groups
+            .iter()
+            .any(|g| g.gid == shadow && g.name == "shadow"),
+        "{p:?}"
+    );
+    let ctl = user("inetd").expect("user inetd");
+    assert_eq!((p.controller_uid, p.controller_gid), (ctl.uid, ctl.gid));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", core.pid())).expect("maps");
+    let nss: Vec<&str> = maps.lines().filter(|l| l.contains("libnss_")).collect();
+    assert!(nss.is_empty(), "NSS modules mapped in the core: {nss:?}");
+}

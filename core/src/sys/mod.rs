@@ -172,8 +172,19 @@ pub fn own_dir(path: &std::path::Path, uid: u32, gid: u32, mode: u32) -> io::Res
 /// command line (trust rule 2 allows exactly this).
 pub use inetd_protocol::AllowedUser as UserInfo;
 
-/// Looks a user up by name, or by number when `spec` is all digits.
+/// Looks a user up by name, or by number when `spec` is all digits, in a
+/// child forked for it (see [`in_child`]).
 pub fn lookup_user(spec: &str) -> io::Result<Option<UserInfo>> {
+    let out = in_child(|| {
+        let r = lookup_user_here(spec).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+        inetd_protocol::codec::encode_payload(&r).unwrap_or_default()
+    })?;
+    let r: Result<Option<UserInfo>, i32> = inetd_protocol::codec::decode_payload(&out)
+        .map_err(|e| io::Error::other(format!("the lookup child answered badly: {e}")))?;
+    r.map_err(io::Error::from_raw_os_error)
+}
+
+fn lookup_user_here(spec: &str) -> io::Result<Option<UserInfo>> {
     use nix::unistd::{Uid, User};
     let user = if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
         let uid: u32 = spec
@@ -201,7 +212,61 @@ pub fn lookup_user(spec: &str) -> io::Result<Option<UserInfo>> {
 
 /// Looks a group up by name, or by number when `spec` is all digits: its
 /// name and gid. A number NSS does not know is still a gid (named by it).
+/// In a child forked for it (see [`in_child`]).
 pub fn lookup_group(spec: &str) -> io::Result<Option<(String, u32)>> {
+    let out = in_child(|| {
+        let r = lookup_group_here(spec).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+        inetd_protocol::codec::encode_payload(&r).unwrap_or_default()
+    })?;
+    let r: Result<Option<(String, u32)>, i32> = inetd_protocol::codec::decode_payload(&out)
+        .map_err(|e| io::Error::other(format!("the lookup child answered badly: {e}")))?;
+    r.map_err(io::Error::from_raw_os_error)
+}
+
+/// Runs `f` in a child forked for it and returns the bytes it wrote. The
+/// NSS modules a lookup loads (`libnss_systemd`, and `libm` and `libcap`
+/// with it: about 650 KiB resident) stay mapped for the life of the
+/// process that loads them; loaded in a child, they never enter the core.
+/// Only at start-up, a few times: the cost of a fork of a small process.
+fn in_child(f: impl FnOnce() -> Vec<u8>) -> io::Result<Vec<u8>> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::ForkResult;
+    use std::io::{Read, Write};
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err)?;
+    // SAFETY: the core resolves names at start-up, single-threaded (it
+    // never starts a thread); the child only runs `f`, writes its answer
+    // and leaves with `_exit`, running none of the parent's exit code.
+    match unsafe { nix::unistd::fork() }.map_err(nix_err)? {
+        ForkResult::Child => {
+            drop(r);
+            let out = f();
+            let ok = std::fs::File::from(w).write_all(&out).is_ok();
+            // SAFETY: ends this child at once; nothing of the parent's
+            // (buffers, destructors, atexit handlers) runs twice.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let mut out = Vec::new();
+            let read = std::fs::File::from(r).read_to_end(&mut out);
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.map_err(nix_err)?,
+                }
+            };
+            read?;
+            match status {
+                WaitStatus::Exited(_, 0) => Ok(out),
+                other => Err(io::Error::other(format!(
+                    "the lookup child ended: {other:?}"
+                ))),
+            }
+        }
+    }
+}
+
+fn lookup_group_here(spec: &str) -> io::Result<Option<(String, u32)>> {
     use nix::unistd::{Gid, Group};
     if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
         let gid: u32 = spec
@@ -216,6 +281,15 @@ pub fn lookup_group(spec: &str) -> io::Result<Option<(String, u32)>> {
     Ok(Group::from_name(spec)
         .map_err(nix_err)?
         .map(|g| (g.name, g.gid.as_raw())))
+}
+
+/// Gives the free pages of the heap back to the system (glibc's
+/// `malloc_trim`): called after an `Apply`, whose request and plan are
+/// freed in one go, never on the per-connection path.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and shrinks the allocator's own free
+    // lists; it touches no memory the program holds.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// One entry of a poll set (a one-off look at a descriptor; the event
