@@ -1,5 +1,5 @@
 //! The JSON of `inetctl list --json` and `inetctl status --json`: a stable
-//! interface (DESIGN.md "inetctl output"). The structs below are the
+//! interface (docs/inetctl.md). The structs below are the
 //! documents, field for field in the documented key order (serde_json keeps
 //! declaration order); times are RFC 3339 UTC, states lowercase words.
 #![forbid(unsafe_code)]

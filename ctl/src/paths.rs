@@ -1,4 +1,4 @@
-//! Default paths of the runtime directory RUN (DESIGN.md "Command lines"):
+//! Default paths of the runtime directory RUN (docs/inetd-core.md):
 //! `/run/inetd` for the system instance, `$XDG_RUNTIME_DIR/inetd` or
 //! `/tmp/inetd-$UID` for a normal user's.
 #![forbid(unsafe_code)]

@@ -81,7 +81,7 @@ fn check(g: Golden) {
 
 /// 4.4BSD's file: every classic service on IPv4 and IPv6 (plain `tcp` and
 /// `udp` at `*` are two listeners each, as in Debian's openbsd-inetd).
-/// `tcpmux ... internal` is refused ("unsupported", DESIGN.md), as is
+/// `tcpmux ... internal` is refused ("unsupported", docs/inetd.conf.md), as is
 /// `eklogin`, which Debian's /etc/services does not list (OpenBSD would log
 /// "unknown service" and skip it too). `comsat` is an alias of `biff`
 /// (512/udp). `talk` has a tab run before argv and `kshell` a blank before
@@ -229,7 +229,7 @@ fn dorfmap() {
 }
 
 /// GNU inetutils' TCPMUX example: `tcpmux ... internal` and the
-/// `tcpmux/+service` entries are refused as unsupported (DESIGN.md: the
+/// `tcpmux/+service` entries are refused as unsupported (docs/inetd.conf.md: the
 /// dispatcher must read the client before knowing which user to become).
 /// The `guest` entries fail on the service first, so the error names it.
 /// `nobody:tty` is user:group.

@@ -52,7 +52,7 @@ fn echo_as_nobody_from_the_system() {
 }
 
 /// Supplementary groups come from getgrouplist: inetd-test-peer is a member
-/// of group inetd (DESIGN.md's test users).
+/// of group inetd (the test users .ci/run makes).
 #[test]
 fn supplementary_groups_from_nss() {
     let (Ok(Some(peer)), Ok(Some(inetd))) = (

@@ -6,7 +6,7 @@
 //! when the rest of the request does not decode ([`request_version`]).
 //!
 //! The reply rows mirror the JSON that `inetctl list --json` and
-//! `inetctl status --json` print (DESIGN.md, "inetctl output"), field for
+//! `inetctl status --json` print (docs/inetctl.md), field for
 //! field and in the same order; only the representation differs where JSON
 //! wants text (times are unix seconds here, RFC 3339 there; states are enums
 //! here, lowercase words there). Every enum is append-only.
@@ -76,7 +76,7 @@ pub enum CtlResponse {
 }
 
 /// Why a request was not carried out; each kind has its exit code
-/// (DESIGN.md: 1 refused or failed, 3 not reachable, 4 permission denied).
+/// (docs/inetctl.md: 1 refused or failed, 3 not reachable, 4 permission denied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CtlErrorKind {
     /// Understood and refused, or it failed.

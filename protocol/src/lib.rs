@@ -59,7 +59,7 @@ pub const MAX_FRAME: u32 = 16 * 1024 * 1024;
 /// buffered.
 pub const MAX_REQUEST: u32 = MAX_FRAME / 2;
 
-/// Most listeners in one `Apply` (DESIGN.md asks for at least 10,000).
+/// Most listeners in one `Apply` (at least 10,000 must fit).
 pub const MAX_LISTENERS: usize = 16_384;
 
 /// Longest executable path, in bytes (Linux `PATH_MAX`, without the NUL).

@@ -1,6 +1,6 @@
 //! Messages of the core link. Numbers and paths only: the core resolves no
 //! names, so every user, group, address and port arrives here already
-//! numeric (DESIGN.md trust rule 2).
+//! numeric (trust rule 2, docs/architecture.md).
 //!
 //! Every enum is append-only: bincode encodes a variant by its index.
 

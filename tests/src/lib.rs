@@ -67,7 +67,7 @@
 //! * `daemons.rs`: Debian's own daemons (git daemon, rsync, fingerd,
 //!   tftpd-hpa) under a one-command core, driven by their own clients.
 //!
-//! # notes/security-history.md rows and their tests
+//! # Security-history rows (docs/security.md) and their tests
 //!
 //! | row | test |
 //! |---|---|

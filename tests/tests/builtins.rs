@@ -21,7 +21,7 @@ use inetd_tests::{
 const WAIT: Duration = Duration::from_secs(10);
 const NOBODY: &str = "65534";
 
-/// SHA-256 of the first 95 chargen lines (notes/inetd-behaviour.md, section 2).
+/// SHA-256 of the first 95 chargen lines (RFC 864's pattern, as the classic inetds send it).
 const CHARGEN_PERIOD_SHA256: &str =
     "3cdea95b39ae39243127adde7cd303a8b8c9f25248a3fc0c483ba70b00fb8f19";
 

@@ -1,6 +1,5 @@
-//! Access lists checked by the core after accept, before fork (DESIGN.md
-//! "What comes after the first capabilities"; notes/security-history.md
-//! CVE-2003-0211 and openSUSE/xinetd PR #7).
+//! Access lists checked by the core after accept, before fork (docs/limits.md;
+//! docs/security.md: CVE-2003-0211 and openSUSE/xinetd PR #7).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Apply as DESIGN.md describes it (trust rule 1, "Start and reload"):
+//! Apply as docs/architecture.md describes it (trust rule 1, and reload):
 //! per-listener validation refuses only that listener, a message malformed
 //! as a whole changes nothing, the core diffs by bind key and keeps sockets
 //! and children of unchanged and changed listeners, and the generation
@@ -347,7 +347,7 @@ fn labels_cannot_forge_log_lines() {
 
 #[test]
 fn ten_thousand_listeners() {
-    // DESIGN.md: at least 10,000 listeners per Apply, applied and
+    // At least 10,000 listeners per Apply, applied and
     // re-applied in bounded time. Started with a service manager's usual
     // soft limit: the core raises its own to the hard limit and gives
     // children the original back. Not in core_resources.rs: the kernel's

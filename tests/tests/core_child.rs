@@ -1,5 +1,5 @@
-//! What a server started by the core is given (DESIGN.md "Child contract"
-//! and trust rules 4-6): the connection on 0-2 and nothing else, ids and
+//! What a server started by the core is given (docs/inetd-core.md,
+//! the child path, and trust rules 4-6): the connection on 0-2 and nothing else, ids and
 //! groups, capabilities, `no_new_privs`, signals, environment, umask, cwd.
 
 use std::collections::BTreeSet;

@@ -1,5 +1,5 @@
-//! The core's command line and start-up refusals (DESIGN.md "Command
-//! lines"): exit codes and messages.
+//! The core's command line and start-up refusals (docs/inetd-core.md,
+//! options): exit codes and messages.
 
 use std::process::Command;
 

@@ -1,5 +1,5 @@
-//! What a child must not inherit from the core (DESIGN.md "Child contract",
-//! trust rules 5 and 6): its session keyring and the keys in it, its
+//! What a child must not inherit from the core (docs/inetd-core.md,
+//! the child path; trust rules 5 and 6): its session keyring and the keys in it, its
 //! capabilities through securebits, the resource limits it raised for
 //! itself.
 

@@ -1,4 +1,4 @@
-//! One-command mode (`inetd-core --config`, DESIGN.md "Command lines") with
+//! One-command mode (`inetd-core --config`, docs/inetd-core.md) with
 //! a stand-in `inetd-controller`: a shell script placed beside a copy of the
 //! core, which sends a Hello frame on fd 3 (or fails) and records what it
 //! was given. What the core does with the controller it starts: its

@@ -1,4 +1,4 @@
-//! Resources under load and at the edges (notes/security-history.md):
+//! Resources under load and at the edges (docs/security.md):
 //! descriptors and zombies after many connections, the descriptor limit,
 //! closed stdio at start, a client reset between poll and accept, SIGTERM.
 //!

@@ -1,6 +1,6 @@
 //! Listeners as the core runs them: wait dgram services, dual-stack and
 //! single-family sockets, removal by Apply, and bind failures with retry
-//! (DESIGN.md "Child contract", "Start and reload").
+//! (docs/inetd-core.md: the child path, start and reload).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};

@@ -1,4 +1,4 @@
-//! The core socket (DESIGN.md trust rules 1 and 3): who may connect, what a
+//! The core socket (trust rules 1 and 3, docs/architecture.md): who may connect, what a
 //! malformed message does, and a second core on the same path.
 
 use std::io::Write;

@@ -1,6 +1,6 @@
 //! inetctl: asks a running inetd-controller over its control socket
 //! (`list`, `status`, `reload`), or checks a configuration locally
-//! (`check`). Exit codes (DESIGN.md): 0 ok; 1 refused or failed; 2 usage;
+//! (`check`). Exit codes (docs/inetctl.md): 0 ok; 1 refused or failed; 2 usage;
 //! 3 the daemon is not reachable; 4 permission denied.
 #![forbid(unsafe_code)]
 

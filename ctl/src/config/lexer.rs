@@ -1,6 +1,6 @@
 //! Splits a file into records.
 //!
-//! Rules (DESIGN.md "inetd.conf"):
+//! Rules (docs/inetd.conf.md):
 //! * a line whose first byte is `#` is a comment; an empty line or one of
 //!   only spaces and tabs is blank; both end the entry above;
 //! * fields are separated by runs of spaces and tabs;

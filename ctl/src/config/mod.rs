@@ -1,8 +1,8 @@
 //! inetd.conf: reading, parsing and name resolution.
 //!
 //! The controller turns the configuration into numeric
-//! [`ListenerSpec`]s here; the core never sees a name (DESIGN.md trust
-//! rule 2). The work happens in four steps, one module each:
+//! [`ListenerSpec`]s here; the core never sees a name (trust rule 2,
+//! docs/architecture.md). The work happens in four steps, one module each:
 //!
 //! * [`lexer`] splits a file into records: entries (with their
 //!   continuation lines joined), `addr:` default lines, and lines that
