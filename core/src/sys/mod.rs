@@ -233,9 +233,9 @@ fn in_child(f: impl FnOnce() -> Vec<u8>) -> io::Result<Vec<u8>> {
     use nix::unistd::ForkResult;
     use std::io::{Read, Write};
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err)?;
-    // SAFETY: the core resolves names at start-up, single-threaded (it
-    // never starts a thread); the child only runs `f`, writes its answer
-    // and leaves with `_exit`, running none of the parent's exit code.
+    // The core resolves names only at start-up, and never starts a thread.
+    // SAFETY: single-threaded, so the child may run `f`; it writes its
+    // answer and leaves with `_exit`, running none of the parent's exit code.
     match unsafe { nix::unistd::fork() }.map_err(nix_err)? {
         ForkResult::Child => {
             drop(r);

@@ -293,10 +293,10 @@ unsafe fn clone_child(hdr: *mut Header, stack_top: *mut u8) -> io::Result<i32> {
     if share {
         flags |= libc::CLONE_FILES;
     }
-    // SAFETY: `clone_entry` runs on the slot's stack with the slot's header
-    // as its argument and never returns into the core (see the top of this
-    // file for why sharing the memory is safe); `tid` is the word the
-    // kernel clears.
+    // Why sharing the memory until exec is safe: the top of this file.
+    // `tid` is the word the kernel clears when the child execs or exits.
+    // SAFETY: `clone_entry` runs on the slot's stack with the slot's
+    // header as its argument and never returns into the core.
     let pid = unsafe {
         libc::clone(
             clone_entry,

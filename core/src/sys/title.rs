@@ -46,11 +46,11 @@ pub fn set(name: &CStr, area: Option<ArgArea>) {
     let Some(area) = area else { return };
     let bytes = name.to_bytes();
     let len = area.end - area.start;
-    // SAFETY: [start, end) is this process's argument area as the kernel
-    // reports it: mapped, writable (it is on the initial stack) and
-    // inherited across fork. Nothing else in this single-threaded child
-    // reads it: std copied what it needed from argv at start, and the
-    // builtin never calls `std::env::args`.
+    // [start, end) is this process's argument area as the kernel reports
+    // it, on the initial stack and inherited across fork. std copied what
+    // it needed from argv at start; the builtin never calls `env::args`.
+    // SAFETY: the area is mapped and writable, and nothing else in this
+    // single-threaded child reads it while the slice lives.
     let area = unsafe { std::slice::from_raw_parts_mut(area.start as *mut u8, len) };
     let n = bytes.len().min(len.saturating_sub(1));
     area[..n].copy_from_slice(&bytes[..n]);
