@@ -109,13 +109,7 @@ impl Log for StderrLog {
             return;
         }
         if let Some(sys) = SYSLOG.get() {
-            let msg = r.args().to_string();
-            let msg = if log_safe(&msg) {
-                msg
-            } else {
-                escape_log(&msg, usize::MAX).into_owned()
-            };
-            crate::syslog::send(sys, r.level(), &msg);
+            crate::syslog::send(sys, r.level(), &safe_message(r.args()));
             return;
         }
         let Ok(mut b) = BUF.lock() else {
@@ -173,13 +167,18 @@ fn format_line<'a>(buf: &'a mut [u8], level: Level, args: &Arguments<'_>) -> Opt
 /// character a terminal would interpret (a newline would forge a second
 /// record) is escaped whole rather than written raw.
 fn slow_line(level: Level, args: &Arguments<'_>) -> String {
+    format!("{}{TAG}{}\n", prefix(level), safe_message(args))
+}
+
+/// The message, escaped whole if it still holds a character a terminal
+/// would interpret (stderr's slow path and syslog records alike).
+fn safe_message(args: &Arguments<'_>) -> String {
     let msg = args.to_string();
-    let msg = if log_safe(&msg) {
+    if log_safe(&msg) {
         msg
     } else {
         escape_log(&msg, usize::MAX).into_owned()
-    };
-    format!("{}{TAG}{msg}\n", prefix(level))
+    }
 }
 
 static LOGGER: StderrLog = StderrLog;
