@@ -159,8 +159,6 @@ pub struct ChildTable {
     spawner: Spawner,
     /// The per-connection environment, formatted anew for each connection.
     env: Vec<u8>,
-    /// Each listener's label, shared by its children.
-    labels: HashMap<ListenerId, Rc<str>>,
     /// The core's argument area, where a builtin child writes its name.
     args: Option<ArgArea>,
 }
@@ -196,7 +194,6 @@ impl ChildTable {
             grace,
             spawner: Spawner::default(),
             env: Vec::with_capacity(512),
-            labels: HashMap::new(),
             args: title::ArgArea::of_self(),
         }
     }
@@ -205,22 +202,6 @@ impl ChildTable {
     /// only the low part of its descriptor table (see `sys::spawn`).
     pub fn set_many_listeners(&mut self, many: bool) {
         self.spawner.set_many_listeners(many);
-    }
-
-    /// Listener `id`'s label as its children share it.
-    fn label_of(&mut self, id: ListenerId, l: &Listener) -> Rc<str> {
-        if let Some(rc) = self.labels.get(&id) {
-            if **rc == *l.label() {
-                return rc.clone();
-            }
-        }
-        if self.labels.len() > 2 * self.per_listener.len() + 64 {
-            let live = &self.per_listener;
-            self.labels.retain(|k, _| live.contains_key(k));
-        }
-        let rc: Rc<str> = l.label().into();
-        self.labels.insert(id, rc.clone());
-        rc
     }
 
     /// Starts and records a child of listener `id`, with `fd` as its
@@ -244,8 +225,7 @@ impl ChildTable {
                     p.write_env(&mut self.env);
                 }
                 let fds = [fd, fd, fd];
-                let (pid, status) = self.spawner.exec(identity, image, &self.env, &fds)?;
-                (pid, status)
+                self.spawner.exec(identity, image, &self.env, &fds)?
             }
             // Only the socket stays open in a builtin child, on fd 0: it
             // never execs and never prints, so it needs no stdio.
@@ -280,7 +260,7 @@ impl ChildTable {
         *self.per_listener.entry(id).or_default() += 1;
         let holder = l.hands_socket();
         let kind = Kind::Server(id);
-        let label = self.label_of(id, l);
+        let label = l.shared_label();
         Ok(self.record(sp, kind, label, peer, identity.uid(), holder))
     }
 

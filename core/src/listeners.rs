@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::Instant;
 
 use inetd_protocol::{escape_log, Bind, BindKey, Counters, ListenerSpec, SocketType};
@@ -91,8 +92,9 @@ pub struct Listener {
     pub last_error: Option<String>,
     /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
     nonblocking: bool,
-    /// [`log_label`] of the spec's label, made once per apply.
-    log_label: String,
+    /// [`log_label`] of the spec's label, made once per apply and shared
+    /// with the listener's children (their exit lines name it).
+    log_label: Rc<str>,
     /// What the limits remember between connections.
     pub limits: ListenerLimits,
 }
@@ -118,6 +120,11 @@ impl Listener {
     /// The label for log lines (see [`log_label`]).
     pub fn label(&self) -> &str {
         &self.log_label
+    }
+
+    /// The same label, shared: a child records it without copying it.
+    pub fn shared_label(&self) -> Rc<str> {
+        Rc::clone(&self.log_label)
     }
 
     pub fn socket(&self) -> Option<BorrowedFd<'_>> {
@@ -328,7 +335,7 @@ impl ListenerTable {
         }
         self.next_id += 1;
         let id = ListenerId(self.next_id);
-        let log_label = log_label(&spec.label);
+        let log_label: Rc<str> = log_label(&spec.label).into();
         let spec_limits = spec.limits;
         self.by_key.insert(key, id);
         let l = Box::new(Listener {
@@ -361,7 +368,7 @@ impl ListenerTable {
             return false;
         }
         let was = l.is_udp_builtin();
-        l.log_label = log_label(&spec.label);
+        l.log_label = log_label(&spec.label).into();
         // New limits count afresh (the children of the old spec are no
         // longer charged to their sources).
         if l.spec.limits != spec.limits {
