@@ -264,35 +264,12 @@ mod tests {
 
     fn row() -> ServiceRow {
         ServiceRow {
-            source: SourceRef {
-                file: "/etc/inetd.conf".into(),
-                line: 12,
-            },
-            service: "echo".into(),
-            address: Some("127.0.0.1".into()),
-            port: Some(7),
-            path: None,
-            socket_type: "stream".into(),
-            protocol: "tcp4".into(),
-            wait: false,
-            user: "nobody".into(),
-            group: "nogroup".into(),
-            server: "internal".into(),
-            argv: vec!["echo".into()],
-            state: RowState::Listening,
-            reason: None,
-            until: None,
-            children: 0,
             accepted: 12,
-            exec_failures: 0,
-            refused: Refused::default(),
-            at_max_children: 0,
             limits: Some(RowLimits {
                 max_children: Some(256),
                 ..RowLimits::default()
             }),
-            last_error: None,
-            warnings: vec![],
+            ..crate::testutil::echo_row()
         }
     }
 

@@ -279,23 +279,7 @@ mod tests {
 
     fn row(state: RowState) -> ServiceRow {
         ServiceRow {
-            source: SourceRef {
-                file: "/etc/inetd.conf".into(),
-                line: 12,
-            },
-            service: "echo".into(),
-            address: Some("127.0.0.1".into()),
-            port: Some(7),
-            path: None,
-            socket_type: "stream".into(),
-            protocol: "tcp4".into(),
-            wait: false,
-            user: "nobody".into(),
-            group: "nogroup".into(),
-            server: "internal".into(),
-            argv: vec!["echo".into()],
             state,
-            reason: None,
             until: Some(1_700_000_000),
             children: 2,
             accepted: 12,
@@ -306,9 +290,7 @@ mod tests {
                 per_source: 5,
             },
             at_max_children: 6,
-            limits: None,
-            last_error: None,
-            warnings: vec![],
+            ..crate::testutil::echo_row()
         }
     }
 

@@ -129,3 +129,38 @@ pub fn status(generation: u64, listeners: Vec<ListenerStatus>) -> StatusReport {
         children: vec![],
     }
 }
+
+/// A row of `inetctl list` for an `echo` builtin on 127.0.0.1:7 as
+/// /etc/inetd.conf:12 gives it, listening, with every count 0; tests set
+/// what they look at with `..echo_row()`.
+pub fn echo_row() -> inetd_protocol::control::ServiceRow {
+    use inetd_protocol::control::{Refused, RowState, ServiceRow, SourceRef};
+    ServiceRow {
+        source: SourceRef {
+            file: "/etc/inetd.conf".into(),
+            line: 12,
+        },
+        service: "echo".into(),
+        address: Some("127.0.0.1".into()),
+        port: Some(7),
+        path: None,
+        socket_type: "stream".into(),
+        protocol: "tcp4".into(),
+        wait: false,
+        user: "nobody".into(),
+        group: "nogroup".into(),
+        server: "internal".into(),
+        argv: vec!["echo".into()],
+        state: RowState::Listening,
+        reason: None,
+        until: None,
+        children: 0,
+        accepted: 0,
+        exec_failures: 0,
+        refused: Refused::default(),
+        at_max_children: 0,
+        limits: None,
+        last_error: None,
+        warnings: vec![],
+    }
+}
