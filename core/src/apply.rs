@@ -103,7 +103,7 @@ pub fn apply(
         .iter()
         .map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
         .collect();
-    let the_plan = plan::plan(&table.specs(), &requested, &verdicts);
+    let the_plan = plan::plan(&table.running(), &requested, &verdicts);
     let changed = !the_plan.removals.is_empty()
         || the_plan
             .steps
@@ -177,7 +177,7 @@ fn remove(
         if !named.contains(&key) {
             removed.push(Removed {
                 key,
-                label: l.spec().label.clone(),
+                label: l.spec().label().to_owned(),
             });
         }
     }
@@ -297,8 +297,8 @@ pub fn status(
                 reason: l.pause_reason(),
                 until: unix_at(*until),
             },
-            (State::Resting { reason, until }, _) => ListenerState::Failed {
-                reason: reason.clone(),
+            (State::Resting { until, window_s }, _) => ListenerState::Failed {
+                reason: State::resting_reason(*window_s),
                 retry_at: unix_at(*until),
             },
             (
@@ -307,14 +307,14 @@ pub fn status(
                 },
                 _,
             ) => ListenerState::Failed {
-                reason: reason.clone(),
+                reason: reason.to_string(),
                 retry_at: unix_at(*retry_at),
             },
         };
         let mut counters = l.counters;
         counters.children = children.count_for(id);
         listeners.push(ListenerStatus {
-            spec: l.spec().clone(),
+            spec: l.to_spec(),
             state,
             counters,
             last_error: l.last_error.clone(),

@@ -22,11 +22,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
-use inetd_protocol::{escape_log, Bind, BindKey, Counters, ListenerSpec, SocketType};
+use inetd_protocol::{
+    escape_log, Acl, Action, Bind, BindKey, Counters, Credentials, Limits, ListenerSpec, SocketType,
+};
 use log::{info, warn};
 
 use crate::backoff;
 use crate::limits::{Knobs, ListenerLimits};
+use crate::plan::{Running, Sameness};
 use crate::sys;
 use crate::sys::net;
 use crate::sys::unixsock::{self, SocketFile, UnixError};
@@ -52,15 +55,26 @@ pub enum State {
     Waiting { pid: i32 },
     /// Not bound, for `reason`; retried at `retry_at`.
     Failed {
-        reason: String,
+        reason: Box<str>,
         retry_at: Instant,
         attempt: u32,
     },
     /// The rate limit was reached: every connection is closed at once
     /// until `until`.
     Paused { until: Instant },
-    /// Wait servers failed again and again: not polled until `until`.
-    Resting { reason: String, until: Instant },
+    /// [`crate::limits::WAIT_FAILURES`] wait servers failed within the
+    /// rate window of `window_s` seconds: not polled until `until`.
+    Resting { until: Instant, window_s: u64 },
+}
+
+impl State {
+    /// Why a `Resting` listener rests, as the status shows it.
+    pub fn resting_reason(window_s: u64) -> String {
+        format!(
+            "{} wait servers failed within {window_s} s; retrying with backoff",
+            crate::limits::WAIT_FAILURES
+        )
+    }
 }
 
 /// How a bind failed.
@@ -80,32 +94,86 @@ impl BindError {
     }
 }
 
+/// A listener's spec as the core keeps it: what a connection needs at
+/// hand, each string once. The program and the ids are held by the
+/// [`Prepared`] value alone (as the child path needs them), and the
+/// [`ListenerSpec`] a status reports is rebuilt from both
+/// ([`Listener::to_spec`]).
+pub struct Spec {
+    pub bind: Bind,
+    pub socket_type: SocketType,
+    pub wait: bool,
+    pub limits: Limits,
+    /// Boxed: most listeners have none.
+    pub acl: Option<Box<Acl>>,
+    /// Shared with the listener's children (their exit lines name it).
+    label: Rc<str>,
+    /// [`log_label`] of the label, only where it differs from the label
+    /// (a long label, or one with characters to escape).
+    log_label: Option<Rc<str>>,
+    /// The supplementary groups as the controller sent them, only where
+    /// they differ from the prepared identity's (which are sorted, without
+    /// duplicates, and none on a core that is not root).
+    groups: Option<Box<[u32]>>,
+}
+
+impl Spec {
+    /// The spec of `s` as kept; its action and ids are left to `prep`,
+    /// which validation made from `s`.
+    pub fn new(s: ListenerSpec, prep: &Prepared) -> Spec {
+        let label: Rc<str> = s.label.into();
+        let log_label = match escape_log(&label, LOG_LABEL) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(e) => Some(e.into()),
+        };
+        let groups = (s.creds.groups != prep.identity().groups()).then(|| s.creds.groups.into());
+        Spec {
+            bind: s.bind,
+            socket_type: s.socket_type,
+            wait: s.wait,
+            limits: s.limits,
+            acl: s.acl.map(Box::new),
+            label,
+            log_label,
+            groups,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn key(&self) -> BindKey {
+        BindKey {
+            bind: self.bind.clone(),
+            socket_type: self.socket_type,
+        }
+    }
+}
+
 pub struct Listener {
-    spec: ListenerSpec,
+    spec: Spec,
     prep: Prepared,
     sock: Option<OwnedFd>,
+    /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
+    nonblocking: bool,
     /// Boxed: only unix listeners have one.
     file: Option<Box<SocketFile>>,
     state: State,
     /// `children` is filled in from the child table for the status.
     pub counters: Counters,
     pub last_error: Option<String>,
-    /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
-    nonblocking: bool,
-    /// [`log_label`] of the spec's label, made once per apply and shared
-    /// with the listener's children (their exit lines name it).
-    log_label: Rc<str>,
     /// What the limits remember between connections.
     pub limits: ListenerLimits,
 }
 
 impl Listener {
-    pub fn spec(&self) -> &ListenerSpec {
+    pub fn spec(&self) -> &Spec {
         &self.spec
     }
 
     /// The spec, and what its limits remember, to admit a connection.
-    pub fn spec_and_limits(&mut self) -> (&ListenerSpec, &mut ListenerLimits) {
+    pub fn spec_and_limits(&mut self) -> (&Spec, &mut ListenerLimits) {
         (&self.spec, &mut self.limits)
     }
 
@@ -119,14 +187,80 @@ impl Listener {
 
     /// The label for log lines (see [`log_label`]).
     pub fn label(&self) -> &str {
-        &self.log_label
+        self.spec.log_label.as_ref().unwrap_or(&self.spec.label)
     }
 
     /// The same label, shared: a child records it without copying it.
     pub fn shared_label(&self) -> Rc<str> {
-        Rc::clone(&self.log_label)
+        Rc::clone(self.spec.log_label.as_ref().unwrap_or(&self.spec.label))
     }
 
+    /// The spec as the controller sent it, rebuilt (for a status).
+    pub fn to_spec(&self) -> ListenerSpec {
+        let s = &self.spec;
+        let id = self.prep.identity();
+        let action = match self.prep.program() {
+            Program::Exec(image) => Action::Exec {
+                path: image.path().to_string_lossy().into_owned(),
+                argv: image
+                    .argv()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+            },
+            Program::Builtin(b) => Action::Builtin(*b),
+        };
+        ListenerSpec {
+            bind: s.bind.clone(),
+            socket_type: s.socket_type,
+            wait: s.wait,
+            action,
+            creds: Credentials {
+                uid: id.uid(),
+                gid: id.gid(),
+                groups: s.groups.as_deref().unwrap_or(id.groups()).to_vec(),
+            },
+            limits: s.limits,
+            acl: s.acl.as_deref().cloned(),
+            label: s.label.to_string(),
+        }
+    }
+}
+
+/// Compared field by field with the spec it keeps, without rebuilding it.
+impl Running for &Listener {
+    fn compare(&self, new: &ListenerSpec) -> Sameness {
+        let s = &self.spec;
+        let id = self.prep.identity();
+        let action = match (self.prep.program(), &new.action) {
+            (Program::Exec(image), Action::Exec { path, argv }) => {
+                image.path().to_bytes() == path.as_bytes()
+                    && image.argv().len() == argv.len()
+                    && image
+                        .argv()
+                        .zip(argv)
+                        .all(|(a, b)| a.to_bytes() == b.as_bytes())
+            }
+            (Program::Builtin(a), Action::Builtin(b)) => a == b,
+            _ => false,
+        };
+        let same = action
+            && s.bind == new.bind
+            && s.socket_type == new.socket_type
+            && s.wait == new.wait
+            && s.limits == new.limits
+            && s.acl.as_deref() == new.acl.as_ref()
+            && id.uid() == new.creds.uid
+            && id.gid() == new.creds.gid
+            && s.groups.as_deref().unwrap_or(id.groups()) == &new.creds.groups[..];
+        match (same, *s.label == *new.label) {
+            (true, true) => Sameness::Same,
+            (true, false) => Sameness::LabelOnly,
+            (false, _) => Sameness::Different,
+        }
+    }
+}
+
+impl Listener {
     pub fn socket(&self) -> Option<BorrowedFd<'_>> {
         self.sock.as_ref().map(|s| s.as_fd())
     }
@@ -221,16 +355,11 @@ impl Listener {
         if !self.limits.wait_failed(now, knobs.window) {
             return None;
         }
-        let attempt = self.limits.failed_attempt;
-        self.limits.failed_attempt = attempt.saturating_add(1);
+        let attempt = self.limits.next_failed_attempt();
         let d = knobs.wait_backoff(attempt);
         self.state = State::Resting {
-            reason: format!(
-                "{} wait servers failed within {} s; retrying with backoff",
-                crate::limits::WAIT_FAILURES,
-                knobs.window.as_secs()
-            ),
             until: now + d,
+            window_s: knobs.window.as_secs(),
         };
         Some(d)
     }
@@ -249,7 +378,7 @@ impl Listener {
     /// Binds now; on failure the listener is `Failed`, to be retried after
     /// the delay for `attempt`.
     pub fn bind(&mut self, core_uid: u32, attempt: u32) -> Result<(), BindError> {
-        match bind_spec(&self.spec, core_uid) {
+        match bind_spec(&self.spec.bind, self.spec.socket_type, core_uid) {
             Ok((sock, file)) => {
                 self.sock = Some(sock);
                 self.file = file.map(Box::new);
@@ -259,7 +388,7 @@ impl Listener {
             }
             Err(e) => {
                 self.state = State::Failed {
-                    reason: e.reason().to_owned(),
+                    reason: e.reason().into(),
                     retry_at: Instant::now() + backoff::bind_retry_delay(attempt),
                     attempt,
                 };
@@ -335,20 +464,18 @@ impl ListenerTable {
         }
         self.next_id += 1;
         let id = ListenerId(self.next_id);
-        let log_label: Rc<str> = log_label(&spec.label).into();
-        let spec_limits = spec.limits;
         self.by_key.insert(key, id);
+        let limits = ListenerLimits::new(&spec.limits, Instant::now());
         let l = Box::new(Listener {
-            spec,
+            spec: Spec::new(spec, &prep),
             prep,
             sock: None,
+            nonblocking: true,
             file: None,
             state: State::Listening,
             counters: Counters::default(),
             last_error: None,
-            nonblocking: true,
-            log_label,
-            limits: ListenerLimits::new(&spec_limits, Instant::now()),
+            limits,
         });
         let udp = l.is_udp_builtin();
         self.by_id.insert(id, l);
@@ -364,11 +491,10 @@ impl ListenerTable {
         let Some(l) = self.by_id.get_mut(&id) else {
             return false;
         };
-        if l.spec.key() != spec.key() {
+        if l.spec.bind != spec.bind || l.spec.socket_type != spec.socket_type {
             return false;
         }
         let was = l.is_udp_builtin();
-        l.log_label = log_label(&spec.label).into();
         // New limits count afresh (the children of the old spec are no
         // longer charged to their sources).
         if l.spec.limits != spec.limits {
@@ -377,7 +503,7 @@ impl ListenerTable {
                 l.state = State::Listening;
             }
         }
-        l.spec = spec;
+        l.spec = Spec::new(spec, &prep);
         l.prep = prep;
         if was || l.is_udp_builtin() {
             self.refresh_ports();
@@ -431,11 +557,8 @@ impl ListenerTable {
     }
 
     /// What runs, by key: what an apply is planned against.
-    pub fn specs(&self) -> HashMap<BindKey, &ListenerSpec> {
-        self.by_id
-            .values()
-            .map(|l| (l.spec.key(), &l.spec))
-            .collect()
+    pub fn running(&self) -> HashMap<BindKey, &Listener> {
+        self.by_id.values().map(|l| (l.spec.key(), &**l)).collect()
     }
 
     #[cfg(test)]
@@ -512,14 +635,14 @@ pub fn describe_bind(b: &Bind, t: SocketType) -> String {
 }
 
 fn bind_spec(
-    spec: &ListenerSpec,
+    bind: &Bind,
+    t: SocketType,
     core_uid: u32,
 ) -> Result<(OwnedFd, Option<SocketFile>), BindError> {
-    let t = spec.socket_type;
-    match &spec.bind {
+    match bind {
         Bind::Inet { addr, port, mode } => net::bind_inet(*addr, *port, *mode, t)
             .map(|s| (s, None))
-            .map_err(|e| BindError::Io(format!("bind {}: {e}", describe_bind(&spec.bind, t)))),
+            .map_err(|e| BindError::Io(format!("bind {}: {e}", describe_bind(bind, t)))),
         Bind::Unix { path } => match unixsock::bind_unix(path, t, core_uid) {
             Ok((s, f)) => Ok((s, Some(f))),
             Err(e @ UnixError::Unsafe(_)) => Err(BindError::Refused(e.to_string())),
@@ -579,7 +702,7 @@ mod tests {
         assert!(ia2 != ia && ia2 != ib);
         consistent(&t);
         assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), [ib, ia2]);
-        assert_eq!(t.specs().len(), 2);
+        assert_eq!(t.running().len(), 2);
     }
 
     #[test]
@@ -593,8 +716,66 @@ mod tests {
         assert_eq!(t.get(id).unwrap().label(), "new\\nlabel");
         let other = spec(7002);
         assert!(!t.change(id, other.clone(), prep(&other)), "another key");
-        assert_eq!(t.get(id).unwrap().spec(), &a2);
+        assert_eq!(t.get(id).unwrap().to_spec(), a2);
         consistent(&t);
+    }
+
+    /// Each string is kept once, but the spec a status reports is the one
+    /// sent, and an apply of the same spec finds it the same.
+    #[test]
+    fn the_kept_spec_is_the_one_sent() {
+        use inetd_protocol::{Acl, AclRule, Builtin};
+        let mut a = spec(7001);
+        a.label = "tab\there \"quoted\"".into();
+        a.creds.groups = vec![65534, 65534];
+        a.acl = Some(Acl {
+            rules: vec![AclRule {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8,
+                allow: true,
+            }],
+            default_allow: false,
+        });
+        a.action = Action::Exec {
+            path: "/usr/bin/env".into(),
+            argv: vec!["env".into(), "".into(), "-i".into()],
+        };
+        let mut b = spec(7002);
+        b.action = Action::Builtin(Builtin::Daytime);
+        let mut t = ListenerTable::default();
+        for s in [&a, &b] {
+            let id = t.insert(s.clone(), prep(s)).unwrap();
+            let l = t.get(id).unwrap();
+            assert_eq!(&l.to_spec(), s);
+            assert_eq!(l.compare(s), Sameness::Same);
+            let mut relabelled = s.clone();
+            relabelled.label.push('x');
+            assert_eq!(l.compare(&relabelled), Sameness::LabelOnly);
+            let mut other = relabelled.clone();
+            other.creds.groups.push(1);
+            assert_eq!(l.compare(&other), Sameness::Different, "{s:?}");
+        }
+        // The escaped label is kept beside the label only where it differs.
+        let l = t.get(t.id_of(&a.key()).unwrap()).unwrap();
+        assert_eq!(l.label(), "tab\\there \\\"quoted\\\"");
+        let l = t.get(t.id_of(&b.key()).unwrap()).unwrap();
+        assert!(l.spec.log_label.is_none() && l.label() == b.label);
+        assert!(Rc::ptr_eq(&l.shared_label(), &l.spec.label));
+        let mut argv = a.clone();
+        argv.action = Action::Exec {
+            path: "/usr/bin/env".into(),
+            argv: vec!["env".into(), "-i".into()],
+        };
+        let l = t.get(t.id_of(&a.key()).unwrap()).unwrap();
+        assert_eq!(l.compare(&argv), Sameness::Different);
+    }
+
+    /// Each listener is a heap block of its own: its size is most of what
+    /// a listener costs (docs/benchmarks.md, "Memory").
+    #[test]
+    fn a_listener_stays_small() {
+        assert!(std::mem::size_of::<Listener>() <= 368);
+        assert!(std::mem::size_of::<ListenerLimits>() <= 56);
     }
 
     #[test]

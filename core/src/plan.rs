@@ -32,10 +32,38 @@ pub struct Plan {
     pub removals: Vec<BindKey>,
 }
 
-/// Plans an apply. `current` maps each running key to its spec; `verdicts`
-/// holds, per requested listener, `Ok` or the reason it was rejected.
-pub fn plan(
-    current: &HashMap<BindKey, &ListenerSpec>,
+/// How a running listener compares with a requested spec of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sameness {
+    Same,
+    /// Only the label differs.
+    LabelOnly,
+    Different,
+}
+
+/// What runs under a key, as the plan compares it.
+pub trait Running {
+    fn compare(&self, new: &ListenerSpec) -> Sameness;
+}
+
+/// A spec as sent: compared field by field.
+impl Running for &ListenerSpec {
+    fn compare(&self, new: &ListenerSpec) -> Sameness {
+        if **self == *new {
+            Sameness::Same
+        } else if label_only(self, new) {
+            Sameness::LabelOnly
+        } else {
+            Sameness::Different
+        }
+    }
+}
+
+/// Plans an apply. `current` maps each running key to what runs there;
+/// `verdicts` holds, per requested listener, `Ok` or the reason it was
+/// rejected.
+pub fn plan<R: Running>(
+    current: &HashMap<BindKey, R>,
     requested: &[ListenerSpec],
     verdicts: &[Result<(), String>],
 ) -> Plan {
@@ -46,11 +74,11 @@ pub fn plan(
         let step = match verdict {
             Err(reason) => Step::Reject(reason.clone()),
             Ok(()) => {
-                let step = match current.get(&key) {
+                let step = match current.get(&key).map(|old| old.compare(spec)) {
                     None => Step::Add,
-                    Some(old) if **old == *spec => Step::Unchanged,
-                    Some(old) if label_only(old, spec) => Step::Relabel,
-                    Some(_) => Step::Change,
+                    Some(Sameness::Same) => Step::Unchanged,
+                    Some(Sameness::LabelOnly) => Step::Relabel,
+                    Some(Sameness::Different) => Step::Change,
                 };
                 wanted.insert(key);
                 step
