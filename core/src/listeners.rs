@@ -47,6 +47,19 @@ pub fn log_label(label: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(u64);
 
+impl ListenerId {
+    /// Its number, for an epoll token (`events`).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The id an epoll token names; looked up like any other, so it
+    /// names a listener or none.
+    pub fn from_token(n: u64) -> ListenerId {
+        ListenerId(n)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Bound; polled unless the core pauses every accept.
