@@ -1,7 +1,9 @@
-//! The listener table: every listener the core runs, by id and by bind
-//! key, and each listener's state machine. Invariants, kept here alone:
-//! * `by_key[k] == id` exactly when `by_id[id]` exists with key `k`: only
-//!   `insert` and `remove` change the set, and `change` keeps the key;
+//! The listener table: every listener the core runs, by id (and, for the
+//! length of an apply, by bind key: [`Keyed`]), and each listener's state
+//! machine. Invariants, kept here alone:
+//! * while a [`Keyed`] view exists, `by_key[k] == id` exactly when
+//!   `by_id[id]` exists with key `k`: only its `insert` and `remove` change
+//!   the set, and `change` keeps the key; no two listeners share a key;
 //! * ids are never reused, so an id held elsewhere names this listener or
 //!   none;
 //! * `udp_builtin_ports` holds the ports of the UDP builtin listeners,
@@ -29,7 +31,7 @@ use log::{info, warn};
 
 use crate::backoff;
 use crate::limits::{Knobs, ListenerLimits};
-use crate::plan::{Running, Sameness};
+use crate::plan::{Current, Sameness};
 use crate::sys;
 use crate::sys::net;
 use crate::sys::unixsock::{self, SocketFile, UnixError};
@@ -237,11 +239,10 @@ impl Listener {
             label: s.label.to_string(),
         }
     }
-}
 
-/// Compared field by field with the spec it keeps, without rebuilding it.
-impl Running for &Listener {
-    fn compare(&self, new: &ListenerSpec) -> Sameness {
+    /// How this listener compares with `new`, field by field with the
+    /// spec it keeps, without rebuilding it.
+    pub fn compare(&self, new: &ListenerSpec) -> Sameness {
         let s = &self.spec;
         let id = self.prep.identity();
         let action = match (self.prep.program(), &new.action) {
@@ -271,9 +272,6 @@ impl Running for &Listener {
             (false, _) => Sameness::Different,
         }
     }
-}
-
-impl Listener {
     pub fn socket(&self) -> Option<BorrowedFd<'_>> {
         self.sock.as_ref().map(|s| s.as_fd())
     }
@@ -461,12 +459,35 @@ pub struct ListenerTable {
     /// Boxed: a B-tree node holds up to 11 values and is often half full,
     /// so an inline `Listener` would cost about twice its size.
     by_id: BTreeMap<ListenerId, Box<Listener>>,
-    by_key: HashMap<BindKey, ListenerId>,
     next_id: u64,
     udp_builtin_ports: Vec<u16>,
 }
 
+/// The table with its listeners indexed by bind key, for the length of
+/// an apply: the only time the core looks a listener up by key. The index
+/// is built from the table and dropped with the view; kept between
+/// applies it would cost about as much as a listener's spec.
+pub struct Keyed<'a> {
+    table: &'a mut ListenerTable,
+    by_key: HashMap<BindKey, ListenerId>,
+}
+
 impl ListenerTable {
+    /// The table indexed by key (see [`Keyed`]).
+    pub fn keyed(&mut self) -> Keyed<'_> {
+        let by_key = self
+            .by_id
+            .iter()
+            .map(|(id, l)| (l.spec.key(), *id))
+            .collect();
+        Keyed {
+            table: self,
+            by_key,
+        }
+    }
+}
+
+impl Keyed<'_> {
     /// Adds a listener, not bound yet; `None` if its key is taken (the
     /// caller planned against this table: a bug, refused, not a second
     /// listener on one key).
@@ -475,8 +496,9 @@ impl ListenerTable {
         if self.by_key.contains_key(&key) {
             return None;
         }
-        self.next_id += 1;
-        let id = ListenerId(self.next_id);
+        let t = &mut *self.table;
+        t.next_id += 1;
+        let id = ListenerId(t.next_id);
         self.by_key.insert(key, id);
         let limits = ListenerLimits::new(&spec.limits, Instant::now());
         let l = Box::new(Listener {
@@ -491,13 +513,53 @@ impl ListenerTable {
             limits,
         });
         let udp = l.is_udp_builtin();
-        self.by_id.insert(id, l);
+        t.by_id.insert(id, l);
         if udp {
-            self.refresh_ports();
+            t.refresh_ports();
         }
         Some(id)
     }
 
+    /// Removes the listener at `key`, closing its socket.
+    pub fn remove(&mut self, key: &BindKey) -> Option<Listener> {
+        let id = self.by_key.remove(key)?;
+        let t = &mut *self.table;
+        let mut l = *t.by_id.remove(&id)?;
+        l.close();
+        if l.is_udp_builtin() {
+            t.refresh_ports();
+        }
+        Some(l)
+    }
+
+    pub fn id_of(&self, key: &BindKey) -> Option<ListenerId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// See [`ListenerTable::change`].
+    pub fn change(&mut self, id: ListenerId, spec: ListenerSpec, prep: Prepared) -> bool {
+        self.table.change(id, spec, prep)
+    }
+
+    pub fn get_mut(&mut self, id: ListenerId) -> Option<&mut Listener> {
+        self.table.get_mut(id)
+    }
+}
+
+/// What runs, by key: what an apply is planned against.
+impl Current for Keyed<'_> {
+    fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness> {
+        let id = self.by_key.get(key)?;
+        let l = self.table.by_id.get(id)?;
+        Some(l.compare(new))
+    }
+
+    fn keys(&self) -> Vec<&BindKey> {
+        self.by_key.keys().collect()
+    }
+}
+
+impl ListenerTable {
     /// A new spec for listener `id`, with the same key (new connections get
     /// it; socket, state and counters stay); false if that cannot be.
     pub fn change(&mut self, id: ListenerId, spec: ListenerSpec, prep: Prepared) -> bool {
@@ -524,17 +586,6 @@ impl ListenerTable {
         true
     }
 
-    /// Removes the listener at `key`, closing its socket.
-    pub fn remove(&mut self, key: &BindKey) -> Option<Listener> {
-        let id = self.by_key.remove(key)?;
-        let mut l = *self.by_id.remove(&id)?;
-        l.close();
-        if l.is_udp_builtin() {
-            self.refresh_ports();
-        }
-        Some(l)
-    }
-
     pub fn close_all(&mut self) {
         for l in self.by_id.values_mut() {
             l.close();
@@ -556,10 +607,6 @@ impl ListenerTable {
         Some((l, &self.udp_builtin_ports))
     }
 
-    pub fn id_of(&self, key: &BindKey) -> Option<ListenerId> {
-        self.by_key.get(key).copied()
-    }
-
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -567,11 +614,6 @@ impl ListenerTable {
     /// In id order, the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = (ListenerId, &Listener)> {
         self.by_id.iter().map(|(id, l)| (*id, &**l))
-    }
-
-    /// What runs, by key: what an apply is planned against.
-    pub fn running(&self) -> HashMap<BindKey, &Listener> {
-        self.by_id.values().map(|l| (l.spec.key(), &**l)).collect()
     }
 
     #[cfg(test)]
@@ -683,13 +725,29 @@ mod tests {
     }
 
     /// Both maps name the same listeners, each under its own key.
-    fn consistent(t: &ListenerTable) {
-        assert_eq!(t.by_id.len(), t.by_key.len());
-        for (k, id) in &t.by_key {
-            assert_eq!(&t.by_id[id].spec.key(), k);
+    fn consistent(k: &Keyed<'_>) {
+        let t = &k.table;
+        assert_eq!(t.by_id.len(), k.by_key.len());
+        for (key, id) in &k.by_key {
+            assert_eq!(&t.by_id[id].spec.key(), key);
         }
         for (id, l) in &t.by_id {
-            assert_eq!(t.by_key[&l.spec.key()], *id);
+            assert_eq!(k.by_key[&l.spec.key()], *id);
+        }
+    }
+
+    /// One-off uses of a keyed view, for the tests that are not about it.
+    impl ListenerTable {
+        pub(crate) fn insert(&mut self, spec: ListenerSpec, prep: Prepared) -> Option<ListenerId> {
+            self.keyed().insert(spec, prep)
+        }
+
+        fn remove(&mut self, key: &BindKey) -> Option<Listener> {
+            self.keyed().remove(key)
+        }
+
+        fn id_of(&mut self, key: &BindKey) -> Option<ListenerId> {
+            self.keyed().id_of(key)
         }
     }
 
@@ -697,25 +755,31 @@ mod tests {
     fn ids_and_keys_stay_consistent() {
         let mut t = ListenerTable::default();
         let (a, b) = (spec(7001), spec(7002));
-        let ia = t.insert(a.clone(), prep(&a)).unwrap();
-        let ib = t.insert(b.clone(), prep(&b)).unwrap();
-        consistent(&t);
+        let mut k = t.keyed();
+        let ia = k.insert(a.clone(), prep(&a)).unwrap();
+        let ib = k.insert(b.clone(), prep(&b)).unwrap();
+        consistent(&k);
         assert_ne!(ia, ib);
-        assert_eq!(t.id_of(&a.key()), Some(ia));
+        assert_eq!(k.id_of(&a.key()), Some(ia));
         // A second listener on one key is refused, and nothing changes.
-        assert!(t.insert(a.clone(), prep(&a)).is_none());
-        consistent(&t);
-        assert_eq!(t.len(), 2);
+        assert!(k.insert(a.clone(), prep(&a)).is_none());
+        consistent(&k);
+        assert_eq!(k.table.len(), 2);
         // Removed, then added again: a new id, never the old one.
-        assert!(t.remove(&a.key()).is_some());
-        assert!(t.remove(&a.key()).is_none());
-        consistent(&t);
-        assert!(t.get(ia).is_none());
-        let ia2 = t.insert(a.clone(), prep(&a)).unwrap();
+        assert!(k.remove(&a.key()).is_some());
+        assert!(k.remove(&a.key()).is_none());
+        consistent(&k);
+        assert!(k.table.get(ia).is_none());
+        let ia2 = k.insert(a.clone(), prep(&a)).unwrap();
         assert!(ia2 != ia && ia2 != ib);
-        consistent(&t);
+        consistent(&k);
+        assert_eq!(k.keys().len(), 2);
+        // The next apply's view: the same keys, and still no reuse.
+        let mut k = t.keyed();
+        consistent(&k);
+        assert_eq!(k.id_of(&b.key()), Some(ib));
+        assert!(k.insert(b.clone(), prep(&b)).is_none());
         assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), [ib, ia2]);
-        assert_eq!(t.running().len(), 2);
     }
 
     #[test]
@@ -730,7 +794,7 @@ mod tests {
         let other = spec(7002);
         assert!(!t.change(id, other.clone(), prep(&other)), "another key");
         assert_eq!(t.get(id).unwrap().to_spec(), a2);
-        consistent(&t);
+        consistent(&t.keyed());
     }
 
     /// Each string is kept once, but the spec a status reports is the one
@@ -769,9 +833,11 @@ mod tests {
             assert_eq!(l.compare(&other), Sameness::Different, "{s:?}");
         }
         // The escaped label is kept beside the label only where it differs.
-        let l = t.get(t.id_of(&a.key()).unwrap()).unwrap();
+        let id = t.id_of(&a.key()).unwrap();
+        let l = t.get(id).unwrap();
         assert_eq!(l.label(), "tab\\there \\\"quoted\\\"");
-        let l = t.get(t.id_of(&b.key()).unwrap()).unwrap();
+        let id = t.id_of(&b.key()).unwrap();
+        let l = t.get(id).unwrap();
         assert!(l.spec.log_label.is_none() && l.label() == b.label);
         assert!(Rc::ptr_eq(&l.shared_label(), &l.spec.label));
         let mut argv = a.clone();
@@ -779,7 +845,8 @@ mod tests {
             path: "/usr/bin/env".into(),
             argv: vec!["env".into(), "-i".into()],
         };
-        let l = t.get(t.id_of(&a.key()).unwrap()).unwrap();
+        let id = t.id_of(&a.key()).unwrap();
+        let l = t.get(id).unwrap();
         assert_eq!(l.compare(&argv), Sameness::Different);
     }
 

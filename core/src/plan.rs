@@ -41,29 +41,37 @@ pub enum Sameness {
     Different,
 }
 
-/// What runs under a key, as the plan compares it.
-pub trait Running {
-    fn compare(&self, new: &ListenerSpec) -> Sameness;
+/// What runs, by key, as the plan sees it.
+pub trait Current {
+    /// How what runs under `key` compares with `new`; `None` when nothing
+    /// runs there.
+    fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness>;
+    /// Every key that runs.
+    fn keys(&self) -> Vec<&BindKey>;
 }
 
-/// A spec as sent: compared field by field.
-impl Running for &ListenerSpec {
-    fn compare(&self, new: &ListenerSpec) -> Sameness {
-        if **self == *new {
+/// Specs as sent, compared field by field.
+impl Current for HashMap<BindKey, &ListenerSpec> {
+    fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness> {
+        let old = *self.get(key)?;
+        Some(if *old == *new {
             Sameness::Same
-        } else if label_only(self, new) {
+        } else if label_only(old, new) {
             Sameness::LabelOnly
         } else {
             Sameness::Different
-        }
+        })
+    }
+
+    fn keys(&self) -> Vec<&BindKey> {
+        HashMap::keys(self).collect()
     }
 }
 
-/// Plans an apply. `current` maps each running key to what runs there;
-/// `verdicts` holds, per requested listener, `Ok` or the reason it was
-/// rejected.
-pub fn plan<R: Running>(
-    current: &HashMap<BindKey, R>,
+/// Plans an apply. `current` is what runs, by key; `verdicts` holds, per
+/// requested listener, `Ok` or the reason it was rejected.
+pub fn plan<C: Current>(
+    current: &C,
     requested: &[ListenerSpec],
     verdicts: &[Result<(), String>],
 ) -> Plan {
@@ -74,7 +82,7 @@ pub fn plan<R: Running>(
         let step = match verdict {
             Err(reason) => Step::Reject(reason.clone()),
             Ok(()) => {
-                let step = match current.get(&key).map(|old| old.compare(spec)) {
+                let step = match current.compare(&key, spec) {
                     None => Step::Add,
                     Some(Sameness::Same) => Step::Unchanged,
                     Some(Sameness::LabelOnly) => Step::Relabel,
@@ -88,6 +96,7 @@ pub fn plan<R: Running>(
     }
     let mut removals: Vec<BindKey> = current
         .keys()
+        .into_iter()
         .filter(|k| !wanted.contains(*k))
         .cloned()
         .collect();
