@@ -621,7 +621,9 @@ impl ListenerTable {
         &self.udp_builtin_ports
     }
 
-    /// The earliest bind retry, end of a pause or of a backoff.
+    /// The earliest bind retry, end of a pause or of a backoff (the loop
+    /// folds each listener's [`Listener::wake_at`] in as it looks at it).
+    #[cfg(test)]
     pub fn next_retry(&self) -> Option<Instant> {
         self.by_id.values().filter_map(|l| l.wake_at()).min()
     }
