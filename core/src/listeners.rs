@@ -6,6 +6,9 @@
 //!   the set, and `change` keeps the key; no two listeners share a key;
 //! * ids are never reused, so an id held elsewhere names this listener or
 //!   none;
+//! * a listener's socket, once bound, is never replaced until the listener
+//!   is removed (only a listener without one binds), so its id, which is
+//!   also its epoll token (`events`), names that one socket;
 //! * `udp_builtin_ports` holds the ports of the UDP builtin listeners,
 //!   recomputed whenever the table changes;
 //! * a listener is polled only `Listening` or `Paused` with a socket (and
@@ -272,6 +275,7 @@ impl Listener {
             (false, _) => Sameness::Different,
         }
     }
+
     pub fn socket(&self) -> Option<BorrowedFd<'_>> {
         self.sock.as_ref().map(|s| s.as_fd())
     }
@@ -389,6 +393,10 @@ impl Listener {
     /// Binds now; on failure the listener is `Failed`, to be retried after
     /// the delay for `attempt`.
     pub fn bind(&mut self, core_uid: u32, attempt: u32) -> Result<(), BindError> {
+        // Bound already: the socket stays the listener's (see the header).
+        if self.sock.is_some() {
+            return Ok(());
+        }
         match bind_spec(&self.spec.bind, self.spec.socket_type, core_uid) {
             Ok((sock, file)) => {
                 self.sock = Some(sock);
@@ -858,6 +866,26 @@ mod tests {
     fn a_listener_stays_small() {
         assert!(std::mem::size_of::<Listener>() <= 368);
         assert!(std::mem::size_of::<ListenerLimits>() <= 56);
+    }
+
+    /// A bound listener keeps its socket: its epoll token names that one.
+    #[test]
+    fn a_socket_is_the_listeners_for_its_life() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let a = spec(port);
+        let mut t = ListenerTable::default();
+        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let l = t.get_mut(id).unwrap();
+        l.bind(uid, 0).unwrap();
+        let fd = l.socket().unwrap().as_raw_fd();
+        l.bind(uid, 0).unwrap();
+        assert_eq!(l.socket().unwrap().as_raw_fd(), fd);
+        assert_eq!(l.state(), &State::Listening);
     }
 
     #[test]
