@@ -81,15 +81,20 @@ pub struct ExecImage {
 }
 
 impl ExecImage {
-    fn new(path: CString, argv: Vec<CString>) -> Self {
-        let argc = u32::try_from(argv.len()).unwrap_or(u32::MAX);
-        let mut strings = path.into_bytes_with_nul();
-        for a in argv {
-            strings.extend_from_slice(a.as_bytes_with_nul());
+    /// From strings without a NUL byte (checked by the caller), in one
+    /// allocation of the exact size.
+    fn new<'a>(path: &'a [u8], argv: impl Iterator<Item = &'a [u8]> + Clone) -> Self {
+        let len = path.len() + 1 + argv.clone().map(|a| a.len() + 1).sum::<usize>();
+        let mut strings = Vec::with_capacity(len);
+        let mut argc = 0u32;
+        for s in std::iter::once(path).chain(argv) {
+            strings.extend_from_slice(s);
+            strings.push(0);
+            argc += 1;
         }
         ExecImage {
             strings: strings.into_boxed_slice(),
-            argc,
+            argc: argc - 1,
         }
     }
 
@@ -182,11 +187,16 @@ pub fn controller(
 ) -> (Identity, ExecImage) {
     let (uid, gid, groups) = ids;
     let identity = Identity::new(uid, gid, groups, change_ids, true);
-    (identity, ExecImage::new(path, argv))
+    let argv = argv.iter().map(|a| a.as_bytes());
+    (identity, ExecImage::new(path.as_bytes(), argv))
 }
 
-fn cstring(what: &str, s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+/// `Err` if `s` has a NUL byte: it could not be a C string.
+fn no_nul(what: &str, s: &str) -> Result<(), String> {
+    match s.contains('\0') {
+        true => Err(format!("{what} contains a NUL byte")),
+        false => Ok(()),
+    }
 }
 
 /// `Err` unless `what` is at most `max` bytes long.
@@ -269,20 +279,20 @@ fn check_action(spec: &ListenerSpec) -> Result<Program, String> {
             if !path.starts_with('/') {
                 return Err("server path is not absolute".into());
             }
-            let cpath = cstring("server path", path)?;
+            no_nul("server path", path)?;
             if argv.is_empty() {
                 return Err("empty argv".into());
             }
             not_too_many("arguments", argv.len(), MAX_ARGS)?;
-            let mut cargv = Vec::with_capacity(argv.len());
             for a in argv {
                 not_too_long("argument", a, MAX_ARG_LEN)?;
-                cargv.push(cstring("an argument", a)?);
+                no_nul("an argument", a)?;
             }
             if spec.socket_type == SocketType::Dgram && !spec.wait {
                 return Err("a dgram service must be wait".into());
             }
-            Ok(Program::Exec(ExecImage::new(cpath, cargv)))
+            let argv = argv.iter().map(|a| a.as_bytes());
+            Ok(Program::Exec(ExecImage::new(path.as_bytes(), argv)))
         }
         Action::Builtin(b) => {
             if spec.socket_type == SocketType::Seqpacket {
