@@ -131,7 +131,7 @@ mod tests {
     /// `s` as the listener table keeps it.
     fn kept(s: &ListenerSpec) -> Spec {
         let prep = crate::validate::validate(s, &root_policy()).unwrap();
-        Spec::new(s.clone(), &prep)
+        Spec::new(s, &prep)
     }
     use inetd_protocol::AclRule;
 

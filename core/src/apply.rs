@@ -213,7 +213,7 @@ fn carry_out(
     match step {
         Step::Reject(reason) => rejected(&spec, reason),
         Step::Add => {
-            let Some(id) = table.insert(spec.clone(), prep) else {
+            let Some(id) = table.insert(&spec, prep) else {
                 return inconsistent(&spec);
             };
             let Some(l) = table.get_mut(id) else {
@@ -237,7 +237,7 @@ fn carry_out(
                 return inconsistent(&spec);
             };
             let is_change = step == Step::Change;
-            if step != Step::Unchanged && !table.change(id, spec.clone(), prep) {
+            if step != Step::Unchanged && !table.change(id, &spec, prep) {
                 return inconsistent(&spec);
             }
             let Some(l) = table.get_mut(id) else {

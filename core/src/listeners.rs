@@ -138,19 +138,20 @@ pub struct Spec {
 impl Spec {
     /// The spec of `s` as kept; its action and ids are left to `prep`,
     /// which validation made from `s`.
-    pub fn new(s: ListenerSpec, prep: &Prepared) -> Spec {
-        let label: Rc<str> = s.label.into();
+    pub fn new(s: &ListenerSpec, prep: &Prepared) -> Spec {
+        let label: Rc<str> = s.label.as_str().into();
         let log_label = match escape_log(&label, LOG_LABEL) {
             std::borrow::Cow::Borrowed(_) => None,
             std::borrow::Cow::Owned(e) => Some(e.into()),
         };
-        let groups = (s.creds.groups != prep.identity().groups()).then(|| s.creds.groups.into());
+        let groups =
+            (s.creds.groups != prep.identity().groups()).then(|| s.creds.groups[..].into());
         Spec {
-            bind: s.bind,
+            bind: s.bind.clone(),
             socket_type: s.socket_type,
             wait: s.wait,
             limits: s.limits,
-            acl: s.acl.map(Box::new),
+            acl: s.acl.clone().map(Box::new),
             label,
             log_label,
             groups,
@@ -499,7 +500,7 @@ impl Keyed<'_> {
     /// Adds a listener, not bound yet; `None` if its key is taken (the
     /// caller planned against this table: a bug, refused, not a second
     /// listener on one key).
-    pub fn insert(&mut self, spec: ListenerSpec, prep: Prepared) -> Option<ListenerId> {
+    pub fn insert(&mut self, spec: &ListenerSpec, prep: Prepared) -> Option<ListenerId> {
         let key = spec.key();
         if self.by_key.contains_key(&key) {
             return None;
@@ -545,7 +546,7 @@ impl Keyed<'_> {
     }
 
     /// See [`ListenerTable::change`].
-    pub fn change(&mut self, id: ListenerId, spec: ListenerSpec, prep: Prepared) -> bool {
+    pub fn change(&mut self, id: ListenerId, spec: &ListenerSpec, prep: Prepared) -> bool {
         self.table.change(id, spec, prep)
     }
 
@@ -570,7 +571,7 @@ impl Current for Keyed<'_> {
 impl ListenerTable {
     /// A new spec for listener `id`, with the same key (new connections get
     /// it; socket, state and counters stay); false if that cannot be.
-    pub fn change(&mut self, id: ListenerId, spec: ListenerSpec, prep: Prepared) -> bool {
+    pub fn change(&mut self, id: ListenerId, spec: &ListenerSpec, prep: Prepared) -> bool {
         let Some(l) = self.by_id.get_mut(&id) else {
             return false;
         };
@@ -748,7 +749,7 @@ mod tests {
 
     /// One-off uses of a keyed view, for the tests that are not about it.
     impl ListenerTable {
-        pub(crate) fn insert(&mut self, spec: ListenerSpec, prep: Prepared) -> Option<ListenerId> {
+        pub(crate) fn insert(&mut self, spec: &ListenerSpec, prep: Prepared) -> Option<ListenerId> {
             self.keyed().insert(spec, prep)
         }
 
@@ -766,13 +767,13 @@ mod tests {
         let mut t = ListenerTable::default();
         let (a, b) = (spec(7001), spec(7002));
         let mut k = t.keyed();
-        let ia = k.insert(a.clone(), prep(&a)).unwrap();
-        let ib = k.insert(b.clone(), prep(&b)).unwrap();
+        let ia = k.insert(&a, prep(&a)).unwrap();
+        let ib = k.insert(&b, prep(&b)).unwrap();
         consistent(&k);
         assert_ne!(ia, ib);
         assert_eq!(k.id_of(&a.key()), Some(ia));
         // A second listener on one key is refused, and nothing changes.
-        assert!(k.insert(a.clone(), prep(&a)).is_none());
+        assert!(k.insert(&a, prep(&a)).is_none());
         consistent(&k);
         assert_eq!(k.table.len(), 2);
         // Removed, then added again: a new id, never the old one.
@@ -780,7 +781,7 @@ mod tests {
         assert!(k.remove(&a.key()).is_none());
         consistent(&k);
         assert!(k.table.get(ia).is_none());
-        let ia2 = k.insert(a.clone(), prep(&a)).unwrap();
+        let ia2 = k.insert(&a, prep(&a)).unwrap();
         assert!(ia2 != ia && ia2 != ib);
         consistent(&k);
         assert_eq!(k.keys().len(), 2);
@@ -788,7 +789,7 @@ mod tests {
         let mut k = t.keyed();
         consistent(&k);
         assert_eq!(k.id_of(&b.key()), Some(ib));
-        assert!(k.insert(b.clone(), prep(&b)).is_none());
+        assert!(k.insert(&b, prep(&b)).is_none());
         assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), [ib, ia2]);
     }
 
@@ -796,13 +797,13 @@ mod tests {
     fn a_change_keeps_the_key() {
         let mut t = ListenerTable::default();
         let a = spec(7001);
-        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let id = t.insert(&a, prep(&a)).unwrap();
         let mut a2 = a.clone();
         a2.label = "new\nlabel".into();
-        assert!(t.change(id, a2.clone(), prep(&a2)));
+        assert!(t.change(id, &a2, prep(&a2)));
         assert_eq!(t.get(id).unwrap().label(), "new\\nlabel");
         let other = spec(7002);
-        assert!(!t.change(id, other.clone(), prep(&other)), "another key");
+        assert!(!t.change(id, &other, prep(&other)), "another key");
         assert_eq!(t.get(id).unwrap().to_spec(), a2);
         consistent(&t.keyed());
     }
@@ -831,7 +832,7 @@ mod tests {
         b.action = Action::Builtin(Builtin::Daytime);
         let mut t = ListenerTable::default();
         for s in [&a, &b] {
-            let id = t.insert(s.clone(), prep(s)).unwrap();
+            let id = t.insert(s, prep(s)).unwrap();
             let l = t.get(id).unwrap();
             assert_eq!(&l.to_spec(), s);
             assert_eq!(l.compare(s), Sameness::Same);
@@ -878,7 +879,7 @@ mod tests {
             .port();
         let a = spec(port);
         let mut t = ListenerTable::default();
-        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let id = t.insert(&a, prep(&a)).unwrap();
         let uid = nix::unistd::geteuid().as_raw();
         let l = t.get_mut(id).unwrap();
         l.bind(uid, 0).unwrap();
@@ -892,9 +893,9 @@ mod tests {
     fn udp_builtin_ports_follow_the_table() {
         let mut t = ListenerTable::default();
         let (u1, u2, tcp) = (udp_builtin(7), udp_builtin(19), spec(13));
-        t.insert(u2.clone(), prep(&u2));
-        t.insert(tcp.clone(), prep(&tcp));
-        let id = t.insert(u1.clone(), prep(&u1)).unwrap();
+        t.insert(&u2, prep(&u2));
+        t.insert(&tcp, prep(&tcp));
+        let id = t.insert(&u1, prep(&u1)).unwrap();
         assert_eq!(t.udp_builtin_ports(), &[7, 19]);
         // Changed into an exec service: no longer a builtin port.
         let mut exec = u1.clone();
@@ -903,7 +904,7 @@ mod tests {
             argv: vec!["cat".into()],
         };
         exec.wait = true;
-        assert!(t.change(id, exec.clone(), prep(&exec)));
+        assert!(t.change(id, &exec, prep(&exec)));
         assert_eq!(t.udp_builtin_ports(), &[19]);
         t.remove(&u2.key());
         assert!(t.udp_builtin_ports().is_empty());
@@ -913,7 +914,7 @@ mod tests {
     fn the_state_machine() {
         let mut t = ListenerTable::default();
         let a = spec(7001);
-        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let id = t.insert(&a, prep(&a)).unwrap();
         let l = t.get_mut(id).unwrap();
         assert_eq!(l.state(), &State::Listening);
         // Not bound yet: nothing to poll.

@@ -39,10 +39,10 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 9081 lines
+//! root, this process: core/src: 9082 lines
 //!     accept.rs 437, admission.rs 124, apply.rs 336, backoff.rs 56
 //!     children.rs 513, cli.rs 264, daemon.rs 579, events.rs 218
-//!     exec_path.rs 4, limits.rs 402, link.rs 497, listeners.rs 718
+//!     exec_path.rs 4, limits.rs 402, link.rs 497, listeners.rs 719
 //!     logger.rs 203, main.rs 133, notify.rs 53, peer.rs 84, plan.rs 115
 //!     reply.rs 99, start.rs 593, supervisor.rs 263, syslog.rs 63
 //!     validate.rs 373, sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 90
