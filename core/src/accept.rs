@@ -15,6 +15,7 @@
 //! the listener until a child is reaped.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ use crate::backoff::{self, Backoff};
 use crate::children::ChildTable;
 use crate::limits::Knobs;
 use crate::listeners::{Listener, ListenerId};
-use crate::peer::Peer;
+use crate::peer::{unmap, Peer};
 use crate::sys::child::StatusPipe;
 use crate::sys::net::{self, AcceptError};
 
@@ -139,8 +140,8 @@ impl Acceptor {
                 None => Err(AcceptError::Nothing),
             };
             match accepted {
-                Ok(conn) => {
-                    self.spare_pipe = self.serve_connection(&mut s, conn, pipe);
+                Ok((conn, from)) => {
+                    self.spare_pipe = self.serve_connection(&mut s, conn, from, pipe);
                     if at_children_limit(&s) {
                         held(&mut s);
                         return;
@@ -174,9 +175,10 @@ impl Acceptor {
         &mut self,
         s: &mut Serving<'_>,
         conn: OwnedFd,
+        from: Option<SocketAddr>,
         pipe: StatusPipe,
     ) -> Option<StatusPipe> {
-        let Some(peer) = peer_of(s.l, &conn) else {
+        let Some(peer) = peer_of(s.l, &conn, from) else {
             return Some(pipe);
         };
         let now = Instant::now();
@@ -380,8 +382,10 @@ fn refuse_waiting(s: &mut Serving<'_>, now: Instant, max: usize) {
             net::discard_datagram(fd);
             src
         } else {
-            let Ok(conn) = net::accept(fd) else { return };
-            match net::peer_inet(conn.as_fd()) {
+            let Ok((_conn, from)) = net::accept(fd) else {
+                return;
+            };
+            match from {
                 Some(p) => p,
                 None => continue,
             }
@@ -391,7 +395,7 @@ fn refuse_waiting(s: &mut Serving<'_>, now: Instant, max: usize) {
 }
 
 /// A datagram's (or a refused connection's) source as a peer, for the log.
-fn source_peer(src: std::net::SocketAddr) -> Peer {
+fn source_peer(src: SocketAddr) -> Peer {
     Peer::Inet {
         peer: src,
         local: src,
@@ -416,22 +420,39 @@ fn first_datagram_admitted(s: &mut Serving<'_>, now: Instant) -> bool {
     false
 }
 
-/// The peer of an accepted connection, or `None` (logged) if it is gone.
-fn peer_of(l: &Listener, conn: &OwnedFd) -> Option<Peer> {
-    if matches!(l.spec().bind, Bind::Unix { .. }) {
-        return match net::peer_cred(conn.as_fd()) {
-            Ok((pid, uid, gid)) => Some(Peer::Unix { pid, uid, gid }),
-            Err(e) => {
-                debug!("{}: connection without peer credentials: {e}", l.label());
-                None
-            }
-        };
-    }
-    match (net::peer_inet(conn.as_fd()), net::local_inet(conn.as_fd())) {
+/// The peer of an accepted connection (`from`: its address as accept
+/// gave it), or `None` (logged) if it is gone.
+fn peer_of(l: &Listener, conn: &OwnedFd, from: Option<SocketAddr>) -> Option<Peer> {
+    let bound = match l.spec().bind {
+        Bind::Unix { .. } => {
+            return match net::peer_cred(conn.as_fd()) {
+                Ok((pid, uid, gid)) => Some(Peer::Unix { pid, uid, gid }),
+                Err(e) => {
+                    debug!("{}: connection without peer credentials: {e}", l.label());
+                    None
+                }
+            };
+        }
+        Bind::Inet { addr, port, .. } => SocketAddr::new(addr, port),
+    };
+    let peer = from.or_else(|| net::peer_inet(conn.as_fd()));
+    match (peer, local_of(bound, conn)) {
         (Some(peer), Some(local)) => Some(Peer::Inet { peer, local }),
         _ => {
             debug!("{}: connection gone before it was served", l.label());
             None
         }
+    }
+}
+
+/// The local address of a connection accepted on a listener bound to
+/// `bound`: that address itself, unless it is a wildcard (`0.0.0.0`,
+/// `::`, or `::ffff:0.0.0.0`), whose connections each have their own,
+/// asked of the kernel.
+fn local_of(bound: SocketAddr, conn: &OwnedFd) -> Option<SocketAddr> {
+    if unmap(bound.ip()).is_unspecified() {
+        net::local_inet(conn.as_fd())
+    } else {
+        Some(bound)
     }
 }

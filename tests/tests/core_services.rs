@@ -3,10 +3,10 @@
 //! (docs/inetd-core.md: the child path, start and reload).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use inetd_protocol::{ListenerState, Outcome};
+use inetd_protocol::{IpMode, ListenerState, Outcome, SocketType};
 use inetd_tests::*;
 
 fn udp_client() -> UdpSocket {
@@ -112,6 +112,35 @@ fn dual_stack_listener_shows_plain_ipv4_and_ipv6_peers() {
         core.log().contains(&format!("127.0.0.1:{}", me.port()))
     });
     assert!(!core.log().contains("::ffff:"), "{}", core.log());
+}
+
+/// A listener bound to one address gives its children that address as
+/// the local one; a wildcard listener, the address each client connected
+/// to.
+#[test]
+fn the_local_address_is_the_one_connected_to() {
+    let core = Core::start();
+    let (p1, p2) = (free_port(), free_port());
+    let v4 = |a: [u8; 4], port| {
+        inet_spec(
+            IpAddr::V4(Ipv4Addr::from(a)),
+            port,
+            IpMode::V4,
+            SocketType::Stream,
+        )
+    };
+    let r = core.apply(vec![v4([0, 0, 0, 0], p1), v4([127, 0, 0, 3], p2)]);
+    assert_eq!(r.outcomes, vec![Outcome::Added, Outcome::Added]);
+    for (ip, port) in [("127.0.0.2", p1), ("127.0.0.5", p1), ("127.0.0.3", p2)] {
+        let mut s = connect_to(SocketAddr::new(ip.parse().unwrap(), port)).unwrap();
+        let me = s.local_addr().unwrap();
+        let env = Report::read_from(&mut s).env();
+        assert_eq!(env["TCPLOCALIP"], ip, "{env:?}");
+        assert_eq!(env["TCPLOCALPORT"], port.to_string(), "{env:?}");
+        assert_eq!(env["TCPREMOTEIP"], me.ip().to_string(), "{env:?}");
+        assert_eq!(env["TCPREMOTEPORT"], me.port().to_string(), "{env:?}");
+        assert_eq!(env["REMOTE_PORT"], me.port().to_string(), "{env:?}");
+    }
 }
 
 #[test]
