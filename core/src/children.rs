@@ -3,8 +3,9 @@
 //! their listener. Invariants, kept here:
 //! * a child is in the table from fork (the table itself spawns) until it
 //!   is reaped, so a pid the core signals cannot have been reused;
-//! * only this table reaps, and only a child it has looked at first while
-//!   it was still a zombie (see [`ChildTable::reap`]);
+//! * only this table reaps; while any child is being stopped, only a child
+//!   it has looked at first while it was still a zombie (see
+//!   [`ChildTable::reap`]);
 //! * `per_listener[id]` counts the live children of listener `id`;
 //! * `stopping` holds the children asked to stop and not reaped yet.
 //!
@@ -322,24 +323,36 @@ impl ChildTable {
         c.failure(pid, status)
     }
 
-    /// Reaps every child that has ended. Each is looked at while it is
-    /// still a zombie: a leader that was asked to stop takes what is left
-    /// of its group with it (SIGKILL) before it is reaped, the last moment
-    /// its group can be named safely. A pid the table does not know (none
-    /// is expected) is logged and reaped.
+    /// Reaps every child that has ended. While any child is being
+    /// stopped, each is looked at while it is still a zombie: a leader that
+    /// was asked to stop takes what is left of its group with it (SIGKILL)
+    /// before it is reaped, the last moment its group can be named safely.
+    /// Otherwise no child needs that look, and each is reaped in one call.
+    /// A pid the table does not know (none is expected) is logged and
+    /// reaped.
     /// What was reaped is appended to `out`, which the caller keeps.
     pub fn reap(&mut self, out: &mut Vec<Reaped>) {
-        while let Some(pid) = sys::ended_child() {
-            if let (Some(c), Some(Some(_))) = (self.children.get(&pid), self.stopping.get(&pid)) {
-                if c.holder {
-                    let _ = signal(pid, c, libc::SIGKILL);
+        loop {
+            let (pid, status) = if self.stopping.is_empty() {
+                match sys::reap_any() {
+                    Some(r) => r,
+                    None => break,
                 }
-            }
-            let Some(status) = sys::reap(pid) else {
-                // Not ours to reap after all (cannot happen): stop here
-                // rather than loop on it.
-                warn!("could not reap pid={pid}");
-                break;
+            } else {
+                let Some(pid) = sys::ended_child() else { break };
+                if let (Some(c), Some(Some(_))) = (self.children.get(&pid), self.stopping.get(&pid))
+                {
+                    if c.holder {
+                        let _ = signal(pid, c, libc::SIGKILL);
+                    }
+                }
+                let Some(status) = sys::reap(pid) else {
+                    // Not ours to reap after all (cannot happen): stop here
+                    // rather than loop on it.
+                    warn!("could not reap pid={pid}");
+                    break;
+                };
+                (pid, status)
             };
             let stopped = self.stopping.remove(&pid).is_some();
             let Some(mut c) = self.children.remove(&pid) else {

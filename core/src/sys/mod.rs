@@ -349,14 +349,44 @@ pub fn signal_fd() -> io::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(nix_err)
 }
 
-/// Appends every pending signal number from the signalfd to `out`.
+/// Most signals taken from the signalfd in one read: more than can be
+/// pending at once (each handled signal is a standard one, pending at most
+/// once for the process and once for its thread).
+const SIGNAL_BATCH: usize = 16;
+
+/// Appends every pending signal number from the signalfd to `out`. One
+/// read takes every pending signal the buffer holds, so a read that does
+/// not fill it has emptied the signalfd: no second read to find nothing.
 pub fn read_signals(sfd: &SignalFd, out: &mut Vec<i32>) -> io::Result<()> {
+    const SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: an all-zero signalfd_siginfo is a valid value of that plain
+    // C struct.
+    let mut buf: [libc::signalfd_siginfo; SIGNAL_BATCH] = unsafe { std::mem::zeroed() };
     loop {
-        match sfd.read_signal() {
-            Ok(Some(info)) => out.push(i32::try_from(info.ssi_signo).unwrap_or(0)),
-            Ok(None) => return Ok(()),
-            Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(nix_err(e)),
+        // SAFETY: `buf` is valid for writes of its whole size.
+        let n = unsafe {
+            libc::read(
+                sfd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                std::mem::size_of_val(&buf),
+            )
+        };
+        if n == -1 {
+            match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => continue,
+                e if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                e => return Err(e),
+            }
+        }
+        // A signalfd reads whole records only.
+        let records = usize::try_from(n).unwrap_or(0) / SIZE;
+        out.extend(
+            buf[..records]
+                .iter()
+                .map(|i| i32::try_from(i.ssi_signo).unwrap_or(0)),
+        );
+        if records < SIGNAL_BATCH {
+            return Ok(());
         }
     }
 }
@@ -405,6 +435,23 @@ pub fn ended_child() -> Option<i32> {
 /// a child killed by a signal nix has no name for (a real-time one) is
 /// reaped like any other.
 pub fn reap(pid: i32) -> Option<ExitStatus> {
+    match wait_nohang(pid) {
+        Some((p, status)) if p == pid => Some(status),
+        _ => None,
+    }
+}
+
+/// Reaps any child that has ended, without looking at it first: its pid
+/// and how it ended, or `None` when none has (or there are no children).
+/// Only for when no child needs a look before it is reaped (see
+/// `children.rs`).
+pub fn reap_any() -> Option<(i32, ExitStatus)> {
+    wait_nohang(-1)
+}
+
+/// `waitpid(pid, WNOHANG)`, retried on EINTR: the pid reaped and its
+/// status, decoded by hand (see [`reap`]).
+fn wait_nohang(pid: i32) -> Option<(i32, ExitStatus)> {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a valid int for waitpid to fill.
@@ -412,14 +459,15 @@ pub fn reap(pid: i32) -> Option<ExitStatus> {
         if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
             continue;
         }
-        if r != pid {
+        if r <= 0 {
             return None;
         }
-        return Some(if libc::WIFSIGNALED(status) {
+        let st = if libc::WIFSIGNALED(status) {
             ExitStatus::Signaled(libc::WTERMSIG(status))
         } else {
             ExitStatus::Exited(libc::WEXITSTATUS(status))
-        });
+        };
+        return Some((r, st));
     }
 }
 
