@@ -15,6 +15,13 @@
 //! token is its id (odd tokens; the others are even), which is never
 //! reused, and a listener's socket is its own for its life, so the token
 //! names that one socket. The few other sources have tokens of a counter.
+//!
+//! The signalfd is the exception to one-shot: the core never closes it
+//! while the loop runs, so its number cannot come to name another file and
+//! no leftover registration of it can exist. It stays armed (level-
+//! triggered) from its registration on, and the loop, which reads it empty
+//! each time it reports, arms nothing again for it: one `epoll_ctl` fewer
+//! per SIGCHLD.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -23,7 +30,7 @@ use std::os::fd::RawFd;
 
 use crate::link::ConnId;
 use crate::listeners::ListenerId;
-use crate::sys::epoll::{self, Epoll, Event};
+use crate::sys::epoll::{self, Epoll, Event, Mode};
 
 pub use crate::sys::epoll::{ERR_HUP, IN, OUT};
 
@@ -61,6 +68,17 @@ pub struct Events {
     buf: Vec<Event>,
 }
 
+impl Tok {
+    /// How its registration behaves after it reported (see the module's
+    /// header).
+    fn mode(self) -> Mode {
+        match self {
+            Tok::Signal => Mode::Persistent,
+            _ => Mode::OneShot,
+        }
+    }
+}
+
 /// The token of listener `id`: odd.
 fn listener_token(id: ListenerId) -> u64 {
     (id.get() << 1) | 1
@@ -91,7 +109,7 @@ impl Events {
                 if r.armed == events || events == 0 {
                     return Ok(());
                 }
-                match self.ep.modify(fd, events, r.token) {
+                match self.ep.modify(fd, events, tok.mode(), r.token) {
                     Ok(()) => {
                         self.set_armed(tok, events);
                         return Ok(());
@@ -109,8 +127,11 @@ impl Events {
             None if events == 0 => return Ok(()),
             None => self.new_token(tok),
         };
-        let added = match self.ep.add(fd, events, token) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.ep.modify(fd, events, token),
+        let mode = tok.mode();
+        let added = match self.ep.add(fd, events, mode, token) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.ep.modify(fd, events, mode, token)
+            }
             r => r,
         };
         if let Err(e) = added {
@@ -189,7 +210,8 @@ impl Events {
     }
 
     /// Waits at most `timeout_ms` (-1: no limit) and appends what reported
-    /// to `out`, each now disarmed. Unknown tokens are left out.
+    /// to `out`, each now disarmed (but the persistent signalfd). Unknown
+    /// tokens are left out.
     pub fn wait(&mut self, timeout_ms: i32, out: &mut Vec<(Tok, u32)>) -> io::Result<()> {
         let n = self.ep.wait(&mut self.buf, timeout_ms)?;
         for e in &self.buf[..n] {
@@ -206,7 +228,9 @@ impl Events {
                     continue;
                 };
                 if let Some(r) = self.regs.get_mut(&tok) {
-                    r.armed = 0;
+                    if tok.mode() == Mode::OneShot {
+                        r.armed = 0;
+                    }
                 }
                 tok
             };
@@ -255,5 +279,27 @@ mod tests {
         // Wanted again: registered again under the same token.
         e.want(l, a.as_raw_fd(), IN).unwrap();
         assert_eq!(ready(&mut e), [(l, IN)]);
+    }
+
+    #[test]
+    fn the_signalfd_stays_armed_and_reports_while_unread() {
+        use std::io::Read;
+        let mut e = Events::new().unwrap();
+        let (mut w, mut r) = UnixStream::pair().unwrap();
+        r.set_nonblocking(true).unwrap();
+        e.want(Tok::Signal, r.as_raw_fd(), IN).unwrap();
+        assert!(ready(&mut e).is_empty());
+        w.write_all(b"x").unwrap();
+        // Reported, and again while unread, with nothing armed again.
+        assert_eq!(ready(&mut e), [(Tok::Signal, IN)]);
+        assert_eq!(ready(&mut e), [(Tok::Signal, IN)]);
+        // Wanting it again changes nothing (no epoll_ctl: still armed).
+        assert_eq!(e.reg(Tok::Signal).map(|r| r.armed), Some(IN));
+        let mut b = [0u8; 8];
+        assert_eq!(r.read(&mut b).unwrap(), 1);
+        assert!(ready(&mut e).is_empty());
+        // A later write reports again, still without being armed again.
+        w.write_all(b"y").unwrap();
+        assert_eq!(ready(&mut e), [(Tok::Signal, IN)]);
     }
 }

@@ -8,6 +8,11 @@
 //! open file (a child between clone and exec, a wait server); one-shot, such
 //! a leftover reports at most once, under a token the loop no longer knows,
 //! instead of making every wait return at once.
+//!
+//! The one exception is a descriptor the loop never closes while it runs
+//! (the signalfd): no leftover of it can outlive its number, so it may stay
+//! armed (`Mode::Persistent`, level-triggered) and costs no `epoll_ctl` per
+//! report. Its reader must empty it each time it reports.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -20,6 +25,16 @@ pub const OUT: u32 = libc::EPOLLOUT as u32;
 pub const ERR_HUP: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
 const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+
+/// How a registration behaves after it reported (see the top of this
+/// file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Disarmed until armed again.
+    OneShot,
+    /// Still armed: only for a descriptor never closed while registered.
+    Persistent,
+}
 
 /// What one wait reported: a token and its events.
 pub type Event = libc::epoll_event;
@@ -51,9 +66,14 @@ impl Epoll {
         Ok(Epoll { fd })
     }
 
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    fn ctl(&self, op: libc::c_int, fd: RawFd, ev: (u32, Mode), token: u64) -> io::Result<()> {
+        let (events, mode) = ev;
         let mut ev = libc::epoll_event {
-            events: events | ONESHOT,
+            events: if mode == Mode::OneShot {
+                events | ONESHOT
+            } else {
+                events
+            },
             u64: token,
         };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call.
@@ -61,14 +81,14 @@ impl Epoll {
     }
 
     /// Registers `fd`, armed for `events`, reported as `token`.
-    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    pub fn add(&self, fd: RawFd, events: u32, mode: Mode, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, (events, mode), token)
     }
 
     /// Arms `fd` again (or for other events); `events` 0 leaves it
     /// registered but disarmed.
-    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    pub fn modify(&self, fd: RawFd, events: u32, mode: Mode, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, (events, mode), token)
     }
 
     /// Waits at most `timeout_ms` (-1: no limit) and fills `out`; returns how
