@@ -31,10 +31,17 @@
 //!   own stack, no allocation, no lock, no C library call (which could
 //!   write the core's `errno`, or run the library's thread machinery, as
 //!   `setresuid` does). It leaves only by `execve` or `exit_group`.
-//! * Signals: every signal is blocked in the core across the clone, so no
-//!   handler can run in the child before step 2 sets every disposition to
-//!   its default; only then is its mask emptied. The core has no handlers
-//!   of its own (signals come through its signalfd).
+//! * Signals: no handler may run in the child before step 2 sets every
+//!   disposition to its default and then empties its mask. The core
+//!   installs none (signals come through its signalfd), but its runtime
+//!   and the C library do (stack overflow, the library's own signals).
+//!   With clone3 the kernel starts the child with every handler reset
+//!   (`CLONE_CLEAR_SIGHAND`, Linux 5.5): a signal that reaches it earlier
+//!   has its default action (it ends or stops the child) or is ignored,
+//!   and the core's mask is not touched. Without clone3 (older kernels, a
+//!   filter that refuses it, elsewhere than x86-64) every signal is
+//!   blocked in the core across the clone instead, and the child inherits
+//!   that mask until step 2.
 //! * Other processes: when the child changes its ids, the kernel sets the
 //!   shared memory's dumpable flag to `fs.suid_dumpable`. With 0 (the
 //!   default) the service's uid can then neither ptrace the child nor open
@@ -62,9 +69,8 @@
 //! `net::LISTENER_FD_BASE` up, and connections get the lowest free numbers.
 //! Until that call the core waits (it must not close the connection, or
 //! reuse its number, while the table is shared): the child is still root
-//! then, with every signal blocked, so no process of a service's uid can
-//! stop it, and the wait is the few microseconds before its first system
-//! call. The id change, and the window in which a service's uid could stop
+//! then, so no process of a service's uid can signal it, and the wait is
+//! the few microseconds before its first system call. The id change, and the window in which a service's uid could stop
 //! the child, come after it.
 //!
 //! Elsewhere than x86-64 and aarch64 (no raw system calls without the C
@@ -74,7 +80,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::child;
 use super::slot::{data_size, fill, page, Header, Slot, STACK};
@@ -184,7 +190,7 @@ impl Spawner {
         unsafe { (*hdr).unshare_below = unshare_below };
         // SAFETY: the slot is ready (see above); `clone_child` is the child
         // path and never returns into the core.
-        let pid = unsafe { clone_child(hdr, slot.base.wrapping_add(page() + STACK))? };
+        let pid = unsafe { clone_child(hdr, slot.base.wrapping_add(page()))? };
         slot.pid = pid;
         Ok((pid, None))
     }
@@ -271,14 +277,92 @@ impl Spawner {
     }
 }
 
-/// Clones the child (`CLONE_VM`, its stack ending at `stack_top`) with
-/// every signal blocked across the call; its pid.
+/// Set once clone3 with `CLONE_CLEAR_SIGHAND` was refused (a kernel before
+/// 5.5, or a filter that refuses clone3): from then on children start
+/// with every signal blocked across `clone` instead.
+static NO_CLONE3: AtomicBool = AtomicBool::new(!super::raw::HAS_CLONE3);
+
+/// Clones the child (`CLONE_VM`, on the stack of `STACK` bytes from
+/// `stack`); its pid. No handler of the core may ever run in the child:
+/// with clone3 the kernel starts it with every handler reset
+/// (`CLONE_CLEAR_SIGHAND`), so a signal that reaches it before its own
+/// reset has its default action or is ignored, and the core's mask is
+/// left alone; without clone3 every signal is blocked in the core across
+/// `clone`, and the child inherits that mask until its reset.
 ///
 /// # Safety
 ///
 /// `hdr` is a slot's header filled by [`fill`], and the slot stays as it
 /// is until the kernel clears `tid`.
-unsafe fn clone_child(hdr: *mut Header, stack_top: *mut u8) -> io::Result<i32> {
+unsafe fn clone_child(hdr: *mut Header, stack: *mut u8) -> io::Result<i32> {
+    // SAFETY: the header is filled and not yet shared.
+    let share = unsafe { (*hdr).unshare_below } > 0;
+    // SAFETY: as for this function.
+    let tried = unsafe { clone3_child(hdr, stack, share) };
+    let pid = match tried {
+        Some(r) => r?,
+        // SAFETY: as for this function.
+        None => unsafe { clone_masked(hdr, stack.wrapping_add(STACK), share)? },
+    };
+    if share {
+        // SAFETY: the header stays mapped while the child may use it.
+        wait_unshared(unsafe { &(*hdr).tid });
+    }
+    Ok(pid)
+}
+
+/// The clone3 path of [`clone_child`]: `None` where clone3 (with
+/// `CLONE_CLEAR_SIGHAND`) is refused, remembered for next time.
+///
+/// # Safety
+///
+/// As for [`clone_child`].
+unsafe fn clone3_child(hdr: *mut Header, stack: *mut u8, share: bool) -> Option<io::Result<i32>> {
+    use super::raw::{CloneArgs, CLONE_CLEAR_SIGHAND};
+    if NO_CLONE3.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut flags = (libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID) as u64 | CLONE_CLEAR_SIGHAND;
+    if share {
+        flags |= libc::CLONE_FILES as u64;
+    }
+    // The word the kernel clears when the child execs or exits.
+    // SAFETY: `hdr` is a live header (the caller's promise).
+    let tid = unsafe { std::ptr::addr_of_mut!((*hdr).tid) };
+    let args = CloneArgs {
+        flags,
+        child_tid: tid as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack as u64,
+        stack_size: STACK as u64,
+        ..CloneArgs::default()
+    };
+    // Why sharing the memory until exec is safe: the top of this file.
+    // SAFETY: the slot's stack and header stay as they are until the
+    // kernel clears `tid`; `clone_entry` never returns into the core.
+    let r = unsafe { super::raw::clone3(&args, clone_entry, hdr.cast()) };
+    if r > 0 {
+        return Some(Ok(r as i32));
+    }
+    let errno = (-r) as i32;
+    if matches!(
+        errno,
+        libc::ENOSYS | libc::EINVAL | libc::EPERM | libc::E2BIG
+    ) {
+        NO_CLONE3.store(true, Ordering::Relaxed);
+        log::debug!("clone3 refused (errno {errno}): children start with clone, every signal blocked across it");
+        return None;
+    }
+    Some(Err(io::Error::from_raw_os_error(errno)))
+}
+
+/// The path of [`clone_child`] without clone3: every signal blocked
+/// across `clone`.
+///
+/// # Safety
+///
+/// As for [`clone_child`]; `stack_top` is the end of the slot's stack.
+unsafe fn clone_masked(hdr: *mut Header, stack_top: *mut u8, share: bool) -> io::Result<i32> {
     // SAFETY: sigfillset on a zeroed set, then sigprocmask with valid sets.
     let old = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -288,8 +372,6 @@ unsafe fn clone_child(hdr: *mut Header, stack_top: *mut u8) -> io::Result<i32> {
         old
     };
     let mut flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
-    // SAFETY: the header is filled and not yet shared.
-    let share = unsafe { (*hdr).unshare_below } > 0;
     if share {
         flags |= libc::CLONE_FILES;
     }
@@ -313,10 +395,6 @@ unsafe fn clone_child(hdr: *mut Header, stack_top: *mut u8) -> io::Result<i32> {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if pid == -1 {
         return Err(err);
-    }
-    if share {
-        // SAFETY: the header stays mapped while the child may use it.
-        wait_unshared(unsafe { &(*hdr).tid });
     }
     Ok(pid)
 }
@@ -473,6 +551,40 @@ mod tests {
         assert_eq!(lines[2], "NoNewPrivs:\t1");
         assert_eq!(lines[3], "0022");
         assert_eq!(lines[4], "/");
+    }
+
+    fn signal_mask() -> libc::sigset_t {
+        // SAFETY: a zeroed sigset_t is valid; pthread_sigmask with a null
+        // new set only reads the thread's mask into it.
+        unsafe {
+            let mut m: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut m);
+            m
+        }
+    }
+
+    fn same_mask(a: &libc::sigset_t, b: &libc::sigset_t) -> bool {
+        // SAFETY: both are initialised sigsets; sigismember only reads.
+        (1..=64).all(|s| unsafe { libc::sigismember(a, s) == libc::sigismember(b, s) })
+    }
+
+    /// clone3 (where the kernel has it) and the masked clone both start
+    /// children, and neither leaves the caller's signal mask changed. Both
+    /// paths are correct, so other tests running meanwhile may take either.
+    #[test]
+    fn both_clone_paths_start_children_and_leave_the_mask_alone() {
+        let before = signal_mask();
+        let had_clone3 = !NO_CLONE3.load(Ordering::Relaxed);
+        for masked in [false, true] {
+            if masked {
+                NO_CLONE3.store(true, Ordering::Relaxed);
+            }
+            let mut sp = Spawner::new(None);
+            let (st, code, out) = run(&mut sp, c"/bin/sh", &["sh", "-c", "echo $TCPREMOTEPORT"]);
+            assert_eq!((st, code, out.as_str()), (ChildStatus::Started, 0, "7\n"));
+            assert!(same_mask(&before, &signal_mask()), "masked={masked}");
+        }
+        NO_CLONE3.store(!had_clone3, Ordering::Relaxed);
     }
 
     #[test]
