@@ -35,12 +35,25 @@ use crate::sys::net::{self, AcceptError};
 /// listener cannot starve the others.
 const ACCEPT_BATCH: usize = 16;
 
+/// After a listener's queue held one connection at a time, this many
+/// rounds take one connection each without the accept that would find
+/// nothing; the round after drains the queue again, to see whether that
+/// still holds.
+const ONE_AT_A_TIME: u8 = 15;
+
 pub struct Acceptor {
     pause_until: Option<Instant>,
     backoff: Backoff,
     in_burst: bool,
     /// Made before an accept that found nothing; kept for the next.
     spare_pipe: Option<StatusPipe>,
+    /// Rounds left that take one connection and stop (see
+    /// [`ONE_AT_A_TIME`]): one client at a time, whose connection is all
+    /// there is when its listener reports, needs no second accept to find
+    /// the queue empty. A connection left queued is not missed: the
+    /// listener's registration is armed again after every round, and
+    /// reports at once while its queue is not empty.
+    one_at_a_time: u8,
 }
 
 impl Default for Acceptor {
@@ -50,6 +63,7 @@ impl Default for Acceptor {
             backoff: Backoff::new(backoff::ACCEPT_PAUSE_FIRST, backoff::ACCEPT_PAUSE_MAX),
             in_burst: false,
             spare_pipe: None,
+            one_at_a_time: 0,
         }
     }
 }
@@ -133,7 +147,9 @@ impl Acceptor {
             self.spawn_holder(&mut s);
             return;
         }
-        for _ in 0..ACCEPT_BATCH {
+        let single = self.one_at_a_time > 0;
+        self.one_at_a_time = self.one_at_a_time.saturating_sub(1);
+        for took in 0..ACCEPT_BATCH {
             let Some(pipe) = self.pipe() else { return };
             let accepted = match s.l.socket() {
                 Some(sock) => net::accept(sock),
@@ -146,9 +162,16 @@ impl Acceptor {
                         held(&mut s);
                         return;
                     }
+                    if single {
+                        return;
+                    }
                 }
                 Err(AcceptError::Nothing) => {
                     self.spare_pipe = Some(pipe);
+                    // The queue held one connection: the next rounds take
+                    // one each (see `one_at_a_time`); more: every round
+                    // drains.
+                    self.one_at_a_time = if took == 1 { ONE_AT_A_TIME } else { 0 };
                     return;
                 }
                 Err(AcceptError::Resources(e)) => {
