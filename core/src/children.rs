@@ -162,6 +162,10 @@ pub struct ChildTable {
     env: Vec<u8>,
     /// The core's argument area, where a builtin child writes its name.
     args: Option<ArgArea>,
+    /// The core had children when the table was made (inherited across
+    /// the exec that started it): the table may be empty while children
+    /// are left to reap.
+    strangers: bool,
 }
 
 /// What a builtin child is called in `ps` and `pgrep`.
@@ -196,6 +200,7 @@ impl ChildTable {
             spawner: Spawner::default(),
             env: Vec::with_capacity(512),
             args: title::ArgArea::of_self(),
+            strangers: sys::has_children(),
         }
     }
 
@@ -328,11 +333,15 @@ impl ChildTable {
     /// was asked to stop takes what is left of its group with it (SIGKILL)
     /// before it is reaped, the last moment its group can be named safely.
     /// Otherwise no child needs that look, and each is reaped in one call.
-    /// A pid the table does not know (none is expected) is logged and
-    /// reaped.
+    /// A pid the table does not know (none is expected: the table records
+    /// every child the core starts) is logged and reaped.
     /// What was reaped is appended to `out`, which the caller keeps.
     pub fn reap(&mut self, out: &mut Vec<Reaped>) {
-        loop {
+        // Every child the core starts is in the table from its clone on,
+        // so once the table is empty there is nothing left to reap (unless
+        // the core inherited children from before its exec): no call to
+        // find none.
+        while !self.children.is_empty() || self.strangers {
             let (pid, status) = if self.stopping.is_empty() {
                 match sys::reap_any() {
                     Some(r) => r,

@@ -136,3 +136,45 @@ fn with_many_listeners_a_child_gets_only_its_connection() {
     }
     assert_eq!(core.status().listeners.len(), 300);
 }
+
+/// Connections one at a time, then many at once: after the serial ones
+/// the core takes one connection per round without looking for more, and
+/// every connection queued meanwhile is still served.
+#[test]
+fn a_burst_after_serial_connections_is_served_whole() {
+    let core = Core::start();
+    let port = free_port();
+    assert_eq!(core.apply(vec![tcp4(port)]).outcomes, vec![Outcome::Added]);
+    for _ in 0..20 {
+        let rep = Report::read_from(&mut connect4(port).unwrap());
+        assert_eq!(rep.env()["TCPLOCALPORT"], port.to_string());
+    }
+    let burst: Vec<_> = (0..40).map(|_| connect4(port).unwrap()).collect();
+    for mut c in burst {
+        let me = c.local_addr().unwrap();
+        let rep = Report::read_from(&mut c);
+        assert_eq!(rep.env()["TCPREMOTEPORT"], me.port().to_string());
+    }
+}
+
+/// A child the core did not start, inherited from the process it replaced
+/// (`sleep & exec inetd-core`), is reaped when it ends, though the core's
+/// table of children is empty.
+#[test]
+fn an_inherited_child_is_reaped() {
+    let core = Core::start_with(CoreOptions {
+        shell_prefix: Some("sleep 0.5 &".into()),
+        ..CoreOptions::default()
+    });
+    let pid = core.pid();
+    wait_for(
+        "the inherited child to end and be reaped",
+        Duration::from_secs(10),
+        || children_of(pid).is_empty(),
+    );
+    assert!(
+        core.log().contains("reaped unknown child"),
+        "{}",
+        core.log()
+    );
+}

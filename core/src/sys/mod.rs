@@ -431,6 +431,18 @@ pub fn ended_child() -> Option<i32> {
     }
 }
 
+/// Whether the process has any child at all (ended or not), taken from
+/// waitid's ECHILD; nothing is reaped.
+pub fn has_children() -> bool {
+    // SAFETY: an all-zero siginfo_t is a valid value of that plain C
+    // struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is a valid, exclusively borrowed siginfo_t.
+    let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
+    r != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
+}
+
 /// Reaps child `pid`, which [`ended_child`] reported. Decoded by hand, so
 /// a child killed by a signal nix has no name for (a real-time one) is
 /// reaped like any other.
