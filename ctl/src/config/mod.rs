@@ -266,16 +266,15 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
             path: path.clone(),
             mtime: *mtime,
         });
-        let records = lexer::records(data);
         let mut state = entry::FileState::default();
-        for record in records {
+        lexer::each_record(data, |record| {
             let out = entry::parse_record(shown, index, record, &mut state, &mut names, options);
             match out {
                 entry::Outcome::None => {}
                 entry::Outcome::Error(d) => diags.push((index, d)),
                 entry::Outcome::Parsed(p) => parsed.push(p),
             }
-        }
+        });
     }
 
     overlap::resolve(&mut parsed);
@@ -536,8 +535,13 @@ fn read_file(path: &Path) -> Result<FileData, ConfigError> {
         source: e,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
-    let mtime = file.metadata().and_then(|m| m.modified()).ok();
-    let mut data = Vec::new();
+    let meta = file.metadata();
+    let mtime = meta.as_ref().ok().and_then(|m| m.modified().ok());
+    // Sized from the file's length (`take` hides it from `read_to_end`),
+    // so the text, which the configuration keeps, is held without a
+    // doubling vector's spare room.
+    let size = meta.map_or(0, |m| m.len()).min(MAX_FILE + 1);
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
     file.take(MAX_FILE + 1)
         .read_to_end(&mut data)
         .map_err(read_err)?;
