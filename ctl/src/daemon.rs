@@ -22,7 +22,7 @@ use crate::config::{
     self, AccessFiles, Config, ConfigError, ConfigFile, NameSources, Reloaded, Severity,
     SourcePrefix,
 };
-use crate::corelink::{CoreLink, LinkError};
+use crate::corelink::{ApplyRequest, CoreLink, LinkError};
 use crate::ctlserver::Request;
 use crate::notify::Notifier;
 use crate::plan::{plan, result_of, should_apply, summarize, with_drop_in, Identity, Mode, Plan};
@@ -598,8 +598,8 @@ impl Daemon {
         let Some(link) = self.link.as_mut() else {
             return Err(LinkError::Down("the core is not connected".into()));
         };
-        let answer = link.request(&CoreRequest::Apply {
-            listeners: plan.specs(entries),
+        let answer = link.request(&ApplyRequest::Apply {
+            listeners: plan.send.iter().map(|p| p.spec(entries)).collect(),
         });
         if let Ok(CoreResponse::Applied(r)) = &answer {
             self.in_step = r.outcomes.len() == plan.send.len()
