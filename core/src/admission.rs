@@ -10,9 +10,10 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use inetd_protocol::{Acl, ListenerSpec};
+use inetd_protocol::Acl;
 
 use crate::limits::{Knobs, ListenerLimits, SourceKey, SourceRefusal};
+use crate::listeners::Spec;
 use crate::peer::{unmap, Peer};
 
 /// Why a connection is closed without a child.
@@ -48,7 +49,7 @@ impl Refusal {
 /// counts, then the service's rate. `Ok` carries the source to charge the
 /// child to, when sources are counted.
 pub fn admit_limits(
-    spec: &ListenerSpec,
+    spec: &Spec,
     state: &mut ListenerLimits,
     peer: &Peer,
     now: Instant,
@@ -71,14 +72,14 @@ pub fn admit_limits(
 
 /// Whether the access list of `spec` admits a datagram from `ip` (a dgram
 /// service's waking datagram).
-pub fn acl_admits(spec: &ListenerSpec, ip: IpAddr) -> bool {
+pub fn acl_admits(spec: &Spec, ip: IpAddr) -> bool {
     spec.acl
         .as_ref()
         .is_none_or(|acl| acl_allows(acl, unmap(ip)))
 }
 
 /// Whether `peer` may start a child of the listener `spec`.
-pub fn admit(spec: &ListenerSpec, peer: &Peer) -> Result<(), Refusal> {
+pub fn admit(spec: &Spec, peer: &Peer) -> Result<(), Refusal> {
     let Peer::Inet { peer, .. } = peer else {
         // Unix peers are judged by the socket's mode and directory.
         return Ok(());
@@ -124,7 +125,14 @@ fn prefix_match(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::tests::spec;
+    use crate::validate::tests::{root_policy, spec};
+    use inetd_protocol::ListenerSpec;
+
+    /// `s` as the listener table keeps it.
+    fn kept(s: &ListenerSpec) -> Spec {
+        let prep = crate::validate::validate(s, &root_policy()).unwrap();
+        Spec::new(s, &prep)
+    }
     use inetd_protocol::AclRule;
 
     fn rule(addr: &str, prefix: u8, allow: bool) -> AclRule {
@@ -168,27 +176,33 @@ mod tests {
     #[test]
     fn admission() {
         let mut s = spec(7000);
-        assert_eq!(admit(&s, &inet("192.0.2.1:4000")), Ok(()));
-        assert_eq!(admit(&s, &inet("192.0.2.1:20")), Err(Refusal::FtpBounce));
+        assert_eq!(admit(&kept(&s), &inet("192.0.2.1:4000")), Ok(()));
+        assert_eq!(
+            admit(&kept(&s), &inet("192.0.2.1:20")),
+            Err(Refusal::FtpBounce)
+        );
         s.acl = Some(Acl {
             rules: vec![rule("192.0.2.0", 24, true)],
             default_allow: false,
         });
-        assert_eq!(admit(&s, &inet("192.0.2.1:4000")), Ok(()));
+        assert_eq!(admit(&kept(&s), &inet("192.0.2.1:4000")), Ok(()));
         // An IPv4-mapped peer of a dual-stack socket is judged as IPv4.
-        assert_eq!(admit(&s, &inet("[::ffff:192.0.2.1]:4000")), Ok(()));
+        assert_eq!(admit(&kept(&s), &inet("[::ffff:192.0.2.1]:4000")), Ok(()));
         assert_eq!(
-            admit(&s, &inet("198.51.100.1:4000")),
+            admit(&kept(&s), &inet("198.51.100.1:4000")),
             Err(Refusal::AccessList)
         );
         // The ftp-bounce guard comes first.
-        assert_eq!(admit(&s, &inet("192.0.2.1:20")), Err(Refusal::FtpBounce));
+        assert_eq!(
+            admit(&kept(&s), &inet("192.0.2.1:20")),
+            Err(Refusal::FtpBounce)
+        );
         let unix = Peer::Unix {
             pid: 1,
             uid: 2,
             gid: 3,
         };
-        assert_eq!(admit(&s, &unix), Ok(()));
+        assert_eq!(admit(&kept(&s), &unix), Ok(()));
         assert_eq!(Refusal::AccessList.reason(), "access list");
     }
 
@@ -201,16 +215,18 @@ mod tests {
         let t0 = Instant::now();
         let mut st = ListenerLimits::new(&s.limits, t0);
         let (a, b) = (inet("192.0.2.1:4000"), inet("192.0.2.2:4000"));
-        assert!(admit_limits(&s, &mut st, &a, t0, &knobs).unwrap().is_some());
-        assert!(admit_limits(&s, &mut st, &a, t0, &knobs).is_ok());
+        assert!(admit_limits(&kept(&s), &mut st, &a, t0, &knobs)
+            .unwrap()
+            .is_some());
+        assert!(admit_limits(&kept(&s), &mut st, &a, t0, &knobs).is_ok());
         // The source's refusal does not use up the service's rate.
         assert_eq!(
-            admit_limits(&s, &mut st, &a, t0, &knobs),
+            admit_limits(&kept(&s), &mut st, &a, t0, &knobs),
             Err(Refusal::SourceRate)
         );
-        assert!(admit_limits(&s, &mut st, &b, t0, &knobs).is_ok());
+        assert!(admit_limits(&kept(&s), &mut st, &b, t0, &knobs).is_ok());
         assert_eq!(
-            admit_limits(&s, &mut st, &b, t0, &knobs),
+            admit_limits(&kept(&s), &mut st, &b, t0, &knobs),
             Err(Refusal::Rate)
         );
         // Unix peers have no source.
@@ -223,20 +239,23 @@ mod tests {
         u.limits.max_per_source_per_minute = 1;
         let mut st = ListenerLimits::new(&u.limits, t0);
         for _ in 0..5 {
-            assert_eq!(admit_limits(&u, &mut st, &unix, t0, &knobs), Ok(None));
+            assert_eq!(
+                admit_limits(&kept(&u), &mut st, &unix, t0, &knobs),
+                Ok(None)
+            );
         }
     }
 
     #[test]
     fn a_waking_datagram_is_judged_by_the_list() {
         let mut s = spec(7000);
-        assert!(acl_admits(&s, "198.51.100.1".parse().unwrap()));
+        assert!(acl_admits(&kept(&s), "198.51.100.1".parse().unwrap()));
         s.acl = Some(Acl {
             rules: vec![rule("127.0.0.0", 8, true)],
             default_allow: false,
         });
-        assert!(acl_admits(&s, "127.0.0.2".parse().unwrap()));
-        assert!(acl_admits(&s, "::ffff:127.0.0.2".parse().unwrap()));
-        assert!(!acl_admits(&s, "198.51.100.1".parse().unwrap()));
+        assert!(acl_admits(&kept(&s), "127.0.0.2".parse().unwrap()));
+        assert!(acl_admits(&kept(&s), "::ffff:127.0.0.2".parse().unwrap()));
+        assert!(!acl_admits(&kept(&s), "198.51.100.1".parse().unwrap()));
     }
 }

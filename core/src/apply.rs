@@ -27,7 +27,9 @@ use log::{info, warn};
 
 use crate::children::ChildTable;
 use crate::limits::MAX_SOURCE_TABLES;
-use crate::listeners::{describe_bind, log_label, BindError, Listener, ListenerTable, State};
+use crate::listeners::{
+    describe_bind, log_label, BindError, Keyed, Listener, ListenerTable, State,
+};
 use crate::plan::{self, Step};
 use crate::sys;
 use crate::validate::{validate, Prepared};
@@ -103,21 +105,22 @@ pub fn apply(
         .iter()
         .map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
         .collect();
-    let the_plan = plan::plan(&table.specs(), &requested, &verdicts);
+    let mut keyed = table.keyed();
+    let the_plan = plan::plan(&keyed, &requested, &verdicts);
     let changed = !the_plan.removals.is_empty()
         || the_plan
             .steps
             .iter()
             .any(|s| matches!(s, Step::Add | Step::Change | Step::Relabel));
     let named: HashSet<BindKey> = requested.iter().map(ListenerSpec::key).collect();
-    let removed = remove(table, children, the_plan.removals, &named);
+    let removed = remove(&mut keyed, children, the_plan.removals, &named);
     let core_uid = core.uid;
     let outcomes: Vec<Outcome> = requested
         .into_iter()
         .zip(prepared)
         .zip(the_plan.steps)
         .map(|((spec, prep), step)| match prep {
-            Ok(prep) => carry_out(table, children, core_uid, spec, prep, step),
+            Ok(prep) => carry_out(&mut keyed, children, core_uid, spec, prep, step),
             Err(reason) => rejected(&spec, reason),
         })
         .collect();
@@ -154,7 +157,7 @@ fn stop_holder(children: &mut ChildTable, l: &Listener) -> Option<i32> {
 /// reported as removed are those the request does not name (a rejected new
 /// spec's outcome says why).
 fn remove(
-    table: &mut ListenerTable,
+    table: &mut Keyed<'_>,
     children: &mut ChildTable,
     keys: Vec<BindKey>,
     named: &HashSet<BindKey>,
@@ -177,7 +180,7 @@ fn remove(
         if !named.contains(&key) {
             removed.push(Removed {
                 key,
-                label: l.spec().label.clone(),
+                label: l.spec().label().to_owned(),
             });
         }
     }
@@ -199,7 +202,7 @@ fn inconsistent(spec: &ListenerSpec) -> Outcome {
 }
 
 fn carry_out(
-    table: &mut ListenerTable,
+    table: &mut Keyed<'_>,
     children: &mut ChildTable,
     core_uid: u32,
     spec: ListenerSpec,
@@ -210,7 +213,7 @@ fn carry_out(
     match step {
         Step::Reject(reason) => rejected(&spec, reason),
         Step::Add => {
-            let Some(id) = table.insert(spec.clone(), prep) else {
+            let Some(id) = table.insert(&spec, prep) else {
                 return inconsistent(&spec);
             };
             let Some(l) = table.get_mut(id) else {
@@ -234,7 +237,7 @@ fn carry_out(
                 return inconsistent(&spec);
             };
             let is_change = step == Step::Change;
-            if step != Step::Unchanged && !table.change(id, spec.clone(), prep) {
+            if step != Step::Unchanged && !table.change(id, &spec, prep) {
                 return inconsistent(&spec);
             }
             let Some(l) = table.get_mut(id) else {
@@ -297,8 +300,8 @@ pub fn status(
                 reason: l.pause_reason(),
                 until: unix_at(*until),
             },
-            (State::Resting { reason, until }, _) => ListenerState::Failed {
-                reason: reason.clone(),
+            (State::Resting { until, window_s }, _) => ListenerState::Failed {
+                reason: State::resting_reason(*window_s),
                 retry_at: unix_at(*until),
             },
             (
@@ -307,14 +310,14 @@ pub fn status(
                 },
                 _,
             ) => ListenerState::Failed {
-                reason: reason.clone(),
+                reason: reason.to_string(),
                 retry_at: unix_at(*retry_at),
             },
         };
         let mut counters = l.counters;
         counters.children = children.count_for(id);
         listeners.push(ListenerStatus {
-            spec: l.spec().clone(),
+            spec: l.to_spec(),
             state,
             counters,
             last_error: l.last_error.clone(),

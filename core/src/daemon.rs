@@ -275,10 +275,11 @@ impl Daemon {
             self.events.forget(t);
         }
         let ids: Vec<ListenerId> = self.listeners.iter().map(|(id, _)| id).collect();
+        // Each listener's next wake-up is folded in as it is looked at.
+        self.retry_at = None;
         for id in ids {
             self.sync_listener(id, paused);
         }
-        self.retry_at = self.listeners.next_retry();
         let many = self.listeners.iter().nth(MANY_LISTENERS).is_some();
         self.children.set_many_listeners(many);
     }

@@ -90,7 +90,7 @@ mod tests {
             unreachable!()
         };
         let mut table = ListenerTable::default();
-        let id = table.insert(spec, prep).unwrap();
+        let id = table.insert(&spec, prep).unwrap();
         table.get_mut(id).unwrap().bind(0, 0).unwrap();
         let single = SingleThreaded::for_tests();
         let idle = BuiltinIdle {

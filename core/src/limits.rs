@@ -217,10 +217,14 @@ impl SourceTable {
 }
 
 /// Logging once per burst: the first event of a burst is logged, the rest
-/// only counted, until [`BURST_QUIET`] passes without one.
+/// only counted, until [`BURST_QUIET`] passes without one. Boxed at its
+/// first event: most listeners never have one, and pay one pointer.
 #[derive(Debug, Default, Clone)]
-pub struct Burst {
-    last: Option<Instant>,
+pub struct Burst(Option<Box<BurstState>>);
+
+#[derive(Debug, Clone)]
+struct BurstState {
+    last: Instant,
     /// Events since the last one logged.
     unlogged: u64,
 }
@@ -229,14 +233,19 @@ impl Burst {
     /// Notes an event at `now`: `Some(n)` when it is to be logged, `n`
     /// being the events of the previous burst that were not.
     pub fn note(&mut self, now: Instant) -> Option<u64> {
-        let new_burst = self
-            .last
-            .is_none_or(|t| now.saturating_duration_since(t) >= BURST_QUIET);
-        self.last = Some(now);
+        let Some(b) = &mut self.0 else {
+            self.0 = Some(Box::new(BurstState {
+                last: now,
+                unlogged: 0,
+            }));
+            return Some(0);
+        };
+        let new_burst = now.saturating_duration_since(b.last) >= BURST_QUIET;
+        b.last = now;
         if new_burst {
-            Some(std::mem::take(&mut self.unlogged))
+            Some(std::mem::take(&mut b.unlogged))
         } else {
-            self.unlogged += 1;
+            b.unlogged += 1;
             None
         }
     }
@@ -249,18 +258,25 @@ struct PerSource {
     child_source: HashMap<i32, SourceKey>,
 }
 
-/// What one listener's limits remember.
+/// Failed wait servers: their times within the window, oldest first, and
+/// how many times in a row the service was failed (its backoff).
+#[derive(Default)]
+struct WaitFailures {
+    times: VecDeque<Instant>,
+    attempt: u32,
+}
+
+/// What one listener's limits remember. Only the rate window is inline;
+/// the rest exists once it is used, a pointer each until then.
 pub struct ListenerLimits {
     /// When the current rate window started and how many connections (or
     /// wait servers) it has counted.
     rate: Option<(Instant, u32)>,
-    /// Boxed, and only with a per-source limit: most listeners have none,
-    /// and pay one pointer.
+    /// Only with a per-source limit: most listeners have none.
     sources: Option<Box<PerSource>>,
-    /// Failed wait servers within the window, oldest first.
-    failures: VecDeque<Instant>,
-    /// Times in a row the wait service was failed (its backoff).
-    pub failed_attempt: u32,
+    /// From the first failed wait server: most services are not `wait`
+    /// ones and never fail that way.
+    failures: Option<Box<WaitFailures>>,
     pub refusals: Burst,
     pub holds: Burst,
 }
@@ -277,10 +293,7 @@ impl ListenerLimits {
                     child_source: HashMap::new(),
                 })
             }),
-            // Allocated at the first failure: most services are not
-            // `wait` ones and never fail that way.
-            failures: VecDeque::new(),
-            failed_attempt: 0,
+            failures: None,
             refusals: Burst::default(),
             holds: Burst::default(),
         }
@@ -351,25 +364,33 @@ impl ListenerLimits {
     /// A wait server failed at `now`: true when that makes
     /// [`WAIT_FAILURES`] within `window` (the history then starts afresh).
     pub fn wait_failed(&mut self, now: Instant, window: Duration) -> bool {
-        while self
-            .failures
+        let f = &mut self.failures.get_or_insert_with(Box::default).times;
+        while f
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= window)
         {
-            self.failures.pop_front();
+            f.pop_front();
         }
-        self.failures.push_back(now);
-        if self.failures.len() >= WAIT_FAILURES {
-            self.failures.clear();
+        f.push_back(now);
+        if f.len() >= WAIT_FAILURES {
+            f.clear();
             return true;
         }
         false
     }
 
+    /// The wait service is failed once more: the number of times before
+    /// this one (0 the first), which sets its backoff.
+    pub fn next_failed_attempt(&mut self) -> u32 {
+        let f = self.failures.get_or_insert_with(Box::default);
+        let attempt = f.attempt;
+        f.attempt = attempt.saturating_add(1);
+        attempt
+    }
+
     /// A wait server did its work: the failures before it are forgotten.
     pub fn wait_served(&mut self) {
-        self.failures.clear();
-        self.failed_attempt = 0;
+        self.failures = None;
     }
 
     /// Whether sources are counted (the listener has a per-source limit).
@@ -548,6 +569,12 @@ mod tests {
         for _ in 0..9 {
             assert!(!l.wait_failed(t0 + Duration::from_secs(401), w));
         }
+        // The backoff's count of failed times in a row, forgotten when a
+        // server does its work.
+        assert_eq!(l.next_failed_attempt(), 0);
+        assert_eq!(l.next_failed_attempt(), 1);
+        l.wait_served();
+        assert_eq!(l.next_failed_attempt(), 0);
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! The listener table: every listener the core runs, by id and by bind
-//! key, and each listener's state machine. Invariants, kept here alone:
-//! * `by_key[k] == id` exactly when `by_id[id]` exists with key `k`: only
-//!   `insert` and `remove` change the set, and `change` keeps the key;
+//! The listener table: every listener the core runs, by id (and, for the
+//! length of an apply, by bind key: [`Keyed`]), and each listener's state
+//! machine. Invariants, kept here alone:
+//! * while a [`Keyed`] view exists, `by_key[k] == id` exactly when
+//!   `by_id[id]` exists with key `k`: only its `insert` and `remove` change
+//!   the set, and `change` keeps the key; no two listeners share a key;
 //! * ids are never reused, so an id held elsewhere names this listener or
 //!   none;
+//! * a listener's socket, once bound, is never replaced until the listener
+//!   is removed (only a listener without one binds), so its id, which is
+//!   also its epoll token (`events`), names that one socket;
 //! * `udp_builtin_ports` holds the ports of the UDP builtin listeners,
 //!   recomputed whenever the table changes;
 //! * a listener is polled only `Listening` or `Paused` with a socket (and
@@ -22,11 +27,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
-use inetd_protocol::{escape_log, Bind, BindKey, Counters, ListenerSpec, SocketType};
+use inetd_protocol::{
+    escape_log, Acl, Action, Bind, BindKey, Counters, Credentials, Limits, ListenerSpec, SocketType,
+};
 use log::{info, warn};
 
 use crate::backoff;
 use crate::limits::{Knobs, ListenerLimits};
+use crate::plan::{Current, Sameness};
 use crate::sys;
 use crate::sys::net;
 use crate::sys::unixsock::{self, SocketFile, UnixError};
@@ -44,6 +52,19 @@ pub fn log_label(label: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(u64);
 
+impl ListenerId {
+    /// Its number, for an epoll token (`events`).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The id an epoll token names; looked up like any other, so it
+    /// names a listener or none.
+    pub fn from_token(n: u64) -> ListenerId {
+        ListenerId(n)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Bound; polled unless the core pauses every accept.
@@ -52,15 +73,26 @@ pub enum State {
     Waiting { pid: i32 },
     /// Not bound, for `reason`; retried at `retry_at`.
     Failed {
-        reason: String,
+        reason: Box<str>,
         retry_at: Instant,
         attempt: u32,
     },
     /// The rate limit was reached: every connection is closed at once
     /// until `until`.
     Paused { until: Instant },
-    /// Wait servers failed again and again: not polled until `until`.
-    Resting { reason: String, until: Instant },
+    /// [`crate::limits::WAIT_FAILURES`] wait servers failed within the
+    /// rate window of `window_s` seconds: not polled until `until`.
+    Resting { until: Instant, window_s: u64 },
+}
+
+impl State {
+    /// Why a `Resting` listener rests, as the status shows it.
+    pub fn resting_reason(window_s: u64) -> String {
+        format!(
+            "{} wait servers failed within {window_s} s; retrying with backoff",
+            crate::limits::WAIT_FAILURES
+        )
+    }
 }
 
 /// How a bind failed.
@@ -80,32 +112,87 @@ impl BindError {
     }
 }
 
+/// A listener's spec as the core keeps it: what a connection needs at
+/// hand, each string once. The program and the ids are held by the
+/// [`Prepared`] value alone (as the child path needs them), and the
+/// [`ListenerSpec`] a status reports is rebuilt from both
+/// ([`Listener::to_spec`]).
+pub struct Spec {
+    pub bind: Bind,
+    pub socket_type: SocketType,
+    pub wait: bool,
+    pub limits: Limits,
+    /// Boxed: most listeners have none.
+    pub acl: Option<Box<Acl>>,
+    /// Shared with the listener's children (their exit lines name it).
+    label: Rc<str>,
+    /// [`log_label`] of the label, only where it differs from the label
+    /// (a long label, or one with characters to escape).
+    log_label: Option<Rc<str>>,
+    /// The supplementary groups as the controller sent them, only where
+    /// they differ from the prepared identity's (which are sorted, without
+    /// duplicates, and none on a core that is not root).
+    groups: Option<Box<[u32]>>,
+}
+
+impl Spec {
+    /// The spec of `s` as kept; its action and ids are left to `prep`,
+    /// which validation made from `s`.
+    pub fn new(s: &ListenerSpec, prep: &Prepared) -> Spec {
+        let label: Rc<str> = s.label.as_str().into();
+        let log_label = match escape_log(&label, LOG_LABEL) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(e) => Some(e.into()),
+        };
+        let groups =
+            (s.creds.groups != prep.identity().groups()).then(|| s.creds.groups[..].into());
+        Spec {
+            bind: s.bind.clone(),
+            socket_type: s.socket_type,
+            wait: s.wait,
+            limits: s.limits,
+            acl: s.acl.clone().map(Box::new),
+            label,
+            log_label,
+            groups,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn key(&self) -> BindKey {
+        BindKey {
+            bind: self.bind.clone(),
+            socket_type: self.socket_type,
+        }
+    }
+}
+
 pub struct Listener {
-    spec: ListenerSpec,
+    spec: Spec,
     prep: Prepared,
     sock: Option<OwnedFd>,
+    /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
+    nonblocking: bool,
     /// Boxed: only unix listeners have one.
     file: Option<Box<SocketFile>>,
     state: State,
     /// `children` is filled in from the child table for the status.
     pub counters: Counters,
     pub last_error: Option<String>,
-    /// Whether the socket is O_NONBLOCK now (see [`Listener::set_blocking_for`]).
-    nonblocking: bool,
-    /// [`log_label`] of the spec's label, made once per apply and shared
-    /// with the listener's children (their exit lines name it).
-    log_label: Rc<str>,
     /// What the limits remember between connections.
     pub limits: ListenerLimits,
 }
 
 impl Listener {
-    pub fn spec(&self) -> &ListenerSpec {
+    pub fn spec(&self) -> &Spec {
         &self.spec
     }
 
     /// The spec, and what its limits remember, to admit a connection.
-    pub fn spec_and_limits(&mut self) -> (&ListenerSpec, &mut ListenerLimits) {
+    pub fn spec_and_limits(&mut self) -> (&Spec, &mut ListenerLimits) {
         (&self.spec, &mut self.limits)
     }
 
@@ -119,12 +206,75 @@ impl Listener {
 
     /// The label for log lines (see [`log_label`]).
     pub fn label(&self) -> &str {
-        &self.log_label
+        self.spec.log_label.as_ref().unwrap_or(&self.spec.label)
     }
 
     /// The same label, shared: a child records it without copying it.
     pub fn shared_label(&self) -> Rc<str> {
-        Rc::clone(&self.log_label)
+        Rc::clone(self.spec.log_label.as_ref().unwrap_or(&self.spec.label))
+    }
+
+    /// The spec as the controller sent it, rebuilt (for a status).
+    pub fn to_spec(&self) -> ListenerSpec {
+        let s = &self.spec;
+        let id = self.prep.identity();
+        let action = match self.prep.program() {
+            Program::Exec(image) => Action::Exec {
+                path: image.path().to_string_lossy().into_owned(),
+                argv: image
+                    .argv()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+            },
+            Program::Builtin(b) => Action::Builtin(*b),
+        };
+        ListenerSpec {
+            bind: s.bind.clone(),
+            socket_type: s.socket_type,
+            wait: s.wait,
+            action,
+            creds: Credentials {
+                uid: id.uid(),
+                gid: id.gid(),
+                groups: s.groups.as_deref().unwrap_or(id.groups()).to_vec(),
+            },
+            limits: s.limits,
+            acl: s.acl.as_deref().cloned(),
+            label: s.label.to_string(),
+        }
+    }
+
+    /// How this listener compares with `new`, field by field with the
+    /// spec it keeps, without rebuilding it.
+    pub fn compare(&self, new: &ListenerSpec) -> Sameness {
+        let s = &self.spec;
+        let id = self.prep.identity();
+        let action = match (self.prep.program(), &new.action) {
+            (Program::Exec(image), Action::Exec { path, argv }) => {
+                image.path().to_bytes() == path.as_bytes()
+                    && image.argv().len() == argv.len()
+                    && image
+                        .argv()
+                        .zip(argv)
+                        .all(|(a, b)| a.to_bytes() == b.as_bytes())
+            }
+            (Program::Builtin(a), Action::Builtin(b)) => a == b,
+            _ => false,
+        };
+        let same = action
+            && s.bind == new.bind
+            && s.socket_type == new.socket_type
+            && s.wait == new.wait
+            && s.limits == new.limits
+            && s.acl.as_deref() == new.acl.as_ref()
+            && id.uid() == new.creds.uid
+            && id.gid() == new.creds.gid
+            && s.groups.as_deref().unwrap_or(id.groups()) == &new.creds.groups[..];
+        match (same, *s.label == *new.label) {
+            (true, true) => Sameness::Same,
+            (true, false) => Sameness::LabelOnly,
+            (false, _) => Sameness::Different,
+        }
     }
 
     pub fn socket(&self) -> Option<BorrowedFd<'_>> {
@@ -221,16 +371,11 @@ impl Listener {
         if !self.limits.wait_failed(now, knobs.window) {
             return None;
         }
-        let attempt = self.limits.failed_attempt;
-        self.limits.failed_attempt = attempt.saturating_add(1);
+        let attempt = self.limits.next_failed_attempt();
         let d = knobs.wait_backoff(attempt);
         self.state = State::Resting {
-            reason: format!(
-                "{} wait servers failed within {} s; retrying with backoff",
-                crate::limits::WAIT_FAILURES,
-                knobs.window.as_secs()
-            ),
             until: now + d,
+            window_s: knobs.window.as_secs(),
         };
         Some(d)
     }
@@ -249,7 +394,11 @@ impl Listener {
     /// Binds now; on failure the listener is `Failed`, to be retried after
     /// the delay for `attempt`.
     pub fn bind(&mut self, core_uid: u32, attempt: u32) -> Result<(), BindError> {
-        match bind_spec(&self.spec, core_uid) {
+        // Bound already: the socket stays the listener's (see the header).
+        if self.sock.is_some() {
+            return Ok(());
+        }
+        match bind_spec(&self.spec.bind, self.spec.socket_type, core_uid) {
             Ok((sock, file)) => {
                 self.sock = Some(sock);
                 self.file = file.map(Box::new);
@@ -259,7 +408,7 @@ impl Listener {
             }
             Err(e) => {
                 self.state = State::Failed {
-                    reason: e.reason().to_owned(),
+                    reason: e.reason().into(),
                     retry_at: Instant::now() + backoff::bind_retry_delay(attempt),
                     attempt,
                 };
@@ -319,56 +468,117 @@ pub struct ListenerTable {
     /// Boxed: a B-tree node holds up to 11 values and is often half full,
     /// so an inline `Listener` would cost about twice its size.
     by_id: BTreeMap<ListenerId, Box<Listener>>,
-    by_key: HashMap<BindKey, ListenerId>,
     next_id: u64,
     udp_builtin_ports: Vec<u16>,
 }
 
+/// The table with its listeners indexed by bind key, for the length of
+/// an apply: the only time the core looks a listener up by key. The index
+/// is built from the table and dropped with the view; kept between
+/// applies it would cost about as much as a listener's spec.
+pub struct Keyed<'a> {
+    table: &'a mut ListenerTable,
+    by_key: HashMap<BindKey, ListenerId>,
+}
+
 impl ListenerTable {
+    /// The table indexed by key (see [`Keyed`]).
+    pub fn keyed(&mut self) -> Keyed<'_> {
+        let by_key = self
+            .by_id
+            .iter()
+            .map(|(id, l)| (l.spec.key(), *id))
+            .collect();
+        Keyed {
+            table: self,
+            by_key,
+        }
+    }
+}
+
+impl Keyed<'_> {
     /// Adds a listener, not bound yet; `None` if its key is taken (the
     /// caller planned against this table: a bug, refused, not a second
     /// listener on one key).
-    pub fn insert(&mut self, spec: ListenerSpec, prep: Prepared) -> Option<ListenerId> {
+    pub fn insert(&mut self, spec: &ListenerSpec, prep: Prepared) -> Option<ListenerId> {
         let key = spec.key();
         if self.by_key.contains_key(&key) {
             return None;
         }
-        self.next_id += 1;
-        let id = ListenerId(self.next_id);
-        let log_label: Rc<str> = log_label(&spec.label).into();
-        let spec_limits = spec.limits;
+        let t = &mut *self.table;
+        t.next_id += 1;
+        let id = ListenerId(t.next_id);
         self.by_key.insert(key, id);
+        let limits = ListenerLimits::new(&spec.limits, Instant::now());
         let l = Box::new(Listener {
-            spec,
+            spec: Spec::new(spec, &prep),
             prep,
             sock: None,
+            nonblocking: true,
             file: None,
             state: State::Listening,
             counters: Counters::default(),
             last_error: None,
-            nonblocking: true,
-            log_label,
-            limits: ListenerLimits::new(&spec_limits, Instant::now()),
+            limits,
         });
         let udp = l.is_udp_builtin();
-        self.by_id.insert(id, l);
+        t.by_id.insert(id, l);
         if udp {
-            self.refresh_ports();
+            t.refresh_ports();
         }
         Some(id)
     }
 
+    /// Removes the listener at `key`, closing its socket.
+    pub fn remove(&mut self, key: &BindKey) -> Option<Listener> {
+        let id = self.by_key.remove(key)?;
+        let t = &mut *self.table;
+        let mut l = *t.by_id.remove(&id)?;
+        l.close();
+        if l.is_udp_builtin() {
+            t.refresh_ports();
+        }
+        Some(l)
+    }
+
+    pub fn id_of(&self, key: &BindKey) -> Option<ListenerId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// See [`ListenerTable::change`].
+    pub fn change(&mut self, id: ListenerId, spec: &ListenerSpec, prep: Prepared) -> bool {
+        self.table.change(id, spec, prep)
+    }
+
+    pub fn get_mut(&mut self, id: ListenerId) -> Option<&mut Listener> {
+        self.table.get_mut(id)
+    }
+}
+
+/// What runs, by key: what an apply is planned against.
+impl Current for Keyed<'_> {
+    fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness> {
+        let id = self.by_key.get(key)?;
+        let l = self.table.by_id.get(id)?;
+        Some(l.compare(new))
+    }
+
+    fn keys(&self) -> Vec<&BindKey> {
+        self.by_key.keys().collect()
+    }
+}
+
+impl ListenerTable {
     /// A new spec for listener `id`, with the same key (new connections get
     /// it; socket, state and counters stay); false if that cannot be.
-    pub fn change(&mut self, id: ListenerId, spec: ListenerSpec, prep: Prepared) -> bool {
+    pub fn change(&mut self, id: ListenerId, spec: &ListenerSpec, prep: Prepared) -> bool {
         let Some(l) = self.by_id.get_mut(&id) else {
             return false;
         };
-        if l.spec.key() != spec.key() {
+        if l.spec.bind != spec.bind || l.spec.socket_type != spec.socket_type {
             return false;
         }
         let was = l.is_udp_builtin();
-        l.log_label = log_label(&spec.label).into();
         // New limits count afresh (the children of the old spec are no
         // longer charged to their sources).
         if l.spec.limits != spec.limits {
@@ -377,23 +587,12 @@ impl ListenerTable {
                 l.state = State::Listening;
             }
         }
-        l.spec = spec;
+        l.spec = Spec::new(spec, &prep);
         l.prep = prep;
         if was || l.is_udp_builtin() {
             self.refresh_ports();
         }
         true
-    }
-
-    /// Removes the listener at `key`, closing its socket.
-    pub fn remove(&mut self, key: &BindKey) -> Option<Listener> {
-        let id = self.by_key.remove(key)?;
-        let mut l = *self.by_id.remove(&id)?;
-        l.close();
-        if l.is_udp_builtin() {
-            self.refresh_ports();
-        }
-        Some(l)
     }
 
     pub fn close_all(&mut self) {
@@ -417,10 +616,6 @@ impl ListenerTable {
         Some((l, &self.udp_builtin_ports))
     }
 
-    pub fn id_of(&self, key: &BindKey) -> Option<ListenerId> {
-        self.by_key.get(key).copied()
-    }
-
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -430,20 +625,14 @@ impl ListenerTable {
         self.by_id.iter().map(|(id, l)| (*id, &**l))
     }
 
-    /// What runs, by key: what an apply is planned against.
-    pub fn specs(&self) -> HashMap<BindKey, &ListenerSpec> {
-        self.by_id
-            .values()
-            .map(|l| (l.spec.key(), &l.spec))
-            .collect()
-    }
-
     #[cfg(test)]
     pub fn udp_builtin_ports(&self) -> &[u16] {
         &self.udp_builtin_ports
     }
 
-    /// The earliest bind retry, end of a pause or of a backoff.
+    /// The earliest bind retry, end of a pause or of a backoff (the loop
+    /// folds each listener's [`Listener::wake_at`] in as it looks at it).
+    #[cfg(test)]
     pub fn next_retry(&self) -> Option<Instant> {
         self.by_id.values().filter_map(|l| l.wake_at()).min()
     }
@@ -512,14 +701,14 @@ pub fn describe_bind(b: &Bind, t: SocketType) -> String {
 }
 
 fn bind_spec(
-    spec: &ListenerSpec,
+    bind: &Bind,
+    t: SocketType,
     core_uid: u32,
 ) -> Result<(OwnedFd, Option<SocketFile>), BindError> {
-    let t = spec.socket_type;
-    match &spec.bind {
+    match bind {
         Bind::Inet { addr, port, mode } => net::bind_inet(*addr, *port, *mode, t)
             .map(|s| (s, None))
-            .map_err(|e| BindError::Io(format!("bind {}: {e}", describe_bind(&spec.bind, t)))),
+            .map_err(|e| BindError::Io(format!("bind {}: {e}", describe_bind(bind, t)))),
         Bind::Unix { path } => match unixsock::bind_unix(path, t, core_uid) {
             Ok((s, f)) => Ok((s, Some(f))),
             Err(e @ UnixError::Unsafe(_)) => Err(BindError::Refused(e.to_string())),
@@ -547,13 +736,29 @@ mod tests {
     }
 
     /// Both maps name the same listeners, each under its own key.
-    fn consistent(t: &ListenerTable) {
-        assert_eq!(t.by_id.len(), t.by_key.len());
-        for (k, id) in &t.by_key {
-            assert_eq!(&t.by_id[id].spec.key(), k);
+    fn consistent(k: &Keyed<'_>) {
+        let t = &k.table;
+        assert_eq!(t.by_id.len(), k.by_key.len());
+        for (key, id) in &k.by_key {
+            assert_eq!(&t.by_id[id].spec.key(), key);
         }
         for (id, l) in &t.by_id {
-            assert_eq!(t.by_key[&l.spec.key()], *id);
+            assert_eq!(k.by_key[&l.spec.key()], *id);
+        }
+    }
+
+    /// One-off uses of a keyed view, for the tests that are not about it.
+    impl ListenerTable {
+        pub(crate) fn insert(&mut self, spec: &ListenerSpec, prep: Prepared) -> Option<ListenerId> {
+            self.keyed().insert(spec, prep)
+        }
+
+        fn remove(&mut self, key: &BindKey) -> Option<Listener> {
+            self.keyed().remove(key)
+        }
+
+        fn id_of(&mut self, key: &BindKey) -> Option<ListenerId> {
+            self.keyed().id_of(key)
         }
     }
 
@@ -561,49 +766,136 @@ mod tests {
     fn ids_and_keys_stay_consistent() {
         let mut t = ListenerTable::default();
         let (a, b) = (spec(7001), spec(7002));
-        let ia = t.insert(a.clone(), prep(&a)).unwrap();
-        let ib = t.insert(b.clone(), prep(&b)).unwrap();
-        consistent(&t);
+        let mut k = t.keyed();
+        let ia = k.insert(&a, prep(&a)).unwrap();
+        let ib = k.insert(&b, prep(&b)).unwrap();
+        consistent(&k);
         assert_ne!(ia, ib);
-        assert_eq!(t.id_of(&a.key()), Some(ia));
+        assert_eq!(k.id_of(&a.key()), Some(ia));
         // A second listener on one key is refused, and nothing changes.
-        assert!(t.insert(a.clone(), prep(&a)).is_none());
-        consistent(&t);
-        assert_eq!(t.len(), 2);
+        assert!(k.insert(&a, prep(&a)).is_none());
+        consistent(&k);
+        assert_eq!(k.table.len(), 2);
         // Removed, then added again: a new id, never the old one.
-        assert!(t.remove(&a.key()).is_some());
-        assert!(t.remove(&a.key()).is_none());
-        consistent(&t);
-        assert!(t.get(ia).is_none());
-        let ia2 = t.insert(a.clone(), prep(&a)).unwrap();
+        assert!(k.remove(&a.key()).is_some());
+        assert!(k.remove(&a.key()).is_none());
+        consistent(&k);
+        assert!(k.table.get(ia).is_none());
+        let ia2 = k.insert(&a, prep(&a)).unwrap();
         assert!(ia2 != ia && ia2 != ib);
-        consistent(&t);
+        consistent(&k);
+        assert_eq!(k.keys().len(), 2);
+        // The next apply's view: the same keys, and still no reuse.
+        let mut k = t.keyed();
+        consistent(&k);
+        assert_eq!(k.id_of(&b.key()), Some(ib));
+        assert!(k.insert(&b, prep(&b)).is_none());
         assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), [ib, ia2]);
-        assert_eq!(t.specs().len(), 2);
     }
 
     #[test]
     fn a_change_keeps_the_key() {
         let mut t = ListenerTable::default();
         let a = spec(7001);
-        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let id = t.insert(&a, prep(&a)).unwrap();
         let mut a2 = a.clone();
         a2.label = "new\nlabel".into();
-        assert!(t.change(id, a2.clone(), prep(&a2)));
+        assert!(t.change(id, &a2, prep(&a2)));
         assert_eq!(t.get(id).unwrap().label(), "new\\nlabel");
         let other = spec(7002);
-        assert!(!t.change(id, other.clone(), prep(&other)), "another key");
-        assert_eq!(t.get(id).unwrap().spec(), &a2);
-        consistent(&t);
+        assert!(!t.change(id, &other, prep(&other)), "another key");
+        assert_eq!(t.get(id).unwrap().to_spec(), a2);
+        consistent(&t.keyed());
+    }
+
+    /// Each string is kept once, but the spec a status reports is the one
+    /// sent, and an apply of the same spec finds it the same.
+    #[test]
+    fn the_kept_spec_is_the_one_sent() {
+        use inetd_protocol::{Acl, AclRule, Builtin};
+        let mut a = spec(7001);
+        a.label = "tab\there \"quoted\"".into();
+        a.creds.groups = vec![65534, 65534];
+        a.acl = Some(Acl {
+            rules: vec![AclRule {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8,
+                allow: true,
+            }],
+            default_allow: false,
+        });
+        a.action = Action::Exec {
+            path: "/usr/bin/env".into(),
+            argv: vec!["env".into(), "".into(), "-i".into()],
+        };
+        let mut b = spec(7002);
+        b.action = Action::Builtin(Builtin::Daytime);
+        let mut t = ListenerTable::default();
+        for s in [&a, &b] {
+            let id = t.insert(s, prep(s)).unwrap();
+            let l = t.get(id).unwrap();
+            assert_eq!(&l.to_spec(), s);
+            assert_eq!(l.compare(s), Sameness::Same);
+            let mut relabelled = s.clone();
+            relabelled.label.push('x');
+            assert_eq!(l.compare(&relabelled), Sameness::LabelOnly);
+            let mut other = relabelled.clone();
+            other.creds.groups.push(1);
+            assert_eq!(l.compare(&other), Sameness::Different, "{s:?}");
+        }
+        // The escaped label is kept beside the label only where it differs.
+        let id = t.id_of(&a.key()).unwrap();
+        let l = t.get(id).unwrap();
+        assert_eq!(l.label(), "tab\\there \\\"quoted\\\"");
+        let id = t.id_of(&b.key()).unwrap();
+        let l = t.get(id).unwrap();
+        assert!(l.spec.log_label.is_none() && l.label() == b.label);
+        assert!(Rc::ptr_eq(&l.shared_label(), &l.spec.label));
+        let mut argv = a.clone();
+        argv.action = Action::Exec {
+            path: "/usr/bin/env".into(),
+            argv: vec!["env".into(), "-i".into()],
+        };
+        let id = t.id_of(&a.key()).unwrap();
+        let l = t.get(id).unwrap();
+        assert_eq!(l.compare(&argv), Sameness::Different);
+    }
+
+    /// Each listener is a heap block of its own: its size is most of what
+    /// a listener costs (docs/benchmarks.md, "Memory").
+    #[test]
+    fn a_listener_stays_small() {
+        assert!(std::mem::size_of::<Listener>() <= 368);
+        assert!(std::mem::size_of::<ListenerLimits>() <= 56);
+    }
+
+    /// A bound listener keeps its socket: its epoll token names that one.
+    #[test]
+    fn a_socket_is_the_listeners_for_its_life() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let a = spec(port);
+        let mut t = ListenerTable::default();
+        let id = t.insert(&a, prep(&a)).unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let l = t.get_mut(id).unwrap();
+        l.bind(uid, 0).unwrap();
+        let fd = l.socket().unwrap().as_raw_fd();
+        l.bind(uid, 0).unwrap();
+        assert_eq!(l.socket().unwrap().as_raw_fd(), fd);
+        assert_eq!(l.state(), &State::Listening);
     }
 
     #[test]
     fn udp_builtin_ports_follow_the_table() {
         let mut t = ListenerTable::default();
         let (u1, u2, tcp) = (udp_builtin(7), udp_builtin(19), spec(13));
-        t.insert(u2.clone(), prep(&u2));
-        t.insert(tcp.clone(), prep(&tcp));
-        let id = t.insert(u1.clone(), prep(&u1)).unwrap();
+        t.insert(&u2, prep(&u2));
+        t.insert(&tcp, prep(&tcp));
+        let id = t.insert(&u1, prep(&u1)).unwrap();
         assert_eq!(t.udp_builtin_ports(), &[7, 19]);
         // Changed into an exec service: no longer a builtin port.
         let mut exec = u1.clone();
@@ -612,7 +904,7 @@ mod tests {
             argv: vec!["cat".into()],
         };
         exec.wait = true;
-        assert!(t.change(id, exec.clone(), prep(&exec)));
+        assert!(t.change(id, &exec, prep(&exec)));
         assert_eq!(t.udp_builtin_ports(), &[19]);
         t.remove(&u2.key());
         assert!(t.udp_builtin_ports().is_empty());
@@ -622,7 +914,7 @@ mod tests {
     fn the_state_machine() {
         let mut t = ListenerTable::default();
         let a = spec(7001);
-        let id = t.insert(a.clone(), prep(&a)).unwrap();
+        let id = t.insert(&a, prep(&a)).unwrap();
         let l = t.get_mut(id).unwrap();
         assert_eq!(l.state(), &State::Listening);
         // Not bound yet: nothing to poll.

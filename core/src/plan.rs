@@ -32,10 +32,46 @@ pub struct Plan {
     pub removals: Vec<BindKey>,
 }
 
-/// Plans an apply. `current` maps each running key to its spec; `verdicts`
-/// holds, per requested listener, `Ok` or the reason it was rejected.
-pub fn plan(
-    current: &HashMap<BindKey, &ListenerSpec>,
+/// How a running listener compares with a requested spec of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sameness {
+    Same,
+    /// Only the label differs.
+    LabelOnly,
+    Different,
+}
+
+/// What runs, by key, as the plan sees it.
+pub trait Current {
+    /// How what runs under `key` compares with `new`; `None` when nothing
+    /// runs there.
+    fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness>;
+    /// Every key that runs.
+    fn keys(&self) -> Vec<&BindKey>;
+}
+
+/// Specs as sent, compared field by field.
+impl Current for HashMap<BindKey, &ListenerSpec> {
+    fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness> {
+        let old = *self.get(key)?;
+        Some(if *old == *new {
+            Sameness::Same
+        } else if label_only(old, new) {
+            Sameness::LabelOnly
+        } else {
+            Sameness::Different
+        })
+    }
+
+    fn keys(&self) -> Vec<&BindKey> {
+        HashMap::keys(self).collect()
+    }
+}
+
+/// Plans an apply. `current` is what runs, by key; `verdicts` holds, per
+/// requested listener, `Ok` or the reason it was rejected.
+pub fn plan<C: Current>(
+    current: &C,
     requested: &[ListenerSpec],
     verdicts: &[Result<(), String>],
 ) -> Plan {
@@ -46,11 +82,11 @@ pub fn plan(
         let step = match verdict {
             Err(reason) => Step::Reject(reason.clone()),
             Ok(()) => {
-                let step = match current.get(&key) {
+                let step = match current.compare(&key, spec) {
                     None => Step::Add,
-                    Some(old) if **old == *spec => Step::Unchanged,
-                    Some(old) if label_only(old, spec) => Step::Relabel,
-                    Some(_) => Step::Change,
+                    Some(Sameness::Same) => Step::Unchanged,
+                    Some(Sameness::LabelOnly) => Step::Relabel,
+                    Some(Sameness::Different) => Step::Change,
                 };
                 wanted.insert(key);
                 step
@@ -60,6 +96,7 @@ pub fn plan(
     }
     let mut removals: Vec<BindKey> = current
         .keys()
+        .into_iter()
         .filter(|k| !wanted.contains(*k))
         .cloned()
         .collect();

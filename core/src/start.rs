@@ -187,6 +187,11 @@ pub fn start(cli: &Cli) -> Result<Setup, StartError> {
     // 5. What every child is given back of the core's start.
     let join_keyring = session_keyrings(root)?;
     sys::inherit::settle(&limits, join_keyring);
+    // Start-up's code is not the loop's: from here the core holds the code
+    // pages it runs, not their neighbours (see `sys::resident`).
+    if let Err(e) = sys::resident::drop_code_pages() {
+        debug!("cannot drop the code pages of start-up: {e}");
+    }
     // 6. Tell a service manager that the core socket is up.
     crate::notify::ready();
     Ok(Setup {

@@ -7,7 +7,7 @@
 //! fork, and nothing is rebuilt or re-sorted per connection.
 #![forbid(unsafe_code)]
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{CStr, CString};
 use std::net::IpAddr;
 
 use inetd_protocol::{
@@ -16,7 +16,7 @@ use inetd_protocol::{
 };
 
 /// The fixed search path every child gets.
-pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const PATH_ENV: &CStr = c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The ids a child takes: the listener's on a root core, the core's own on
 /// any other (it cannot change them).
@@ -66,53 +66,87 @@ impl Identity {
     }
 }
 
-/// A program to `execve`, with argv's NULL-terminated pointer array.
+/// The fixed environment every exec child gets, before its
+/// per-connection variables: [`PATH_ENV`], shared by every listener.
+const FIXED_ENV: [&CStr; 1] = [PATH_ENV];
+
+/// A program to `execve`. Its path and arguments are held once, in one
+/// allocation (`path\0argv0\0argv1\0...`), in the form the child path
+/// copies into a spawn slot; the `Exec` action a status reports is
+/// rebuilt from them.
 #[derive(Debug)]
 pub struct ExecImage {
-    path: CString,
-    /// Owns what `argv_ptrs` points to; never changed (a `CString`'s bytes
-    /// stay put on the heap when it moves).
-    argv: Box<[CString]>,
-    argv_ptrs: Box<[*const c_char]>,
-    /// The fixed part of the environment (PATH).
-    env: Box<[CString]>,
+    strings: Box<[u8]>,
+    argc: u32,
 }
 
 impl ExecImage {
-    fn new(path: CString, argv: Vec<CString>, env: Vec<CString>) -> Self {
-        let argv = argv.into_boxed_slice();
-        let argv_ptrs = argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+    /// From strings without a NUL byte (checked by the caller), in one
+    /// allocation of the exact size.
+    fn new<'a>(path: &'a [u8], argv: impl Iterator<Item = &'a [u8]> + Clone) -> Self {
+        let len = path.len() + 1 + argv.clone().map(|a| a.len() + 1).sum::<usize>();
+        let mut strings = Vec::with_capacity(len);
+        let mut argc = 0u32;
+        for s in std::iter::once(path).chain(argv) {
+            strings.extend_from_slice(s);
+            strings.push(0);
+            argc += 1;
+        }
         ExecImage {
-            path,
-            argv,
-            argv_ptrs,
-            env: env.into_boxed_slice(),
+            strings: strings.into_boxed_slice(),
+            argc: argc - 1,
+        }
+    }
+
+    fn strings(&self) -> Strings<'_> {
+        Strings {
+            rest: &self.strings,
+            left: self.argc as usize + 1,
         }
     }
 
     pub fn path(&self) -> &CStr {
-        &self.path
-    }
-
-    /// Valid as long as `self` is.
-    pub fn argv_ptrs(&self) -> &[*const c_char] {
-        &self.argv_ptrs
+        self.strings().next().unwrap_or_default()
     }
 
     /// The arguments, argv\[0\] first.
-    pub fn argv(&self) -> &[CString] {
-        &self.argv
+    pub fn argv(&self) -> Strings<'_> {
+        let mut all = self.strings();
+        all.next();
+        all
     }
 
     /// The fixed environment; the per-connection variables follow it.
-    pub fn env(&self) -> &[CString] {
-        &self.env
+    pub fn env(&self) -> &'static [&'static CStr] {
+        &FIXED_ENV
     }
 }
+
+/// The NUL-terminated strings of an [`ExecImage`], in order.
+pub struct Strings<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = &'a CStr;
+
+    fn next(&mut self) -> Option<&'a CStr> {
+        if self.left == 0 {
+            return None;
+        }
+        let s = CStr::from_bytes_until_nul(self.rest).ok()?;
+        self.rest = self.rest.get(s.to_bytes_with_nul().len()..)?;
+        self.left -= 1;
+        Some(s)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Strings<'_> {}
 
 #[derive(Debug)]
 pub enum Program {
@@ -153,12 +187,16 @@ pub fn controller(
 ) -> (Identity, ExecImage) {
     let (uid, gid, groups) = ids;
     let identity = Identity::new(uid, gid, groups, change_ids, true);
-    let env = vec![cstring("PATH", PATH_ENV).unwrap_or_default()];
-    (identity, ExecImage::new(path, argv, env))
+    let argv = argv.iter().map(|a| a.as_bytes());
+    (identity, ExecImage::new(path.as_bytes(), argv))
 }
 
-fn cstring(what: &str, s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+/// `Err` if `s` has a NUL byte: it could not be a C string.
+fn no_nul(what: &str, s: &str) -> Result<(), String> {
+    match s.contains('\0') {
+        true => Err(format!("{what} contains a NUL byte")),
+        false => Ok(()),
+    }
 }
 
 /// `Err` unless `what` is at most `max` bytes long.
@@ -241,24 +279,20 @@ fn check_action(spec: &ListenerSpec) -> Result<Program, String> {
             if !path.starts_with('/') {
                 return Err("server path is not absolute".into());
             }
-            let cpath = cstring("server path", path)?;
+            no_nul("server path", path)?;
             if argv.is_empty() {
                 return Err("empty argv".into());
             }
             not_too_many("arguments", argv.len(), MAX_ARGS)?;
-            let mut cargv = Vec::with_capacity(argv.len());
             for a in argv {
                 not_too_long("argument", a, MAX_ARG_LEN)?;
-                cargv.push(cstring("an argument", a)?);
+                no_nul("an argument", a)?;
             }
             if spec.socket_type == SocketType::Dgram && !spec.wait {
                 return Err("a dgram service must be wait".into());
             }
-            Ok(Program::Exec(ExecImage::new(
-                cpath,
-                cargv,
-                vec![cstring("PATH", PATH_ENV)?],
-            )))
+            let argv = argv.iter().map(|a| a.as_bytes());
+            Ok(Program::Exec(ExecImage::new(path.as_bytes(), argv)))
         }
         Action::Builtin(b) => {
             if spec.socket_type == SocketType::Seqpacket {
@@ -397,10 +431,9 @@ pub(crate) mod tests {
         match p.program() {
             Program::Exec(x) => {
                 assert_eq!(x.path().to_str().unwrap(), "/bin/cat");
-                assert_eq!(x.argv_ptrs().len(), 2, "cat, then NULL");
-                assert!(!x.argv_ptrs()[0].is_null());
-                assert!(x.argv_ptrs()[1].is_null());
-                assert_eq!(x.env()[0].to_str().unwrap(), PATH_ENV);
+                let argv: Vec<&str> = x.argv().map(|a| a.to_str().unwrap()).collect();
+                assert_eq!(argv, ["cat"]);
+                assert_eq!(x.env()[0].to_bytes(), PATH_ENV.to_bytes());
             }
             Program::Builtin(_) => panic!("wrong kind"),
         }
@@ -485,8 +518,9 @@ pub(crate) mod tests {
         );
         assert!(id.no_new_privs() && id.change_ids());
         assert_eq!(id.groups(), &[4, 998]);
-        assert_eq!(image.env()[0].to_str().unwrap(), PATH_ENV);
-        assert!(image.argv_ptrs().last().unwrap().is_null());
+        assert_eq!(image.env()[0].to_bytes(), PATH_ENV.to_bytes());
+        assert_eq!(image.path().to_str().unwrap(), "/usr/sbin/inetd-controller");
+        assert_eq!(image.argv().len(), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod epoll;
 pub mod inherit;
 pub mod net;
 mod raw;
+pub mod resident;
 mod slot;
 pub mod spawn;
 mod status;

@@ -125,7 +125,6 @@ pub(super) fn data_size(id: &Identity, image: &ExecImage, conn_env: &[u8]) -> us
     let strings: usize = image.path().to_bytes_with_nul().len()
         + image
             .argv()
-            .iter()
             .map(|a| a.to_bytes_with_nul().len())
             .sum::<usize>()
         + image

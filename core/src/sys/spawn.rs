@@ -401,15 +401,16 @@ fn fork_exec(
         off += var.len();
     }
     env.push(std::ptr::null());
+    let argv: Vec<*const libc::c_char> = image
+        .argv()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     let (pid, rd, report) = child::fork_child(id, fds, Some(StatusPipe::new()?), true)?;
     if pid == 0 {
         // Closed by the child path already (see `fork_child`).
         std::mem::forget(rd);
-        let errno = child::exec(
-            image.path().as_ptr(),
-            image.argv_ptrs().as_ptr(),
-            env.as_ptr(),
-        );
+        let errno = child::exec(image.path().as_ptr(), argv.as_ptr(), env.as_ptr());
         child::fail(report, Step::Exec, errno);
     }
     Ok((pid, Some(rd)))
@@ -461,7 +462,11 @@ mod tests {
         assert_eq!(st, ChildStatus::Started);
         assert_eq!(code, 0);
         let lines: Vec<&str> = out.lines().collect();
-        let path = crate::validate::PATH_ENV.strip_prefix("PATH=").unwrap();
+        let path = crate::validate::PATH_ENV
+            .to_str()
+            .unwrap()
+            .strip_prefix("PATH=")
+            .unwrap();
         assert_eq!(lines[0], format!("{path} 7"), "fixed, then per-connection");
         // 0, 1, 2 and ls's handle on the directory.
         assert_eq!(lines[1].trim(), "4");
