@@ -39,16 +39,17 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 9431 lines
+//! root, this process: core/src: 9449 lines
 //!     accept.rs 481, admission.rs 124, apply.rs 336, backoff.rs 56
 //!     children.rs 535, cli.rs 264, daemon.rs 579, events.rs 242
-//!     exec_path.rs 4, limits.rs 402, link.rs 497, listeners.rs 719
-//!     logger.rs 203, main.rs 133, notify.rs 53, peer.rs 84, plan.rs 115
-//!     reply.rs 99, start.rs 593, supervisor.rs 263, syslog.rs 63
-//!     validate.rs 373, sys/caps.rs 176, sys/child.rs 574, sys/epoll.rs 110
-//!     sys/inherit.rs 134, sys/mod.rs 557, sys/net.rs 219, sys/raw.rs 171
-//!     sys/resident.rs 72, sys/slot.rs 259, sys/spawn.rs 496
-//!     sys/status.rs 138, sys/title.rs 59, sys/unixsock.rs 248
+//!     exec_path.rs 4, limits.rs 402, link.rs 497, logger.rs 203, main.rs 134
+//!     notify.rs 53, peer.rs 84, plan.rs 115, reply.rs 99, start.rs 593
+//!     supervisor.rs 263, syslog.rs 63, validate.rs 373
+//!     listeners/listener.rs 470, listeners/mod.rs 266, sys/caps.rs 176
+//!     sys/child.rs 574, sys/epoll.rs 110, sys/inherit.rs 134, sys/mod.rs 557
+//!     sys/net.rs 219, sys/raw.rs 171, sys/resident.rs 72, sys/slot.rs 259
+//!     sys/spawn.rs 496, sys/status.rs 138, sys/title.rs 59
+//!     sys/unixsock.rs 248
 //! root too, shared with the controller (pure, fuzzed): protocol/src: 1190 lines
 //!     codec.rs 225, error.rs 68, lib.rs 88, local.rs 44, policy.rs 257
 //!     text.rs 69, types.rs 439

@@ -18,16 +18,34 @@ use nix::sys::stat::{fstat, SFlag};
 use std::io::Write;
 
 use inetd_protocol::{
-    encode_frame, read_message, CoreRequest, CoreResponse, HelloReply, MAX_REQUEST,
+    encode_frame, read_message, CoreRequest, CoreResponse, HelloReply, ListenerSpec, MAX_REQUEST,
     PROTOCOL_VERSION,
 };
+use serde::Serialize;
 
 /// How long one answer of the core may take. An `Apply` of many listeners
 /// binds them all; a core that takes longer than this is treated as gone.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// [`CoreRequest::Apply`] over borrowed specs. Serde encodes a `&T` as the
+/// `T` and a variant by its index, so the frame is the one of
+/// `CoreRequest::Apply` with the same specs (a test checks it), without a
+/// copy of every spec: 10,000 of them are several megabytes.
+#[derive(Serialize)]
+#[serde(rename = "CoreRequest")]
+pub enum ApplyRequest<'a> {
+    /// Never made: it holds `Apply`'s index where `CoreRequest` has it.
+    #[allow(dead_code)]
+    Hello {
+        version: u32,
+    },
+    Apply {
+        listeners: Vec<&'a ListenerSpec>,
+    },
+}
+
 /// `req` as a frame, or why the core would not read it.
-fn request_frame(req: &CoreRequest) -> Result<Vec<u8>, String> {
+fn request_frame<T: Serialize>(req: &T) -> Result<Vec<u8>, String> {
     let frame = encode_frame(req).map_err(|e| {
         format!(
             "the request does not fit in a frame ({e}): fewer services, or shorter argument lists"
@@ -181,7 +199,8 @@ impl CoreLink {
     /// `MAX_REQUEST` bytes) is answered here with the core's reason, never
     /// sent: sent, the core would close the link, and the re-sync would
     /// send it again.
-    pub fn request(&mut self, req: &CoreRequest) -> Result<CoreResponse, LinkError> {
+    /// `req` is a [`CoreRequest`] or an [`ApplyRequest`].
+    pub fn request<T: Serialize>(&mut self, req: &T) -> Result<CoreResponse, LinkError> {
         let frame = match request_frame(req) {
             Ok(f) => f,
             Err(reason) => return Ok(CoreResponse::Error { reason }),
@@ -233,6 +252,27 @@ mod tests {
             acl: None,
             label: String::new(),
         }
+    }
+
+    #[test]
+    fn an_apply_over_borrowed_specs_is_the_same_frame() {
+        let specs: Vec<ListenerSpec> = (1..=3).map(|p| spec(p, 2)).collect();
+        let owned = CoreRequest::Apply {
+            listeners: specs.clone(),
+        };
+        let borrowed = ApplyRequest::Apply {
+            listeners: specs.iter().collect(),
+        };
+        assert_eq!(
+            request_frame(&borrowed).unwrap(),
+            request_frame(&owned).unwrap()
+        );
+        let empty = ApplyRequest::Apply { listeners: vec![] };
+        let decoded: CoreRequest = inetd_protocol::codec::decode_payload(
+            &request_frame(&empty).unwrap()[inetd_protocol::codec::HEADER_LEN..],
+        )
+        .unwrap();
+        assert_eq!(decoded, CoreRequest::Apply { listeners: vec![] });
     }
 
     #[test]

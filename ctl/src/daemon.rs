@@ -5,6 +5,7 @@
 
 use interprocess::os::unix::uds_local_socket::Stream;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,11 @@ use inetd_protocol::control::{
 };
 use inetd_protocol::{ApplyReport, CoreRequest, CoreResponse, Outcome, StatusReport};
 
-use crate::config::{self, AccessFiles, Config, ConfigError, NameSources, Severity, SourcePrefix};
-use crate::corelink::{CoreLink, LinkError};
+use crate::config::{
+    self, AccessFiles, Config, ConfigError, ConfigFile, NameSources, Reloaded, Severity,
+    SourcePrefix,
+};
+use crate::corelink::{ApplyRequest, CoreLink, LinkError};
 use crate::ctlserver::Request;
 use crate::notify::Notifier;
 use crate::plan::{plan, result_of, should_apply, summarize, with_drop_in, Identity, Mode, Plan};
@@ -204,7 +208,7 @@ impl Daemon {
             CoreTarget::Socket(p) => (Some(p), None),
             CoreTarget::Fd(s) => (None, Some(s)),
         };
-        let files = file_infos(&start_config);
+        let files = file_infos(&start_config.files);
         let one_command = core_fd.is_some();
         Daemon {
             one_command,
@@ -410,8 +414,8 @@ impl Daemon {
             status.generation
         );
         if let (Some(a), false) = (&self.applied, self.reload_pending) {
-            let config = a.config.clone();
-            if let Ok(r) = self.apply(config, Mode::Start, "re-sync") {
+            let config = Rc::clone(&a.config);
+            if let Ok(r) = self.apply(config, None, Mode::Start, "re-sync") {
                 self.announce("re-sync", &r);
             }
             return;
@@ -423,7 +427,7 @@ impl Daemon {
             Mode::Reload { partial: false }
         };
         let loaded = match self.start_config.take() {
-            Some(c) => Ok(c),
+            Some(c) => Ok((Rc::new(c), None)),
             None => self.load(),
         };
         let what = if mode == Mode::Start {
@@ -432,8 +436,8 @@ impl Daemon {
             "reload"
         };
         match loaded {
-            Ok(c) => {
-                if let Ok(r) = self.apply(c, mode, what) {
+            Ok((c, files)) => {
+                if let Ok(r) = self.apply(c, files, mode, what) {
                     self.announce(what, &r);
                 }
             }
@@ -458,12 +462,20 @@ impl Daemon {
         ));
     }
 
-    fn load(&self) -> Result<Config, ConfigError> {
-        config::load_all(
-            &self.config_paths,
-            &self.names,
-            &self.access,
-            self.source_prefix,
+    /// Reads the configuration: the one in effect when nothing it was made
+    /// from has changed (with its files' modification times now), else a
+    /// new one.
+    fn load(&self) -> Result<(Rc<Config>, Option<Vec<ConfigFile>>), ConfigError> {
+        let (paths, names, access) = (&self.config_paths, &self.names, &self.access);
+        let Some(a) = &self.applied else {
+            let c = config::load_all(paths, names, access, self.source_prefix)?;
+            return Ok((Rc::new(c), None));
+        };
+        Ok(
+            match config::load_all_again(&a.config, paths, names, access, self.source_prefix)? {
+                Reloaded::Same(files) => (Rc::clone(&a.config), Some(files)),
+                Reloaded::New(c) => (Rc::new(c), None),
+            },
         )
     }
 
@@ -483,9 +495,16 @@ impl Daemon {
         });
     }
 
-    /// Takes a configuration by `mode`. `Err` only when the core could not
-    /// be reached (nothing changed).
-    fn apply(&mut self, config: Config, mode: Mode, what: &str) -> Result<ReloadReply, CoreDown> {
+    /// Takes a configuration by `mode`; `files`, when given, are its files
+    /// as they are now (a reload that found them unchanged but touched).
+    /// `Err` only when the core could not be reached (nothing changed).
+    fn apply(
+        &mut self,
+        config: Rc<Config>,
+        files: Option<Vec<ConfigFile>>,
+        mode: Mode,
+        what: &str,
+    ) -> Result<ReloadReply, CoreDown> {
         let found = Found::of(&config);
         if what != "re-sync" {
             for d in &config.diagnostics {
@@ -495,7 +514,7 @@ impl Daemon {
                 }
             }
         }
-        self.files = file_infos(&config);
+        self.files = file_infos(files.as_deref().unwrap_or(&config.files));
         if !should_apply(found.has_errors, mode) {
             let started_without = self.applied.as_ref().is_some_and(|a| a.config.has_errors());
             error!(
@@ -579,8 +598,8 @@ impl Daemon {
         let Some(link) = self.link.as_mut() else {
             return Err(LinkError::Down("the core is not connected".into()));
         };
-        let answer = link.request(&CoreRequest::Apply {
-            listeners: plan.specs(entries),
+        let answer = link.request(&ApplyRequest::Apply {
+            listeners: plan.send.iter().map(|p| p.spec(entries)).collect(),
         });
         if let Ok(CoreResponse::Applied(r)) = &answer {
             self.in_step = r.outcomes.len() == plan.send.len()
@@ -594,7 +613,7 @@ impl Daemon {
     /// What the core did with an Apply: logged, recorded, the reply.
     fn applied_reply(
         &mut self,
-        config: Config,
+        config: Rc<Config>,
         plan: crate::plan::Plan,
         report: &inetd_protocol::ApplyReport,
         found: Found,
@@ -655,7 +674,7 @@ impl Daemon {
         }
         self.notify.reloading();
         let r = match self.load() {
-            Ok(c) => self.apply(c, Mode::Reload { partial }, "reload"),
+            Ok((c, files)) => self.apply(c, files, Mode::Reload { partial }, "reload"),
             Err(e) => Ok(self.refuse_unreadable(&e)),
         };
         // READY=1 ends the reload for the service manager, whatever came
@@ -740,9 +759,8 @@ impl Daemon {
     }
 }
 
-fn file_infos(config: &Config) -> Vec<ConfigFileInfo> {
-    config
-        .files
+fn file_infos(files: &[ConfigFile]) -> Vec<ConfigFileInfo> {
+    files
         .iter()
         .map(|f| ConfigFileInfo {
             path: f.path.to_string_lossy().into_owned(),

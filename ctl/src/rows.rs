@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use inetd_protocol::control::{Refused, RowLimits, RowState, ServiceRow, SourceRef};
 use inetd_protocol::{Action, Bind, ListenerSpec, ListenerState, ListenerStatus, StatusReport};
@@ -15,7 +16,8 @@ use crate::plan::{source_ref, Plan};
 /// A configuration the core was given, with what the core made of it.
 #[derive(Debug, Clone)]
 pub struct Applied {
-    pub config: Config,
+    /// Shared with a reload that finds the configuration unchanged.
+    pub config: Rc<Config>,
     pub plan: Plan,
     /// `(index into plan.send, reason)` the core refused.
     pub core_refused: Vec<(usize, String)>,
@@ -255,7 +257,7 @@ mod tests {
     fn applied(config: Config, refused_by_core: Vec<(usize, String)>) -> Applied {
         let plan = plan(&config.entries, &config.names, &root_core(), &me());
         Applied {
-            config,
+            config: Rc::new(config),
             plan,
             core_refused: refused_by_core,
         }

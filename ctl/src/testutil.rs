@@ -84,6 +84,7 @@ pub fn config(files: &[&str], entries: Vec<Entry>, rejected: Vec<RejectedEntry>)
         rejected,
         diagnostics: vec![],
         names: inetd_protocol::IdNames::default(),
+        inputs: None,
     }
 }
 

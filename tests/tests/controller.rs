@@ -1230,3 +1230,47 @@ fn an_unchanged_reload_sends_nothing_unless_a_listener_failed_to_bind() {
     assert_eq!(applies_logged(&log), 3);
     assert!(answers(pb));
 }
+
+/// A reload looks names up again even when no configuration file changed:
+/// here the services file moves the service to another port, and the
+/// reload that follows moves the listener.
+#[test]
+fn a_reload_resolves_names_again_when_only_they_changed() {
+    let (pa, pb) = (free_port(), free_port());
+    let s = Scratch::new("renamed");
+    let services = s.write("services", &format!("moving {pa}/tcp\n"));
+    let config = s.write(
+        "inetd.conf",
+        "127.0.0.1:moving stream tcp4 nowait nobody /bin/cat cat\n",
+    );
+    let log = s.path("core.log");
+    let _core = Proc::spawn(
+        Command::new(bin_path("inetd-core"))
+            .arg("--core-socket")
+            .arg(s.path("core.sock"))
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap()),
+    );
+    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
+    let _controller = Proc::spawn(
+        controller_command(&s, &config, Some("inetd"))
+            .arg("--services")
+            .arg(&services),
+    );
+    wait_for("the listener", secs(15), || answers(pa));
+    let out = inetctl(&s, &["reload"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(applies_logged(&log), 1, "nothing changed, nothing sent");
+
+    s.write("services", &format!("moving {pb}/tcp\n"));
+    let out = inetctl(&s, &["reload"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("1 added") && stdout.contains("1 removed"),
+        "{stdout}"
+    );
+    assert_eq!(applies_logged(&log), 2);
+    assert!(answers(pb));
+    assert!(refuses(pa));
+}

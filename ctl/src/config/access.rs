@@ -56,13 +56,10 @@ impl Default for AccessFiles {
 
 /// Reads one access file: a missing file is empty (as tcpd); any other
 /// failure to read it is an error, never an empty list.
-fn read_one(path: &Path, verdict: Verdict) -> Result<HostsFile, ConfigError> {
-    let name = path.to_string_lossy();
+fn read_one(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(hosts::parse(&name, b"", verdict));
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
             return Err(ConfigError::Read {
                 path: path.to_path_buf(),
@@ -83,15 +80,25 @@ fn read_one(path: &Path, verdict: Verdict) -> Result<HostsFile, ConfigError> {
             limit: MAX_FILE,
         });
     }
-    Ok(hosts::parse(&name, &data, verdict))
+    Ok(data)
+}
+
+/// The text of both files, hosts.allow first, as [`parse`] takes them.
+pub(crate) fn read_bytes(files: &AccessFiles) -> Result<[Vec<u8>; 2], ConfigError> {
+    Ok([read_one(&files.allow)?, read_one(&files.deny)?])
+}
+
+/// Parses both files' text, as [`read`] gives them.
+pub(crate) fn parse(files: &AccessFiles, text: &[Vec<u8>; 2]) -> Vec<HostsFile> {
+    vec![
+        hosts::parse(&files.allow.to_string_lossy(), &text[0], Verdict::Allow),
+        hosts::parse(&files.deny.to_string_lossy(), &text[1], Verdict::Deny),
+    ]
 }
 
 /// Reads and parses both files: hosts.allow first, as they are compiled.
 pub fn read(files: &AccessFiles) -> Result<Vec<HostsFile>, ConfigError> {
-    Ok(vec![
-        read_one(&files.allow, Verdict::Allow)?,
-        read_one(&files.deny, Verdict::Deny)?,
-    ])
+    Ok(parse(files, &read_bytes(files)?))
 }
 
 /// The daemon name tcpd would see for an entry.

@@ -103,19 +103,25 @@ fn first_field(raw: &[u8]) -> Option<String> {
 }
 
 /// The records of one file, in order.
+#[cfg(test)]
 pub(crate) fn records(data: &[u8]) -> Vec<Record> {
     let mut out = Vec::new();
+    each_record(data, |r| out.push(r));
+    out
+}
+
+/// Gives `out` the records of one file, in order, one at a time: a large
+/// file's records are never all held at once.
+pub(crate) fn each_record(data: &[u8], mut out: impl FnMut(Record)) {
     let mut pending: Option<Pending> = None;
-    let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
     // A final newline does not start another line.
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    for (i, raw) in lines.into_iter().enumerate() {
+    let data = data.strip_suffix(b"\n").unwrap_or(data);
+    let lines = (!data.is_empty()).then(|| data.split(|&b| b == b'\n'));
+    for (i, raw) in lines.into_iter().flatten().enumerate() {
         let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
         if raw.first() == Some(&b'#') || raw.iter().all(|&b| is_blank(b)) {
             if let Some(p) = pending.take() {
-                out.push(p.finish());
+                out(p.finish());
             }
             continue;
         }
@@ -133,7 +139,7 @@ pub(crate) fn records(data: &[u8]) -> Vec<Record> {
             }
         } else {
             if let Some(p) = pending.take() {
-                out.push(p.finish());
+                out(p.finish());
             }
             pending.insert(Pending {
                 line: n,
@@ -161,9 +167,8 @@ pub(crate) fn records(data: &[u8]) -> Vec<Record> {
         );
     }
     if let Some(p) = pending.take() {
-        out.push(p.finish());
+        out(p.finish());
     }
-    out
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub struct NameSources {
 /// What [`load_with`] may do beyond [`NameSources`]: hooks that make a
 /// load independent of the host, for tests and for checking a
 /// configuration meant for another machine.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Host names are looked up in this file (`/etc/hosts` format) instead
     /// of the system resolver.
@@ -102,6 +102,16 @@ pub fn load_with(
     names: &NameSources,
     options: &LoadOptions,
 ) -> Result<Config, ConfigError> {
+    Ok(assemble(gather(paths, names, options)?, options))
+}
+
+/// Files to read: (shown name, path); warnings found while listing
+/// directories, with the file index they sort under; whether any of the
+/// paths exists.
+type Listing = (Vec<(String, PathBuf)>, Vec<(usize, Diagnostic)>, bool);
+
+/// The files `paths` name, directories listed.
+fn list(paths: &[PathBuf]) -> Result<Listing, ConfigError> {
     let defaults = default_paths();
     let (paths, optional) = if paths.is_empty() || paths == defaults.as_slice() {
         (defaults.as_slice(), true)
@@ -110,8 +120,6 @@ pub fn load_with(
     };
 
     let mut files: Vec<(String, PathBuf)> = Vec::new();
-    // Problems found while listing directories: warnings, with the file index
-    // they sort under.
     let mut listing_warnings: Vec<(usize, Diagnostic)> = Vec::new();
     let mut any_exists = false;
     for path in paths {
@@ -170,14 +178,38 @@ pub fn load_with(
         }
     }
 
-    assemble(
-        &files,
+    Ok((files, listing_warnings, any_exists))
+}
+
+/// Everything one load reads, before any of it is parsed.
+struct Gathered {
+    /// (shown name, path, contents, modification time), in order.
+    files: Vec<(String, PathBuf, Vec<u8>, Option<SystemTime>)>,
+    listing_warnings: Vec<(usize, Diagnostic)>,
+    any_exists: bool,
+    names: names::Names,
+}
+
+/// Lists and reads the configuration and opens the name sources, in the
+/// order whose first failure is the load's error.
+fn gather(
+    paths: &[PathBuf],
+    sources: &NameSources,
+    options: &LoadOptions,
+) -> Result<Gathered, ConfigError> {
+    let (listed, listing_warnings, any_exists) = list(paths)?;
+    let names = names::Names::open(sources, options)?;
+    let mut files = Vec::with_capacity(listed.len());
+    for (shown, path) in listed {
+        let (data, mtime) = read_file(&path)?;
+        files.push((shown, path, data, mtime));
+    }
+    Ok(Gathered {
+        files,
         listing_warnings,
         any_exists,
         names,
-        options,
-        &mut |p| read_file(p),
-    )
+    })
 }
 
 /// Parses one configuration text as if it were the file `name`, with names
@@ -190,31 +222,32 @@ pub fn parse_bytes(
     names: &NameSources,
     options: &LoadOptions,
 ) -> Result<Config, ConfigError> {
-    let files = [(name.to_owned(), PathBuf::from(name))];
-    assemble(&files, Vec::new(), true, names, options, &mut |_| {
-        Ok((data.to_vec(), None))
-    })
+    let gathered = Gathered {
+        files: vec![(name.to_owned(), PathBuf::from(name), data.to_vec(), None)],
+        listing_warnings: Vec::new(),
+        any_exists: true,
+        names: names::Names::open(names, options)?,
+    };
+    Ok(assemble(gathered, options))
 }
 
 type FileData = (Vec<u8>, Option<SystemTime>);
 
-/// Parses `files` (shown name, path) as read by `read`, in order, and
-/// checks their entries together.
-fn assemble(
-    files: &[(String, PathBuf)],
-    listing_warnings: Vec<(usize, Diagnostic)>,
-    any_exists: bool,
-    names: &NameSources,
-    options: &LoadOptions,
-    read: &mut dyn FnMut(&Path) -> Result<FileData, ConfigError>,
-) -> Result<Config, ConfigError> {
-    let mut names = names::Names::open(names, options)?;
+/// Parses the files read, in order, and checks their entries together.
+fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
+    let Gathered {
+        files,
+        listing_warnings,
+        any_exists,
+        mut names,
+    } = gathered;
     let mut config = Config {
         files: Vec::new(),
         entries: Vec::new(),
         rejected: Vec::new(),
         diagnostics: Vec::new(),
         names: IdNames::default(),
+        inputs: None,
     };
     if !any_exists {
         // About no file in particular: shown without a FILE:LINE.
@@ -223,27 +256,25 @@ fn assemble(
             0,
             format!("neither {DEFAULT_FILE} nor {DEFAULT_DIR} exists: no services are configured"),
         ));
-        return Ok(config);
+        return config;
     }
 
     let mut parsed = Vec::new();
-    let mut diags: Vec<(usize, Diagnostic)> = listing_warnings;
-    for (index, (shown, path)) in files.iter().enumerate() {
-        let (data, mtime) = read(path)?;
+    let mut diags: Vec<(usize, Diagnostic)> = listing_warnings.clone();
+    for (index, (shown, path, data, mtime)) in files.iter().enumerate() {
         config.files.push(ConfigFile {
             path: path.clone(),
-            mtime,
+            mtime: *mtime,
         });
-        let records = lexer::records(&data);
         let mut state = entry::FileState::default();
-        for record in records {
+        lexer::each_record(data, |record| {
             let out = entry::parse_record(shown, index, record, &mut state, &mut names, options);
             match out {
                 entry::Outcome::None => {}
                 entry::Outcome::Error(d) => diags.push((index, d)),
                 entry::Outcome::Parsed(p) => parsed.push(p),
             }
-        }
+        });
     }
 
     overlap::resolve(&mut parsed);
@@ -300,7 +331,60 @@ fn assemble(
     // Stable: problems of one line keep the order they were found in.
     diags.sort_by_key(|(index, d)| (*index, d.line));
     config.diagnostics = diags.into_iter().map(|(_, d)| d).collect();
-    Ok(config)
+    config.inputs = Some(Box::new(Inputs {
+        files: files.into_iter().map(|(s, p, d, _)| (s, p, d)).collect(),
+        listing_warnings,
+        names,
+        options: options.clone(),
+        access: None,
+    }));
+    config
+}
+
+/// What a load read and what its name sources answered, kept with the
+/// configuration made from them, so that a reload can tell without
+/// parsing whether it would make the same one (see [`load_all_again`]).
+#[derive(Clone)]
+pub(crate) struct Inputs {
+    /// (shown name, path, contents), in order.
+    files: Vec<(String, PathBuf, Vec<u8>)>,
+    listing_warnings: Vec<(usize, Diagnostic)>,
+    /// After the load: its caches hold every question the parse asked.
+    names: names::Names,
+    options: LoadOptions,
+    /// hosts.allow and hosts.deny as read, and the source grouping, when
+    /// [`load_all`] compiled them in.
+    access: Option<(AccessFiles, [Vec<u8>; 2], SourcePrefix)>,
+}
+
+impl fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inputs")
+            .field("files", &self.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gathered {
+    /// Whether these, with `access`, are the inputs `before` was made
+    /// from: the same files with the same contents, the same access files
+    /// and options, and every name answering as it did. The names come
+    /// last: they are asked again only when everything else is the same.
+    fn same_as(
+        &mut self,
+        before: &Inputs,
+        options: &LoadOptions,
+        access: &(AccessFiles, [Vec<u8>; 2], SourcePrefix),
+    ) -> bool {
+        self.any_exists
+            && before.options == *options
+            && before.access.as_ref() == Some(access)
+            && self.listing_warnings == before.listing_warnings
+            && self.files.len() == before.files.len()
+            && (self.files.iter().zip(&before.files))
+                .all(|((s, p, d, _), (bs, bp, bd))| s == bs && p == bp && d == bd)
+            && self.names.answers_as(&before.names)
+    }
 }
 
 /// `--source-prefix V4,V6`: per-source limits group clients by these
@@ -358,11 +442,71 @@ pub fn load_all(
     access_files: &AccessFiles,
     prefix: SourcePrefix,
 ) -> Result<Config, ConfigError> {
-    let mut config = load(paths, names)?;
-    let hosts = access::read(access_files)?;
+    let options = LoadOptions::default();
+    let gathered = gather(paths, names, &options)?;
+    let access = (
+        access_files.clone(),
+        access::read_bytes(access_files)?,
+        prefix,
+    );
+    Ok(finish(gathered, &options, access))
+}
+
+/// The configuration from what [`load_all`] read.
+fn finish(
+    gathered: Gathered,
+    options: &LoadOptions,
+    access: (AccessFiles, [Vec<u8>; 2], SourcePrefix),
+) -> Config {
+    let mut config = assemble(gathered, options);
+    let hosts = access::parse(&access.0, &access.1);
     access::apply(&mut config, &hosts);
-    config.set_source_prefix(prefix);
-    Ok(config)
+    config.set_source_prefix(access.2);
+    if let Some(inputs) = &mut config.inputs {
+        inputs.access = Some(access);
+    }
+    config
+}
+
+/// What [`load_all_again`] found.
+#[derive(Debug)]
+pub enum Reloaded {
+    /// The configuration would be the one given: the same files with the
+    /// same contents, every name answering as it did. Here are the files
+    /// with their modification times now.
+    Same(Vec<ConfigFile>),
+    /// A configuration that may differ.
+    New(Config),
+}
+
+/// [`load_all`] for a reload of `previous`: reads everything again and asks
+/// every name again, as a load does, but parses only when something read
+/// or answered differs from what `previous` was made from. An unchanged
+/// configuration of 10,000 entries is then read and compared, not parsed,
+/// resolved, labelled and built a second time beside the running one.
+pub fn load_all_again(
+    previous: &Config,
+    paths: &[PathBuf],
+    names: &NameSources,
+    access_files: &AccessFiles,
+    prefix: SourcePrefix,
+) -> Result<Reloaded, ConfigError> {
+    let options = LoadOptions::default();
+    let mut gathered = gather(paths, names, &options)?;
+    let access = (
+        access_files.clone(),
+        access::read_bytes(access_files)?,
+        prefix,
+    );
+    if let Some(before) = &previous.inputs {
+        if gathered.same_as(before, &options, &access) {
+            let files = (gathered.files.into_iter())
+                .map(|(_, path, _, mtime)| ConfigFile { path, mtime })
+                .collect();
+            return Ok(Reloaded::Same(files));
+        }
+    }
+    Ok(Reloaded::New(finish(gathered, &options, access)))
 }
 
 /// The core refuses an `Apply` of more than [`MAX_LISTENERS`] listeners as
@@ -391,8 +535,13 @@ fn read_file(path: &Path) -> Result<FileData, ConfigError> {
         source: e,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
-    let mtime = file.metadata().and_then(|m| m.modified()).ok();
-    let mut data = Vec::new();
+    let meta = file.metadata();
+    let mtime = meta.as_ref().ok().and_then(|m| m.modified().ok());
+    // Sized from the file's length (`take` hides it from `read_to_end`),
+    // so the text, which the configuration keeps, is held without a
+    // doubling vector's spare room.
+    let size = meta.map_or(0, |m| m.len()).min(MAX_FILE + 1);
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
     file.take(MAX_FILE + 1)
         .read_to_end(&mut data)
         .map_err(read_err)?;
@@ -417,6 +566,8 @@ pub struct Config {
     pub diagnostics: Vec<Diagnostic>,
     /// The names of the uids and gids the entries run with, as resolved.
     pub names: IdNames,
+    /// What it was made from, when it was loaded.
+    pub(crate) inputs: Option<Box<Inputs>>,
 }
 
 impl Config {

@@ -41,7 +41,7 @@ pub(crate) struct Service {
     pub official: String,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, PartialEq, Eq)]
 struct ServicesDb {
     /// (protocol, name or alias) → service; the first line wins, as in libc.
     by_name: HashMap<(String, String), Service>,
@@ -76,10 +76,12 @@ impl ServicesDb {
     }
 }
 
+#[derive(Clone, PartialEq, Eq)]
 struct PasswdDb {
     users: Vec<UserInfo>,
 }
 
+#[derive(Clone, PartialEq, Eq)]
 struct GroupDb {
     groups: Vec<GroupInfo>,
 }
@@ -162,7 +164,8 @@ fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
     map
 }
 
-/// The name sources of one load.
+/// The name sources of one load, and every answer they gave it.
+#[derive(Clone)]
 pub(crate) struct Names {
     services: ServicesDb,
     /// Where services come from, for messages.
@@ -393,6 +396,46 @@ impl Names {
         r
     }
 
+    /// Whether `self`, freshly opened, answers as `before` did: the same
+    /// files read, and the system giving again the answer to every
+    /// question `before` was asked (each user, group, group list, host
+    /// name, server path and the IPv6 probe, asked again now). Since an
+    /// entry's parse reads nothing but its text and these answers, a load
+    /// of the same text with such names gives the same configuration.
+    pub fn answers_as(&mut self, before: &Names) -> bool {
+        let same_files = self.services == before.services
+            && self.services_path == before.services_path
+            && self.services_problem == before.services_problem
+            && self.passwd_path == before.passwd_path
+            && self.group_path == before.group_path
+            && self.passwd == before.passwd
+            && self.group == before.group
+            && self.hosts == before.hosts;
+        if !same_files {
+            return false;
+        }
+        if let Some(had) = before.ipv6 {
+            if self.has_ipv6() != had {
+                return false;
+            }
+        }
+        before.users.iter().all(|(n, r)| self.user(n) == *r)
+            && before.groups.iter().all(|(n, r)| self.group(n) == *r)
+            && before
+                .group_names
+                .iter()
+                .all(|(g, r)| self.group_name(*g) == *r)
+            && before
+                .group_lists
+                .iter()
+                .all(|((u, g), r)| self.group_list(u, *g) == *r)
+            && before.host_cache.iter().all(|(n, r)| self.host(n) == *r)
+            && before
+                .server_checks
+                .iter()
+                .all(|(p, r)| self.server_problem(p) == *r)
+    }
+
     /// Whether the host can make IPv6 sockets (probed once).
     pub fn has_ipv6(&mut self) -> bool {
         *self.ipv6.get_or_insert_with(|| {
@@ -428,6 +471,39 @@ mod tests {
         assert_eq!(get("source", "udp"), None);
         assert_eq!(get("echo", "tcp").unwrap().port, 7);
         assert_eq!(get("bad", "tcp"), None);
+    }
+
+    #[test]
+    fn a_system_answer_that_changed_since_is_seen() {
+        let open = || Names::open(&NameSources::default(), &LoadOptions::default()).unwrap();
+        let mut before = open();
+        let root = before.user("root").unwrap().expect("root exists");
+        assert_eq!(before.server_problem(Path::new("/bin/sh")), None);
+        before.group_name(0);
+        before.group_list("root", 0).unwrap();
+        before.has_ipv6();
+        assert!(open().answers_as(&before));
+        // As if the system had answered otherwise when `before` asked.
+        let mut stale = before.clone();
+        let moved = UserInfo { uid: 4321, ..root };
+        stale.users.insert("root".into(), Ok(Some(moved)));
+        assert!(!open().answers_as(&stale));
+        let mut stale = before.clone();
+        stale
+            .server_checks
+            .insert("/bin/sh".into(), Some("does not exist".into()));
+        assert!(!open().answers_as(&stale));
+        let mut stale = before.clone();
+        stale.group_names.insert(0, Some("renamed".into()));
+        assert!(!open().answers_as(&stale));
+        let mut stale = before.clone();
+        stale
+            .group_lists
+            .insert(("root".into(), 0), Ok(vec![0, 4242]));
+        assert!(!open().answers_as(&stale));
+        let mut stale = before.clone();
+        stale.ipv6 = stale.ipv6.map(|v| !v);
+        assert!(!open().answers_as(&stale));
     }
 
     #[test]
