@@ -6,6 +6,7 @@
 //! the protocol to be read), wait (4), user (5), server (6), arguments (7).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
 use std::path::{Component, Path};
 
 use inetd_protocol::{
@@ -65,16 +66,53 @@ pub(crate) struct Parsed {
     /// Field 3 as written.
     pub protocol: String,
     pub warnings: Vec<String>,
-    /// The listeners, or the entry's one error message.
-    pub result: Result<Vec<Listener>, String>,
+    /// Where its listeners are in the load's [`Pool`], or the entry's one
+    /// error message.
+    pub result: Result<Range<usize>, String>,
 }
 
-pub(crate) struct Listener {
-    /// `None` once the other entry of a `tcp`/`tcp6` twin took this half.
-    pub entry: Option<Entry>,
-    /// The IPv4 or IPv6 half of a `*` `tcp`/`udp` entry: an explicit
-    /// `tcp4`/`tcp6` entry with the same bind key takes it over.
-    pub plain: bool,
+/// The listeners of every entry of a load, in file order, parsed straight
+/// into the vector that becomes the configuration's entries: no entry has
+/// a vector of its own to be moved out of at the end, so a load holds one
+/// copy of each listener, not two (with 10,000 entries, 4 MB less at the
+/// peak of a reload, while the configuration in effect is still alive).
+#[derive(Default)]
+pub(crate) struct Pool {
+    pub entries: Vec<Entry>,
+    /// Per listener: the IPv4 or IPv6 half of a `*` `tcp`/`udp` entry: an
+    /// explicit `tcp4`/`tcp6` entry with the same bind key takes it over.
+    pub plain: Vec<bool>,
+    /// Per listener: `false` once the other entry of a `tcp`/`tcp6` twin
+    /// took this half.
+    pub live: Vec<bool>,
+}
+
+impl Pool {
+    /// The listeners in `range` still their entry's.
+    pub fn live_in(&self, range: &Range<usize>) -> usize {
+        self.live[range.clone()].iter().filter(|l| **l).count()
+    }
+
+    /// The listeners of the entries `parsed` keeps (live, of an entry that
+    /// is not rejected), in order, in the same vector, without spare room.
+    pub fn into_entries(self, parsed: &[Parsed]) -> Vec<Entry> {
+        let Pool {
+            mut entries, live, ..
+        } = self;
+        let mut keep = vec![false; entries.len()];
+        for range in parsed.iter().filter_map(|p| p.result.as_ref().ok()) {
+            for i in range.clone() {
+                keep[i] = live[i];
+            }
+        }
+        let mut i = 0;
+        entries.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        entries.shrink_to_fit();
+        entries
+    }
 }
 
 /// The entry's one problem.
@@ -215,6 +253,7 @@ pub(crate) fn parse_record(
     state: &mut FileState,
     names: &mut Names,
     options: &LoadOptions,
+    pool: &mut Pool,
 ) -> Outcome {
     match record {
         Record::DefaultAddr { line, host } => {
@@ -276,7 +315,7 @@ pub(crate) fn parse_record(
                 warnings: Vec::new(),
                 source: &source,
             };
-            let result = parser.parse(&fields).map_err(|p| p.message());
+            let result = parser.parse(&fields, pool).map_err(|p| p.message());
             // A bad entry is one error: its warnings would only distract.
             let warnings = if result.is_ok() {
                 parser.warnings
@@ -319,7 +358,9 @@ enum Where {
 }
 
 impl EntryParser<'_> {
-    fn parse(&mut self, fields: &[String]) -> Result<Vec<Listener>, Problem> {
+    /// Checks an entry and, when it is good, adds its listeners to `pool`
+    /// (nothing when it is not).
+    fn parse(&mut self, fields: &[String], pool: &mut Pool) -> Result<Range<usize>, Problem> {
         if looks_like_xinetd(fields) {
             return Err(Problem::Whole(
                 "this is xinetd syntax (service NAME { attribute = value ... }), which inetd.conf does not take: \
@@ -420,9 +461,9 @@ impl EntryParser<'_> {
         };
 
         let binds = self.binds(proto, place)?;
-        let listeners = binds
-            .into_iter()
-            .map(|(bind, row, plain)| {
+        let start = pool.entries.len();
+        for (bind, row, plain) in binds {
+            {
                 let label = Label {
                     service: service_text.clone(),
                     file: self.source.file.clone(),
@@ -431,32 +472,31 @@ impl EntryParser<'_> {
                     user: user.clone(),
                     group: group.clone(),
                 };
-                Listener {
-                    plain,
-                    entry: Some(Entry {
-                        source: self.source.clone(),
-                        service: service_text.clone(),
-                        protocol: row,
-                        user: user.clone(),
-                        group: group.clone(),
-                        server: server.clone(),
-                        argv: argv.clone(),
-                        warnings: self.warnings.clone(),
-                        spec: ListenerSpec {
-                            bind,
-                            socket_type,
-                            wait,
-                            action: action.clone(),
-                            creds: creds.clone(),
-                            limits,
-                            acl: None,
-                            label: label.encode(),
-                        },
-                    }),
-                }
-            })
-            .collect();
-        Ok(listeners)
+                pool.plain.push(plain);
+                pool.live.push(true);
+                pool.entries.push(Entry {
+                    source: self.source.clone(),
+                    service: service_text.clone(),
+                    protocol: row,
+                    user: user.clone(),
+                    group: group.clone(),
+                    server: server.clone(),
+                    argv: argv.clone(),
+                    warnings: self.warnings.clone(),
+                    spec: ListenerSpec {
+                        bind,
+                        socket_type,
+                        wait,
+                        action: action.clone(),
+                        creds: creds.clone(),
+                        limits,
+                        acl: None,
+                        label: label.encode(),
+                    },
+                });
+            }
+        }
+        Ok(start..pool.entries.len())
     }
 
     /// Field 3. Debian's `,sndbuf=N` and `,rcvbuf=N` suffixes are accepted

@@ -260,6 +260,7 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
     }
 
     let mut parsed = Vec::new();
+    let mut pool = entry::Pool::default();
     let mut diags: Vec<(usize, Diagnostic)> = listing_warnings.clone();
     for (index, (shown, path, data, mtime)) in files.iter().enumerate() {
         config.files.push(ConfigFile {
@@ -268,7 +269,9 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
         });
         let mut state = entry::FileState::default();
         lexer::each_record(data, |record| {
-            let out = entry::parse_record(shown, index, record, &mut state, &mut names, options);
+            let out = entry::parse_record(
+                shown, index, record, &mut state, &mut names, options, &mut pool,
+            );
             match out {
                 entry::Outcome::None => {}
                 entry::Outcome::Error(d) => diags.push((index, d)),
@@ -277,45 +280,36 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
         });
     }
 
-    overlap::resolve(&mut parsed);
-    limit_listeners(&mut parsed);
+    overlap::resolve(&mut parsed, &mut pool);
+    limit_listeners(&mut parsed, &pool);
 
-    // Exactly as many as there are listeners, rather than a doubling
-    // vector's up to twice as many slots.
-    let listeners = parsed
-        .iter()
-        .filter_map(|p| p.result.as_ref().ok())
-        .map(|l| l.iter().filter(|l| l.entry.is_some()).count())
-        .sum();
-    config.entries.reserve_exact(listeners);
-    for p in parsed {
-        match p.result {
+    for p in &mut parsed {
+        match &p.result {
             Err(reason) => {
                 diags.push((
                     p.file_index,
                     Diagnostic::error(&p.source.file, p.source.line, reason.clone()),
                 ));
                 config.rejected.push(RejectedEntry {
-                    source: p.source,
-                    service: p.service,
-                    protocol: p.protocol,
-                    reason,
+                    source: p.source.clone(),
+                    service: std::mem::take(&mut p.service),
+                    protocol: std::mem::take(&mut p.protocol),
+                    reason: reason.clone(),
                     entry: None,
                 });
             }
-            Ok(listeners) => {
+            Ok(_) => {
                 for w in &p.warnings {
                     diags.push((
                         p.file_index,
                         Diagnostic::warning(&p.source.file, p.source.line, w.clone()),
                     ));
                 }
-                config
-                    .entries
-                    .extend(listeners.into_iter().filter_map(|l| l.entry));
             }
         }
     }
+    config.entries = pool.into_entries(&parsed);
+    drop(parsed);
 
     // The names of every id the entries run with, for the core's reasons.
     for e in &config.entries {
@@ -512,11 +506,11 @@ pub fn load_all_again(
 /// The core refuses an `Apply` of more than [`MAX_LISTENERS`] listeners as
 /// a whole; the entries that would go past it are rejected here instead,
 /// so the others can run.
-fn limit_listeners(parsed: &mut [entry::Parsed]) {
+fn limit_listeners(parsed: &mut [entry::Parsed], pool: &entry::Pool) {
     let mut count = 0usize;
     for p in parsed.iter_mut() {
         let Ok(listeners) = &p.result else { continue };
-        let n = listeners.iter().filter(|l| l.entry.is_some()).count();
+        let n = pool.live_in(listeners);
         if count + n > MAX_LISTENERS {
             p.result = Err(format!(
                 "too many listeners: at most {MAX_LISTENERS} in one configuration"

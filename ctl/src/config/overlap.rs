@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use inetd_protocol::{Bind, BindKey, IpMode};
 
-use super::entry::Parsed;
+use super::entry::{Parsed, Pool};
 
 /// The keys a listener cannot share a port with, its own first.
 fn clashing_keys(key: &BindKey) -> Vec<BindKey> {
@@ -77,42 +77,46 @@ fn place(key: &BindKey) -> Place {
 }
 
 /// Splits twins and rejects overlapping entries, in place: a rejected
-/// entry gets `Err(message)`, a half taken by a twin becomes `entry: None`.
-pub(crate) fn resolve(parsed: &mut [Parsed]) {
-    // Place → (entry index, listener index).
+/// entry gets `Err(message)`, a half taken by a twin is no longer live in
+/// `pool`.
+pub(crate) fn resolve(parsed: &mut [Parsed], pool: &mut Pool) {
+    // Place → (entry index, listener index in the pool).
     let mut taken: HashMap<Place, (usize, usize)> = HashMap::new();
     for pi in 0..parsed.len() {
         let Ok(listeners) = &parsed[pi].result else {
             continue;
         };
+        let listeners = listeners.clone();
         let mut take_over: Vec<(usize, usize)> = Vec::new();
         let mut give_up: Vec<usize> = Vec::new();
         let mut conflict: Option<String> = None;
-        'listeners: for (li, l) in listeners.iter().enumerate() {
-            let Some(entry) = &l.entry else { continue };
+        'listeners: for li in listeners.clone() {
+            if !pool.live[li] {
+                continue;
+            }
+            let entry = &pool.entries[li];
             let key = entry.spec.key();
             for other_key in clashing_keys(&key) {
                 let Some(&(oe, ol)) = taken.get(&place(&other_key)) else {
                     continue;
                 };
-                let Ok(other) = &parsed[oe].result else {
+                if parsed[oe].result.is_err() {
                     continue;
-                };
-                let other_plain = other[ol].plain;
-                let exact = other[ol]
-                    .entry
-                    .as_ref()
-                    .is_some_and(|e| e.spec.key() == key);
-                if exact && other_plain && !l.plain {
+                }
+                let other_plain = pool.plain[ol];
+                let other = pool.live[ol].then(|| &pool.entries[ol]);
+                let exact = other.is_some_and(|e| e.spec.key() == key);
+                let plain = pool.plain[li];
+                if exact && other_plain && !plain {
                     take_over.push((oe, ol));
-                } else if exact && l.plain && !other_plain {
+                } else if exact && plain && !other_plain {
                     give_up.push(li);
                 } else {
                     conflict = Some(format!(
                         "{} overlaps the entry at {}{}",
                         describe(&key, &entry.protocol),
                         parsed[oe].source,
-                        match &other[ol].entry {
+                        match other {
                             Some(e) if e.spec.key() != key => {
                                 format!(" ({})", describe(&e.spec.key(), &e.protocol))
                             }
@@ -129,33 +133,30 @@ pub(crate) fn resolve(parsed: &mut [Parsed]) {
             continue;
         }
         for (oe, ol) in take_over {
-            if let Ok(other) = &mut parsed[oe].result {
-                if let Some(e) = other[ol].entry.take() {
-                    taken.remove(&place(&e.spec.key()));
-                }
+            if parsed[oe].result.is_ok() && pool.live[ol] {
+                pool.live[ol] = false;
+                taken.remove(&place(&pool.entries[ol].spec.key()));
             }
-            note_if_fully_taken(parsed, oe);
+            note_if_fully_taken(parsed, pool, oe);
         }
-        if let Ok(listeners) = &mut parsed[pi].result {
-            for li in give_up {
-                listeners[li].entry = None;
-            }
-            for (li, l) in listeners.iter().enumerate() {
-                if let Some(e) = &l.entry {
-                    taken.insert(place(&e.spec.key()), (pi, li));
-                }
+        for li in give_up {
+            pool.live[li] = false;
+        }
+        for li in listeners {
+            if pool.live[li] {
+                taken.insert(place(&pool.entries[li].spec.key()), (pi, li));
             }
         }
-        note_if_fully_taken(parsed, pi);
+        note_if_fully_taken(parsed, pool, pi);
     }
 }
 
 /// A plain entry whose two halves both went to twins serves nothing of its
 /// own: say so rather than drop it silently.
-fn note_if_fully_taken(parsed: &mut [Parsed], pi: usize) {
+fn note_if_fully_taken(parsed: &mut [Parsed], pool: &Pool, pi: usize) {
     let p = &mut parsed[pi];
     let Ok(listeners) = &p.result else { return };
-    if listeners.is_empty() || listeners.iter().any(|l| l.entry.is_some()) {
+    if listeners.is_empty() || pool.live_in(listeners) > 0 {
         return;
     }
     let note = "both halves of this entry are served by other entries (tcp4/tcp6 or udp4/udp6 twins): it has no listener of its own".to_owned();
