@@ -702,6 +702,24 @@ fn overlaps_are_errors_naming_the_first() {
         assert!(c.entries.iter().all(|x| x.source.line == 1), "{text}");
         check_consistency(&c);
     }
+    // An entry rejected for an overlap, found only once every entry is
+    // parsed, still shows its fields as written, whatever lines come
+    // before it (a continued entry, a comment, a bad line, an addr: line).
+    let c = load_text(
+        "# comment\nnosuch\n127.0.0.1:\necho stream\n tcp4 nowait nobody internal\n\
+         7 stream tcp4,sndbuf=1k nowait nobody internal echo\ndaytime stream tcp4 nowait nobody internal\n",
+    );
+    let r: Vec<_> = (c.rejected.iter())
+        .map(|r| (r.source.line, r.service.as_str(), r.protocol.as_str()))
+        .collect();
+    assert_eq!(
+        r,
+        [(2, "nosuch", ""), (6, "7", "tcp4,sndbuf=1k")],
+        "{:?}",
+        c.diagnostics
+    );
+    assert_eq!(c.entries.len(), 2);
+    check_consistency(&c);
     // Different socket types and ports do not overlap; IPv4 and IPv6-only
     // sockets on one port do not either.
     let c = load_text("echo stream tcp4 nowait nobody internal\necho dgram udp4 wait nobody internal\necho stream tcp6 nowait nobody internal\n");

@@ -59,12 +59,20 @@ pub(crate) enum Outcome {
 
 /// An entry, good or bad, before bind keys are checked across files.
 pub(crate) struct Parsed {
-    pub source: Source,
+    /// Where the entry starts in the file `file_index`, from 1.
+    pub line: u32,
     pub file_index: usize,
-    /// Field 1 as written.
+    /// Field 1 as written, when [`Parsed::written`].
     pub service: String,
-    /// Field 3 as written.
+    /// Field 3 as written, when [`Parsed::written`].
     pub protocol: String,
+    /// Whether `service` and `protocol` are the fields as written. A good
+    /// entry leaves them empty: they are needed only if it is rejected
+    /// later (an overlap, too many listeners), and are then read again
+    /// from the text; kept for every entry, they were three strings each
+    /// (with the file name) alive until the end of the load, between the
+    /// configuration's own.
+    pub written: bool,
     pub warnings: Vec<String>,
     /// Where its listeners are in the load's [`Pool`], or the entry's one
     /// error message.
@@ -293,13 +301,11 @@ pub(crate) fn parse_record(
             first,
             message,
         } => Outcome::Parsed(Parsed {
-            source: Source {
-                file: file.to_owned(),
-                line,
-            },
+            line,
             file_index,
             service: first,
             protocol: String::new(),
+            written: true,
             warnings: Vec::new(),
             result: Err(message),
         }),
@@ -322,11 +328,22 @@ pub(crate) fn parse_record(
             } else {
                 Vec::new()
             };
+            let written = result.is_err();
+            let mut fields = fields.into_iter();
+            let (service, protocol) = if written {
+                (
+                    fields.next().unwrap_or_default(),
+                    fields.nth(1).unwrap_or_default(),
+                )
+            } else {
+                Default::default()
+            };
             Outcome::Parsed(Parsed {
-                service: fields.first().cloned().unwrap_or_default(),
-                protocol: fields.get(2).cloned().unwrap_or_default(),
-                source,
+                line,
                 file_index,
+                service,
+                protocol,
+                written,
                 warnings,
                 result,
             })

@@ -181,10 +181,13 @@ fn list(paths: &[PathBuf]) -> Result<Listing, ConfigError> {
     Ok((files, listing_warnings, any_exists))
 }
 
+/// A file read: (shown name, path, contents, modification time).
+type FileRead = (String, PathBuf, Vec<u8>, Option<SystemTime>);
+
 /// Everything one load reads, before any of it is parsed.
 struct Gathered {
-    /// (shown name, path, contents, modification time), in order.
-    files: Vec<(String, PathBuf, Vec<u8>, Option<SystemTime>)>,
+    /// In order.
+    files: Vec<FileRead>,
     listing_warnings: Vec<(usize, Diagnostic)>,
     any_exists: bool,
     names: names::Names,
@@ -283,15 +286,20 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
     overlap::resolve(&mut parsed, &mut pool);
     limit_listeners(&mut parsed, &pool);
 
+    read_fields_again(&mut parsed, &files);
     for p in &mut parsed {
+        let file = &files[p.file_index].0;
         match &p.result {
             Err(reason) => {
                 diags.push((
                     p.file_index,
-                    Diagnostic::error(&p.source.file, p.source.line, reason.clone()),
+                    Diagnostic::error(file, p.line, reason.clone()),
                 ));
                 config.rejected.push(RejectedEntry {
-                    source: p.source.clone(),
+                    source: Source {
+                        file: file.clone(),
+                        line: p.line,
+                    },
                     service: std::mem::take(&mut p.service),
                     protocol: std::mem::take(&mut p.protocol),
                     reason: reason.clone(),
@@ -300,10 +308,7 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
             }
             Ok(_) => {
                 for w in &p.warnings {
-                    diags.push((
-                        p.file_index,
-                        Diagnostic::warning(&p.source.file, p.source.line, w.clone()),
-                    ));
+                    diags.push((p.file_index, Diagnostic::warning(file, p.line, w.clone())));
                 }
             }
         }
@@ -501,6 +506,40 @@ pub fn load_all_again(
         }
     }
     Ok(Reloaded::New(finish(gathered, &options, access)))
+}
+
+/// Fills in the fields as written of the entries rejected after their
+/// parse, from the text, one pass over each file that has any.
+fn read_fields_again(parsed: &mut [entry::Parsed], files: &[FileRead]) {
+    let mut i = 0;
+    while i < parsed.len() {
+        let index = parsed[i].file_index;
+        let end = i
+            + (parsed[i..].iter())
+                .take_while(|p| p.file_index == index)
+                .count();
+        let group = &mut parsed[i..end];
+        i = end;
+        if !group.iter().any(|p| p.result.is_err() && !p.written) {
+            continue;
+        }
+        // A file's entries are in line order, one per line at most.
+        let mut k = 0;
+        lexer::each_record(&files[index].2, |record| {
+            let lexer::Record::Entry { line, fields } = record else {
+                return;
+            };
+            while k < group.len() && group[k].line < line {
+                k += 1;
+            }
+            if let Some(p) = group.get_mut(k).filter(|p| p.line == line && !p.written) {
+                let mut fields = fields.into_iter();
+                p.service = fields.next().unwrap_or_default();
+                p.protocol = fields.nth(1).unwrap_or_default();
+                p.written = true;
+            }
+        });
+    }
 }
 
 /// The core refuses an `Apply` of more than [`MAX_LISTENERS`] listeners as

@@ -104,6 +104,7 @@ pub(crate) fn resolve(parsed: &mut [Parsed], pool: &mut Pool) {
                     continue;
                 }
                 let other_plain = pool.plain[ol];
+                let other_source = &pool.entries[ol].source;
                 let other = pool.live[ol].then(|| &pool.entries[ol]);
                 let exact = other.is_some_and(|e| e.spec.key() == key);
                 let plain = pool.plain[li];
@@ -115,7 +116,7 @@ pub(crate) fn resolve(parsed: &mut [Parsed], pool: &mut Pool) {
                     conflict = Some(format!(
                         "{} overlaps the entry at {}{}",
                         describe(&key, &entry.protocol),
-                        parsed[oe].source,
+                        other_source,
                         match other {
                             Some(e) if e.spec.key() != key => {
                                 format!(" ({})", describe(&e.spec.key(), &e.protocol))
