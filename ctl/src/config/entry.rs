@@ -62,17 +62,14 @@ pub(crate) struct Parsed {
     /// Where the entry starts in the file `file_index`, from 1.
     pub line: u32,
     pub file_index: usize,
-    /// Field 1 as written, when [`Parsed::written`].
-    pub service: String,
-    /// Field 3 as written, when [`Parsed::written`].
-    pub protocol: String,
-    /// Whether `service` and `protocol` are the fields as written. A good
-    /// entry leaves them empty: they are needed only if it is rejected
-    /// later (an overlap, too many listeners), and are then read again
-    /// from the text; kept for every entry, they were three strings each
-    /// (with the file name) alive until the end of the load, between the
-    /// configuration's own.
-    pub written: bool,
+    /// Field 1 and field 3 as written. A good entry leaves them out: they
+    /// are needed only if it is rejected later (an overlap, too many
+    /// listeners), and are then read again from the text; kept for every
+    /// entry, they were three strings each (with the file name) alive
+    /// until the end of the load, between the configuration's own. Boxed,
+    /// so that the list of parsed entries, grown while a reload builds a
+    /// configuration beside the one in effect, is 40 bytes an entry less.
+    pub written: Option<Box<(String, String)>>,
     pub warnings: Vec<String>,
     /// Where its listeners are in the load's [`Pool`], or the entry's one
     /// error message.
@@ -303,9 +300,7 @@ pub(crate) fn parse_record(
         } => Outcome::Parsed(Parsed {
             line,
             file_index,
-            service: first,
-            protocol: String::new(),
-            written: true,
+            written: Some(Box::new((first, String::new()))),
             warnings: Vec::new(),
             result: Err(message),
         }),
@@ -328,21 +323,14 @@ pub(crate) fn parse_record(
             } else {
                 Vec::new()
             };
-            let written = result.is_err();
-            let mut fields = fields.into_iter();
-            let (service, protocol) = if written {
-                (
-                    fields.next().unwrap_or_default(),
-                    fields.nth(1).unwrap_or_default(),
-                )
-            } else {
-                Default::default()
-            };
+            let written = result.is_err().then(|| {
+                let mut fields = fields.into_iter();
+                let service = fields.next().unwrap_or_default();
+                Box::new((service, fields.nth(1).unwrap_or_default()))
+            });
             Outcome::Parsed(Parsed {
                 line,
                 file_index,
-                service,
-                protocol,
                 written,
                 warnings,
                 result,

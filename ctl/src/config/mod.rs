@@ -291,6 +291,7 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
         let file = &files[p.file_index].0;
         match &p.result {
             Err(reason) => {
+                let (service, protocol) = p.written.take().map(|w| *w).unwrap_or_default();
                 diags.push((
                     p.file_index,
                     Diagnostic::error(file, p.line, reason.clone()),
@@ -300,8 +301,8 @@ fn assemble(gathered: Gathered, options: &LoadOptions) -> Config {
                         file: file.clone(),
                         line: p.line,
                     },
-                    service: std::mem::take(&mut p.service),
-                    protocol: std::mem::take(&mut p.protocol),
+                    service,
+                    protocol,
                     reason: reason.clone(),
                     entry: None,
                 });
@@ -520,7 +521,10 @@ fn read_fields_again(parsed: &mut [entry::Parsed], files: &[FileRead]) {
                 .count();
         let group = &mut parsed[i..end];
         i = end;
-        if !group.iter().any(|p| p.result.is_err() && !p.written) {
+        if !group
+            .iter()
+            .any(|p| p.result.is_err() && p.written.is_none())
+        {
             continue;
         }
         // A file's entries are in line order, one per line at most.
@@ -532,11 +536,10 @@ fn read_fields_again(parsed: &mut [entry::Parsed], files: &[FileRead]) {
             while k < group.len() && group[k].line < line {
                 k += 1;
             }
-            if let Some(p) = group.get_mut(k).filter(|p| p.line == line && !p.written) {
+            if let Some(p) = (group.get_mut(k)).filter(|p| p.line == line && p.written.is_none()) {
                 let mut fields = fields.into_iter();
-                p.service = fields.next().unwrap_or_default();
-                p.protocol = fields.nth(1).unwrap_or_default();
-                p.written = true;
+                let service = fields.next().unwrap_or_default();
+                p.written = Some(Box::new((service, fields.nth(1).unwrap_or_default())));
             }
         });
     }
