@@ -97,6 +97,21 @@ fn start_core(s: &Scratch) -> Proc {
     start_core_as(s, None)
 }
 
+/// A core for `s` with `extra` flags, its log in `core.log` of `s`.
+fn start_core_logging(s: &Scratch, extra: &[&str]) -> (Proc, PathBuf) {
+    let log = s.path("core.log");
+    let p = Proc::spawn(
+        Command::new(bin_path("inetd-core"))
+            .arg("--core-socket")
+            .arg(s.path("core.sock"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap()),
+    );
+    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
+    (p, log)
+}
+
 /// The controller for `s` and `config`, as `who` when root.
 fn controller_command(s: &Scratch, config: &Path, who: Option<&str>) -> Command {
     let mut c = as_user(who, &bin_path("inetd-controller"));
@@ -1065,16 +1080,7 @@ fn entries_the_core_would_refuse_are_shown_rejected_with_its_reason_and_never_se
         cat_line(ok, "")
     );
     let config = s.write("inetd.conf", &conf);
-    let log = s.path("core.log");
-    let _core = Proc::spawn(
-        Command::new(bin_path("inetd-core"))
-            .arg("--core-socket")
-            .arg(s.path("core.sock"))
-            .args(["--allow-root-command", "/usr/bin/id id -u"])
-            .stdin(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap()),
-    );
-    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
+    let (_core, log) = start_core_logging(&s, &["--allow-root-command", "/usr/bin/id id -u"]);
     let _controller = start_controller(&s, &config);
     wait_for("the listeners", secs(15), || {
         state_of(&s, ok).as_deref() == Some("listening")
@@ -1173,15 +1179,7 @@ fn an_unchanged_reload_sends_nothing_unless_a_listener_failed_to_bind() {
     let blocker = TcpListener::bind(("127.0.0.1", busy)).unwrap();
     let s = Scratch::new("unchanged");
     let config = s.write("inetd.conf", &(cat_line(pa, "") + &cat_line(busy, "")));
-    let log = s.path("core.log");
-    let _core = Proc::spawn(
-        Command::new(bin_path("inetd-core"))
-            .arg("--core-socket")
-            .arg(s.path("core.sock"))
-            .stdin(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap()),
-    );
-    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
+    let (_core, log) = start_core_logging(&s, &[]);
     let _controller = start_controller(&s, &config);
     wait_for("the listener", secs(15), || {
         state_of(&s, pa).as_deref() == Some("listening")
@@ -1243,15 +1241,7 @@ fn a_reload_resolves_names_again_when_only_they_changed() {
         "inetd.conf",
         "127.0.0.1:moving stream tcp4 nowait nobody /bin/cat cat\n",
     );
-    let log = s.path("core.log");
-    let _core = Proc::spawn(
-        Command::new(bin_path("inetd-core"))
-            .arg("--core-socket")
-            .arg(s.path("core.sock"))
-            .stdin(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap()),
-    );
-    wait_for("the core socket", secs(10), || s.path("core.sock").exists());
+    let (_core, log) = start_core_logging(&s, &[]);
     let _controller = Proc::spawn(
         controller_command(&s, &config, Some("inetd"))
             .arg("--services")
