@@ -39,11 +39,11 @@
 //! The builtins run only in a child that has dropped to the service's ids,
 //! in a crate of their own that cannot reach the code of this one.
 //!
-//! root, this process: core/src: 9449 lines
+//! root, this process: core/src: 9422 lines
 //!     accept.rs 481, admission.rs 124, apply.rs 336, backoff.rs 56
 //!     children.rs 535, cli.rs 264, daemon.rs 579, events.rs 242
 //!     exec_path.rs 4, limits.rs 402, link.rs 497, logger.rs 203, main.rs 134
-//!     notify.rs 53, peer.rs 84, plan.rs 115, reply.rs 99, start.rs 593
+//!     notify.rs 53, peer.rs 84, plan.rs 88, reply.rs 99, start.rs 593
 //!     supervisor.rs 263, syslog.rs 63, validate.rs 373
 //!     listeners/listener.rs 470, listeners/mod.rs 266, sys/caps.rs 176
 //!     sys/child.rs 574, sys/epoll.rs 110, sys/inherit.rs 134, sys/mod.rs 557

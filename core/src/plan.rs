@@ -10,7 +10,7 @@
 //! removed too: the controller no longer wants what ran there.
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use inetd_protocol::{BindKey, ListenerSpec};
 
@@ -50,24 +50,6 @@ pub trait Current {
     fn keys(&self) -> Vec<&BindKey>;
 }
 
-/// Specs as sent, compared field by field.
-impl Current for HashMap<BindKey, &ListenerSpec> {
-    fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness> {
-        let old = *self.get(key)?;
-        Some(if *old == *new {
-            Sameness::Same
-        } else if label_only(old, new) {
-            Sameness::LabelOnly
-        } else {
-            Sameness::Different
-        })
-    }
-
-    fn keys(&self) -> Vec<&BindKey> {
-        HashMap::keys(self).collect()
-    }
-}
-
 /// Plans an apply. `current` is what runs, by key; `verdicts` holds, per
 /// requested listener, `Ok` or the reason it was rejected.
 pub fn plan<C: Current>(
@@ -104,19 +86,39 @@ pub fn plan<C: Current>(
     Plan { steps, removals }
 }
 
-/// True when `old` and `new` differ in their label and nothing else.
-fn label_only(old: &ListenerSpec, new: &ListenerSpec) -> bool {
-    let relabelled = ListenerSpec {
-        label: new.label.clone(),
-        ..old.clone()
-    };
-    relabelled == *new
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::validate::tests::spec;
+    use std::collections::HashMap;
+
+    /// Specs as sent, compared field by field: what runs, for the plan's
+    /// own tests (the core compares its kept listeners, see `listeners`).
+    impl Current for HashMap<BindKey, &ListenerSpec> {
+        fn compare(&self, key: &BindKey, new: &ListenerSpec) -> Option<Sameness> {
+            let old = *self.get(key)?;
+            Some(if *old == *new {
+                Sameness::Same
+            } else if label_only(old, new) {
+                Sameness::LabelOnly
+            } else {
+                Sameness::Different
+            })
+        }
+
+        fn keys(&self) -> Vec<&BindKey> {
+            HashMap::keys(self).collect()
+        }
+    }
+
+    /// True when `old` and `new` differ in their label and nothing else.
+    fn label_only(old: &ListenerSpec, new: &ListenerSpec) -> bool {
+        let relabelled = ListenerSpec {
+            label: new.label.clone(),
+            ..old.clone()
+        };
+        relabelled == *new
+    }
 
     #[test]
     fn diff_by_bind_key() {

@@ -465,7 +465,7 @@ fn one_command_mode(
     } else {
         (uid, sys::getegid(), &[][..])
     };
-    let (identity, image) = crate::validate::controller(ids, root, cstr(&ctl_path)?, argv);
+    let (identity, image) = crate::validate::controller(ids, root, &cstr(&ctl_path)?, &argv);
     let devnull =
         sys::open_dev_null().or_else(|e| fail(1, format!("cannot open /dev/null: {e}")))?;
     info!(

@@ -182,21 +182,21 @@ impl Prepared {
 pub fn controller(
     ids: (u32, u32, &[u32]),
     change_ids: bool,
-    path: CString,
-    argv: Vec<CString>,
+    path: &CStr,
+    argv: &[CString],
 ) -> (Identity, ExecImage) {
     let (uid, gid, groups) = ids;
     let identity = Identity::new(uid, gid, groups, change_ids, true);
     let argv = argv.iter().map(|a| a.as_bytes());
-    (identity, ExecImage::new(path.as_bytes(), argv))
+    (identity, ExecImage::new(path.to_bytes(), argv))
 }
 
 /// `Err` if `s` has a NUL byte: it could not be a C string.
 fn no_nul(what: &str, s: &str) -> Result<(), String> {
-    match s.contains('\0') {
-        true => Err(format!("{what} contains a NUL byte")),
-        false => Ok(()),
+    if s.contains('\0') {
+        return Err(format!("{what} contains a NUL byte"));
     }
+    Ok(())
 }
 
 /// `Err` unless `what` is at most `max` bytes long.
@@ -513,8 +513,8 @@ pub(crate) mod tests {
         let (id, image) = controller(
             (999, 998, &[998, 4, 998]),
             true,
-            CString::new("/usr/sbin/inetd-controller").unwrap(),
-            vec![CString::new("inetd-controller").unwrap()],
+            c"/usr/sbin/inetd-controller",
+            &[CString::new("inetd-controller").unwrap()],
         );
         assert!(id.no_new_privs() && id.change_ids());
         assert_eq!(id.groups(), &[4, 998]);

@@ -36,10 +36,10 @@
 //! pipe, so the parent sees end-of-file.
 //!
 //! Everything the exec path needs is prepared before `fork`: the ids with
-//! sorted groups and argv's pointer array when the listener was applied
+//! sorted groups and the program's strings when the listener was applied
 //! (the [`Identity`] and [`ExecImage`] that validation alone constructs,
-//! the only inputs accepted here), the environment's pointer array and a
-//! scratch buffer for the group check per spawn, and what every child is
+//! the only inputs accepted here), the argv and environment pointer arrays
+//! and a scratch buffer for the group check per spawn, and what every child is
 //! given back of the core's start (the limits and the keyring decision,
 //! settled once at start in [`super::inherit`]). So the exec path does not
 //! allocate between fork and exec, and makes only async-signal-safe calls.

@@ -511,8 +511,8 @@ mod tests {
         let (id, image) = crate::validate::controller(
             (super::super::geteuid(), super::super::getegid(), &[]),
             false,
-            path.to_owned(),
-            argv,
+            path,
+            &argv,
         );
         let fds = [w.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()];
         let (pid, status) = sp.exec(&id, &image, b"TCPREMOTEPORT=7\0", &fds).unwrap();
@@ -627,11 +627,11 @@ mod tests {
         let (id, image) = crate::validate::controller(
             (super::super::geteuid(), super::super::getegid(), &[]),
             false,
-            c"/bin/sh".to_owned(),
-            ["sh", "-c", "echo $TCPREMOTEPORT; ls /proc/self/fd | wc -l"]
+            c"/bin/sh",
+            &["sh", "-c", "echo $TCPREMOTEPORT; ls /proc/self/fd | wc -l"]
                 .iter()
                 .map(|a| CString::new(*a).unwrap())
-                .collect(),
+                .collect::<Vec<_>>(),
         );
         let (r, w) = nix::unistd::pipe().unwrap();
         let fds = [w.as_raw_fd(); 3];
@@ -648,8 +648,8 @@ mod tests {
         let (_, image) = crate::validate::controller(
             (super::super::geteuid(), super::super::getegid(), &[]),
             false,
-            c"/nonexistent".to_owned(),
-            vec![CString::new("x").unwrap()],
+            c"/nonexistent",
+            &[CString::new("x").unwrap()],
         );
         let null = super::super::open_dev_null().unwrap();
         let (pid, status) = fork_exec(&id, &image, b"", &[null.as_raw_fd(); 3]).unwrap();
@@ -713,8 +713,8 @@ mod tests {
         let (id, image) = crate::validate::controller(
             (super::super::geteuid(), super::super::getegid(), &[]),
             false,
-            c"/bin/sh".to_owned(),
-            vec![
+            c"/bin/sh",
+            &[
                 CString::new("sh").unwrap(),
                 CString::new("-c").unwrap(),
                 CString::new("exit 3").unwrap(),
