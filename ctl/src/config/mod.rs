@@ -354,7 +354,7 @@ pub(crate) struct Inputs {
     options: LoadOptions,
     /// hosts.allow and hosts.deny as read, and the source grouping, when
     /// [`load_all`] compiled them in.
-    access: Option<(AccessFiles, [Vec<u8>; 2], SourcePrefix)>,
+    access: Option<AccessRead>,
 }
 
 impl fmt::Debug for Inputs {
@@ -370,12 +370,7 @@ impl Gathered {
     /// from: the same files with the same contents, the same access files
     /// and options, and every name answering as it did. The names come
     /// last: they are asked again only when everything else is the same.
-    fn same_as(
-        &mut self,
-        before: &Inputs,
-        options: &LoadOptions,
-        access: &(AccessFiles, [Vec<u8>; 2], SourcePrefix),
-    ) -> bool {
+    fn same_as(&mut self, before: &Inputs, options: &LoadOptions, access: &AccessRead) -> bool {
         self.any_exists
             && before.options == *options
             && before.access.as_ref() == Some(access)
@@ -442,22 +437,31 @@ pub fn load_all(
     access_files: &AccessFiles,
     prefix: SourcePrefix,
 ) -> Result<Config, ConfigError> {
-    let options = LoadOptions::default();
-    let gathered = gather(paths, names, &options)?;
+    let (gathered, access) = gather_all(paths, names, access_files, prefix)?;
+    Ok(finish(gathered, &LoadOptions::default(), access))
+}
+
+/// hosts.allow and hosts.deny as read, with the source grouping.
+type AccessRead = (AccessFiles, [Vec<u8>; 2], SourcePrefix);
+
+/// Everything [`load_all`] reads, before any of it is parsed.
+fn gather_all(
+    paths: &[PathBuf],
+    names: &NameSources,
+    access_files: &AccessFiles,
+    prefix: SourcePrefix,
+) -> Result<(Gathered, AccessRead), ConfigError> {
+    let gathered = gather(paths, names, &LoadOptions::default())?;
     let access = (
         access_files.clone(),
         access::read_bytes(access_files)?,
         prefix,
     );
-    Ok(finish(gathered, &options, access))
+    Ok((gathered, access))
 }
 
 /// The configuration from what [`load_all`] read.
-fn finish(
-    gathered: Gathered,
-    options: &LoadOptions,
-    access: (AccessFiles, [Vec<u8>; 2], SourcePrefix),
-) -> Config {
+fn finish(gathered: Gathered, options: &LoadOptions, access: AccessRead) -> Config {
     let mut config = assemble(gathered, options);
     let hosts = access::parse(&access.0, &access.1);
     access::apply(&mut config, &hosts);
@@ -492,12 +496,7 @@ pub fn load_all_again(
     prefix: SourcePrefix,
 ) -> Result<Reloaded, ConfigError> {
     let options = LoadOptions::default();
-    let mut gathered = gather(paths, names, &options)?;
-    let access = (
-        access_files.clone(),
-        access::read_bytes(access_files)?,
-        prefix,
-    );
+    let (mut gathered, access) = gather_all(paths, names, access_files, prefix)?;
     if let Some(before) = &previous.inputs {
         if gathered.same_as(before, &options, &access) {
             let files = (gathered.files.into_iter())
